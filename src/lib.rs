@@ -1,0 +1,54 @@
+//! # smpalloc
+//!
+//! Lock-free concurrent allocators for SMP kernels and multithreaded programs, `no_std` first.
+//!
+//! | family | types | feature | status |
+//! |---|---|---|---|
+//! | IDs | [`AtomicBitmap`](bitmap::AtomicBitmap), [`PidAllocator`], [`Pid`] | `id` | built |
+//! | PID table | `RadixTree`, `PidTable` | `radix` | planned |
+//! | pages | `BitmapPageAllocator`, `BuddyPageAllocator` | `page` | planned |
+//! | bytes | `Tlsf`, `TlsfByteAllocator`, `SlabByteAllocator`, `BuddyByteAllocator` | `tlsf`, `slab`, `buddy` | planned |
+//! | SMP heap | per-CPU magazines over the page layer, TLSF for the rest | `heap` | planned |
+//!
+//! The foundation every family uses: [`SpinLock`] (the one lock), [`percpu`] (the CPU-id
+//! source and cache-padded per-CPU slots) and [`traits`] (arceos' allocator traits, so a kernel
+//! switches by changing an import). All atomics go through one private `sync` module, which
+//! becomes loom's under `--cfg loom`; every concurrent protocol has a loom model in
+//! `loom-tests/`, and DESIGN.md proves each one.
+//!
+//! Constructors are `const fn`, so allocators can live in `static`s:
+//!
+//! ```
+//! use smpalloc::PidAllocator;
+//! static PIDS: PidAllocator<64> = PidAllocator::with_reserved(1); // PIDs 1..4096
+//! let init = PIDS.allocate_specific(1).unwrap();
+//! let next = PIDS.allocate().unwrap();
+//! assert_eq!((*init, *next), (1, 2));
+//! ```
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(any(feature = "std", loom))]
+extern crate std;
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+mod sync;
+
+pub mod lock;
+pub mod percpu;
+pub mod traits;
+
+#[cfg(feature = "id")]
+pub mod bitmap;
+#[cfg(feature = "id")]
+pub mod id;
+
+pub use lock::{SpinLock, SpinLockGuard};
+pub use traits::{
+    AllocError, AllocResult, BaseAllocator, ByteAllocator, IdAllocator, PageAllocator,
+};
+
+#[cfg(feature = "id")]
+pub use id::{Pid, PidAllocator, Policy};

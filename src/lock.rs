@@ -1,0 +1,153 @@
+//! [`SpinLock`]: the crate's one fine-grained lock.
+//!
+//! A test-and-test-and-set spin lock: `lock` tries one `swap(true, Acquire)`; while that fails it
+//! waits with plain loads (so waiters share the cache line instead of bouncing it with writes),
+//! backing off with crossbeam-utils' `Backoff` (a loom yield under `cfg(loom)`), and retries the
+//! swap only when the lock looks free. `unlock` is a `store(false, Release)`.
+//!
+//! Every later family (the buddy zone lock, TLSF arenas, per-CPU cache slots) uses this type; no
+//! other module rolls its own lock. It does not disable interrupts: a kernel that takes one of
+//! these locks from an interrupt handler must disable interrupts around the critical section
+//! itself, or use only `try_lock` there.
+//!
+//! Correctness (DESIGN.md, "SpinLock"): mutual exclusion holds because only the `swap` that reads
+//! `false` enters, and the `Release` store of the previous holder synchronizes with that
+//! `Acquire` swap, so every write inside one critical section happens before the next. Covered by
+//! the loom model `loom-tests/lock.rs`.
+
+use core::fmt;
+use core::mem::ManuallyDrop;
+use core::ops::{Deref, DerefMut};
+
+use crate::sync::atomic::{AtomicBool, Ordering};
+use crate::sync::{Backoff, MutPtr, UnsafeCell, loom_const_fn};
+
+/// A test-and-test-and-set spin lock with an RAII guard.
+///
+/// ```
+/// use smpalloc::SpinLock;
+/// static COUNTER: SpinLock<u64> = SpinLock::new(0);
+/// *COUNTER.lock() += 1;
+/// assert_eq!(*COUNTER.lock(), 1);
+/// ```
+pub struct SpinLock<T> {
+    /// `true` while a guard exists. Written with `Acquire` swaps (lock) and `Release` stores
+    /// (unlock); read with `Relaxed` loads while waiting.
+    locked: AtomicBool,
+    /// Accessed only through a live guard, which proves `locked` was acquired by this thread.
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out access to `T` to one thread at a time, so sharing the lock only
+// requires that `T` may move between threads.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: owning the lock owns the `T`.
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    loom_const_fn! {
+        /// A new, unlocked lock around `value` (`const` outside loom, so it can be a `static`).
+        pub fn new(value: T) -> Self {
+            Self { locked: AtomicBool::new(false), data: UnsafeCell::new(value) }
+        }
+    }
+
+    /// Acquires the lock, spinning until it is free.
+    ///
+    /// # Time Complexity
+    /// O(1) uncontended; unbounded under contention (the lock is not fair).
+    #[inline]
+    pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        loop {
+            if let Some(guard) = self.try_lock() {
+                return guard;
+            }
+            let backoff = Backoff::new();
+            while self.locked.load(Ordering::Relaxed) {
+                backoff.snooze();
+            }
+        }
+    }
+
+    /// Acquires the lock if it is free right now; never waits.
+    #[inline]
+    pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
+        if self.locked.swap(true, Ordering::Acquire) {
+            None
+        } else {
+            Some(SpinLockGuard { lock: self, data: ManuallyDrop::new(self.data.get_mut()) })
+        }
+    }
+
+    /// Whether some thread holds the lock at this instant (a racy snapshot, for diagnostics).
+    pub fn is_locked(&self) -> bool {
+        self.locked.load(Ordering::Relaxed)
+    }
+
+    /// Mutable access without locking: `&mut self` proves no guard exists. (Not available
+    /// under loom, whose cells hand out only tracked pointers.)
+    #[cfg(not(loom))]
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut_exclusive()
+    }
+
+    /// Consumes the lock and returns the value.
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+}
+
+impl<T: Default> Default for SpinLock<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for SpinLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.try_lock() {
+            Some(guard) => f.debug_struct("SpinLock").field("data", &&*guard).finish(),
+            None => f.debug_struct("SpinLock").field("data", &"<locked>").finish(),
+        }
+    }
+}
+
+/// Access to the data of a locked [`SpinLock`]; unlocks when dropped.
+pub struct SpinLockGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+    /// Dropped before the unlocking store, so loom sees this access end inside the lock.
+    data: ManuallyDrop<MutPtr<T>>,
+}
+
+impl<T> Deref for SpinLockGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this thread holds the lock, so no other reference
+        // to the data exists.
+        unsafe { MutPtr::deref(&self.data) }
+    }
+}
+
+impl<T> DerefMut for SpinLockGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` also excludes other borrows through this guard.
+        unsafe { MutPtr::deref(&self.data) }
+    }
+}
+
+impl<T> Drop for SpinLockGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: `data` is dropped exactly once, here, and never used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.data) };
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for SpinLockGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}

@@ -1,0 +1,207 @@
+//! Where "this CPU" comes from, and per-CPU storage.
+//!
+//! A kernel tells the crate, once at boot and before any allocator is used concurrently, how
+//! many CPUs it has ([`set_cpu_count`]) and how to read the current CPU's id
+//! ([`set_cpu_id_source`], a plain `fn() -> usize` that typically reads `tp`, `gs:` or
+//! `TPIDR_EL1`). Without a source:
+//! - with the `std` feature, each thread gets a slot number the first time it asks, handed out
+//!   round-robin, so threads spread over slots the way CPUs would;
+//! - in `no_std`, every caller is CPU 0.
+//!
+//! The id is a *hint*: a thread may migrate between reading it and using the slot. Nothing in the
+//! crate relies on the id for exclusion. Structures that need exclusive per-CPU state (page
+//! caches, magazines) guard each slot with its own `SpinLock` taken by `try_lock`; structures
+//! that only want locality (the ID allocator's hint cursors) need nothing more.
+//!
+//! [`PerCpu<T, N>`] is `N` cache-padded slots (crossbeam-utils' `CachePadded`, 128 bytes on
+//! x86_64 and aarch64), indexed by `current_cpu() % N`, so a slot per CPU never shares a cache
+//! line with its neighbour.
+
+use core::fmt;
+use core::mem::{ManuallyDrop, MaybeUninit};
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::atomic::Ordering;
+use crate::sync::atomic::boot::{AtomicPtr, AtomicUsize as BootUsize};
+
+/// The CPU-id function a kernel registered, or null.
+static CPU_ID_SOURCE: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// The CPU count a kernel registered; 0 means "not set".
+static CPU_COUNT: BootUsize = BootUsize::new(0);
+
+/// Registers the function that returns the current CPU's id. Call it once at boot, before
+/// other CPUs use any allocator; calling it again replaces the source (for tests).
+///
+/// The function must be cheap (it runs on every per-CPU access), must not allocate, and may
+/// return any `usize`: ids are reduced modulo each [`PerCpu`]'s slot count.
+pub fn set_cpu_id_source(source: fn() -> usize) {
+    CPU_ID_SOURCE.store(source as *mut (), Ordering::Release);
+}
+
+/// Registers how many CPUs the system has (the default for [`cpu_count`] is 1 in `no_std`,
+/// and the machine's available parallelism with `std`).
+pub fn set_cpu_count(count: usize) {
+    CPU_COUNT.store(count.max(1), Ordering::Release);
+}
+
+/// The number of CPUs the system was configured with (see [`set_cpu_count`]).
+pub fn cpu_count() -> usize {
+    match CPU_COUNT.load(Ordering::Acquire) {
+        0 => default_cpu_count(),
+        n => n,
+    }
+}
+
+#[cfg(feature = "std")]
+fn default_cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(not(feature = "std"))]
+fn default_cpu_count() -> usize {
+    1
+}
+
+/// The id of the CPU (or, with `std` and no registered source, the thread slot) running the
+/// caller. A hint: the caller may be moved to another CPU right after reading it.
+#[inline]
+pub fn current_cpu() -> usize {
+    let source = CPU_ID_SOURCE.load(Ordering::Acquire);
+    if source.is_null() {
+        return fallback_cpu();
+    }
+    // SAFETY: the only non-null values ever stored are `fn() -> usize` pointers cast to
+    // `*mut ()` by `set_cpu_id_source`, and function pointers and data pointers have the same
+    // size on every target the crate supports.
+    let source: fn() -> usize = unsafe { core::mem::transmute::<*mut (), fn() -> usize>(source) };
+    source()
+}
+
+#[cfg(all(feature = "std", not(loom)))]
+fn fallback_cpu() -> usize {
+    use core::cell::Cell;
+    static NEXT_SLOT: BootUsize = BootUsize::new(0);
+    std::thread_local! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|slot| {
+        let mut id = slot.get();
+        if id == usize::MAX {
+            id = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+            slot.set(id);
+        }
+        id
+    })
+}
+
+#[cfg(loom)]
+fn fallback_cpu() -> usize {
+    MODEL_CPU.with(|cpu| cpu.get())
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static MODEL_CPU: core::cell::Cell<usize> = core::cell::Cell::new(0);
+}
+
+/// Under loom: makes the calling model thread report `cpu` from [`current_cpu`] (models run
+/// their threads on one OS thread, so std's thread slots cannot tell them apart).
+#[cfg(loom)]
+pub fn set_model_cpu(cpu: usize) {
+    MODEL_CPU.with(|c| c.set(cpu));
+}
+
+#[cfg(all(not(feature = "std"), not(loom)))]
+fn fallback_cpu() -> usize {
+    0
+}
+
+/// `N` cache-padded slots of `T`, one per CPU (ids are reduced modulo `N`).
+///
+/// ```
+/// use smpalloc::percpu::PerCpu;
+/// use core::sync::atomic::{AtomicUsize, Ordering};
+/// static HITS: PerCpu<AtomicUsize, 4> = PerCpu::new([const { AtomicUsize::new(0) }; 4]);
+/// HITS.current().fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(HITS.iter().map(|h| h.load(Ordering::Relaxed)).sum::<usize>(), 1);
+/// ```
+pub struct PerCpu<T, const N: usize> {
+    slots: [CachePadded<T>; N],
+}
+
+impl<T, const N: usize> PerCpu<T, N> {
+    const VALID: () = assert!(N > 0, "PerCpu needs at least one slot");
+
+    /// Wraps one value per slot.
+    pub const fn new(values: [T; N]) -> Self {
+        let () = Self::VALID;
+        /// Reinterprets the filled array (a `const`-compatible `array_assume_init`).
+        union Filled<T, const N: usize> {
+            partial: ManuallyDrop<[MaybeUninit<CachePadded<T>>; N]>,
+            whole: ManuallyDrop<[CachePadded<T>; N]>,
+        }
+        let values = ManuallyDrop::new(values);
+        // `ManuallyDrop` is `repr(transparent)`: this points at `values[0]`.
+        let first = (&raw const values).cast::<T>();
+        let mut slots = [const { MaybeUninit::uninit() }; N];
+        let mut i = 0;
+        while i < N {
+            // SAFETY: `first.add(i)` is element `i < N` of `values`; each element is read exactly
+            // once and `values` is never dropped, so no value is duplicated.
+            let value = unsafe { first.add(i).read() };
+            slots[i] = MaybeUninit::new(CachePadded::new(value));
+            i += 1;
+        }
+        let filled = Filled { partial: ManuallyDrop::new(slots) };
+        // SAFETY: all N slots were initialized above, and `MaybeUninit<X>` has the layout of
+        // `X`, so both union fields describe the same bytes.
+        let slots = ManuallyDrop::into_inner(unsafe { filled.whole });
+        Self { slots }
+    }
+
+    /// Builds each slot from its index.
+    pub fn from_fn(mut f: impl FnMut(usize) -> T) -> Self {
+        let () = Self::VALID;
+        Self { slots: core::array::from_fn(|i| CachePadded::new(f(i))) }
+    }
+
+    /// The calling CPU's slot.
+    #[inline]
+    pub fn current(&self) -> &T {
+        self.get(current_cpu())
+    }
+
+    /// The slot of `cpu` (reduced modulo `N`).
+    #[inline]
+    pub fn get(&self, cpu: usize) -> &T {
+        &self.slots[cpu % N]
+    }
+
+    /// The index of the calling CPU's slot.
+    #[inline]
+    pub fn current_index(&self) -> usize {
+        current_cpu() % N
+    }
+
+    /// All slots, in index order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().map(|slot| &**slot)
+    }
+
+    /// The number of slots, `N`.
+    pub const fn len(&self) -> usize {
+        N
+    }
+
+    /// Always `false`: a `PerCpu` has at least one slot.
+    pub const fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl<T: fmt::Debug, const N: usize> fmt::Debug for PerCpu<T, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}

@@ -1,0 +1,155 @@
+//! The one place that names atomics, `UnsafeCell`, spin hints and thread yields.
+//!
+//! Every concurrent structure in the crate reaches its primitives through this module, so that
+//! `RUSTFLAGS="--cfg loom"` swaps all of them for [loom]'s model-checked versions at once:
+//!
+//! | item | normal build | `cfg(loom)` |
+//! |---|---|---|
+//! | `atomic::*` | `portable_atomic` (core atomics where the target has them, fallbacks elsewhere) | `loom::sync::atomic` |
+//! | [`UnsafeCell`] | a `core::cell::UnsafeCell` with loom's `with`/`with_mut`/`get_mut` API | `loom::cell::UnsafeCell` |
+//! | `Backoff` (every spin and retry loop) | `crossbeam_utils::Backoff` | `loom::thread::yield_now` on every step |
+//!
+//! Loom's atomics are not `const`-constructible, so every constructor in the crate that must be a
+//! `const fn` (for `static` allocators) is declared with [`loom_const_fn!`], which drops the
+//! `const` under `cfg(loom)`; models build fresh instances instead of statics.
+//!
+//! [loom]: https://docs.rs/loom
+
+pub(crate) mod atomic {
+    #[cfg(loom)]
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize};
+    #[cfg(not(loom))]
+    pub(crate) use portable_atomic::{AtomicBool, AtomicUsize};
+
+    pub(crate) use core::sync::atomic::Ordering;
+
+    /// Boot-time configuration cells that no modeled protocol touches (the CPU-id source, the
+    /// CPU count). They are plain core/portable atomics even under loom, because they must be
+    /// `static`s and are written once before any concurrent use.
+    pub(crate) mod boot {
+        pub(crate) use portable_atomic::{AtomicPtr, AtomicUsize};
+    }
+
+    /// An array of `N` atomics holding `value`; `const` outside loom.
+    #[cfg(not(loom))]
+    pub(crate) const fn usize_array<const N: usize>(value: usize) -> [AtomicUsize; N] {
+        let mut words = [const { AtomicUsize::new(0) }; N];
+        let mut i = 0;
+        while i < N {
+            words[i] = AtomicUsize::new(value);
+            i += 1;
+        }
+        words
+    }
+
+    /// An array of `N` atomics holding `value`; loom atomics cannot be built in `const`.
+    #[cfg(loom)]
+    pub(crate) fn usize_array<const N: usize>(value: usize) -> [AtomicUsize; N] {
+        core::array::from_fn(|_| AtomicUsize::new(value))
+    }
+}
+
+/// Declares a constructor that is a `const fn` in normal builds and a plain `fn` under loom.
+macro_rules! loom_const_fn {
+    ($(#[$meta:meta])* $vis:vis fn $($rest:tt)*) => {
+        #[cfg(not(loom))]
+        $(#[$meta])* $vis const fn $($rest)*
+        #[cfg(loom)]
+        $(#[$meta])* $vis fn $($rest)*
+    };
+}
+pub(crate) use loom_const_fn;
+
+/// Exponential backoff for contended retry loops: crossbeam-utils' `Backoff` normally, a loom
+/// yield per step under loom (crossbeam's `Backoff` would spin without letting loom schedule).
+pub(crate) struct Backoff {
+    #[cfg(not(loom))]
+    inner: crossbeam_utils::Backoff,
+}
+
+impl Backoff {
+    #[inline]
+    pub(crate) fn new() -> Self {
+        Self {
+            #[cfg(not(loom))]
+            inner: crossbeam_utils::Backoff::new(),
+        }
+    }
+
+    /// Backs off after a failed CAS on a contended word (never yields the CPU).
+    #[inline]
+    pub(crate) fn spin(&self) {
+        #[cfg(not(loom))]
+        self.inner.spin();
+        #[cfg(loom)]
+        loom::thread::yield_now();
+    }
+
+    /// Backs off while waiting for another thread to make progress (may yield to the OS
+    /// scheduler with `std`; in `no_std` it only spins).
+    #[inline]
+    pub(crate) fn snooze(&self) {
+        #[cfg(not(loom))]
+        {
+            #[cfg(feature = "std")]
+            self.inner.snooze();
+            #[cfg(not(feature = "std"))]
+            self.inner.spin();
+        }
+        #[cfg(loom)]
+        loom::thread::yield_now();
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::{MutPtr, UnsafeCell};
+
+#[cfg(not(loom))]
+pub(crate) use self::cell::{MutPtr, UnsafeCell};
+
+#[cfg(not(loom))]
+mod cell {
+    /// `core::cell::UnsafeCell` with the access API of `loom::cell::UnsafeCell`, so code written
+    /// once is checked by loom for unsynchronized access.
+    #[derive(Debug)]
+    #[repr(transparent)]
+    pub(crate) struct UnsafeCell<T>(core::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        pub(crate) const fn new(value: T) -> Self {
+            Self(core::cell::UnsafeCell::new(value))
+        }
+
+        /// A tracked mutable pointer to the contents (loom checks aliasing while it lives).
+        #[inline]
+        pub(crate) fn get_mut(&self) -> MutPtr<T> {
+            MutPtr(self.0.get())
+        }
+
+        /// Safe access through `&mut self` (no tracking needed: the borrow is exclusive).
+        pub(crate) fn get_mut_exclusive(&mut self) -> &mut T {
+            self.0.get_mut()
+        }
+
+        pub(crate) fn into_inner(self) -> T {
+            self.0.into_inner()
+        }
+    }
+
+    /// Mirrors `loom::cell::MutPtr`.
+    #[derive(Debug)]
+    pub(crate) struct MutPtr<T>(*mut T);
+
+    impl<T> MutPtr<T> {
+        /// # Safety
+        /// The caller must guarantee exclusive access to the cell's contents for as long as the
+        /// returned reference lives (for the crate's `SpinLock`, holding the lock).
+        #[inline]
+        #[allow(clippy::mut_from_ref)]
+        pub(crate) unsafe fn deref(&self) -> &mut T {
+            // SAFETY: the pointer comes from a live `UnsafeCell`; exclusivity is the caller's
+            // contract above.
+            unsafe { &mut *self.0 }
+        }
+    }
+}
