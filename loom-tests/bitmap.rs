@@ -1,1 +1,219 @@
+//! Loom models of `AtomicBitmap`'s protocols (DESIGN.md, "AtomicBitmap"). Empty unless built
+//! with `--cfg loom`.
+//!
+//! Capacities are shrunk so a preemption bound of 2-3 reaches full and boundary states: one or
+//! two leaf words, pre-filled to one bit from full with `with_prefix_allocated`, so the threads'
+//! few operations cross the full/not-full boundary that the summary protocol guards.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_bitmap`
 #![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use smpalloc::bitmap::{AtomicBitmap, BITS, BitmapError, Cursor, summary_words};
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
+/// Two leaf words under a one-word summary.
+type Two = AtomicBitmap<2, 1>;
+/// 65 leaf words: two summary levels (2 words, then 1).
+type ThreeLevels = AtomicBitmap<65, { summary_words(65) }>;
+
+/// Allocates until `None` and returns how many IDs that took (quiescent use only).
+fn drain<const W: usize, const S: usize>(bitmap: &AtomicBitmap<W, S>) -> usize {
+    let mut n = 0;
+    while bitmap.alloc_lowest().is_some() {
+        n += 1;
+    }
+    n
+}
+
+/// Two allocators racing for the last two free IDs get one each, never the same one.
+#[test]
+fn concurrent_allocs_are_unique() {
+    model(|| {
+        let bitmap = Arc::new(Two::with_prefix_allocated(2 * BITS - 2));
+        let other = bitmap.clone();
+        let t = thread::spawn(move || other.alloc_lowest());
+        let mine = bitmap.alloc_lowest();
+        let theirs = t.join().unwrap();
+        let (a, b) = (
+            mine.expect("a free ID was hidden"),
+            theirs.expect("a free ID was hidden"),
+        );
+        assert_ne!(a, b, "the same ID was handed out twice");
+        assert_eq!(bitmap.alloc_lowest(), None);
+        bitmap.check().unwrap();
+    });
+}
+
+/// The classic race: one thread fills word 0 (and must mark it full in the summary) while
+/// another frees a bit in it (and must clear the summary bit). Whatever the interleaving, the
+/// summary ends exact and the freed ID can be allocated again.
+#[test]
+fn fill_races_free_in_same_word() {
+    model(|| {
+        // Word 0 has one free bit (63); word 1 is full, so only word 0 can serve.
+        let bitmap = Arc::new(Two::with_prefix_allocated(BITS - 1));
+        for id in BITS..2 * BITS {
+            bitmap.alloc_specific(id).unwrap();
+        }
+        let other = bitmap.clone();
+        let filler = thread::spawn(move || other.alloc_lowest());
+        bitmap.free(5).unwrap();
+        let got = filler.join().unwrap();
+        assert!(matches!(got, Some(5) | Some(63)), "unexpected ID {got:?}");
+        bitmap.check().unwrap();
+        // Exactly one ID is free now, and a search must find it.
+        assert_eq!(
+            drain(&*bitmap),
+            1,
+            "a freed ID was hidden by a stale summary"
+        );
+        bitmap.check().unwrap();
+    });
+}
+
+/// The same race one level up: filling the last free leaf bit fills a level-1 summary word,
+/// which must propagate to level 2, while a free un-fills both.
+#[test]
+fn fill_races_free_across_two_summary_levels() {
+    model(|| {
+        // Leaves 0..64 full, leaf 64 (alone under level-1 word 1) one bit from full.
+        let bitmap = Arc::new(ThreeLevels::with_prefix_allocated(65 * BITS - 1));
+        let other = bitmap.clone();
+        let filler = thread::spawn(move || other.alloc_lowest());
+        bitmap.free(64 * BITS + 3).unwrap();
+        let got = filler.join().unwrap();
+        assert!(got.is_some(), "a free ID was hidden");
+        bitmap.check().unwrap();
+        assert_eq!(
+            drain(&*bitmap),
+            1,
+            "a freed ID was hidden by a stale summary"
+        );
+        bitmap.check().unwrap();
+    });
+}
+
+/// Frees racing allocations never hide a free ID: after both threads finish, every freed ID is
+/// allocatable again, and the count is exact.
+#[test]
+fn alloc_racing_free_hides_nothing() {
+    model(|| {
+        let bitmap = Arc::new(Two::with_prefix_allocated(2 * BITS));
+        let other = bitmap.clone();
+        let freer = thread::spawn(move || {
+            other.free(10).unwrap();
+            other.free(BITS + 10).unwrap();
+        });
+        let got = bitmap.alloc_lowest();
+        freer.join().unwrap();
+        bitmap.check().unwrap();
+        let expected_free = if got.is_some() { 1 } else { 2 };
+        assert_eq!(bitmap.count_allocated(), 2 * BITS - expected_free);
+        assert_eq!(drain(&*bitmap), expected_free);
+    });
+}
+
+/// A specific-ID claim racing next-fit allocation: both succeed with different IDs, or the
+/// specific claim fails because next-fit took that very ID.
+#[test]
+fn specific_races_next_fit() {
+    model(|| {
+        let bitmap = Arc::new(Two::with_prefix_allocated(2 * BITS - 2));
+        let cursor = Arc::new(Cursor::new(0));
+        let (b, c) = (bitmap.clone(), cursor.clone());
+        let t = thread::spawn(move || b.alloc_next_fit(&c, 0));
+        let specific = bitmap.alloc_specific(2 * BITS - 1);
+        let next = t.join().unwrap().expect("a free ID was hidden");
+        match specific {
+            Ok(()) => assert_eq!(next, 2 * BITS - 2),
+            Err(BitmapError::AlreadyAllocated) => assert_eq!(next, 2 * BITS - 1),
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+        assert_eq!(
+            bitmap.count_allocated(),
+            2 * BITS - (specific.is_err() as usize)
+        );
+        bitmap.check().unwrap();
+    });
+}
+
+/// A contiguous claim that spans two words races a single claim of a bit inside its range:
+/// either the range is claimed whole, or it is rolled back without leaking its first word's
+/// bit. No ID is owned twice and the count is exact.
+#[test]
+fn contiguous_races_single_with_rollback() {
+    model(|| {
+        // Free: 63 (end of word 0) and 64, 65 (start of word 1); all else allocated.
+        let bitmap = Arc::new(Two::with_prefix_allocated(BITS - 1));
+        for id in BITS + 2..2 * BITS {
+            bitmap.alloc_specific(id).unwrap();
+        }
+        let other = bitmap.clone();
+        let single = thread::spawn(move || other.alloc_specific(BITS));
+        let range = bitmap.alloc_contiguous(2, 1, BITS - 1).unwrap();
+        let single = single.join().unwrap();
+        match (range, single) {
+            (Some(start), Err(BitmapError::AlreadyAllocated)) => assert_eq!(start, BITS - 1),
+            (Some(start), Ok(())) => assert_eq!(start, BITS + 1, "range overlaps the single ID"),
+            (None, Ok(())) => {}
+            other => panic!("impossible outcome {other:?}"),
+        }
+        bitmap.check().unwrap();
+        let held = range.map_or(0, |_| 2) + usize::from(single.is_ok());
+        assert_eq!(
+            bitmap.count_allocated(),
+            2 * BITS - 3 + held,
+            "rollback leaked an ID"
+        );
+    });
+}
+
+/// Two range frees and an allocation: counters are exact and summaries agree at the end.
+#[test]
+fn range_free_races_alloc() {
+    model(|| {
+        let bitmap = Arc::new(Two::with_prefix_allocated(2 * BITS));
+        let other = bitmap.clone();
+        let t = thread::spawn(move || other.free_range(BITS - 1, 2));
+        let got = bitmap.alloc_lowest();
+        t.join().unwrap().unwrap();
+        bitmap.check().unwrap();
+        let free = 2 - usize::from(got.is_some());
+        assert_eq!(bitmap.count_allocated(), 2 * BITS - free);
+        assert_eq!(drain(&*bitmap), free);
+    });
+}
+
+/// Three threads: one fills the last free bit of word 0, one frees a bit of word 0, one frees a
+/// bit of word 1 (un-filling the other summary bit). Summaries end exact and both freed IDs are
+/// found again.
+#[test]
+fn three_threads_fill_and_free() {
+    model(|| {
+        let bitmap = Arc::new(Two::with_prefix_allocated(2 * BITS - 1));
+        bitmap.alloc_specific(2 * BITS - 1).unwrap();
+        bitmap.free(BITS - 1).unwrap();
+        let (b1, b2) = (bitmap.clone(), bitmap.clone());
+        let filler = thread::spawn(move || b1.alloc_lowest());
+        let freer = thread::spawn(move || b2.free(BITS + 7).unwrap());
+        bitmap.free(3).unwrap();
+        let got = filler.join().unwrap().expect("a free ID was hidden");
+        freer.join().unwrap();
+        assert!([3, BITS - 1, BITS + 7].contains(&got));
+        bitmap.check().unwrap();
+        assert_eq!(
+            drain(&*bitmap),
+            2,
+            "a freed ID was hidden by a stale summary"
+        );
+    });
+}

@@ -28,11 +28,12 @@
 //!
 //! Every read-modify-write that changes whether a word is full (a claim that fills it, a free or
 //! rollback that un-fills it, a summary update that fills or un-fills a summary word) is followed
-//! by `sync_parent`: set or clear the parent bit to match, then re-read the child **with a
-//! read-modify-write** (`fetch_add(0)`), and repeat while the re-read disagrees with what was
-//! just written. DESIGN.md proves that at quiescence every parent bit equals "child is full",
-//! at every level; the proof needs the re-read to be a `Release` RMW and every fullness-changing
-//! RMW to be `Acquire` (so all of them are `AcqRel`). Loom model: `loom-tests/bitmap.rs`.
+//! by `sync_parent`: set or clear the parent bit to match with an `AcqRel` RMW, then re-read the
+//! child, and repeat while the re-read disagrees with what was just written. DESIGN.md proves
+//! that at quiescence every parent bit equals "child is full", at every level. The proof needs
+//! only the summary RMWs to be `AcqRel`: the re-read is a `Relaxed` load, and leaf operations
+//! carry only the orderings that hand an ID from one owner to the next (claim `Acquire`, free
+//! `Release`). Loom model: `loom-tests/bitmap.rs` (it fails if the summary RMWs are `Relaxed`).
 //!
 //! While threads race, a summary may be briefly stale in either direction: a search may visit a
 //! full word (it moves on) or skip a word that was just freed (the free is still in progress).
@@ -150,7 +151,10 @@ impl Geometry {
         let mut levels = 0;
         let mut used = 0;
         while len[levels] > 1 {
-            assert!(levels < MAX_LEVELS, "bitmap too large: more than MAX_LEVELS summary levels");
+            assert!(
+                levels < MAX_LEVELS,
+                "bitmap too large: more than MAX_LEVELS summary levels"
+            );
             levels += 1;
             len[levels] = len[levels - 1].div_ceil(BITS);
             offset[levels] = used;
@@ -161,7 +165,12 @@ impl Geometry {
             "the SUMMARY parameter is smaller than summary_words(WORDS): pass \
              `{{ smpalloc::bitmap::summary_words(WORDS) }}` as SUMMARY"
         );
-        Self { words, levels, len, offset }
+        Self {
+            words,
+            levels,
+            len,
+            offset,
+        }
     }
 
     /// Whether word `index` of `level` is full in the state "IDs `0..prefix` allocated, the rest
@@ -246,7 +255,7 @@ impl Cursor {
 /// ```
 pub struct AtomicBitmap<const WORDS: usize, const SUMMARY: usize = DEFAULT_SUMMARY_WORDS> {
     /// One bit per ID, 1 = allocated. Claimed by CAS (`Acquire` on success), freed by
-    /// `fetch_and` (`AcqRel`).
+    /// `fetch_and` (`Release`).
     leaves: [AtomicUsize; WORDS],
     /// The summary levels, level 1 first; bit = child word is full. Written only by
     /// `sync_parent` (`AcqRel` RMWs).
@@ -360,8 +369,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             let new = current | bit;
             // Acquire: the previous owner's writes (before its `Release` free) happen before
             // ours. Failure is Relaxed: we only retry with the fresh value.
-            match leaf.compare_exchange_weak(current, new, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match leaf.compare_exchange_weak(current, new, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => {
                     if new == FULL {
                         self.sync_parent(0, index, true);
@@ -421,7 +429,11 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             None if start > floor => self.alloc_from(floor)?,
             None => return None,
         };
-        cursor.set(if id + 1 < Self::CAPACITY { id + 1 } else { floor });
+        cursor.set(if id + 1 < Self::CAPACITY {
+            id + 1
+        } else {
+            floor
+        });
         Some(id)
     }
 
@@ -438,7 +450,11 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             return Err(BitmapError::OutOfRange);
         }
         let mask = 1 << (id % BITS);
-        if self.claim_mask(id / BITS, mask) { Ok(()) } else { Err(BitmapError::AlreadyAllocated) }
+        if self.claim_mask(id / BITS, mask) {
+            Ok(())
+        } else {
+            Err(BitmapError::AlreadyAllocated)
+        }
     }
 
     /// Sets all of `mask` in leaf `index` if none of it is set; false (and no change) otherwise.
@@ -451,8 +467,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
                 return false;
             }
             let new = current | mask;
-            match leaf.compare_exchange_weak(current, new, Ordering::Acquire, Ordering::Relaxed)
-            {
+            match leaf.compare_exchange_weak(current, new, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => {
                     if new == FULL {
                         self.sync_parent(0, index, true);
@@ -495,13 +510,17 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
         }
         let mut start = align_up(floor, align);
         loop {
-            let Some(end) = start.checked_add(count) else { return Ok(None) };
+            let Some(end) = start.checked_add(count) else {
+                return Ok(None);
+            };
             if end > Self::CAPACITY {
                 return Ok(None);
             }
             // Skip a full first word through the summaries.
             if self.leaves[start / BITS].load(Ordering::Relaxed) == FULL {
-                let Some(next) = self.seek(start) else { return Ok(None) };
+                let Some(next) = self.seek(start) else {
+                    return Ok(None);
+                };
                 start = align_up(next, align);
                 continue;
             }
@@ -552,7 +571,11 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
                 claimed_to = ((index + 1) * BITS).min(end);
             } else {
                 let taken = self.leaves[index].load(Ordering::Relaxed) & mask;
-                let bit = if taken == 0 { mask.trailing_zeros() } else { BITS as u32 - 1 - taken.leading_zeros() };
+                let bit = if taken == 0 {
+                    mask.trailing_zeros()
+                } else {
+                    BITS as u32 - 1 - taken.leading_zeros()
+                };
                 conflict = Some(index * BITS + bit as usize);
             }
         });
@@ -585,7 +608,11 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
         }
         let mask = 1 << (id % BITS);
         let old = self.release_mask(id / BITS, mask);
-        if old & mask == 0 { Err(BitmapError::NotAllocated) } else { Ok(()) }
+        if old & mask == 0 {
+            Err(BitmapError::NotAllocated)
+        } else {
+            Ok(())
+        }
     }
 
     /// Frees `count` IDs from `start`.
@@ -627,11 +654,11 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
 
     /// Clears `mask` in leaf `index` with one `fetch_and`; returns the old word.
     ///
-    /// `AcqRel`: `Release` hands the owner's writes to the next claimer; `Acquire` is what the
-    /// summary protocol needs from every RMW that can un-fill a word.
+    /// `Release`: the owner's writes happen before the next claimer's `Acquire` CAS. (The
+    /// summary protocol needs no ordering from leaf operations; see `sync_parent`.)
     #[inline]
     fn release_mask(&self, index: usize, mask: usize) -> usize {
-        let old = self.leaves[index].fetch_and(!mask, Ordering::AcqRel);
+        let old = self.leaves[index].fetch_and(!mask, Ordering::Release);
         if old == FULL {
             self.sync_parent(0, index, false);
         }
@@ -649,7 +676,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             match leaf.compare_exchange_weak(
                 current,
                 current & !mask,
-                Ordering::AcqRel,
+                Ordering::Release,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => {
@@ -669,10 +696,17 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// Makes the parent bits of word `index` at `level` agree with its fullness, all the way
     /// up. `full` is the fullness the caller's RMW just produced.
     ///
-    /// Per level: write the parent bit (set or clear, `AcqRel`), then re-read the child with
-    /// an RMW (`fetch_add(0)`, `AcqRel`); if the child's fullness changed meanwhile, write the
-    /// parent bit again. Whenever a write changed the parent word's own fullness, repeat one
-    /// level up. See DESIGN.md ("Summary protocol") for the proof.
+    /// Per level: write the parent bit (`fetch_or`/`fetch_and`, `AcqRel`), then re-read the
+    /// child (a `Relaxed` load); if the child's fullness changed meanwhile, write the parent bit
+    /// again. Whenever a write changed the parent word's own fullness, repeat one level up.
+    ///
+    /// Why this is enough (DESIGN.md, "Summary protocol", has the full proof): take the last
+    /// write O to a parent bit, by thread T, and T's re-read after it, which agreed with O. If the
+    /// child changed afterwards, the thread U that changed it writes the parent bit (O') after
+    /// its change. Were O' before O in the parent word's modification order, O (`Acquire`)
+    /// would read from O' (`Release`; all parent writes are RMWs, so a release sequence), making
+    /// U's child change happen before T's re-read, which then could not have missed it. So O'
+    /// comes after O, contradicting "last". Hence at quiescence every parent bit is exact.
     #[cold]
     fn sync_parent(&self, level: usize, index: usize, full: bool) {
         let geom = &Self::GEOM;
@@ -691,7 +725,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
                 };
                 let new = if full { old | bit } else { old & !bit };
                 parent_changed |= (old == FULL) != (new == FULL);
-                let now_full = child.fetch_add(0, Ordering::AcqRel) == FULL;
+                let now_full = child.load(Ordering::Relaxed) == FULL;
                 if now_full == full {
                     break;
                 }
@@ -702,7 +736,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             }
             level += 1;
             index = parent_index;
-            full = self.word(level, index).fetch_add(0, Ordering::AcqRel) == FULL;
+            full = self.word(level, index).load(Ordering::Relaxed) == FULL;
         }
     }
 
@@ -725,7 +759,10 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// # Time Complexity
     /// O(WORDS) loads.
     pub fn count_allocated(&self) -> usize {
-        self.leaves.iter().map(|w| w.load(Ordering::Relaxed).count_ones() as usize).sum()
+        self.leaves
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum()
     }
 
     /// The number of allocated IDs in `start..end` (clamped to the capacity).
@@ -808,14 +845,20 @@ impl<const WORDS: usize, const SUMMARY: usize> fmt::Debug for AtomicBitmap<WORDS
 /// Rounds `value` up to a multiple of `align` (a power of two), saturating.
 #[inline]
 fn align_up(value: usize, align: usize) -> usize {
-    value.checked_add(align - 1).map_or(usize::MAX & !(align - 1), |v| v & !(align - 1))
+    value
+        .checked_add(align - 1)
+        .map_or(usize::MAX & !(align - 1), |v| v & !(align - 1))
 }
 
 /// The bits of a word at positions that are multiples of `align` (a power of two `<= BITS`):
 /// `FULL / (2^align - 1)` repeats the pattern `0..01` of width `align` across the word.
 #[inline]
 const fn align_mask(align: usize) -> usize {
-    if align >= BITS { 1 } else { FULL / ((1 << align) - 1) }
+    if align >= BITS {
+        1
+    } else {
+        FULL / ((1 << align) - 1)
+    }
 }
 
 /// Calls `f(word_index, mask)` for each leaf word overlapping `start..end` (`start < end`),

@@ -128,7 +128,10 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     /// O(levels) word reads and one CAS when uncontended; no lock.
     #[inline]
     pub fn allocate(&self) -> Option<Pid<'_, ORDER, SUMMARY>> {
-        self.allocate_raw().map(|id| Pid { id, allocator: self })
+        self.allocate_raw().map(|id| Pid {
+            id,
+            allocator: self,
+        })
     }
 
     /// Allocates an ID without a handle; free it with [`free`](Self::free).
@@ -136,9 +139,9 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     pub fn allocate_raw(&self) -> Option<usize> {
         match self.policy {
             Policy::NextFit => self.bitmap.alloc_next_fit(&self.cursor, self.reserved),
-            Policy::PerCpuNextFit => {
-                self.bitmap.alloc_next_fit(self.hints.current(), self.reserved)
-            }
+            Policy::PerCpuNextFit => self
+                .bitmap
+                .alloc_next_fit(self.hints.current(), self.reserved),
             Policy::LowestFree => self.bitmap.alloc_lowest_from(self.reserved),
         }
     }
@@ -150,7 +153,10 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     /// - [`BitmapError::OutOfRange`] if `id` is outside the managed range;
     /// - [`BitmapError::AlreadyAllocated`] if it is taken.
     pub fn allocate_specific(&self, id: usize) -> Result<Pid<'_, ORDER, SUMMARY>, BitmapError> {
-        self.allocate_specific_raw(id).map(|()| Pid { id, allocator: self })
+        self.allocate_specific_raw(id).map(|()| Pid {
+            id,
+            allocator: self,
+        })
     }
 
     /// [`allocate_specific`](Self::allocate_specific) without a handle.
@@ -235,7 +241,9 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     /// # Errors
     /// A description of the first violation.
     pub fn check(&self) -> Result<(), &'static str> {
-        self.bitmap.check().map_err(|_| "bitmap summaries disagree with the leaves")?;
+        self.bitmap
+            .check()
+            .map_err(|_| "bitmap summaries disagree with the leaves")?;
         if self.bitmap.count_allocated_in(0, self.reserved) != self.reserved {
             return Err("a reserved ID is free");
         }
@@ -255,7 +263,9 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     /// - [`AllocError::InvalidParam`] if `count == 0` or `align_pow2` is not a power of two;
     /// - [`AllocError::NoMemory`] if no such range is free.
     pub fn alloc_id(&self, count: usize, align_pow2: usize) -> AllocResult<usize> {
-        self.bitmap.alloc_contiguous(count, align_pow2, self.reserved)?.ok_or(AllocError::NoMemory)
+        self.bitmap
+            .alloc_contiguous(count, align_pow2, self.reserved)?
+            .ok_or(AllocError::NoMemory)
     }
 
     /// Frees `count` contiguous IDs from `start_id`.
@@ -264,7 +274,9 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     /// - [`AllocError::InvalidParam`] if `count == 0` or the range leaves the managed range;
     /// - [`AllocError::NotAllocated`] if any ID of it is free: nothing changes.
     pub fn dealloc_id(&self, start_id: usize, count: usize) -> AllocResult {
-        let end = start_id.checked_add(count).ok_or(AllocError::InvalidParam)?;
+        let end = start_id
+            .checked_add(count)
+            .ok_or(AllocError::InvalidParam)?;
         if start_id < self.reserved || end > self.limit {
             return Err(AllocError::InvalidParam);
         }
@@ -430,7 +442,10 @@ impl<'a, const ORDER: usize, const SUMMARY: usize> Pid<'a, ORDER, SUMMARY> {
     /// - no other handle for `id` may exist, and nobody else may free it: otherwise the ID is
     ///   freed twice, and the second free may release an ID that was handed out again.
     pub unsafe fn from_raw(allocator: &'a PidAllocator<ORDER, SUMMARY>, id: usize) -> Self {
-        debug_assert!(allocator.contains(id), "Pid::from_raw: ID {id} is not allocated");
+        debug_assert!(
+            allocator.contains(id),
+            "Pid::from_raw: ID {id} is not allocated"
+        );
         Self { id, allocator }
     }
 }
@@ -447,7 +462,11 @@ impl<const ORDER: usize, const SUMMARY: usize> Drop for Pid<'_, ORDER, SUMMARY> 
     #[inline]
     fn drop(&mut self) {
         let freed = self.allocator.bitmap.free(self.id);
-        debug_assert!(freed.is_ok(), "Pid {} was freed behind its handle's back", self.id);
+        debug_assert!(
+            freed.is_ok(),
+            "Pid {} was freed behind its handle's back",
+            self.id
+        );
     }
 }
 

@@ -1,18 +1,19 @@
 //! [`SpinLock`]: the crate's one fine-grained lock.
 //!
-//! A test-and-test-and-set spin lock: `lock` tries one `swap(true, Acquire)`; while that fails it
+//! A test-and-test-and-set spin lock: `lock` tries one `compare_exchange(false, true, Acquire)`;
+//! while that fails it
 //! waits with plain loads (so waiters share the cache line instead of bouncing it with writes),
 //! backing off with crossbeam-utils' `Backoff` (a loom yield under `cfg(loom)`), and retries the
-//! swap only when the lock looks free. `unlock` is a `store(false, Release)`.
+//! CAS only when the lock looks free. `unlock` is a `store(false, Release)`.
 //!
 //! Every later family (the buddy zone lock, TLSF arenas, per-CPU cache slots) uses this type; no
 //! other module rolls its own lock. It does not disable interrupts: a kernel that takes one of
 //! these locks from an interrupt handler must disable interrupts around the critical section
 //! itself, or use only `try_lock` there.
 //!
-//! Correctness (DESIGN.md, "SpinLock"): mutual exclusion holds because only the `swap` that reads
+//! Correctness (DESIGN.md, "SpinLock"): mutual exclusion holds because only the CAS that reads
 //! `false` enters, and the `Release` store of the previous holder synchronizes with that
-//! `Acquire` swap, so every write inside one critical section happens before the next. Covered by
+//! `Acquire` CAS, so every write inside one critical section happens before the next. Covered by
 //! the loom model `loom-tests/lock.rs`.
 
 use core::fmt;
@@ -31,7 +32,7 @@ use crate::sync::{Backoff, MutPtr, UnsafeCell, loom_const_fn};
 /// assert_eq!(*COUNTER.lock(), 1);
 /// ```
 pub struct SpinLock<T> {
-    /// `true` while a guard exists. Written with `Acquire` swaps (lock) and `Release` stores
+    /// `true` while a guard exists. Written with `Acquire` CASes (lock) and `Release` stores
     /// (unlock); read with `Relaxed` loads while waiting.
     locked: AtomicBool,
     /// Accessed only through a live guard, which proves `locked` was acquired by this thread.
@@ -63,19 +64,32 @@ impl<T> SpinLock<T> {
                 return guard;
             }
             let backoff = Backoff::new();
+            // The read-only wait is an optimization (waiters share the line instead of writing
+            // it). Under loom a relaxed load may legally return the stale `true` forever, so
+            // there each yield goes back to the CAS, which always reads the latest value.
+            #[cfg(not(loom))]
             while self.locked.load(Ordering::Relaxed) {
                 backoff.snooze();
             }
+            #[cfg(loom)]
+            backoff.snooze();
         }
     }
 
     /// Acquires the lock if it is free right now; never waits.
     #[inline]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
-        if self.locked.swap(true, Ordering::Acquire) {
-            None
-        } else {
-            Some(SpinLockGuard { lock: self, data: ManuallyDrop::new(self.data.get_mut()) })
+        // Acquire on success: the previous holder's `Release` unlock happens before our
+        // critical section. A failed attempt orders nothing.
+        match self
+            .locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Some(SpinLockGuard {
+                lock: self,
+                data: ManuallyDrop::new(self.data.get_mut()),
+            }),
+            Err(_) => None,
         }
     }
 
@@ -107,7 +121,10 @@ impl<T: fmt::Debug> fmt::Debug for SpinLock<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.try_lock() {
             Some(guard) => f.debug_struct("SpinLock").field("data", &&*guard).finish(),
-            None => f.debug_struct("SpinLock").field("data", &"<locked>").finish(),
+            None => f
+                .debug_struct("SpinLock")
+                .field("data", &"<locked>")
+                .finish(),
         }
     }
 }

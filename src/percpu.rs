@@ -153,7 +153,9 @@ impl<T, const N: usize> PerCpu<T, N> {
             slots[i] = MaybeUninit::new(CachePadded::new(value));
             i += 1;
         }
-        let filled = Filled { partial: ManuallyDrop::new(slots) };
+        let filled = Filled {
+            partial: ManuallyDrop::new(slots),
+        };
         // SAFETY: all N slots were initialized above, and `MaybeUninit<X>` has the layout of
         // `X`, so both union fields describe the same bytes.
         let slots = ManuallyDrop::into_inner(unsafe { filled.whole });
@@ -163,7 +165,9 @@ impl<T, const N: usize> PerCpu<T, N> {
     /// Builds each slot from its index.
     pub fn from_fn(mut f: impl FnMut(usize) -> T) -> Self {
         let () = Self::VALID;
-        Self { slots: core::array::from_fn(|i| CachePadded::new(f(i))) }
+        Self {
+            slots: core::array::from_fn(|i| CachePadded::new(f(i))),
+        }
     }
 
     /// The calling CPU's slot.
