@@ -10,7 +10,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use smpalloc::bitmap::{AtomicBitmap, BITS, BitmapError, Cursor, summary_words};
+use smpalloc::bitmap::{AtomicBitmap, BITS, BitmapError, Cursor, CyclicCursor, summary_words};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -215,5 +215,42 @@ fn three_threads_fill_and_free() {
             2,
             "a freed ID was hidden by a stale summary"
         );
+    });
+}
+
+/// Strict next-fit shared by two threads that each allocate and free twice. A claim released
+/// because the cursor passed it is skipped until the next lap, so the cursor may advance up to
+/// three positions per allocation here; with 16 free IDs four allocations cannot wrap, so all
+/// four IDs must differ, however the threads interleave (a stale cursor read must not hand out
+/// an ID that was allocated and freed in this lap).
+#[test]
+fn cyclic_never_reuses_within_a_lap() {
+    model(|| {
+        let floor = BITS - 16;
+        let bitmap = Arc::new(AtomicBitmap::<1, 0>::with_prefix_allocated(floor));
+        let cursor = Arc::new(CyclicCursor::new(0));
+        let run = move |bitmap: &AtomicBitmap<1, 0>, cursor: &CyclicCursor| {
+            let a = bitmap
+                .alloc_cyclic(cursor, floor)
+                .expect("a free ID was hidden");
+            bitmap.free(a).unwrap();
+            let b = bitmap
+                .alloc_cyclic(cursor, floor)
+                .expect("a free ID was hidden");
+            bitmap.free(b).unwrap();
+            [a, b]
+        };
+        let (b, c) = (bitmap.clone(), cursor.clone());
+        let t = thread::spawn(move || run(&b, &c));
+        let mine = run(&bitmap, &cursor);
+        let theirs = t.join().unwrap();
+        let mut all = [mine[0], mine[1], theirs[0], theirs[1]];
+        all.sort_unstable();
+        assert!(
+            all.windows(2).all(|w| w[0] != w[1]),
+            "an ID was reused within a lap: {all:?}"
+        );
+        assert_eq!(bitmap.count_allocated(), floor);
+        bitmap.check().unwrap();
     });
 }

@@ -213,8 +213,8 @@ impl Geometry {
     }
 }
 
-/// A next-fit cursor: where the next search starts. Share one for strict next-fit order, or
-/// keep one per CPU (see `percpu::PerCpu`) so CPUs allocate in different words.
+/// A next-fit hint: where the next search starts. Keep one per CPU (see `percpu::PerCpu`) so
+/// CPUs allocate in different words; for a strict shared next-fit order use [`CyclicCursor`].
 #[derive(Debug)]
 pub struct Cursor(AtomicUsize);
 
@@ -237,6 +237,35 @@ impl Cursor {
     pub fn set(&self, position: usize) {
         self.0.store(position, Ordering::Relaxed);
     }
+}
+
+/// The cursor of strict next-fit ([`AtomicBitmap::alloc_cyclic`], Linux's `idr_alloc_cyclic`
+/// order): a lap counter and a position packed in one word, which only moves forward.
+///
+/// The low bits hold the position (as many as the bitmap's capacity needs), the high bits the
+/// lap; values compare as serial numbers (`a` is after `b` when `a - b`, wrapping, is positive
+/// as a signed number), so a lap counter that wraps after billions of laps is harmless.
+#[derive(Debug)]
+pub struct CyclicCursor(AtomicUsize);
+
+impl CyclicCursor {
+    loom_const_fn! {
+        /// A cursor at `position`, lap 0.
+        pub fn new(position: usize) -> Self {
+            Self(AtomicUsize::new(position))
+        }
+    }
+
+    /// The raw packed value (lap and position), for diagnostics.
+    pub fn raw(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether packed cursor value `a` is strictly after `b` (serial-number order).
+#[inline]
+fn is_after(a: usize, b: usize) -> bool {
+    (a.wrapping_sub(b) as isize) > 0
 }
 
 /// A lock-free bitmap of `WORDS * BITS` IDs with summary levels.
@@ -386,8 +415,36 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
 
     /// Claims the first free ID at or after `from`. Lock-free: a failed CAS means another
     /// thread made progress.
-    #[inline]
+    ///
+    /// The fast path, inlined into every allocation: one load of the word at `from` and one CAS
+    /// when it has a free bit at or after `from`. Everything else is out of line.
+    #[inline(always)]
     fn alloc_from(&self, from: usize) -> Option<usize> {
+        let index = from / BITS;
+        if index < WORDS {
+            let leaf = &self.leaves[index];
+            let word = leaf.load(Ordering::Relaxed);
+            let free = !word & (FULL << (from % BITS));
+            if free != 0 {
+                let bit = free & free.wrapping_neg();
+                // Acquire: as in `claim_in_word`.
+                if leaf
+                    .compare_exchange_weak(word, word | bit, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    if word | bit == FULL {
+                        self.sync_parent(0, index, true);
+                    }
+                    return Some(index * BITS + bit.trailing_zeros() as usize);
+                }
+            }
+        }
+        self.alloc_from_slow(from)
+    }
+
+    /// `alloc_from` past its fast path: summary-guided search and CAS retries.
+    #[inline(never)]
+    fn alloc_from_slow(&self, from: usize) -> Option<usize> {
         let mut from = from;
         loop {
             let candidate = self.seek(from)?;
@@ -416,12 +473,17 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
         self.alloc_from(0)
     }
 
-    /// Allocates next-fit: the first free ID at or after `cursor`, wrapping around to `floor`
-    /// (IDs below `floor` are never returned), and moves the cursor past it. A freed ID is not
-    /// handed out again until the cursor comes round, as PID allocators need.
+    /// Allocates next-fit from a hint: the first free ID at or after `cursor`, wrapping around
+    /// to `floor` (IDs below `floor` are never returned), and moves the cursor past it.
+    ///
+    /// The cursor is a hint written with a plain store: one thread (or one CPU) using its own
+    /// cursor gets strict next-fit order, but threads sharing a cursor may move it backwards
+    /// and so reuse an ID before the cursor wraps. Share a [`CyclicCursor`] with
+    /// [`alloc_cyclic`](Self::alloc_cyclic) for a strict shared order.
     ///
     /// # Time Complexity
     /// O(levels) word reads plus one CAS when uncontended.
+    #[inline]
     pub fn alloc_next_fit(&self, cursor: &Cursor, floor: usize) -> Option<usize> {
         let start = cursor.get().max(floor);
         let id = match self.alloc_from(start) {
@@ -435,6 +497,76 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             floor
         });
         Some(id)
+    }
+
+    /// Bits of a [`CyclicCursor`] that hold the position (enough for `0..=CAPACITY`).
+    const POS_BITS: u32 = usize::BITS - Self::CAPACITY.leading_zeros();
+    const POS_MASK: usize = (1 << Self::POS_BITS) - 1;
+    const LAP: usize = 1 << Self::POS_BITS;
+
+    /// Allocates strict next-fit with wrap-around to `floor`, shared by any number of threads:
+    /// an ID freed in this lap of the cursor is never handed out again before the cursor wraps,
+    /// as PID allocators need (Linux's `idr_alloc_cyclic` order).
+    ///
+    /// The ID is claimed first, then the cursor is moved past it with a CAS. If the cursor has
+    /// meanwhile passed the claimed position (another thread allocated beyond it in this lap),
+    /// the ID might be one that thread allocated and freed again, so it is released and the
+    /// search restarts from the cursor. DESIGN.md ("Cyclic cursor") proves that this catches
+    /// every reuse; loom model `cyclic_never_reuses_within_a_lap`.
+    ///
+    /// # Time Complexity
+    /// O(levels) word reads, one CAS on the leaf and one on the cursor when uncontended.
+    #[inline]
+    pub fn alloc_cyclic(&self, cursor: &CyclicCursor, floor: usize) -> Option<usize> {
+        let mut seen = cursor.0.load(Ordering::Relaxed);
+        loop {
+            let lap = seen & !Self::POS_MASK;
+            let pos = (seen & Self::POS_MASK).max(floor);
+            let (id, id_lap) = match self.alloc_from(pos) {
+                Some(id) => (id, lap),
+                None if pos > floor => (self.alloc_from(floor)?, lap.wrapping_add(Self::LAP)),
+                None => return None,
+            };
+            let claimed = id_lap | id;
+            let next = if id + 1 < Self::CAPACITY {
+                claimed + 1
+            } else {
+                id_lap.wrapping_add(Self::LAP) | floor
+            };
+            // Relaxed: the ordering that matters comes from the leaf (see DESIGN.md).
+            match cursor
+                .0
+                .compare_exchange(seen, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(id),
+                Err(now) if is_after(now, claimed) => {
+                    // The cursor passed our ID: it may have been allocated and freed in this
+                    // lap. Give it back and follow the cursor.
+                    self.release_mask(id / BITS, 1 << (id % BITS));
+                    seen = now;
+                }
+                Err(now) => {
+                    self.advance_cursor(cursor, now, next);
+                    return Some(id);
+                }
+            }
+        }
+    }
+
+    /// Moves `cursor` forward to `next` unless it is already there or beyond.
+    #[cold]
+    fn advance_cursor(&self, cursor: &CyclicCursor, mut current: usize, next: usize) {
+        while is_after(next, current) {
+            match cursor.0.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(now) => current = now,
+            }
+        }
     }
 
     /// Allocates exactly `id`.

@@ -32,7 +32,7 @@ use core::ops::Deref;
 
 use crossbeam_utils::CachePadded;
 
-use crate::bitmap::{AtomicBitmap, BitmapError, Cursor, DEFAULT_SUMMARY_WORDS};
+use crate::bitmap::{AtomicBitmap, BitmapError, Cursor, CyclicCursor, DEFAULT_SUMMARY_WORDS};
 use crate::percpu::PerCpu;
 use crate::sync::loom_const_fn;
 use crate::traits::{AllocError, AllocResult, BaseAllocator, IdAllocator};
@@ -44,12 +44,15 @@ pub const HINT_SLOTS: usize = 16;
 /// How a [`PidAllocator`] chooses the next ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
-    /// Next-fit from one shared cursor, wrapping around to the reserved floor: IDs come in
-    /// increasing order and a freed ID is reused only once the cursor comes round (Unix PIDs).
+    /// Strict next-fit from one shared cursor, wrapping around to the reserved floor: IDs come
+    /// in increasing order and a freed ID is reused only once the cursor comes round (Unix
+    /// PIDs), however many threads allocate at once. Costs one CAS on the shared cursor per
+    /// allocation ([`AtomicBitmap::alloc_cyclic`]).
     NextFit,
     /// Next-fit from a cursor per CPU (spread over the ID space at construction), so CPUs
     /// allocating at once work in different bitmap words and never share a cursor line. Each
-    /// CPU's IDs still increase, but a freed ID may be reused sooner by another CPU.
+    /// CPU's IDs increase, but a freed ID may be reused sooner by another CPU (and by a thread
+    /// that shares the CPU's cursor after migrating). No shared write per allocation.
     PerCpuNextFit,
     /// Always the lowest free ID (POSIX file descriptors; the `pid_allocator` crate's order).
     LowestFree,
@@ -77,8 +80,8 @@ pub struct PidAllocator<const ORDER: usize, const SUMMARY: usize = DEFAULT_SUMMA
     /// unless `BaseAllocator::init` narrowed the range.
     limit: usize,
     policy: Policy,
-    /// The shared next-fit cursor ([`Policy::NextFit`]).
-    cursor: CachePadded<Cursor>,
+    /// The shared strict next-fit cursor ([`Policy::NextFit`]).
+    cursor: CachePadded<CyclicCursor>,
     /// Per-CPU next-fit cursors ([`Policy::PerCpuNextFit`]).
     hints: PerCpu<Cursor, HINT_SLOTS>,
 }
@@ -105,7 +108,7 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
                 reserved,
                 limit: Self::CAPACITY,
                 policy: Policy::NextFit,
-                cursor: CachePadded::new(Cursor::new(reserved)),
+                cursor: CachePadded::new(CyclicCursor::new(reserved)),
                 hints: spread_cursors(reserved, Self::CAPACITY),
             }
         }
@@ -138,7 +141,7 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     #[inline]
     pub fn allocate_raw(&self) -> Option<usize> {
         match self.policy {
-            Policy::NextFit => self.bitmap.alloc_next_fit(&self.cursor, self.reserved),
+            Policy::NextFit => self.bitmap.alloc_cyclic(&self.cursor, self.reserved),
             Policy::PerCpuNextFit => self
                 .bitmap
                 .alloc_next_fit(self.hints.current(), self.reserved),
@@ -346,10 +349,13 @@ impl<const ORDER: usize, const SUMMARY: usize> BaseAllocator for PidAllocator<OR
             debug_assert_eq!(result, Ok(Some(end)), "a fresh bitmap has its tail free");
         }
         self.limit = end;
+        self.hints = spread_cursors(start, end);
     }
 
     /// Adds `start..start + size` to the managed range. The managed IDs stay one interval, so
-    /// the new range must touch it (end where it starts, or start where it ends).
+    /// the new range must touch it (end where it starts, or start where it ends). When the
+    /// managed range is empty (`init(x, 0)`), any range containing its position `x` becomes the
+    /// managed range.
     ///
     /// # Errors
     /// - [`AllocError::MemoryOverlap`] if the range overlaps the managed range;
@@ -359,6 +365,12 @@ impl<const ORDER: usize, const SUMMARY: usize> BaseAllocator for PidAllocator<OR
         let end = start.checked_add(size).ok_or(AllocError::InvalidParam)?;
         if size == 0 || end > Self::CAPACITY {
             return Err(AllocError::InvalidParam);
+        }
+        if self.reserved == self.limit && start <= self.reserved && end >= self.limit {
+            self.bitmap.free_range(start, size)?;
+            (self.reserved, self.limit) = (start, end);
+            self.hints = spread_cursors(start, end);
+            return Ok(());
         }
         if start < self.limit && end > self.reserved {
             return Err(AllocError::MemoryOverlap);

@@ -52,3 +52,8 @@ pub use traits::{
 
 #[cfg(feature = "id")]
 pub use id::{Pid, PidAllocator, Policy};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,550 @@
+//! The smpalloc showcase: our allocators side by side with the crates people use today.
+//!
+//! ```text
+//! cargo run --release --example showcase                      # every section, ~10 s
+//! cargo run --release --example showcase -- --quick           # fewer repetitions (smoke run)
+//! cargo run --release --example showcase -- --threads 1,2,4,8 # thread counts of the scaling table
+//! ```
+//!
+//! Each section measures a few scenarios. Every scenario runs each allocator once per round,
+//! in a rotating order, for several rounds; tables show the median time per operation, its
+//! spread over the rounds, and the ratio to the best peer (another crate's allocator, or a
+//! textbook baseline): our time divided by the best peer's time, so below 1 means faster.
+//!
+//! Sections so far: IDs ([`ids`]). Later families (pages, bytes, heap) add one function each,
+//! built from the same [`Table`].
+
+use std::process::ExitCode;
+
+#[path = "common/ids.rs"]
+mod ids;
+
+use ids::{Fill, Ids, Kind, Visit};
+
+/// Command-line options.
+struct Options {
+    /// Fewer rounds and operations (a smoke run).
+    quick: bool,
+    /// Thread counts of the scaling tables.
+    threads: Vec<usize>,
+}
+
+impl Options {
+    const USAGE: &str = "usage: showcase [--quick] [--threads 1,2,4,...]";
+
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
+        let mut options = Options {
+            quick: false,
+            threads: vec![1, 2],
+        };
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag.to_owned(), Some(value.to_owned())),
+                None => (arg, None),
+            };
+            match flag.as_str() {
+                "--quick" if inline.is_none() => options.quick = true,
+                "--threads" => {
+                    let list = inline
+                        .or_else(|| args.next())
+                        .ok_or("--threads needs a list")?;
+                    options.threads = list
+                        .split(',')
+                        .map(|n| match n.trim().parse() {
+                            Ok(n) if n > 0 => Ok(n),
+                            _ => Err(format!("bad thread count {n:?} in --threads")),
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "--help" | "-h" => return Err(String::new()), // not an error: print the usage
+                _ => return Err(format!("unknown argument {flag:?}")),
+            }
+        }
+        Ok(options)
+    }
+
+    /// Rounds per scenario (each round runs every allocator once).
+    fn rounds(&self) -> usize {
+        if self.quick { 2 } else { 7 }
+    }
+
+    /// `full` operations, or a tenth of them in a quick run.
+    fn ops(&self, full: u64) -> u64 {
+        if self.quick { full / 10 } else { full }
+    }
+}
+
+fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) if message.is_empty() => {
+            println!("{}", Options::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => {
+            eprintln!("showcase: {message}\n{}", Options::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    header(&options);
+    ids(&options);
+    // Later families add their sections here: pages(&options), bytes(&options), heap(&options).
+    ExitCode::SUCCESS
+}
+
+/// The facts every figure below depends on.
+fn header(options: &Options) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("smpalloc showcase");
+    println!("=================");
+    if cfg!(debug_assertions) {
+        println!("WARNING: debug build; run with `cargo run --release --example showcase`.");
+    }
+    println!("CPUs available to this process: {cpus} (std::thread::available_parallelism).");
+    println!(
+        "Each scenario runs every allocator once per round, rotating the order, for {} rounds;",
+        options.rounds()
+    );
+    println!("figures are medians over the rounds, spread = (max - min) / 2 / median.");
+    println!("Ratios divide a time per operation by the best peer's: below 1.00x is faster.");
+    println!(
+        "Threaded figures share {cpus} CPU(s) between the threads: on a 2-vCPU machine they \
+         measure contention, not scaling, and thread counts above {cpus} oversubscribe the CPUs \
+         (spin locks then also wait for preempted holders)."
+    );
+    if options.quick {
+        println!("--quick: fewer rounds and operations; expect noisier figures.");
+    }
+    println!();
+}
+
+// -------------------------------------------------------------------------------------------------
+// Tables
+
+/// One allocator's samples (ns per operation, one per round), summarised.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    median: f64,
+    spread: f64,
+}
+
+impl Measured {
+    fn from_samples(samples: &[f64]) -> Self {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        let spread = (sorted[n - 1] - sorted[0]) / 2.0 / median;
+        Measured { median, spread }
+    }
+}
+
+/// A goal from the issue, as a bound on `our time / reference peer's time`.
+struct Target {
+    text: &'static str,
+    max_time_ratio: f64,
+}
+
+/// A side-by-side table of one scenario: allocators, median ns per operation, ratios.
+struct Table {
+    title: String,
+    /// Also print operations per second (for aggregate throughput of threaded scenarios).
+    throughput: bool,
+    /// A peer to print a second ratio against (the one the targets name).
+    reference: Option<&'static str>,
+    target: Option<Target>,
+    /// The header of an extra text column, if any.
+    extra: Option<&'static str>,
+    rows: Vec<Row>,
+    /// Lines printed under the table.
+    notes: Vec<String>,
+}
+
+/// One allocator's line in a [`Table`].
+struct Row {
+    name: &'static str,
+    /// Someone else's allocator (a peer), or ours.
+    peer: bool,
+    measured: Measured,
+    /// The extra column's text.
+    extra: String,
+}
+
+impl Table {
+    fn new(title: impl Into<String>) -> Self {
+        Table {
+            title: title.into(),
+            throughput: false,
+            reference: None,
+            target: None,
+            extra: None,
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn throughput(mut self) -> Self {
+        self.throughput = true;
+        self
+    }
+
+    fn reference(mut self, peer: &'static str) -> Self {
+        self.reference = Some(peer);
+        self
+    }
+
+    fn target(mut self, text: &'static str, max_time_ratio: f64) -> Self {
+        self.target = Some(Target {
+            text,
+            max_time_ratio,
+        });
+        self
+    }
+
+    fn extra_column(mut self, header: &'static str) -> Self {
+        self.extra = Some(header);
+        self
+    }
+
+    /// Adds a line under the table.
+    fn note(&mut self, line: impl Into<String>) {
+        self.notes.push(line.into());
+    }
+
+    /// Adds an allocator: `peer` is true for someone else's allocator, false for ours.
+    fn row(&mut self, name: &'static str, peer: bool, measured: Measured) {
+        self.row_with(name, peer, measured, String::new());
+    }
+
+    /// [`row`](Self::row) with the text of the extra column.
+    fn row_with(&mut self, name: &'static str, peer: bool, measured: Measured, extra: String) {
+        self.rows.push(Row {
+            name,
+            peer,
+            measured,
+            extra,
+        });
+    }
+
+    fn ns(&self, name: &str) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|row| row.name == name)
+            .map(|row| row.measured.median)
+    }
+
+    fn print(&self) {
+        println!("{}", self.title);
+        let best_peer = self
+            .rows
+            .iter()
+            .filter(|row| row.peer)
+            .min_by(|a, b| a.measured.median.total_cmp(&b.measured.median));
+        let reference = self
+            .reference
+            .and_then(|name| self.ns(name).map(|ns| (name, ns)));
+        let mut head = format!("  {:<27} {:>10} {:>7}", "allocator", "ns/op", "spread");
+        if self.throughput {
+            head += &format!(" {:>9}", "Mops/s");
+        }
+        head += &format!(" {:>12}", "vs best peer");
+        if let Some((name, _)) = reference {
+            head += &format!(" {:>17}", format!("vs {}", short(name)));
+        }
+        if let Some(extra) = self.extra {
+            head += &format!(" {extra:>8}");
+        }
+        println!("{head}");
+        for row in &self.rows {
+            let m = row.measured;
+            let mut line = format!(
+                "  {:<27} {:>10.1} {:>6.0}%",
+                format!("{}{}", if row.peer { "  " } else { "* " }, row.name),
+                m.median,
+                m.spread * 100.0
+            );
+            if self.throughput {
+                line += &format!(" {:>9.2}", 1e3 / m.median);
+            }
+            if let Some(best) = best_peer {
+                line += &format!(" {:>11.2}x", m.median / best.measured.median);
+            }
+            if let Some((_, ns)) = reference {
+                line += &format!(" {:>16.2}x", m.median / ns);
+            }
+            if self.extra.is_some() {
+                line += &format!(" {:>8}", row.extra);
+            }
+            println!("{line}");
+        }
+        if let Some(best) = best_peer {
+            println!(
+                "  (* = smpalloc; best peer: {}, {:.1} ns/op)",
+                best.name, best.measured.median
+            );
+        }
+        if let (Some(target), Some((name, ns))) = (&self.target, reference) {
+            let verdicts: Vec<String> = self
+                .rows
+                .iter()
+                .filter(|row| !row.peer)
+                .map(|row| {
+                    let ratio = row.measured.median / ns;
+                    let verdict = if ratio <= target.max_time_ratio {
+                        "met"
+                    } else {
+                        "MISSED"
+                    };
+                    format!("{} {ratio:.2}x {verdict}", short_ours(row.name))
+                })
+                .collect();
+            println!(
+                "  target: {} (time <= {:.2}x {}): {}",
+                target.text,
+                target.max_time_ratio,
+                short(name),
+                verdicts.join(", ")
+            );
+        }
+        for note in &self.notes {
+            println!("  {note}");
+        }
+        println!();
+    }
+}
+
+/// A peer's name without its version (`pid_allocator 0.1.6` -> `pid_allocator`).
+fn short(name: &str) -> &str {
+    name.split(' ').next().unwrap_or(name)
+}
+
+/// One of our names without the crate (`smpalloc NextFit` -> `NextFit`).
+fn short_ours(name: &str) -> &str {
+    name.strip_prefix("smpalloc ").unwrap_or(name)
+}
+
+/// A table of aggregate throughput (Mops/s) per thread count.
+struct Grid {
+    title: String,
+    columns: Vec<usize>,
+    reference: &'static str,
+    /// Per allocator, per column: the summary and the median number of CPUs busy.
+    rows: Vec<(&'static str, Vec<(Measured, f64)>)>,
+}
+
+impl Grid {
+    fn print(&self) {
+        println!("{}", self.title);
+        let mut head = format!("  {:<25}", "threads:");
+        for threads in &self.columns {
+            head += &format!(" {threads:>20}");
+        }
+        println!("{head}");
+        let reference = self
+            .rows
+            .iter()
+            .find(|row| row.0 == self.reference)
+            .map(|row| &row.1);
+        for (name, cells) in &self.rows {
+            let mut line = format!("  {name:<25}");
+            for (i, (m, cpus)) in cells.iter().enumerate() {
+                let mops = 1e3 / m.median;
+                let ratio = reference.map_or(1.0, |reference| reference[i].0.median / m.median);
+                line += &format!(" {mops:>7.1} {ratio:>5.2}x {cpus:>4.1}");
+            }
+            println!("{line}");
+        }
+        println!(
+            "  (per thread count: aggregate Mops/s, throughput / {}'s, CPUs busy)",
+            short(self.reference)
+        );
+        println!();
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Section: IDs
+
+/// How one measurement drives an allocator.
+#[derive(Debug, Clone, Copy)]
+enum Workload {
+    /// Allocate+drop pairs with the allocator prepared in this state.
+    Pairs(Fill),
+    /// Threads sharing the allocator, each with its own ring of 16 handles.
+    Ring { threads: usize },
+}
+
+/// One measurement on a fresh allocator.
+struct Measure {
+    workload: Workload,
+    ops: u64,
+}
+
+/// What one [`Measure`] found.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    ns_per_op: f64,
+    /// CPUs busy with the run (see `ids::RingRun`); 1 for one thread, NaN if unknown.
+    cpus: f64,
+}
+
+impl Visit for Measure {
+    type Out = Sample;
+
+    fn visit<A: Ids>(self, allocator: &A) -> Sample {
+        let (elapsed, cpus) = match self.workload {
+            Workload::Pairs(fill) => {
+                let held = ids::prepare(allocator, fill);
+                ids::time_pairs(allocator, self.ops / 10); // warm-up, same state
+                let elapsed = ids::time_pairs(allocator, self.ops);
+                drop(held);
+                (elapsed, 1.0)
+            }
+            Workload::Ring { threads } => {
+                let run = ids::time_ring(allocator, threads, self.ops);
+                (run.elapsed, run.cpus.unwrap_or(f64::NAN))
+            }
+        };
+        Sample {
+            ns_per_op: elapsed.as_secs_f64() * 1e9 / self.ops as f64,
+            cpus,
+        }
+    }
+}
+
+/// Runs `workload` on each of `kinds` for `rounds` rounds (rotating the order every round);
+/// returns each kind's summary and median CPUs busy, in `kinds` order.
+fn interleaved(
+    kinds: &[Kind],
+    rounds: usize,
+    workload: Workload,
+    ops: u64,
+) -> Vec<(Measured, f64)> {
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::with_capacity(rounds); kinds.len()];
+    for round in 0..rounds {
+        for k in 0..kinds.len() {
+            let i = (k + round) % kinds.len();
+            samples[i].push(kinds[i].with(Measure { workload, ops }));
+        }
+    }
+    samples
+        .iter()
+        .map(|s| {
+            let ns: Vec<f64> = s.iter().map(|sample| sample.ns_per_op).collect();
+            let cpus: Vec<f64> = s.iter().map(|sample| sample.cpus).collect();
+            (
+                Measured::from_samples(&ns),
+                Measured::from_samples(&cpus).median,
+            )
+        })
+        .collect()
+}
+
+/// The ID allocators: `smpalloc::PidAllocator<4096>` (262,144 IDs) against the peers.
+fn ids(options: &Options) {
+    println!("IDs: 262,144 IDs per allocator");
+    println!("------------------------------");
+    println!("ours (*): smpalloc::PidAllocator<4096> with Policy::NextFit (the default),");
+    println!("  Policy::LowestFree and Policy::PerCpuNextFit.");
+    println!(
+        "peers: pid_allocator 0.1.6 PidAllocator<4096> (one spin mutex in an Arc, linear scan);"
+    );
+    println!(
+        "  index-set 0.2 AtomicBitSet<4096>::set_next_free_bit (lock-free, rotating word scan);"
+    );
+    println!("  bitmap-allocator 0.2 BitAlloc1M (16-ary segment tree, only 0..262,144 free; there");
+    println!("  is no 256K type) in smpalloc::SpinLock;");
+    println!("  SpinLock<[u64; 4096]> lowest-free linear word scan (the textbook baseline).");
+    println!("An operation is allocate + drop of one handle; handles free their ID on drop.");
+    println!();
+
+    let rounds = options.rounds();
+    let pid = Kind::PidAllocator.name();
+    let scenarios = [
+        (
+            Workload::Pairs(Fill::Empty),
+            options.ops(400_000),
+            Table::new("alloc_drop_empty: allocate + drop, nothing else held")
+                .target("at most 0.5x pid_allocator's time", 0.5),
+        ),
+        (
+            Workload::Pairs(Fill::Dense),
+            options.ops(50_000),
+            Table::new("dense_90: allocate + drop with IDs 0..235,930 held (a 90% prefix)")
+                .target("at least 10x faster than pid_allocator", 0.1),
+        ),
+        (
+            Workload::Pairs(Fill::Holes),
+            options.ops(400_000),
+            Table::new("holes_90: allocate + drop with all held but a seeded-random 10%")
+                .target("no slower than pid_allocator", 1.0),
+        ),
+        (
+            Workload::Ring { threads: 2 },
+            options.ops(2_000_000),
+            Table::new(
+                "threads_2_ring16: 2 threads share one allocator, each allocating into its own \
+                 ring of 16 handles (dropping the oldest); ns/op = wall time / all operations",
+            )
+            .throughput()
+            .extra_column("CPUs")
+            .target("aggregate throughput at least 4x pid_allocator's", 0.25),
+        ),
+    ];
+    for (workload, ops, table) in scenarios {
+        let mut table = table.reference(pid);
+        let measured = interleaved(&Kind::ALL, rounds, workload, ops);
+        let mut serialized = false;
+        for (kind, (m, cpus)) in Kind::ALL.iter().zip(measured) {
+            match workload {
+                Workload::Pairs(_) => table.row(kind.name(), kind.is_peer(), m),
+                Workload::Ring { threads } => {
+                    serialized |= cpus < 0.9 * threads as f64;
+                    table.row_with(kind.name(), kind.is_peer(), m, format!("{cpus:.2}"));
+                }
+            }
+        }
+        if let Workload::Ring { .. } = workload {
+            table.note("CPUs: the threads' CPU time / wall time (median): 2.00 = both threads ran");
+            table.note("side by side throughout; near 1 = they took turns on one CPU.");
+            if serialized {
+                table.note(
+                    "WARNING: some rows ran on fewer CPUs than threads (another process was \
+                     busy): those figures understate contention.",
+                );
+            }
+        }
+        table.print();
+    }
+
+    let ops = options.ops(2_000_000);
+    let mut grid = Grid {
+        title: format!(
+            "ring16 scaling: N threads share one allocator, each with its own ring of 16 handles; \
+             {ops} operations split over the threads, {} rounds",
+            rounds.min(3)
+        ),
+        columns: options.threads.clone(),
+        reference: pid,
+        rows: Kind::SCALING
+            .iter()
+            .map(|kind| (kind.name(), Vec::new()))
+            .collect(),
+    };
+    for &threads in &options.threads {
+        let measured = interleaved(
+            &Kind::SCALING,
+            rounds.min(3),
+            Workload::Ring { threads },
+            ops,
+        );
+        for (row, m) in grid.rows.iter_mut().zip(measured) {
+            row.1.push(m);
+        }
+    }
+    grid.print();
+}
