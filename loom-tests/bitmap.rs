@@ -218,11 +218,11 @@ fn three_threads_fill_and_free() {
     });
 }
 
-/// Strict next-fit shared by two threads that each allocate and free twice. A claim released
-/// because the cursor passed it is skipped until the next lap, so the cursor may advance up to
-/// three positions per allocation here; with 16 free IDs four allocations cannot wrap, so all
-/// four IDs must differ, however the threads interleave (a stale cursor read must not hand out
-/// an ID that was allocated and freed in this lap).
+/// Strict next-fit shared by two threads that each allocate and free twice. A position whose
+/// ID was held by the other thread when it was reserved is skipped until the next lap, so the
+/// cursor may advance a few positions per allocation; with 16 free IDs four allocations cannot
+/// wrap, so all four IDs must differ, however the threads interleave (a stale cursor read must
+/// not hand out an ID that was allocated and freed in this lap).
 #[test]
 fn cyclic_never_reuses_within_a_lap() {
     model(|| {

@@ -243,8 +243,9 @@ impl Cursor {
 /// order): a lap counter and a position packed in one word, which only moves forward.
 ///
 /// The low bits hold the position (as many as the bitmap's capacity needs), the high bits the
-/// lap; values compare as serial numbers (`a` is after `b` when `a - b`, wrapping, is positive
-/// as a signed number), so a lap counter that wraps after billions of laps is harmless.
+/// lap. The cursor only moves forward: every update is a CAS from the value the search started
+/// at to a position past the ID it found, so a wrapped lap counter (after billions of laps)
+/// would need a thread to sleep through a whole lap-counter cycle to confuse it.
 #[derive(Debug)]
 pub struct CyclicCursor(AtomicUsize);
 
@@ -260,12 +261,6 @@ impl CyclicCursor {
     pub fn raw(&self) -> usize {
         self.0.load(Ordering::Relaxed)
     }
-}
-
-/// Whether packed cursor value `a` is strictly after `b` (serial-number order).
-#[inline]
-fn is_after(a: usize, b: usize) -> bool {
-    (a.wrapping_sub(b) as isize) > 0
 }
 
 /// A lock-free bitmap of `WORDS * BITS` IDs with summary levels.
@@ -417,29 +412,54 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// thread made progress.
     ///
     /// The fast path, inlined into every allocation: one load of the word at `from` and one CAS
-    /// when it has a free bit at or after `from`. Everything else is out of line.
+    /// when it has a free bit at or after `from`; failing that, the same on the next word (a
+    /// next-fit cursor leaving its word). Everything else is out of line.
     #[inline(always)]
     fn alloc_from(&self, from: usize) -> Option<usize> {
         let index = from / BITS;
-        if index < WORDS {
-            let leaf = &self.leaves[index];
-            let word = leaf.load(Ordering::Relaxed);
-            let free = !word & (FULL << (from % BITS));
-            if free != 0 {
-                let bit = free & free.wrapping_neg();
-                // Acquire: as in `claim_in_word`.
-                if leaf
-                    .compare_exchange_weak(word, word | bit, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    if word | bit == FULL {
-                        self.sync_parent(0, index, true);
-                    }
-                    return Some(index * BITS + bit.trailing_zeros() as usize);
-                }
-            }
+        if let Some(id) = self.try_claim_fast(index, FULL << (from % BITS)) {
+            return Some(id);
+        }
+        if let Some(id) = self.try_claim_fast(index + 1, FULL) {
+            return Some(id);
         }
         self.alloc_from_slow(from)
+    }
+
+    /// One attempt at the lowest free bit of leaf `index` within `allowed`: a load and a CAS.
+    #[inline(always)]
+    fn try_claim_fast(&self, index: usize, allowed: usize) -> Option<usize> {
+        let leaf = self.leaves.get(index)?;
+        let word = leaf.load(Ordering::Relaxed);
+        let free = !word & allowed;
+        if free == 0 {
+            return None;
+        }
+        let bit = free & free.wrapping_neg();
+        // Acquire: as in `claim_in_word`.
+        leaf.compare_exchange_weak(word, word | bit, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        if word | bit == FULL {
+            self.sync_parent(0, index, true);
+        }
+        Some(index * BITS + bit.trailing_zeros() as usize)
+    }
+
+    /// The first ID at or after `from` that looks free, without claiming it, and the value of
+    /// its leaf word as read: the word at `from` and the next one inline, the summaries out of
+    /// line.
+    #[inline(always)]
+    fn find_from(&self, from: usize) -> Option<(usize, usize)> {
+        let index = from / BITS;
+        for (index, allowed) in [(index, FULL << (from % BITS)), (index + 1, FULL)] {
+            let word = self.leaves.get(index)?.load(Ordering::Relaxed);
+            let free = !word & allowed;
+            if free != 0 {
+                return Some((index * BITS + free.trailing_zeros() as usize, word));
+            }
+        }
+        let id = self.seek(from)?;
+        Some((id, self.leaves[id / BITS].load(Ordering::Relaxed)))
     }
 
     /// `alloc_from` past its fast path: summary-guided search and CAS retries.
@@ -508,64 +528,46 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// an ID freed in this lap of the cursor is never handed out again before the cursor wraps,
     /// as PID allocators need (Linux's `idr_alloc_cyclic` order).
     ///
-    /// The ID is claimed first, then the cursor is moved past it with a CAS. If the cursor has
-    /// meanwhile passed the claimed position (another thread allocated beyond it in this lap),
-    /// the ID might be one that thread allocated and freed again, so it is released and the
-    /// search restarts from the cursor. DESIGN.md ("Cyclic cursor") proves that this catches
-    /// every reuse; loom model `cyclic_never_reuses_within_a_lap`.
+    /// Reserve, then claim: find the first ID that looks free at or after the cursor, move the
+    /// cursor past it with a CAS (which reserves every position up to it for this call), and
+    /// only then claim the ID. Two successful CASes on a cursor that only moves forward cannot
+    /// both cover one position in one lap, so each position is handed out at most once per lap.
+    /// If the ID was taken meanwhile by an allocation that does not use the cursor (a specific
+    /// ID, a range), the search goes on from the reserved position. DESIGN.md ("Cyclic cursor");
+    /// loom model `cyclic_never_reuses_within_a_lap`.
     ///
     /// # Time Complexity
-    /// O(levels) word reads, one CAS on the leaf and one on the cursor when uncontended.
+    /// O(levels) word reads, one CAS on the cursor and one on the leaf when uncontended.
     #[inline]
     pub fn alloc_cyclic(&self, cursor: &CyclicCursor, floor: usize) -> Option<usize> {
         let mut seen = cursor.0.load(Ordering::Relaxed);
         loop {
             let lap = seen & !Self::POS_MASK;
             let pos = (seen & Self::POS_MASK).max(floor);
-            let (id, id_lap) = match self.alloc_from(pos) {
-                Some(id) => (id, lap),
-                None if pos > floor => (self.alloc_from(floor)?, lap.wrapping_add(Self::LAP)),
+            let ((id, word), id_lap) = match self.find_from(pos) {
+                Some(found) => (found, lap),
+                None if pos > floor => (self.find_from(floor)?, lap.wrapping_add(Self::LAP)),
                 None => return None,
             };
-            let claimed = id_lap | id;
             let next = if id + 1 < Self::CAPACITY {
-                claimed + 1
+                (id_lap | id) + 1
             } else {
                 id_lap.wrapping_add(Self::LAP) | floor
             };
-            // Relaxed: the ordering that matters comes from the leaf (see DESIGN.md).
-            match cursor
-                .0
-                .compare_exchange(seen, next, Ordering::Relaxed, Ordering::Relaxed)
+            // Relaxed: the cursor only arbitrates positions; the ID's handoff is ordered by the
+            // leaf's claim (Acquire) and free (Release).
+            if let Err(now) =
+                cursor
+                    .0
+                    .compare_exchange(seen, next, Ordering::Relaxed, Ordering::Relaxed)
             {
-                Ok(_) => return Some(id),
-                Err(now) if is_after(now, claimed) => {
-                    // The cursor passed our ID: it may have been allocated and freed in this
-                    // lap. Give it back and follow the cursor.
-                    self.release_mask(id / BITS, 1 << (id % BITS));
-                    seen = now;
-                }
-                Err(now) => {
-                    self.advance_cursor(cursor, now, next);
-                    return Some(id);
-                }
+                seen = now;
+                continue;
             }
-        }
-    }
-
-    /// Moves `cursor` forward to `next` unless it is already there or beyond.
-    #[cold]
-    fn advance_cursor(&self, cursor: &CyclicCursor, mut current: usize, next: usize) {
-        while is_after(next, current) {
-            match cursor.0.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(now) => current = now,
+            if self.claim_seen(id / BITS, 1 << (id % BITS), word) {
+                return Some(id);
             }
+            seen = next;
         }
     }
 
@@ -591,8 +593,15 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
 
     /// Sets all of `mask` in leaf `index` if none of it is set; false (and no change) otherwise.
     fn claim_mask(&self, index: usize, mask: usize) -> bool {
+        self.claim_seen(index, mask, self.leaves[index].load(Ordering::Relaxed))
+    }
+
+    /// [`claim_mask`](Self::claim_mask) starting from `current`, a recent read of the leaf
+    /// (a stale value only costs one failed CAS).
+    #[inline]
+    fn claim_seen(&self, index: usize, mask: usize, current: usize) -> bool {
         let leaf = &self.leaves[index];
-        let mut current = leaf.load(Ordering::Relaxed);
+        let mut current = current;
         let backoff = Backoff::new();
         loop {
             if current & mask != 0 {

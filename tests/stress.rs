@@ -365,9 +365,9 @@ fn spin_lock_mutual_exclusion() {
 
 /// Regression: `NextFit` shared by two threads allocating and dropping at once must not hand
 /// out an ID again before its cursor wraps (a stale cursor read once reused about a quarter of
-/// the IDs). Each thread holds at most one ID and one speculative claim, so the cursor moves at
-/// most 3 positions per allocation: 2 x 25,000 allocations cannot wrap 262,144 IDs, and no ID
-/// may repeat.
+/// the IDs). Each thread holds at most one ID, so a reservation skips at most the other
+/// thread's ID and the cursor moves at most 3 positions per allocation: 2 x 25,000 allocations
+/// cannot wrap 262,144 IDs, and no ID may repeat.
 #[test]
 fn next_fit_never_reuses_before_wrap_under_contention() {
     let pids = PidAllocator::<4096>::new();
