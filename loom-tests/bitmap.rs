@@ -254,3 +254,21 @@ fn cyclic_never_reuses_within_a_lap() {
         bitmap.check().unwrap();
     });
 }
+
+/// Lowest-free stays lowest under contention: with IDs 62 and 63 free in word 0 and all of
+/// word 1 free, two concurrent `alloc_lowest` calls get exactly 62 and 63 (a CAS lost to the
+/// other thread must not send the loser on to word 1).
+#[test]
+fn lowest_free_is_lowest_under_contention() {
+    model(|| {
+        let bitmap = Arc::new(Two::with_prefix_allocated(BITS - 2));
+        let other = bitmap.clone();
+        let t = thread::spawn(move || other.alloc_lowest());
+        let mine = bitmap.alloc_lowest().expect("a free ID was hidden");
+        let theirs = t.join().unwrap().expect("a free ID was hidden");
+        let mut got = [mine, theirs];
+        got.sort_unstable();
+        assert_eq!(got, [BITS - 2, BITS - 1], "not the lowest free IDs");
+        bitmap.check().unwrap();
+    });
+}

@@ -263,6 +263,15 @@ impl CyclicCursor {
     }
 }
 
+/// The outcome of one fast-path claim attempt.
+enum Fast {
+    Claimed(usize),
+    /// The word has no free bit in the allowed range (or does not exist).
+    NoneFree,
+    /// The CAS lost a race (or failed spuriously): the word may still have free bits.
+    Lost,
+}
+
 /// A lock-free bitmap of `WORDS * BITS` IDs with summary levels.
 ///
 /// `SUMMARY` is the size of the summary array; it must be at least [`summary_words`]`(WORDS)`
@@ -412,37 +421,47 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// thread made progress.
     ///
     /// The fast path, inlined into every allocation: one load of the word at `from` and one CAS
-    /// when it has a free bit at or after `from`; failing that, the same on the next word (a
-    /// next-fit cursor leaving its word). Everything else is out of line.
+    /// when it has a free bit at or after `from`; when it has none, the same on the next word
+    /// (a next-fit cursor leaving its word). Everything else, a lost CAS included, is out of
+    /// line: moving on to the next word after a lost CAS would skip free bits of this one.
     #[inline(always)]
     fn alloc_from(&self, from: usize) -> Option<usize> {
         let index = from / BITS;
-        if let Some(id) = self.try_claim_fast(index, FULL << (from % BITS)) {
-            return Some(id);
-        }
-        if let Some(id) = self.try_claim_fast(index + 1, FULL) {
-            return Some(id);
+        match self.try_claim_fast(index, FULL << (from % BITS)) {
+            Fast::Claimed(id) => return Some(id),
+            Fast::NoneFree => {
+                if let Fast::Claimed(id) = self.try_claim_fast(index + 1, FULL) {
+                    return Some(id);
+                }
+            }
+            Fast::Lost => {}
         }
         self.alloc_from_slow(from)
     }
 
     /// One attempt at the lowest free bit of leaf `index` within `allowed`: a load and a CAS.
     #[inline(always)]
-    fn try_claim_fast(&self, index: usize, allowed: usize) -> Option<usize> {
-        let leaf = self.leaves.get(index)?;
+    fn try_claim_fast(&self, index: usize, allowed: usize) -> Fast {
+        let Some(leaf) = self.leaves.get(index) else {
+            return Fast::NoneFree;
+        };
         let word = leaf.load(Ordering::Relaxed);
         let free = !word & allowed;
         if free == 0 {
-            return None;
+            return Fast::NoneFree;
         }
         let bit = free & free.wrapping_neg();
         // Acquire: as in `claim_in_word`.
-        leaf.compare_exchange_weak(word, word | bit, Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
+        if leaf
+            .compare_exchange_weak(word, word | bit, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Fast::Lost;
+        }
         if word | bit == FULL {
             self.sync_parent(0, index, true);
         }
-        Some(index * BITS + bit.trailing_zeros() as usize)
+        Fast::Claimed(index * BITS + bit.trailing_zeros() as usize)
     }
 
     /// The first ID at or after `from` that looks free, without claiming it, and the value of
