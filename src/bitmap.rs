@@ -436,7 +436,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             }
             Fast::Lost => {}
         }
-        self.alloc_from_slow(from)
+        self.alloc_from_slow(from, 1)
     }
 
     /// One attempt at the lowest free bit of leaf `index` within `allowed`: a load and a CAS.
@@ -481,14 +481,15 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
         Some((id, self.leaves[id / BITS].load(Ordering::Relaxed)))
     }
 
-    /// `alloc_from` past its fast path: summary-guided search and CAS retries.
+    /// `alloc_from` past its fast path (and aligned single IDs): summary-guided search and CAS
+    /// retries for the first free ID at or after `from` at a multiple of `align` (`<= BITS`).
     #[inline(never)]
-    fn alloc_from_slow(&self, from: usize) -> Option<usize> {
+    fn alloc_from_slow(&self, from: usize, align: usize) -> Option<usize> {
         let mut from = from;
         loop {
             let candidate = self.seek(from)?;
             let index = candidate / BITS;
-            if let Some(id) = self.claim_in_word(index, candidate % BITS, 1) {
+            if let Some(id) = self.claim_in_word(index, candidate % BITS, align) {
                 return Some(id);
             }
             from = (index + 1) * BITS;
@@ -666,7 +667,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             return Err(BitmapError::InvalidArgument);
         }
         if count == 1 && align <= BITS {
-            return Ok(self.alloc_aligned_single(align, floor));
+            return Ok(self.alloc_from_slow(align_up(floor, align), align));
         }
         let mut start = align_up(floor, align);
         loop {
@@ -694,25 +695,13 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
         }
     }
 
-    fn alloc_aligned_single(&self, align: usize, floor: usize) -> Option<usize> {
-        let mut from = align_up(floor, align);
-        loop {
-            let candidate = self.seek(from)?;
-            let index = candidate / BITS;
-            if let Some(id) = self.claim_in_word(index, candidate % BITS, align) {
-                return Some(id);
-            }
-            from = (index + 1) * BITS;
-        }
-    }
-
     /// The highest allocated ID in `start..end` (a snapshot), or `None` if all look free.
     fn find_conflict(&self, start: usize, end: usize) -> Option<usize> {
         let mut conflict = None;
         for_each_word_mask(start, end, |index, mask| {
             let taken = self.leaves[index].load(Ordering::Relaxed) & mask;
             if taken != 0 {
-                conflict = Some(index * BITS + (BITS - 1 - taken.leading_zeros() as usize));
+                conflict = Some(index * BITS + highest_bit(taken));
             }
         });
         conflict
@@ -731,12 +720,13 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
                 claimed_to = ((index + 1) * BITS).min(end);
             } else {
                 let taken = self.leaves[index].load(Ordering::Relaxed) & mask;
+                // `taken == 0`: the blocker was freed since; resume after the mask's first bit.
                 let bit = if taken == 0 {
-                    mask.trailing_zeros()
+                    mask.trailing_zeros() as usize
                 } else {
-                    BITS as u32 - 1 - taken.leading_zeros()
+                    highest_bit(taken)
                 };
-                conflict = Some(index * BITS + bit as usize);
+                conflict = Some(index * BITS + bit);
             }
         });
         match conflict {
@@ -1000,6 +990,12 @@ impl<const WORDS: usize, const SUMMARY: usize> fmt::Debug for AtomicBitmap<WORDS
             .field("allocated", &self.count_allocated())
             .finish()
     }
+}
+
+/// The index of the highest set bit of `word` (`word != 0`).
+#[inline]
+fn highest_bit(word: usize) -> usize {
+    BITS - 1 - word.leading_zeros() as usize
 }
 
 /// Rounds `value` up to a multiple of `align` (a power of two), saturating.
