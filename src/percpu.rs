@@ -120,11 +120,11 @@ fn fallback_cpu() -> usize {
 /// `N` cache-padded slots of `T`, one per CPU (ids are reduced modulo `N`).
 ///
 /// ```
-/// use smpalloc::percpu::PerCpu;
-/// use core::sync::atomic::{AtomicUsize, Ordering};
-/// static HITS: PerCpu<AtomicUsize, 4> = PerCpu::new([const { AtomicUsize::new(0) }; 4]);
-/// HITS.current().fetch_add(1, Ordering::Relaxed);
-/// assert_eq!(HITS.iter().map(|h| h.load(Ordering::Relaxed)).sum::<usize>(), 1);
+/// use smpalloc::{SpinLock, percpu::PerCpu};
+/// // One counter per CPU, each behind its own lock on its own cache line.
+/// static HITS: PerCpu<SpinLock<u64>, 4> = PerCpu::new([const { SpinLock::new(0) }; 4]);
+/// *HITS.current().lock() += 1;
+/// assert_eq!(HITS.iter().map(|hits| *hits.lock()).sum::<u64>(), 1);
 /// ```
 pub struct PerCpu<T, const N: usize> {
     slots: [CachePadded<T>; N],
