@@ -385,13 +385,33 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
         }
     }
 
+    /// One claim attempt on leaf `index`: CAS it from `current` to `new` (a superset of
+    /// `current`) and, if that filled the word, bring the summary in step. `Err` carries the
+    /// word's fresh value.
+    ///
+    /// Acquire on success: the previous owner's writes (before its `Release` free) happen before
+    /// ours. Failure is Relaxed: the caller only retries with the fresh value. Weak: a spurious
+    /// failure is one more retry.
+    #[inline(always)]
+    fn cas_leaf(&self, index: usize, current: usize, new: usize) -> Result<(), usize> {
+        self.leaves[index].compare_exchange_weak(
+            current,
+            new,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        )?;
+        if new == FULL {
+            self.sync_parent(0, index, true);
+        }
+        Ok(())
+    }
+
     /// Claims the lowest free bit at or after bit `from_bit` of leaf word `index` whose
     /// position is a multiple of `align` (`align <= BITS`, a power of two).
     #[inline]
     fn claim_in_word(&self, index: usize, from_bit: usize, align: usize) -> Option<usize> {
-        let leaf = &self.leaves[index];
         let allowed = (FULL << from_bit) & align_mask(align);
-        let mut current = leaf.load(Ordering::Relaxed);
+        let mut current = self.leaves[index].load(Ordering::Relaxed);
         let backoff = Backoff::new();
         loop {
             let free = !current & allowed;
@@ -399,16 +419,8 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
                 return None;
             }
             let bit = free & free.wrapping_neg();
-            let new = current | bit;
-            // Acquire: the previous owner's writes (before its `Release` free) happen before
-            // ours. Failure is Relaxed: we only retry with the fresh value.
-            match leaf.compare_exchange_weak(current, new, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => {
-                    if new == FULL {
-                        self.sync_parent(0, index, true);
-                    }
-                    return Some(index * BITS + bit.trailing_zeros() as usize);
-                }
+            match self.cas_leaf(index, current, current | bit) {
+                Ok(()) => return Some(index * BITS + bit.trailing_zeros() as usize),
                 Err(now) => {
                     current = now;
                     backoff.spin();
@@ -451,17 +463,10 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             return Fast::NoneFree;
         }
         let bit = free & free.wrapping_neg();
-        // Acquire: as in `claim_in_word`.
-        if leaf
-            .compare_exchange_weak(word, word | bit, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Fast::Lost;
+        match self.cas_leaf(index, word, word | bit) {
+            Ok(()) => Fast::Claimed(index * BITS + bit.trailing_zeros() as usize),
+            Err(_) => Fast::Lost,
         }
-        if word | bit == FULL {
-            self.sync_parent(0, index, true);
-        }
-        Fast::Claimed(index * BITS + bit.trailing_zeros() as usize)
     }
 
     /// The first ID at or after `from` that looks free, without claiming it, and the value of
@@ -620,21 +625,14 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// (a stale value only costs one failed CAS).
     #[inline]
     fn claim_seen(&self, index: usize, mask: usize, current: usize) -> bool {
-        let leaf = &self.leaves[index];
         let mut current = current;
         let backoff = Backoff::new();
         loop {
             if current & mask != 0 {
                 return false;
             }
-            let new = current | mask;
-            match leaf.compare_exchange_weak(current, new, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => {
-                    if new == FULL {
-                        self.sync_parent(0, index, true);
-                    }
-                    return true;
-                }
+            match self.cas_leaf(index, current, current | mask) {
+                Ok(()) => return true,
                 Err(now) => {
                     current = now;
                     backoff.spin();
@@ -787,8 +785,10 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             return Err(BitmapError::OutOfRange);
         }
         let mut all_set = true;
+        // Relaxed: only a check that changes nothing; each clearing CAS below carries the
+        // `Release` that hands the IDs on.
         for_each_word_mask(start, end, |index, mask| {
-            all_set &= self.leaves[index].load(Ordering::Acquire) & mask == mask;
+            all_set &= self.leaves[index].load(Ordering::Relaxed) & mask == mask;
         });
         if !all_set {
             return Err(BitmapError::NotAllocated);

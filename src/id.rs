@@ -179,7 +179,9 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     /// - [`BitmapError::NotAllocated`] if it is free (a double free): nothing changes.
     ///
     /// Freeing an ID that a live [`Pid`] still holds is a logic error the allocator cannot
-    /// see: the handle will later free an ID that may belong to someone else.
+    /// see at this call: when the handle drops later, its free finds the ID free (a
+    /// `debug_assert!` fires in debug builds; release builds change nothing) or, if the ID was
+    /// handed out again meanwhile, frees the new owner's ID.
     pub fn free(&self, id: usize) -> Result<(), BitmapError> {
         self.check_managed(id)?;
         self.bitmap.free(id)

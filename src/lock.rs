@@ -1,10 +1,10 @@
 //! [`SpinLock`]: the crate's one fine-grained lock.
 //!
 //! A test-and-test-and-set spin lock: `lock` tries one `compare_exchange(false, true, Acquire)`;
-//! while that fails it
-//! waits with plain loads (so waiters share the cache line instead of bouncing it with writes),
-//! backing off with crossbeam-utils' `Backoff` (a loom yield under `cfg(loom)`), and retries the
-//! CAS only when the lock looks free. `unlock` is a `store(false, Release)`.
+//! while that fails it waits with plain loads (so waiters share the cache line instead of
+//! bouncing it with writes), backing off with crossbeam-utils' `Backoff` (a loom yield under
+//! `cfg(loom)`), and retries the CAS only when the lock looks free. `unlock` is a
+//! `store(false, Release)`.
 //!
 //! Every later family (the buddy zone lock, TLSF arenas, per-CPU cache slots) uses this type; no
 //! other module rolls its own lock. It does not disable interrupts: a kernel that takes one of
