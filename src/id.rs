@@ -476,8 +476,13 @@ impl<const ORDER: usize, const SUMMARY: usize> Drop for Pid<'_, ORDER, SUMMARY> 
     #[inline]
     fn drop(&mut self) {
         let freed = self.allocator.bitmap.free(self.id);
+        // Not while unwinding: a second panic would abort and hide the first one.
+        #[cfg(feature = "std")]
+        let unwinding = std::thread::panicking();
+        #[cfg(not(feature = "std"))]
+        let unwinding = false;
         debug_assert!(
-            freed.is_ok(),
+            freed.is_ok() || unwinding,
             "Pid {} was freed behind its handle's back",
             self.id
         );

@@ -198,6 +198,134 @@ fn run_range(model: &Model, k: usize, shape: u8, extra: usize) -> Option<(usize,
 }
 
 // -------------------------------------------------------------------------------------------
+// `IdAllocator` operations, driven through either entry point
+
+/// The `IdAllocator` operations both suites drive: ranges and fixed IDs.
+#[derive(Debug, Clone)]
+enum IdOp {
+    AllocId {
+        count: usize,
+        align: usize,
+    },
+    DeallocId {
+        start: Pos,
+        count: usize,
+    },
+    /// `dealloc_id` of a range shaped around the `k`-th owned run (see `run_range`).
+    DeallocRunRange {
+        k: usize,
+        shape: u8,
+        extra: usize,
+    },
+    AllocFixedId(Pos),
+}
+
+fn id_op() -> impl Strategy<Value = IdOp> {
+    prop_oneof![
+        3 => (count(), align()).prop_map(|(count, align)| IdOp::AllocId { count, align }),
+        1 => (pos(), count()).prop_map(|(start, count)| IdOp::DeallocId { start, count }),
+        3 => (any::<usize>(), 0..4u8, any::<usize>())
+            .prop_map(|(k, shape, extra)| IdOp::DeallocRunRange { k, shape, extra }),
+        2 => pos().prop_map(IdOp::AllocFixedId),
+    ]
+}
+
+/// An entry point for `IdOp`s: the inherent `&self` methods or the `&mut self` trait methods.
+trait IdEntry {
+    fn alloc_id(&mut self, count: usize, align: usize) -> Result<usize, AllocError>;
+    fn alloc_fixed_id(&mut self, id: usize) -> Result<(), AllocError>;
+    /// The result where the entry point reports one; `None` for the trait's `()`.
+    fn dealloc_id(&mut self, start: usize, count: usize) -> Option<Result<(), AllocError>>;
+}
+
+/// The inherent `&self` methods.
+struct Inherent<'a, const O: usize, const S: usize>(&'a PidAllocator<O, S>);
+
+impl<const O: usize, const S: usize> IdEntry for Inherent<'_, O, S> {
+    fn alloc_id(&mut self, count: usize, align: usize) -> Result<usize, AllocError> {
+        self.0.alloc_id(count, align)
+    }
+    fn alloc_fixed_id(&mut self, id: usize) -> Result<(), AllocError> {
+        self.0.alloc_fixed_id(id)
+    }
+    fn dealloc_id(&mut self, start: usize, count: usize) -> Option<Result<(), AllocError>> {
+        Some(self.0.dealloc_id(start, count))
+    }
+}
+
+/// arceos' `IdAllocator` trait methods.
+struct ViaTrait<'a, const O: usize, const S: usize>(&'a mut PidAllocator<O, S>);
+
+impl<const O: usize, const S: usize> IdEntry for ViaTrait<'_, O, S> {
+    fn alloc_id(&mut self, count: usize, align: usize) -> Result<usize, AllocError> {
+        IdAllocator::alloc_id(self.0, count, align)
+    }
+    fn alloc_fixed_id(&mut self, id: usize) -> Result<(), AllocError> {
+        IdAllocator::alloc_fixed_id(self.0, id)
+    }
+    fn dealloc_id(&mut self, start: usize, count: usize) -> Option<Result<(), AllocError>> {
+        IdAllocator::dealloc_id(self.0, start, count);
+        None
+    }
+}
+
+/// Applies `op` through `entry` and to the model, asserting every reported result (an
+/// unreported one is checked by the caller's `verify`: a failed call must change nothing).
+/// Ranges touching an ID in `held` (live handles) are not freed: that would be a logic error.
+fn apply_id_op(
+    entry: &mut impl IdEntry,
+    model: &mut PidModel,
+    op: &IdOp,
+    held: &BTreeSet<usize>,
+    context: &str,
+    touched: &mut Vec<usize>,
+) {
+    let capacity = model.capacity;
+    let mut dealloc = |model: &mut PidModel, start: usize, count: usize| {
+        let want = model.expect_dealloc_id(start, count);
+        let end = start.saturating_add(count);
+        if want.is_err() || held.range(start..end).next().is_none() {
+            if let Some(got) = entry.dealloc_id(start, count) {
+                assert_eq!(got, want, "{context} ({start}+{count})");
+            }
+            if want.is_ok() {
+                model.ids.release_range(start, end);
+            }
+        }
+    };
+    match *op {
+        IdOp::AllocId { count, align } => {
+            let want = model.expect_alloc_id(count, align);
+            assert_eq!(entry.alloc_id(count, align), want, "{context}");
+            if let Ok(start) = want {
+                model.ids.take_range(start, start + count);
+                touched.extend([start, start + count - 1]);
+            }
+        }
+        IdOp::DeallocId { start, count } => {
+            let start = pick(capacity, start);
+            dealloc(model, start, count);
+            touched.push(start);
+        }
+        IdOp::DeallocRunRange { k, shape, extra } => {
+            if let Some((start, count)) = run_range(&model.ids, k, shape, extra) {
+                dealloc(model, start, count);
+                touched.extend([start, start + count - 1]);
+            }
+        }
+        IdOp::AllocFixedId(id) => {
+            let id = pick(capacity, id);
+            let want = model.expect_specific(id).map_err(AllocError::from);
+            assert_eq!(entry.alloc_fixed_id(id), want, "{context} ({id})");
+            if want.is_ok() {
+                model.ids.take(id);
+            }
+            touched.push(id);
+        }
+    }
+}
+
+// -------------------------------------------------------------------------------------------
 // Handles and the inherent `&self` API
 
 #[derive(Debug, Clone)]
@@ -214,20 +342,7 @@ enum HandleOp {
     IntoRaw(usize),
     /// `unsafe Pid::from_raw` of the `k`-th raw ID.
     FromRaw(usize),
-    AllocId {
-        count: usize,
-        align: usize,
-    },
-    DeallocId {
-        start: Pos,
-        count: usize,
-    },
-    DeallocRunRange {
-        k: usize,
-        shape: u8,
-        extra: usize,
-    },
-    AllocFixedId(Pos),
+    Id(IdOp),
     Contains(Pos),
 }
 
@@ -241,11 +356,7 @@ fn handle_op() -> impl Strategy<Value = HandleOp> {
         5 => any::<usize>().prop_map(HandleOp::FreeOwned),
         2 => any::<usize>().prop_map(HandleOp::IntoRaw),
         2 => any::<usize>().prop_map(HandleOp::FromRaw),
-        3 => (count(), align()).prop_map(|(count, align)| HandleOp::AllocId { count, align }),
-        1 => (pos(), count()).prop_map(|(start, count)| HandleOp::DeallocId { start, count }),
-        2 => (any::<usize>(), 0..4u8, any::<usize>())
-            .prop_map(|(k, shape, extra)| HandleOp::DeallocRunRange { k, shape, extra }),
-        2 => pos().prop_map(HandleOp::AllocFixedId),
+        8 => id_op().prop_map(HandleOp::Id),
         1 => pos().prop_map(HandleOp::Contains),
     ]
 }
@@ -368,52 +479,9 @@ fn run_handles<const O: usize, const S: usize>(policy: Policy, reserved: usize, 
                     touched.push(id);
                 }
             }
-            HandleOp::AllocId { count, align } => {
-                let want = model.expect_alloc_id(count, align);
-                assert_eq!(alloc.alloc_id(count, align), want, "{context}");
-                if let Ok(start) = want {
-                    model.ids.take_range(start, start + count);
-                    touched.extend([start, start + count - 1]);
-                }
-            }
-            HandleOp::DeallocId { start, count } => {
-                let start = pick(capacity, start);
-                let want = model.expect_dealloc_id(start, count);
-                let end = start.saturating_add(count);
-                // Freeing an ID a live handle holds is a logic error: skip those.
-                if want.is_err() || held.range(start..end).next().is_none() {
-                    assert_eq!(alloc.dealloc_id(start, count), want, "{context} ({start})");
-                    if want.is_ok() {
-                        model.ids.release_range(start, end);
-                    }
-                }
-                touched.push(start);
-            }
-            HandleOp::DeallocRunRange { k, shape, extra } => {
-                let Some((start, count)) = run_range(&model.ids, k, shape, extra) else {
-                    continue;
-                };
-                let want = model.expect_dealloc_id(start, count);
-                if want.is_err() || held.range(start..start + count).next().is_none() {
-                    assert_eq!(
-                        alloc.dealloc_id(start, count),
-                        want,
-                        "{context} ({start}+{count})"
-                    );
-                    if want.is_ok() {
-                        model.ids.release_range(start, start + count);
-                    }
-                }
-                touched.extend([start, start + count - 1]);
-            }
-            HandleOp::AllocFixedId(id) => {
-                let id = pick(capacity, id);
-                let want = model.expect_specific(id).map_err(AllocError::from);
-                assert_eq!(alloc.alloc_fixed_id(id), want, "{context} ({id})");
-                if want.is_ok() {
-                    model.ids.take(id);
-                }
-                touched.push(id);
+            HandleOp::Id(ref id_op) => {
+                let mut entry = Inherent(&*alloc);
+                apply_id_op(&mut entry, &mut model, id_op, &held, &context, &mut touched);
             }
             HandleOp::Contains(id) => touched.push(pick(capacity, id)),
         }
@@ -484,20 +552,7 @@ enum TraitOp {
         b: u16,
         any: Pos,
     },
-    AllocId {
-        count: usize,
-        align: usize,
-    },
-    DeallocId {
-        start: Pos,
-        count: usize,
-    },
-    DeallocRunRange {
-        k: usize,
-        shape: u8,
-        extra: usize,
-    },
-    AllocFixedId(Pos),
+    Id(IdOp),
     IsAllocated(Pos),
     /// An operation on an ID at an edge of the managed range (`reserved - 1`, `reserved`,
     /// `limit - 1`, `limit`): `alloc_fixed_id`, `free`, `is_allocated` or `dealloc_id(id, 1)`.
@@ -514,11 +569,7 @@ fn trait_op() -> impl Strategy<Value = TraitOp> {
         1 => (pos(), pos()).prop_map(|(start, size)| TraitOp::Init { start, size }),
         3 => (0..6u8, any::<u16>(), any::<u16>(), pos())
             .prop_map(|(shape, a, b, any)| TraitOp::AddMemory { shape, a, b, any }),
-        4 => (count(), align()).prop_map(|(count, align)| TraitOp::AllocId { count, align }),
-        1 => (pos(), count()).prop_map(|(start, count)| TraitOp::DeallocId { start, count }),
-        3 => (any::<usize>(), 0..4u8, any::<usize>())
-            .prop_map(|(k, shape, extra)| TraitOp::DeallocRunRange { k, shape, extra }),
-        2 => pos().prop_map(TraitOp::AllocFixedId),
+        10 => id_op().prop_map(TraitOp::Id),
         1 => pos().prop_map(TraitOp::IsAllocated),
         3 => (0..4u8, 0..4u8).prop_map(|(which, action)| TraitOp::Edge { which, action }),
         4 => Just(TraitOp::AllocateRaw),
@@ -601,43 +652,17 @@ fn run_traits<const O: usize, const S: usize>(policy: Policy, ops: &[TraitOp]) {
                 }
                 touched.extend([start, start.saturating_add(size), reserved, limit]);
             }
-            TraitOp::AllocId { count, align } => {
-                let want = model.expect_alloc_id(count, align);
-                assert_eq!(IdAllocator::alloc_id(a, count, align), want, "{context}");
-                if let Ok(start) = want {
-                    model.ids.take_range(start, start + count);
-                    touched.extend([start, start + count - 1]);
-                }
-            }
-            TraitOp::DeallocId { start, count } => {
-                let start = pick(capacity, start);
-                // The trait method returns nothing: an invalid range must change nothing.
-                let want = model.expect_dealloc_id(start, count);
-                IdAllocator::dealloc_id(a, start, count);
-                if want.is_ok() {
-                    model.ids.release_range(start, start + count);
-                }
-                touched.push(start);
-            }
-            TraitOp::DeallocRunRange { k, shape, extra } => {
-                let Some((start, count)) = run_range(&model.ids, k, shape, extra) else {
-                    continue;
-                };
-                let want = model.expect_dealloc_id(start, count);
-                IdAllocator::dealloc_id(a, start, count);
-                if want.is_ok() {
-                    model.ids.release_range(start, start + count);
-                }
-                touched.extend([start, start + count - 1]);
-            }
-            TraitOp::AllocFixedId(id) => {
-                let id = pick(capacity, id);
-                let want = model.expect_specific(id).map_err(AllocError::from);
-                assert_eq!(IdAllocator::alloc_fixed_id(a, id), want, "{context} ({id})");
-                if want.is_ok() {
-                    model.ids.take(id);
-                }
-                touched.push(id);
+            TraitOp::Id(ref id_op) => {
+                let mut entry = ViaTrait(&mut *a);
+                let no_handles = BTreeSet::new();
+                apply_id_op(
+                    &mut entry,
+                    &mut model,
+                    id_op,
+                    &no_handles,
+                    &context,
+                    &mut touched,
+                );
             }
             TraitOp::Edge { which, action } => {
                 let (reserved, limit) = model.ids.domain();
