@@ -25,13 +25,17 @@ type Two = AtomicBitmap<2, 1>;
 /// 65 leaf words: two summary levels (2 words, then 1).
 type ThreeLevels = AtomicBitmap<65, { summary_words(65) }>;
 
-/// Allocates until `None` and returns how many IDs that took (quiescent use only).
-fn drain<const W: usize, const S: usize>(bitmap: &AtomicBitmap<W, S>) -> usize {
-    let mut n = 0;
+/// The end state every model checks (quiescent use only): summaries exact, then allocating
+/// until `None` finds exactly `free` IDs (a freed ID hidden by a stale summary would make it
+/// fewer), and the summaries are still exact once the bitmap is full.
+fn assert_drains<const W: usize, const S: usize>(bitmap: &AtomicBitmap<W, S>, free: usize) {
+    bitmap.check().unwrap();
+    let mut found = 0;
     while bitmap.alloc_lowest().is_some() {
-        n += 1;
+        found += 1;
     }
-    n
+    assert_eq!(found, free, "a free ID was hidden by a stale summary");
+    bitmap.check().unwrap();
 }
 
 /// Two allocators racing for the last two free IDs get one each, never the same one.
@@ -69,14 +73,7 @@ fn fill_races_free_in_same_word() {
         bitmap.free(5).unwrap();
         let got = filler.join().unwrap();
         assert!(matches!(got, Some(5) | Some(63)), "unexpected ID {got:?}");
-        bitmap.check().unwrap();
-        // Exactly one ID is free now, and a search must find it.
-        assert_eq!(
-            drain(&*bitmap),
-            1,
-            "a freed ID was hidden by a stale summary"
-        );
-        bitmap.check().unwrap();
+        assert_drains(&bitmap, 1);
     });
 }
 
@@ -92,13 +89,7 @@ fn fill_races_free_across_two_summary_levels() {
         bitmap.free(64 * BITS + 3).unwrap();
         let got = filler.join().unwrap();
         assert!(got.is_some(), "a free ID was hidden");
-        bitmap.check().unwrap();
-        assert_eq!(
-            drain(&*bitmap),
-            1,
-            "a freed ID was hidden by a stale summary"
-        );
-        bitmap.check().unwrap();
+        assert_drains(&bitmap, 1);
     });
 }
 
@@ -118,7 +109,7 @@ fn alloc_racing_free_hides_nothing() {
         bitmap.check().unwrap();
         let expected_free = if got.is_some() { 1 } else { 2 };
         assert_eq!(bitmap.count_allocated(), 2 * BITS - expected_free);
-        assert_eq!(drain(&*bitmap), expected_free);
+        assert_drains(&bitmap, expected_free);
     });
 }
 
@@ -189,7 +180,7 @@ fn range_free_races_alloc() {
         bitmap.check().unwrap();
         let free = 2 - usize::from(got.is_some());
         assert_eq!(bitmap.count_allocated(), 2 * BITS - free);
-        assert_eq!(drain(&*bitmap), free);
+        assert_drains(&bitmap, free);
     });
 }
 
@@ -209,12 +200,7 @@ fn three_threads_fill_and_free() {
         let got = filler.join().unwrap().expect("a free ID was hidden");
         freer.join().unwrap();
         assert!([3, BITS - 1, BITS + 7].contains(&got));
-        bitmap.check().unwrap();
-        assert_eq!(
-            drain(&*bitmap),
-            2,
-            "a freed ID was hidden by a stale summary"
-        );
+        assert_drains(&bitmap, 2);
     });
 }
 
