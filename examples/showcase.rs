@@ -16,8 +16,14 @@
 
 use std::process::ExitCode;
 
+#[path = "common/bytes.rs"]
+mod bytes;
 #[path = "common/ids.rs"]
 mod ids;
+#[path = "common/pages.rs"]
+mod pages;
+#[path = "common/radix.rs"]
+mod radix;
 
 use ids::{Fill, Ids, Kind, Visit};
 
@@ -88,7 +94,9 @@ fn main() -> ExitCode {
     };
     header(&options);
     ids(&options);
-    // Later families add their sections here: pages(&options), bytes(&options), heap(&options).
+    radix::section(&options);
+    pages::section(&options);
+    bytes::section(&options);
     ExitCode::SUCCESS
 }
 

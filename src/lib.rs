@@ -53,6 +53,18 @@ pub use traits::{
 #[cfg(feature = "id")]
 pub use id::{Pid, PidAllocator, Policy};
 
+// Issue 4: the lock-free PID radix tree and `PidTable`.
+#[cfg(feature = "radix")]
+pub mod radix;
+
+// Issue 5: the page layer (bitmap and buddy page allocators, per-CPU page caches).
+#[cfg(feature = "page")]
+pub mod page;
+
+// Issue 6 (TLSF) and issue 7 (slab, buddy bytes): the byte allocators.
+#[cfg(any(feature = "tlsf", feature = "slab", feature = "buddy"))]
+pub mod byte;
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

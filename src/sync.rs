@@ -21,6 +21,14 @@ pub(crate) mod atomic {
     #[cfg(not(loom))]
     pub(crate) use portable_atomic::{AtomicBool, AtomicUsize};
 
+    // Wider and pointer atomics for the later families (radix nodes, page caches, arenas).
+    #[cfg(loom)]
+    #[allow(unused_imports)]
+    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, fence};
+    #[cfg(not(loom))]
+    #[allow(unused_imports)]
+    pub(crate) use portable_atomic::{AtomicPtr, AtomicU32, AtomicU64, fence};
+
     pub(crate) use core::sync::atomic::Ordering;
 
     /// Boot-time configuration cells that no modeled protocol touches (the CPU-id source, the

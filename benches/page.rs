@@ -1,0 +1,3 @@
+//! Criterion benchmarks for the page family (in progress).
+
+fn main() {}

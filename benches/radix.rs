@@ -1,0 +1,3 @@
+//! Criterion benchmarks for the radix family (in progress).
+
+fn main() {}

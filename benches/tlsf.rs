@@ -1,0 +1,3 @@
+//! Criterion benchmarks for the tlsf family (in progress).
+
+fn main() {}

@@ -1,0 +1,2 @@
+//! Loom models for the arena protocols (in progress).
+#![cfg(loom)]

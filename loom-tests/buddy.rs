@@ -1,0 +1,2 @@
+//! Loom models for the buddy protocols (in progress).
+#![cfg(loom)]

@@ -1,0 +1,2 @@
+//! Loom models for the page_bitmap protocols (in progress).
+#![cfg(loom)]

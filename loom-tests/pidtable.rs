@@ -1,0 +1,2 @@
+//! Loom models for the pidtable protocols (in progress).
+#![cfg(loom)]

@@ -1,0 +1,2 @@
+//! Loom models for the radix protocols (in progress).
+#![cfg(loom)]

@@ -1,0 +1,2 @@
+//! The page layer: bitmap and buddy page allocators with per-CPU page caches (issue 5, in
+//! progress).
