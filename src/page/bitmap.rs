@@ -21,7 +21,8 @@
 //!   `AtomicBitmap::free_range`, which refuses (and changes nothing) unless every page of the
 //!   range is allocated.
 //!
-//! Counts are per-CPU counters (no shared cache line on the hot path), summed on demand.
+//! There is no counter on the hot paths: `used_pages` counts the bitmap's set bits in the
+//! regions (exact at quiescence, and immune to any drift a counter could suffer).
 
 use core::borrow::Borrow;
 use core::fmt;
@@ -80,31 +81,14 @@ const SLOTS: usize = if cfg!(loom) { 2 } else { 16 };
 /// `base` before the first region is added.
 const NO_BASE: usize = usize::MAX;
 
-/// One CPU's allocation hint and page counter.
-struct CpuSlot {
-    /// Next-fit cursor for single pages.
-    cursor: Cursor,
-    /// Pages allocated minus pages freed on this slot, wrapping (a page freed on another CPU
-    /// than it was allocated on makes one slot "negative"); the sum over slots is exact.
-    used: AtomicUsize,
-}
-
-impl CpuSlot {
-    loom_const_fn! {
-        fn new() -> Self {
-            Self { cursor: Cursor::new(0), used: AtomicUsize::new(0) }
-        }
-    }
-}
-
 #[cfg(not(loom))]
-const fn slots() -> PerCpu<CpuSlot, SLOTS> {
-    PerCpu::new([const { CpuSlot::new() }; SLOTS])
+const fn cursors() -> PerCpu<Cursor, SLOTS> {
+    PerCpu::new([const { Cursor::new(0) }; SLOTS])
 }
 
 #[cfg(loom)]
-fn slots() -> PerCpu<CpuSlot, SLOTS> {
-    PerCpu::from_fn(|_| CpuSlot::new())
+fn cursors() -> PerCpu<Cursor, SLOTS> {
+    PerCpu::from_fn(|_| Cursor::new(0))
 }
 
 /// A lock-free page allocator over an [`AtomicBitmap`] of `WORDS * BITS` pages.
@@ -146,8 +130,8 @@ pub struct BitmapPageAllocator<
     base: AtomicUsize,
     /// The regions, for validating frees and `alloc_pages_at`.
     regions: Regions,
-    /// Per-CPU cursors and counters.
-    slots: PerCpu<CpuSlot, SLOTS>,
+    /// Per-CPU next-fit cursors for single pages.
+    cursors: PerCpu<Cursor, SLOTS>,
 }
 
 impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize>
@@ -162,7 +146,7 @@ impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize>
                 bits: AtomicBitmap::with_prefix_allocated(usize::MAX),
                 base: AtomicUsize::new(NO_BASE),
                 regions: Regions::new(),
-                slots: slots(),
+                cursors: cursors(),
             }
         }
     }
@@ -192,7 +176,7 @@ impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize>
             bits: bitmap,
             base: AtomicUsize::new(NO_BASE),
             regions: Regions::new(),
-            slots: slots(),
+            cursors: cursors(),
         }
     }
 }
@@ -250,8 +234,8 @@ where
         let (lo, count) = (first - base, end - first);
         if slot == 0 {
             // Spread the CPUs' cursors over the first region.
-            for (i, cpu) in self.slots.iter().enumerate() {
-                cpu.cursor.set(lo + count / SLOTS * i);
+            for (i, cursor) in self.cursors.iter().enumerate() {
+                cursor.set(lo + count / SLOTS * i);
             }
         }
         // The region is published (so frees of its pages validate); now make its pages
@@ -297,9 +281,8 @@ where
             return Err(AllocError::InvalidParam);
         }
         let base = self.base.load(Ordering::Relaxed);
-        let slot = self.slots.current();
         let index = if num_pages == 1 && align == 1 {
-            self.bits().alloc_next_fit(&slot.cursor, 0)
+            self.bits().alloc_next_fit(self.cursors.current(), 0)
         } else {
             // Bit `i` is address `(base + i) * PAGE_SIZE`: aligned when `i % align == -base`.
             let offset = base.wrapping_neg() & (align - 1);
@@ -308,7 +291,6 @@ where
                 .map_err(AllocError::from)?
         };
         let index = index.ok_or(AllocError::NoMemory)?;
-        slot.used.fetch_add(num_pages, Ordering::Relaxed);
         Ok((base + index) * PAGE_SIZE)
     }
 
@@ -340,10 +322,6 @@ where
                 BitmapError::AlreadyAllocated => AllocError::MemoryOverlap,
                 other => other.into(),
             })?;
-        self.slots
-            .current()
-            .used
-            .fetch_add(num_pages, Ordering::Relaxed);
         Ok(base)
     }
 
@@ -381,14 +359,14 @@ where
             return Err(AllocError::InvalidParam);
         }
         let index = self.checked_range(pos, num_pages)?;
-        self.bits()
-            .free_range(index, num_pages)
-            .map_err(AllocError::from)?;
-        self.slots
-            .current()
-            .used
-            .fetch_sub(num_pages, Ordering::Relaxed);
-        Ok(())
+        let bits = self.bits();
+        // One page: a single `fetch_and`, which changes nothing if the bit is already clear.
+        let freed = if num_pages == 1 {
+            bits.free(index)
+        } else {
+            bits.free_range(index, num_pages)
+        };
+        freed.map_err(AllocError::from)
     }
 
     /// Frees the `num_pages` pages at `pos`; bad input (see
@@ -412,17 +390,19 @@ where
         self.regions.pages()
     }
 
-    /// The number of allocated pages: exact when no call is running, a snapshot otherwise.
+    /// The number of allocated pages, counted in the bitmap (a popcount of the regions'
+    /// words): exact when no call is running, a snapshot otherwise. There is no counter on the
+    /// allocation path (it would be one more atomic read-modify-write per call), so this is
+    /// the one O(pages) query.
     ///
     /// # Time Complexity
-    /// O(CPU slots).
+    /// O(total_pages / BITS + regions).
     pub fn used_pages(&self) -> usize {
-        let used = self
-            .slots
+        let base = self.base.load(Ordering::Relaxed);
+        self.regions
             .iter()
-            .fold(0usize, |sum, slot| sum.wrapping_add(slot.used.load(Ordering::Relaxed)));
-        // A racing snapshot may sum a free before its allocation: clamp.
-        used.min(self.total_pages())
+            .map(|(s, e)| self.bits().count_allocated_in(s - base, e - base))
+            .sum()
     }
 
     /// The number of free pages (`total_pages - used_pages`).
@@ -433,8 +413,7 @@ where
     /// Checks the invariants (call it when no other thread uses the allocator; tests call it
     /// after every step):
     /// - the bitmap's summaries agree with its leaves;
-    /// - every page of the window outside every region is marked allocated;
-    /// - the used counter equals the number of allocated pages in the regions.
+    /// - every page of the window outside every region is marked allocated.
     ///
     /// # Time Complexity
     /// O(WORDS).
@@ -448,26 +427,13 @@ where
             .map(|(s, e)| (s - base, e - base))
             .collect();
         regions.sort_unstable();
-        let mut managed_used = 0;
         let mut pos = 0;
         for &(start, end) in regions.iter().chain([(Self::CAPACITY, Self::CAPACITY)].iter()) {
             if bits.count_allocated_in(pos, start) != start - pos {
                 let page = (pos..start).find(|&i| !bits.contains(i)).unwrap_or(pos);
                 return Err(PageInvariantError::Unmanaged { page });
             }
-            managed_used += bits.count_allocated_in(start, end);
             pos = end;
-        }
-        let counted = self
-            .slots
-            .iter()
-            .fold(0usize, |sum, slot| sum.wrapping_add(slot.used.load(Ordering::Relaxed)));
-        if counted != managed_used {
-            return Err(PageInvariantError::Count {
-                what: "used pages",
-                counted,
-                actual: managed_used,
-            });
         }
         Ok(())
     }
