@@ -101,8 +101,16 @@ fn group(c: &mut Criterion, name: &str, scenario: Scenario) {
 // `criterion_main!` expand to.
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    group(&mut c, "page_single", Scenario::Pairs { count: 1, align: 1 });
-    group(&mut c, "page_run_8_aligned_8", Scenario::Pairs { count: 8, align: 8 });
+    group(
+        &mut c,
+        "page_single",
+        Scenario::Pairs { count: 1, align: 1 },
+    );
+    group(
+        &mut c,
+        "page_run_8_aligned_8",
+        Scenario::Pairs { count: 8, align: 8 },
+    );
     group(&mut c, "page_threads_2", Scenario::Threads);
     c.final_summary();
 }

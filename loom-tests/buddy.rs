@@ -63,8 +63,13 @@ fn split_races_merge_through_pcp() {
             other.alloc_pages(2, 2 * P)
         });
         pages.try_dealloc_pages(single, 1).unwrap();
-        pages.try_dealloc_pages(pages.alloc_pages(1, P).unwrap(), 1).unwrap();
-        let pair = splitter.join().unwrap().expect("two aligned pages are always free");
+        pages
+            .try_dealloc_pages(pages.alloc_pages(1, P).unwrap(), 1)
+            .unwrap();
+        let pair = splitter
+            .join()
+            .unwrap()
+            .expect("two aligned pages are always free");
         assert_eq!(pair % (2 * P), 0);
         assert_exact(&pages, 2);
         pages.try_dealloc_pages(pair, 2).unwrap();

@@ -34,7 +34,9 @@ fn setup(free: &[usize]) -> Arc<Pages> {
     let mut start = 0;
     for &hole in free.iter().chain([128].iter()) {
         if hole > start {
-            pages.alloc_pages_at(BASE + start * P, hole - start, P).unwrap();
+            pages
+                .alloc_pages_at(BASE + start * P, hole - start, P)
+                .unwrap();
         }
         start = hole + 1;
     }
@@ -79,7 +81,10 @@ fn contiguous_claim_races_single_claim() {
         let mut used = 128 - 4 + 1;
         if let Ok(run) = run {
             let run = page(run);
-            assert!(!(run..run + 3).contains(&single), "page {single} owned twice");
+            assert!(
+                !(run..run + 3).contains(&single),
+                "page {single} owned twice"
+            );
             used += 3;
         } else {
             // Only fails if the single page splits every 3-run of 62..66.

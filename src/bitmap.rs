@@ -777,7 +777,8 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
                 if bit < BITS && bit + count > BITS {
                     let start = index * BITS + bit;
                     let end = start + count;
-                    if self.find_conflict(start, end).is_none() && self.claim_range(start, end).is_ok()
+                    if self.find_conflict(start, end).is_none()
+                        && self.claim_range(start, end).is_ok()
                     {
                         return Some(start);
                     }

@@ -82,7 +82,10 @@ fn bitmap_one_page() {
     let addr = allocator.alloc_pages(1, PAGE_SIZE).unwrap();
     assert_eq!(addr, 0x1000);
     assert_eq!(allocator.used_pages(), 1);
-    assert_eq!(allocator.alloc_pages(1, PAGE_SIZE), Err(AllocError::NoMemory));
+    assert_eq!(
+        allocator.alloc_pages(1, PAGE_SIZE),
+        Err(AllocError::NoMemory)
+    );
     allocator.dealloc_pages(addr, 1);
     assert_eq!(allocator.used_pages(), 0);
     assert_eq!(allocator.alloc_pages(1, PAGE_SIZE), Ok(0x1000));
@@ -124,7 +127,10 @@ fn bitmap_size_2g() {
     }
     // alloc_pages_at at the base and at an aligned address inside.
     assert_eq!(allocator.alloc_pages_at(base, 10, PAGE_SIZE), Ok(base));
-    assert_eq!(allocator.alloc_pages_at(base, 1, PAGE_SIZE), Err(AllocError::MemoryOverlap));
+    assert_eq!(
+        allocator.alloc_pages_at(base, 1, PAGE_SIZE),
+        Err(AllocError::MemoryOverlap)
+    );
     let at = 2 * SIZE_1G;
     assert_eq!(allocator.alloc_pages_at(at, 100, SIZE_1G), Ok(at));
     allocator.try_dealloc_pages(base, 10).unwrap();
@@ -196,8 +202,14 @@ fn alloc_pages_at_validates_its_address() {
             "{addr:#x}"
         );
     }
-    assert_eq!(allocator.alloc_pages_at(0x4000_0000, 0, PAGE_SIZE), Err(AllocError::InvalidParam));
-    assert_eq!(allocator.alloc_pages_at(0x4000_1000, 1, 0x2000), Err(AllocError::InvalidParam));
+    assert_eq!(
+        allocator.alloc_pages_at(0x4000_0000, 0, PAGE_SIZE),
+        Err(AllocError::InvalidParam)
+    );
+    assert_eq!(
+        allocator.alloc_pages_at(0x4000_1000, 1, 0x2000),
+        Err(AllocError::InvalidParam)
+    );
     assert_eq!(allocator.used_pages(), 0);
     assert_eq!(allocator.check(), Ok(()));
 }
@@ -210,20 +222,41 @@ fn bitmap_add_memory() {
     allocator.add_memory(0x10_0000, 0x10_0000).unwrap();
     allocator.add_memory(0x40_0000, 0x1_0000).unwrap();
     allocator.add_memory(0x30_0000, 0x10_0000).unwrap();
-    assert_eq!(allocator.add_memory(0x3f_f000, 0x2000), Err(AllocError::MemoryOverlap));
-    assert_eq!(allocator.add_memory(0x0, 0x10_0000), Err(AllocError::InvalidParam)); // below the window
-    assert_eq!(allocator.add_memory(0x20_0000, 0), Err(AllocError::InvalidParam));
-    assert_eq!(allocator.add_memory(0x20_0000, 0xfff), Err(AllocError::InvalidParam));
+    assert_eq!(
+        allocator.add_memory(0x3f_f000, 0x2000),
+        Err(AllocError::MemoryOverlap)
+    );
+    assert_eq!(
+        allocator.add_memory(0x0, 0x10_0000),
+        Err(AllocError::InvalidParam)
+    ); // below the window
+    assert_eq!(
+        allocator.add_memory(0x20_0000, 0),
+        Err(AllocError::InvalidParam)
+    );
+    assert_eq!(
+        allocator.add_memory(0x20_0000, 0xfff),
+        Err(AllocError::InvalidParam)
+    );
     assert_eq!(allocator.total_pages(), 256 + 256 + 16);
     // A run crossing the boundary of the adjacent regions at 0x40_0000.
-    assert_eq!(allocator.alloc_pages_at(0x3f_f000, 3, PAGE_SIZE), Ok(0x3f_f000));
+    assert_eq!(
+        allocator.alloc_pages_at(0x3f_f000, 3, PAGE_SIZE),
+        Ok(0x3f_f000)
+    );
     // No run crosses the gap 0x20_0000..0x30_0000.
-    assert_eq!(allocator.alloc_pages_at(0x1f_f000, 2, PAGE_SIZE), Err(AllocError::InvalidParam));
+    assert_eq!(
+        allocator.alloc_pages_at(0x1f_f000, 2, PAGE_SIZE),
+        Err(AllocError::InvalidParam)
+    );
     assert_eq!(allocator.check(), Ok(()));
     for i in 3..MAX_REGIONS {
         allocator.add_memory(0x100_0000 * i, PAGE_SIZE).unwrap();
     }
-    assert_eq!(allocator.add_memory(0x1000_0000, PAGE_SIZE), Err(AllocError::NoMemory));
+    assert_eq!(
+        allocator.add_memory(0x1000_0000, PAGE_SIZE),
+        Err(AllocError::NoMemory)
+    );
     assert_eq!(allocator.check(), Ok(()));
 }
 
@@ -233,11 +266,17 @@ fn bitmap_from_storage() {
     type Storage = AtomicBitmap<1024, { summary_words(1024) }>;
     let storage: &'static mut Storage = Box::leak(Box::new(Storage::new())); // all free: reset
     let allocator = BitmapPageAllocator::<PAGE_SIZE, 1024, { summary_words(1024) }, &'static Storage>::from_storage(storage);
-    assert_eq!(allocator.alloc_pages(1, PAGE_SIZE), Err(AllocError::NoMemory));
+    assert_eq!(
+        allocator.alloc_pages(1, PAGE_SIZE),
+        Err(AllocError::NoMemory)
+    );
     allocator.init(0x8000_0000, 64 * PAGE_SIZE);
     let run = allocator.alloc_pages(64, PAGE_SIZE).unwrap();
     assert_eq!(run, 0x8000_0000);
-    assert_eq!(allocator.alloc_pages(1, PAGE_SIZE), Err(AllocError::NoMemory));
+    assert_eq!(
+        allocator.alloc_pages(1, PAGE_SIZE),
+        Err(AllocError::NoMemory)
+    );
     allocator.try_dealloc_pages(run, 64).unwrap();
     assert_eq!(allocator.check(), Ok(()));
 }
@@ -259,36 +298,80 @@ macro_rules! bad_input_suite {
             assert_eq!(pages.used_pages(), used, "{what}");
         };
         // Count 0, bad alignments.
-        assert_eq!(pages.alloc_pages(0, PAGE_SIZE), Err(AllocError::InvalidParam));
+        assert_eq!(
+            pages.alloc_pages(0, PAGE_SIZE),
+            Err(AllocError::InvalidParam)
+        );
         for align in [0, 1, PAGE_SIZE / 2, 3 * PAGE_SIZE, PAGE_SIZE + 1] {
-            assert_eq!(pages.alloc_pages(1, align), Err(AllocError::InvalidParam), "{align}");
-            assert_eq!(pages.alloc_pages(2, align), Err(AllocError::InvalidParam), "{align}");
+            assert_eq!(
+                pages.alloc_pages(1, align),
+                Err(AllocError::InvalidParam),
+                "{align}"
+            );
+            assert_eq!(
+                pages.alloc_pages(2, align),
+                Err(AllocError::InvalidParam),
+                "{align}"
+            );
         }
         assert_eq!(pages.try_dealloc_pages(a, 0), Err(AllocError::InvalidParam));
         expect_unchanged(&pages, "count 0 / alignment");
         // Misaligned and outside addresses.
-        assert_eq!(pages.try_dealloc_pages(a + 1, 4), Err(AllocError::InvalidParam));
-        assert_eq!(pages.try_dealloc_pages(base - PAGE_SIZE, 1), Err(AllocError::InvalidParam));
+        assert_eq!(
+            pages.try_dealloc_pages(a + 1, 4),
+            Err(AllocError::InvalidParam)
+        );
+        assert_eq!(
+            pages.try_dealloc_pages(base - PAGE_SIZE, 1),
+            Err(AllocError::InvalidParam)
+        );
         assert_eq!(pages.try_dealloc_pages(0, 1), Err(AllocError::InvalidParam));
-        assert_eq!(pages.try_dealloc_pages(usize::MAX & !0xfff, 2), Err(AllocError::InvalidParam));
-        assert_eq!(pages.try_dealloc_pages(base + (16 << 20), 1), Err(AllocError::InvalidParam));
+        assert_eq!(
+            pages.try_dealloc_pages(usize::MAX & !0xfff, 2),
+            Err(AllocError::InvalidParam)
+        );
+        assert_eq!(
+            pages.try_dealloc_pages(base + (16 << 20), 1),
+            Err(AllocError::InvalidParam)
+        );
         expect_unchanged(&pages, "outside");
         // Never allocated, and a range running past an allocation.
-        assert_eq!(pages.try_dealloc_pages(a + 4 * PAGE_SIZE, 1), Err(AllocError::NotAllocated));
+        assert_eq!(
+            pages.try_dealloc_pages(a + 4 * PAGE_SIZE, 1),
+            Err(AllocError::NotAllocated)
+        );
         assert_eq!(pages.try_dealloc_pages(a, 5), Err(AllocError::NotAllocated));
         if !$partial {
             assert_eq!(pages.try_dealloc_pages(a, 2), Err(AllocError::NotAllocated));
-            assert_eq!(pages.try_dealloc_pages(a + PAGE_SIZE, 1), Err(AllocError::NotAllocated));
+            assert_eq!(
+                pages.try_dealloc_pages(a + PAGE_SIZE, 1),
+                Err(AllocError::NotAllocated)
+            );
         }
         expect_unchanged(&pages, "never allocated");
         // Overlapping regions.
-        assert_eq!(pages.add_memory(base, PAGE_SIZE), Err(AllocError::MemoryOverlap));
-        assert_eq!(pages.add_memory(base - PAGE_SIZE, 2 * PAGE_SIZE), Err(AllocError::MemoryOverlap));
-        assert_eq!(pages.add_memory(base + (16 << 20) - PAGE_SIZE, 1 << 20), Err(AllocError::MemoryOverlap));
+        assert_eq!(
+            pages.add_memory(base, PAGE_SIZE),
+            Err(AllocError::MemoryOverlap)
+        );
+        assert_eq!(
+            pages.add_memory(base - PAGE_SIZE, 2 * PAGE_SIZE),
+            Err(AllocError::MemoryOverlap)
+        );
+        assert_eq!(
+            pages.add_memory(base + (16 << 20) - PAGE_SIZE, 1 << 20),
+            Err(AllocError::MemoryOverlap)
+        );
         expect_unchanged(&pages, "overlap");
         // alloc_pages_at on taken pages.
-        assert_eq!(pages.alloc_pages_at(a, 1, PAGE_SIZE), Err(AllocError::MemoryOverlap));
-        assert_eq!(pages.alloc_pages_at(a + 3 * PAGE_SIZE, 2, PAGE_SIZE), Err(AllocError::MemoryOverlap));
+        assert_eq!(
+            pages.alloc_pages_at(a, 1, PAGE_SIZE),
+            Err(AllocError::MemoryOverlap)
+        );
+        assert_eq!(
+            pages.alloc_pages_at(a + 3 * PAGE_SIZE, 2, PAGE_SIZE),
+            Err(AllocError::MemoryOverlap)
+        );
         expect_unchanged(&pages, "alloc_pages_at taken");
         // Double free.
         pages.try_dealloc_pages(a, 4).unwrap();
@@ -299,7 +382,10 @@ macro_rules! bad_input_suite {
         // A single page freed twice (the buddy parks it in a CPU cache in between).
         let one = pages.alloc_pages(1, PAGE_SIZE).unwrap();
         pages.try_dealloc_pages(one, 1).unwrap();
-        assert_eq!(pages.try_dealloc_pages(one, 1), Err(AllocError::NotAllocated));
+        assert_eq!(
+            pages.try_dealloc_pages(one, 1),
+            Err(AllocError::NotAllocated)
+        );
         assert_eq!(pages.used_pages(), used);
         assert_eq!(check(&pages), Ok(()));
     }};
@@ -323,15 +409,27 @@ fn buddy_bad_input() {
 fn buddy_specific_bad_input() {
     let pages = BuddyPageAllocator::<PAGE_SIZE, 4, 2>::new();
     // No metadata: nothing can be added.
-    assert_eq!(pages.add_memory(0x1000, PAGE_SIZE), Err(AllocError::InvalidParam));
+    assert_eq!(
+        pages.add_memory(0x1000, PAGE_SIZE),
+        Err(AllocError::InvalidParam)
+    );
     let pages = BuddyPageAllocator::<PAGE_SIZE, 4, 2>::with_window(0x10_0000, 0x10_0000);
-    assert_eq!(pages.add_memory(0x8_0000, 0x10_0000), Err(AllocError::InvalidParam)); // outside
+    assert_eq!(
+        pages.add_memory(0x8_0000, 0x10_0000),
+        Err(AllocError::InvalidParam)
+    ); // outside
     pages.add_memory(0x10_0000, 0x10_0000).unwrap();
     // Beyond a maximal block (16 pages).
     assert_eq!(pages.alloc_pages(17, PAGE_SIZE), Err(AllocError::NoMemory));
-    assert_eq!(pages.alloc_pages(1, 32 * PAGE_SIZE), Err(AllocError::NoMemory));
+    assert_eq!(
+        pages.alloc_pages(1, 32 * PAGE_SIZE),
+        Err(AllocError::NoMemory)
+    );
     assert_eq!(pages.alloc_order(5), Err(AllocError::NoMemory));
-    assert_eq!(pages.free_order(0x10_0000, 5), Err(AllocError::InvalidParam));
+    assert_eq!(
+        pages.free_order(0x10_0000, 5),
+        Err(AllocError::InvalidParam)
+    );
     let block = pages.alloc_order(4).unwrap();
     assert_eq!(block % (16 * PAGE_SIZE), 0);
     assert_eq!(pages.free_order(block, 3), Err(AllocError::NotAllocated));
@@ -350,7 +448,9 @@ fn buddy_static_with_caller_metadata() {
     static META: [PageMeta; 64] = [const { PageMeta::new() }; 64];
     static PAGES: BuddyPageAllocator<PAGE_SIZE, 4, 2> =
         BuddyPageAllocator::with_metadata(0xffff_8000_0010_0000, &META);
-    PAGES.add_memory(0xffff_8000_0010_3000, 40 * PAGE_SIZE).unwrap();
+    PAGES
+        .add_memory(0xffff_8000_0010_3000, 40 * PAGE_SIZE)
+        .unwrap();
     assert_eq!(PAGES.total_pages(), 40);
     let run = PAGES.alloc_pages(5, 8 * PAGE_SIZE).unwrap();
     assert_eq!(run % (8 * PAGE_SIZE), 0);
@@ -365,7 +465,9 @@ fn buddy_split_merge_and_caches() {
     let mut pages = BuddyPageAllocator::<PAGE_SIZE, 10, 1>::new().with_watermarks(8, 4);
     pages.init(0x4000_0000, 4 << 20); // one maximal block
     assert_eq!(pages.free_blocks()[10], 1);
-    let mut singles: Vec<usize> = (0..100).map(|_| pages.alloc_pages(1, PAGE_SIZE).unwrap()).collect();
+    let mut singles: Vec<usize> = (0..100)
+        .map(|_| pages.alloc_pages(1, PAGE_SIZE).unwrap())
+        .collect();
     singles.sort_unstable();
     singles.dedup();
     assert_eq!(singles.len(), 100);
@@ -382,7 +484,12 @@ fn buddy_split_merge_and_caches() {
     pages.try_dealloc_pages(three, 3).unwrap();
     pages.drain_cpu_caches();
     assert_eq!(pages.cached_pages(), 0);
-    assert_eq!(pages.free_blocks()[10], 1, "everything merged back: {:?}", pages.free_blocks());
+    assert_eq!(
+        pages.free_blocks()[10],
+        1,
+        "everything merged back: {:?}",
+        pages.free_blocks()
+    );
     assert_eq!(pages.available_pages(), 1024);
     assert_eq!(pages.check(), Ok(()));
 }
@@ -393,7 +500,9 @@ fn buddy_split_merge_and_caches() {
 fn buddy_exhaustion_drains_caches() {
     let mut pages = BuddyPageAllocator::<PAGE_SIZE, 3, 4>::new().with_watermarks(8, 8);
     pages.init(0x10_0000, 16 * PAGE_SIZE);
-    let all: Vec<usize> = (0..16).map(|_| pages.alloc_pages(1, PAGE_SIZE).unwrap()).collect();
+    let all: Vec<usize> = (0..16)
+        .map(|_| pages.alloc_pages(1, PAGE_SIZE).unwrap())
+        .collect();
     assert_eq!(pages.alloc_pages(1, PAGE_SIZE), Err(AllocError::NoMemory));
     // Free them from another thread (another CPU slot), where they stay parked.
     std::thread::scope(|s| {
@@ -409,7 +518,10 @@ fn buddy_exhaustion_drains_caches() {
     let a = pages.alloc_pages(8, PAGE_SIZE).unwrap();
     let b = pages.alloc_pages(8, PAGE_SIZE).unwrap();
     assert_ne!(a, b);
-    assert_eq!(pages.alloc_pages_at(0x10_0000, 1, PAGE_SIZE), Err(AllocError::MemoryOverlap));
+    assert_eq!(
+        pages.alloc_pages_at(0x10_0000, 1, PAGE_SIZE),
+        Err(AllocError::MemoryOverlap)
+    );
     pages.try_dealloc_pages(a, 8).unwrap();
     pages.try_dealloc_pages(b, 8).unwrap();
     assert_eq!(pages.check(), Ok(()));

@@ -141,10 +141,13 @@ impl Model {
         self.fits(1 << order, 1 << order)
     }
 
-    fn take(&mut self, addr: usize, count: usize, context: &dyn std::fmt::Debug) {
+    fn take(&mut self, addr: usize, count: usize, context: &dyn core::fmt::Debug) {
         let first = addr / P;
         for page in first..first + count {
-            assert!(self.in_regions(page), "{context:?}: page {page:#x} outside regions");
+            assert!(
+                self.in_regions(page),
+                "{context:?}: page {page:#x} outside regions"
+            );
             assert!(
                 self.owned.insert(page),
                 "{context:?}: page {page:#x} handed out twice"
@@ -161,14 +164,18 @@ impl Model {
         self.freed.push((addr, count));
     }
 
-    fn verify(&self, pages: &impl Pages, context: &dyn std::fmt::Debug) {
+    fn verify(&self, pages: &impl Pages, context: &dyn core::fmt::Debug) {
         if let Err(e) = pages.invariants() {
             panic!("{context:?}: invariant: {e}");
         }
         let total: usize = self.regions.iter().map(|(s, e)| e - s).sum();
         assert_eq!(pages.total(), total, "{context:?}: total");
         assert_eq!(pages.used(), self.owned.len(), "{context:?}: used");
-        assert_eq!(pages.available(), total - self.owned.len(), "{context:?}: available");
+        assert_eq!(
+            pages.available(),
+            total - self.owned.len(),
+            "{context:?}: available"
+        );
         for &(s, e) in &self.regions {
             for page in s.saturating_sub(2)..e + 2 {
                 assert_eq!(
@@ -184,16 +191,44 @@ impl Model {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Alloc { count: usize, align_shift: u32 },
-    AllocAt { region: usize, offset: usize, count: usize, align_shift: u32 },
-    Free { which: usize },
-    DoubleFree { which: usize },
-    FreeNeverAllocated { region: usize, offset: usize },
-    FreeOutside { which: u8 },
-    FreeZero { which: usize },
-    FreeMisaligned { which: usize },
-    BadAlign { count: usize, which: u8 },
-    AddOverlap { region: usize, offset: usize, len: usize },
+    Alloc {
+        count: usize,
+        align_shift: u32,
+    },
+    AllocAt {
+        region: usize,
+        offset: usize,
+        count: usize,
+        align_shift: u32,
+    },
+    Free {
+        which: usize,
+    },
+    DoubleFree {
+        which: usize,
+    },
+    FreeNeverAllocated {
+        region: usize,
+        offset: usize,
+    },
+    FreeOutside {
+        which: u8,
+    },
+    FreeZero {
+        which: usize,
+    },
+    FreeMisaligned {
+        which: usize,
+    },
+    BadAlign {
+        count: usize,
+        which: u8,
+    },
+    AddOverlap {
+        region: usize,
+        offset: usize,
+        len: usize,
+    },
     Drain,
 }
 
@@ -220,7 +255,10 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Up to 4 regions: a first page, then (gap, length) pairs; gaps may be 0 (adjacent).
 fn regions() -> impl Strategy<Value = (usize, Vec<(usize, usize)>)> {
-    (1usize..70, proptest::collection::vec((0usize..20, 1usize..120), 1..=4))
+    (
+        1usize..70,
+        proptest::collection::vec((0usize..20, 1usize..120), 1..=4),
+    )
 }
 
 /// Builds the region list in page numbers, clipped to `limit` pages after the first.
@@ -263,7 +301,14 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
         let context = (step, op);
         let pick = |which: usize, model: &Model| -> Option<(usize, usize)> {
             let n = model.live.len();
-            (n > 0).then(|| model.live.iter().nth(which % n).map(|(&a, &c)| (a, c)).unwrap())
+            (n > 0).then(|| {
+                model
+                    .live
+                    .iter()
+                    .nth(which % n)
+                    .map(|(&a, &c)| (a, c))
+                    .unwrap()
+            })
         };
         match *op {
             Op::Alloc { count, align_shift } => {
@@ -285,7 +330,12 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                     Err(e) => panic!("{context:?}: {e:?}"),
                 }
             }
-            Op::AllocAt { region, offset, count, align_shift } => {
+            Op::AllocAt {
+                region,
+                offset,
+                count,
+                align_shift,
+            } => {
                 let (s, e) = model.regions[region % model.regions.len()];
                 let align = 1usize << align_shift;
                 let first = (s + offset % (e - s)).next_multiple_of(align);
@@ -323,7 +373,11 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 let (s, e) = model.regions[region % model.regions.len()];
                 let page = s + offset % (e - s);
                 if !model.owned.contains(&page) {
-                    assert_eq!(pages.free(page * P, 1), Err(AllocError::NotAllocated), "{context:?}");
+                    assert_eq!(
+                        pages.free(page * P, 1),
+                        Err(AllocError::NotAllocated),
+                        "{context:?}"
+                    );
                 }
             }
             Op::FreeOutside { which } => {
@@ -332,7 +386,11 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                     1 => hi + 3,
                     _ => (lo..hi).find(|&p| !model.in_regions(p)).unwrap_or(hi),
                 };
-                assert_eq!(pages.free(page * P, 1), Err(AllocError::InvalidParam), "{context:?}");
+                assert_eq!(
+                    pages.free(page * P, 1),
+                    Err(AllocError::InvalidParam),
+                    "{context:?}"
+                );
                 // A range starting inside a region and running out of it.
                 let (_, e) = model.regions[which as usize % model.regions.len()];
                 if !model.in_regions(e) {
@@ -345,7 +403,11 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
             }
             Op::FreeZero { which } => {
                 let addr = pick(which, &model).map_or(lo * P, |a| a.0);
-                assert_eq!(pages.free(addr, 0), Err(AllocError::InvalidParam), "{context:?}");
+                assert_eq!(
+                    pages.free(addr, 0),
+                    Err(AllocError::InvalidParam),
+                    "{context:?}"
+                );
             }
             Op::FreeMisaligned { which } => {
                 if let Some((addr, count)) = pick(which, &model) {
@@ -356,10 +418,17 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 let align = [3 * P, P / 2, 0][which as usize];
                 assert_eq!(pages.alloc(count + 1, align), Err(AllocError::InvalidParam));
                 assert_eq!(pages.alloc(0, P), Err(AllocError::InvalidParam));
-                assert_eq!(pages.alloc_at(lo * P, 1, align), Err(AllocError::InvalidParam));
+                assert_eq!(
+                    pages.alloc_at(lo * P, 1, align),
+                    Err(AllocError::InvalidParam)
+                );
                 assert_eq!(pages.alloc_at(lo * P, 0, P), Err(AllocError::InvalidParam));
             }
-            Op::AddOverlap { region, offset, len } => {
+            Op::AddOverlap {
+                region,
+                offset,
+                len,
+            } => {
                 let (s, e) = model.regions[region % model.regions.len()];
                 let start = s + offset % (e - s);
                 assert_eq!(

@@ -107,7 +107,11 @@ impl Table {
     #[track_caller]
     fn release(&self, addr: usize, count: usize) {
         for page in (addr - BASE) / P..(addr - BASE) / P + count {
-            assert_eq!(self.0[page].swap(0, Ordering::AcqRel), 1, "page {page} not owned");
+            assert_eq!(
+                self.0[page].swap(0, Ordering::AcqRel),
+                1,
+                "page {page} not owned"
+            );
         }
     }
 }
@@ -116,8 +120,9 @@ fn stress(pages: &impl Pages, threads: usize, seed: u64) {
     let table = Table((0..4096).map(|_| AtomicU8::new(0)).collect());
     let total = pages.total();
     // Each thread sends some of its allocations to the next thread, which frees them.
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..threads).map(|_| mpsc::channel::<(usize, usize)>()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| mpsc::channel::<(usize, usize)>())
+        .unzip();
     let receivers: Vec<Mutex<mpsc::Receiver<(usize, usize)>>> =
         receivers.into_iter().map(Mutex::new).collect();
     thread::scope(|s| {

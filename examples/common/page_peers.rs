@@ -267,7 +267,12 @@ pub(crate) fn pair(allocator: &mut impl Solo, count: usize, align: usize) {
 }
 
 /// `ops` pairs on one thread.
-pub(crate) fn time_pairs(allocator: &mut impl Solo, count: usize, align: usize, ops: u64) -> Duration {
+pub(crate) fn time_pairs(
+    allocator: &mut impl Solo,
+    count: usize,
+    align: usize,
+    ops: u64,
+) -> Duration {
     let start = Instant::now();
     for _ in 0..ops {
         pair(allocator, count, align);
@@ -302,7 +307,8 @@ pub(crate) fn time_threads(allocator: &impl Shared, threads: usize, ops: u64) ->
 /// `std::alloc::System` allocating one 4 KiB page-aligned block and freeing it, `ops` times
 /// (the same thing at the byte level).
 pub(crate) fn time_system(ops: u64) -> Duration {
-    use std::alloc::{GlobalAlloc, System};
+    use core::alloc::GlobalAlloc;
+    use std::alloc::System;
     let layout = Layout::from_size_align(PAGE, PAGE).unwrap();
     let start = Instant::now();
     for _ in 0..ops {

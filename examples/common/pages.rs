@@ -3,7 +3,10 @@
 //! 4 KiB with 50% used in a random single-page pattern.
 
 #[path = "page_peers.rs"]
-#[allow(dead_code, reason = "shared with benches/page.rs, which uses more of it")]
+#[allow(
+    dead_code,
+    reason = "shared with benches/page.rs, which uses more of it"
+)]
 mod page_peers;
 
 use page_peers::{Kind, Shared, Solo, Visit};
@@ -85,7 +88,12 @@ fn verdict(
     bound: f64,
     text: &str,
 ) -> String {
-    let ns = rows.iter().find(|(kind, _)| *kind == ours).expect("ours").1.median;
+    let ns = rows
+        .iter()
+        .find(|(kind, _)| *kind == ours)
+        .expect("ours")
+        .1
+        .median;
     let ratio = ns / reference.1;
     let verdict = if ratio <= bound { "met" } else { "MISSED" };
     format!(
@@ -100,8 +108,12 @@ pub(crate) fn section(options: &crate::Options) {
     println!("Pages: 1,048,576 pages of 4 KiB per allocator, 50% used in a random pattern");
     println!("-------------------------------------------------------------------------");
     println!("ours (*): smpalloc::BitmapPageAllocator<4096> (lock-free, per-CPU cursors) and");
-    println!("  smpalloc::BuddyPageAllocator<4096> (MAX_ORDER 10, per-CPU page caches, zone lock).");
-    println!("peers: axallocator 0.2 BitmapPageAllocator<4096> (page-alloc-4g: a BitAlloc1M segment");
+    println!(
+        "  smpalloc::BuddyPageAllocator<4096> (MAX_ORDER 10, per-CPU page caches, zone lock)."
+    );
+    println!(
+        "peers: axallocator 0.2 BitmapPageAllocator<4096> (page-alloc-4g: a BitAlloc1M segment"
+    );
     println!("  tree); buddy_system_allocator 0.13 FrameAllocator (a BTreeSet per order);");
     println!("  bitmap-allocator 0.4 BitAlloc1M. Single-threaded peers run without a lock;");
     println!("  threaded, each sits behind a smpalloc::SpinLock. Every round prepares each");
@@ -142,16 +154,52 @@ pub(crate) fn section(options: &crate::Options) {
         let buddy_peer = fastest(&rows, |kind| kind == Kind::BuddySystem);
         let notes = match scenario {
             Scenario::Pairs { count: 1, .. } => [
-                verdict(&rows, Kind::Buddy, any_peer, 0.5, "at most 0.5x the fastest peer"),
-                verdict(&rows, Kind::Bitmap, bitmap_peer, 1.0, "no slower than the fastest bitmap peer"),
+                verdict(
+                    &rows,
+                    Kind::Buddy,
+                    any_peer,
+                    0.5,
+                    "at most 0.5x the fastest peer",
+                ),
+                verdict(
+                    &rows,
+                    Kind::Bitmap,
+                    bitmap_peer,
+                    1.0,
+                    "no slower than the fastest bitmap peer",
+                ),
             ],
             Scenario::Pairs { .. } => [
-                verdict(&rows, Kind::Bitmap, bitmap_peer, 0.2, "at least 5x faster than the bitmap peers"),
-                verdict(&rows, Kind::Buddy, buddy_peer, 1.0, "no slower than buddy_system_allocator"),
+                verdict(
+                    &rows,
+                    Kind::Bitmap,
+                    bitmap_peer,
+                    0.2,
+                    "at least 5x faster than the bitmap peers",
+                ),
+                verdict(
+                    &rows,
+                    Kind::Buddy,
+                    buddy_peer,
+                    1.0,
+                    "no slower than buddy_system_allocator",
+                ),
             ],
             Scenario::Threads(_) => [
-                verdict(&rows, Kind::Bitmap, any_peer, 1.0 / 3.0, "aggregate throughput at least 3x the fastest locked peer"),
-                verdict(&rows, Kind::Buddy, any_peer, 1.0 / 3.0, "aggregate throughput at least 3x the fastest locked peer"),
+                verdict(
+                    &rows,
+                    Kind::Bitmap,
+                    any_peer,
+                    1.0 / 3.0,
+                    "aggregate throughput at least 3x the fastest locked peer",
+                ),
+                verdict(
+                    &rows,
+                    Kind::Buddy,
+                    any_peer,
+                    1.0 / 3.0,
+                    "aggregate throughput at least 3x the fastest locked peer",
+                ),
             ],
         };
         for note in notes {

@@ -45,22 +45,16 @@ const fn words_for(pages: usize) -> usize {
 }
 
 /// 65,536 pages (256 MiB of 4 KiB pages, the original's default): 8 KiB of bitmap.
-pub type BitmapPageAllocator256M<const PAGE_SIZE: usize> = BitmapPageAllocator<
-    PAGE_SIZE,
-    { words_for(1 << 16) },
-    { summary_words(words_for(1 << 16)) },
->;
+pub type BitmapPageAllocator256M<const PAGE_SIZE: usize> =
+    BitmapPageAllocator<PAGE_SIZE, { words_for(1 << 16) }, { summary_words(words_for(1 << 16)) }>;
 
 /// 1,048,576 pages (4 GiB of 4 KiB pages): the default, 128 KiB of bitmap.
 pub type BitmapPageAllocator4G<const PAGE_SIZE: usize> = BitmapPageAllocator<PAGE_SIZE>;
 
 /// 16,777,216 pages (64 GiB of 4 KiB pages): 2 MiB of bitmap; put it in a `static` (it is
 /// too large for a stack).
-pub type BitmapPageAllocator64G<const PAGE_SIZE: usize> = BitmapPageAllocator<
-    PAGE_SIZE,
-    { words_for(1 << 24) },
-    { summary_words(words_for(1 << 24)) },
->;
+pub type BitmapPageAllocator64G<const PAGE_SIZE: usize> =
+    BitmapPageAllocator<PAGE_SIZE, { words_for(1 << 24) }, { summary_words(words_for(1 << 24)) }>;
 
 /// The bitmap of [`BitmapPageAllocator1T`]: 268,435,456 pages, 32 MiB.
 pub type Bitmap1T = AtomicBitmap<{ words_for(1 << 28) }, { summary_words(words_for(1 << 28)) }>;
@@ -428,7 +422,10 @@ where
             .collect();
         regions.sort_unstable();
         let mut pos = 0;
-        for &(start, end) in regions.iter().chain([(Self::CAPACITY, Self::CAPACITY)].iter()) {
+        for &(start, end) in regions
+            .iter()
+            .chain([(Self::CAPACITY, Self::CAPACITY)].iter())
+        {
             if bits.count_allocated_in(pos, start) != start - pos {
                 let page = (pos..start).find(|&i| !bits.contains(i)).unwrap_or(pos);
                 return Err(PageInvariantError::Unmanaged { page });

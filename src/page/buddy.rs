@@ -164,7 +164,9 @@ impl Zone {
         page.prev.store(NIL, Ordering::Relaxed);
         page.next.store(head, Ordering::Relaxed);
         if head != NIL {
-            meta[head as usize].prev.store(index as u32, Ordering::Relaxed);
+            meta[head as usize]
+                .prev
+                .store(index as u32, Ordering::Relaxed);
         }
         self.heads[order] = index as u32;
         page.set_state(FREE | order as u32);
@@ -297,8 +299,11 @@ impl Zone {
 /// pages.drain_cpu_caches();
 /// assert_eq!(pages.available_pages(), pages.total_pages());
 /// ```
-pub struct BuddyPageAllocator<const PAGE_SIZE: usize, const MAX_ORDER: usize = 10, const CPUS: usize = 16>
-{
+pub struct BuddyPageAllocator<
+    const PAGE_SIZE: usize,
+    const MAX_ORDER: usize = 10,
+    const CPUS: usize = 16,
+> {
     /// One entry per window page.
     meta: Metadata,
     /// The page number of window index 0 (a multiple of `2^MAX_ORDER`).
@@ -329,7 +334,10 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             PAGE_SIZE.is_power_of_two(),
             "BuddyPageAllocator: PAGE_SIZE must be a power of two"
         );
-        assert!(MAX_ORDER < ORDERS, "BuddyPageAllocator: MAX_ORDER must be at most 31");
+        assert!(
+            MAX_ORDER < ORDERS,
+            "BuddyPageAllocator: MAX_ORDER must be at most 31"
+        );
     };
 
     /// Pages in the largest block.
@@ -424,7 +432,9 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     #[inline]
     fn index(&self, addr: usize, count: usize) -> AllocResult<usize> {
         let page = page_number(addr, PAGE_SIZE)?;
-        let index = page.checked_sub(self.base).ok_or(AllocError::InvalidParam)?;
+        let index = page
+            .checked_sub(self.base)
+            .ok_or(AllocError::InvalidParam)?;
         match index.checked_add(count) {
             Some(end) if end <= self.meta().len() => Ok(index),
             _ => Err(AllocError::InvalidParam),
@@ -749,7 +759,12 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         let tag = order as u32;
         self.meta()[index]
             .state
-            .compare_exchange(ALLOC | tag, HELD | tag, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(
+                ALLOC | tag,
+                HELD | tag,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
             .is_ok()
     }
 
@@ -818,7 +833,10 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
 
     /// Pages parked in the CPU caches (free, but not in the zone).
     pub fn cached_pages(&self) -> usize {
-        self.caches.iter().map(|cache| cache.lock().pages.len()).sum()
+        self.caches
+            .iter()
+            .map(|cache| cache.lock().pages.len())
+            .sum()
     }
 
     /// The number of free pages, parked pages included: exact when no call is running.
@@ -942,11 +960,13 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             if state & TAG == FREE {
                 walked_free += span;
             }
-            for inner in pos + 1..pos + span {
-                if meta[inner].state() != NONE {
-                    let state = meta[inner].state();
-                    return Err(PageInvariantError::PageState { page: inner, state });
-                }
+            let interior = &meta[pos + 1..pos + span];
+            if let Some(i) = interior.iter().position(|page| page.state() != NONE) {
+                let state = interior[i].state();
+                return Err(PageInvariantError::PageState {
+                    page: pos + 1 + i,
+                    state,
+                });
             }
             pos += span;
         }

@@ -25,8 +25,8 @@ mod pcp;
 mod regions;
 
 pub use bitmap::{
-    BitmapPageAllocator, BitmapPageAllocator1T, BitmapPageAllocator4G, BitmapPageAllocator64G,
-    BitmapPageAllocator256M, Bitmap1T, DEFAULT_BITMAP_WORDS,
+    Bitmap1T, BitmapPageAllocator, BitmapPageAllocator1T, BitmapPageAllocator4G,
+    BitmapPageAllocator64G, BitmapPageAllocator256M, DEFAULT_BITMAP_WORDS,
 };
 pub use buddy::{BuddyPageAllocator, PageMeta};
 pub use pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY};
