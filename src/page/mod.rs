@@ -14,7 +14,7 @@
 //!   and drained in batches like Linux's per-CPU page lists (`pcp`).
 //!
 //! Addresses are `usize`, page-aligned; an alignment is a byte count, a power of two and a
-//! multiple of `PAGE_SIZE`. Every bad input returns an [`AllocError`](crate::AllocError) and
+//! multiple of `PAGE_SIZE`. Every bad input returns an [`AllocError`] and
 //! changes nothing; DESIGN.md section 11 has the protocols and the loom models that check them.
 //!
 //! [`AtomicBitmap`]: crate::bitmap::AtomicBitmap
