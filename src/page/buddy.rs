@@ -977,7 +977,10 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 actual: walked_free,
             });
         }
-        let parked: usize = guards.iter().map(|cache| cache.pages.len()).sum();
+        // One shared borrow per guard, reused below (each `Deref` of a guard makes a fresh
+        // borrow of the cell; two of them alive at once would alias).
+        let caches: ArrayVec<&PageCache, CPUS> = guards.iter().map(|guard| &**guard).collect();
+        let parked: usize = caches.iter().map(|cache| cache.pages.len()).sum();
         if parked != held {
             return Err(PageInvariantError::Count {
                 what: "parked pages",
@@ -985,7 +988,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 actual: held,
             });
         }
-        let all = guards.iter().flat_map(|cache| cache.pages.iter().copied());
+        let all = caches.iter().flat_map(|cache| cache.pages.iter().copied());
         for (i, page) in all.clone().enumerate() {
             let state = meta.get(page).map_or(NIL, PageMeta::state);
             if state != HELD || all.clone().skip(i + 1).any(|other| other == page) {
