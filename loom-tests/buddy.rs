@@ -1,4 +1,4 @@
-//! Loom models of `BuddyPageAllocator`'s protocols (DESIGN.md 11.3-11.4): splits racing
+//! Loom models of `BuddyPageAllocator`'s protocols (DESIGN.md 11.2-11.3): splits racing
 //! merges through the per-CPU caches, cache refill and drain racing a remote free, double
 //! frees racing, two threads on one CPU slot (a migrated thread), and exact counters at the
 //! end. Empty unless built with `--cfg loom`.

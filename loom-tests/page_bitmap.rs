@@ -1,4 +1,4 @@
-//! Loom models of `BitmapPageAllocator`'s protocols (DESIGN.md 11.2): contiguous claims
+//! Loom models of `BitmapPageAllocator`'s protocols (DESIGN.md 11.1): contiguous claims
 //! racing single-page claims and frees, the rollback of a failed partial claim, and exact
 //! counters at the end. Empty unless built with `--cfg loom`.
 //!

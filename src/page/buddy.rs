@@ -27,7 +27,7 @@
 //! A free first wins the CAS `ALLOC | k -> HELD | k` (a double free loses it and gets
 //! `NotAllocated`, nothing changed); from then on the page is the freeing thread's to park in
 //! its CPU cache or give to the zone. `FREE` is written and cleared only under the zone lock,
-//! so under that lock a `Relaxed` load of a buddy's state is exact (DESIGN.md 11.3). Page
+//! so under that lock a `Relaxed` load of a buddy's state is exact (DESIGN.md 11.2). Page
 //! *contents* change hands through the zone lock or a cache lock (`Acquire`/`Release`), never
 //! through the state word, so every state access is `Relaxed`.
 //!
@@ -458,7 +458,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// Nothing changes on error.
     ///
     /// # Time Complexity
-    /// O(regions + pages / 2^MAX_ORDER + MAX_ORDER) under the zone lock.
+    /// O(regions + (pages / 2^MAX_ORDER + MAX_ORDER) * MAX_ORDER) under the zone lock.
     pub fn add_memory(&self, start: usize, size: usize) -> AllocResult {
         let (first, last) = region_pages(start, size, PAGE_SIZE)?;
         let meta = self.meta();
