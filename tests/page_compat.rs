@@ -281,6 +281,34 @@ fn bitmap_from_storage() {
     assert_eq!(allocator.check(), Ok(()));
 }
 
+/// The 1 TiB capacity (2^28 pages) in 32 MiB of zeroed heap memory handed in at run time, as a
+/// kernel would hand in memory it set aside: nothing of it is a `static` or on a stack.
+#[test]
+fn bitmap_1t_from_zeroed_storage() {
+    use smpalloc::page::{Bitmap1T, BitmapPageAllocator1T};
+    let layout = std::alloc::Layout::new::<Bitmap1T>();
+    assert!(layout.size() >= 32 << 20);
+    // SAFETY: the layout has a non-zero size; all-zero bytes are a valid `Bitmap1T` (arrays of
+    // atomic words), which `from_storage` then resets; the box owns the allocation, which is
+    // leaked on purpose to get the `&'static mut` a kernel would pass.
+    let storage: &'static mut Bitmap1T = unsafe {
+        let raw = std::alloc::alloc_zeroed(layout).cast::<Bitmap1T>();
+        assert!(!raw.is_null());
+        Box::leak(Box::from_raw(raw))
+    };
+    let pages = BitmapPageAllocator1T::<PAGE_SIZE>::from_storage(storage);
+    pages.init(0x1000, (1 << 40) - 0x1000);
+    assert_eq!(pages.total_pages(), (1 << 28) - 1);
+    let high = (1 << 40) - (1 << 30);
+    assert_eq!(pages.alloc_pages_at(high, 512, 1 << 21), Ok(high));
+    let huge = pages.alloc_pages(1, 1 << 30).unwrap();
+    assert_eq!(huge % (1 << 30), 0);
+    assert_eq!(pages.used_pages(), 513);
+    pages.try_dealloc_pages(high, 512).unwrap();
+    pages.try_dealloc_pages(huge, 1).unwrap();
+    assert_eq!(pages.check(), Ok(()));
+}
+
 // -------------------------------------------------------------------------------------------
 // Bad input: a clear error, nothing changed
 
