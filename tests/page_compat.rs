@@ -286,7 +286,7 @@ fn bitmap_from_storage() {
 #[test]
 fn bitmap_1t_from_zeroed_storage() {
     use smpalloc::page::{Bitmap1T, BitmapPageAllocator1T};
-    let layout = std::alloc::Layout::new::<Bitmap1T>();
+    let layout = core::alloc::Layout::new::<Bitmap1T>();
     assert!(layout.size() >= 32 << 20);
     // SAFETY: the layout has a non-zero size; all-zero bytes are a valid `Bitmap1T` (arrays of
     // atomic words), which `from_storage` then resets; the box owns the allocation, which is
