@@ -17,9 +17,9 @@
 //!   word are found word-parallel (all aligned free runs of a word in O(log count) word
 //!   operations); longer ones by whole words. A run spanning words is claimed word by word and
 //!   rolled back if a racing claim took part of it.
-//! - Free: a range check against the region table (lock-free reads), then
-//!   `AtomicBitmap::free_range`, which refuses (and changes nothing) unless every page of the
-//!   range is allocated.
+//! - Free: a range check against the region table (lock-free reads), then one `fetch_and`
+//!   for one page (`AtomicBitmap::free`) or `AtomicBitmap::free_range`, which refuse (and
+//!   change nothing) unless every page of the range is allocated.
 //!
 //! There is no counter on the hot paths: `used_pages` counts the bitmap's set bits in the
 //! regions (exact at quiescence, and immune to any drift a counter could suffer).
@@ -69,7 +69,7 @@ pub type BitmapPageAllocator1T<const PAGE_SIZE: usize> = BitmapPageAllocator<
     &'static Bitmap1T,
 >;
 
-/// CPU slots for cursors and counters (ids are reduced modulo this).
+/// CPU slots for cursors (ids are reduced modulo this).
 const SLOTS: usize = if cfg!(loom) { 2 } else { 16 };
 
 /// `base` before the first region is added.
