@@ -11,6 +11,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
+use smpalloc::AllocError;
 use smpalloc::bitmap::summary_words;
 use smpalloc::page::BitmapPageAllocator;
 use smpalloc::percpu::set_model_cpu;
@@ -136,6 +137,45 @@ fn free_races_contiguous_claim() {
             assert_eq!(run, 62, "only 62..65 can be free");
         }
         let used = 128 - 3 + run.map_or(0, |_| 3);
+        assert_exact(&pages, used);
+    });
+}
+
+/// `add_memory` publishes a region while another thread reads the region table (through
+/// `total_pages` and `alloc_pages_at`): the reader sees the table before or after the new
+/// entry, never a half-written entry, and a page it gets from the new region frees cleanly.
+#[test]
+fn region_publication_races_readers() {
+    model(|| {
+        let pages = Pages::new();
+        pages.add_memory(BASE, 64 * P).unwrap();
+        pages.alloc_pages_at(BASE, 64, P).unwrap();
+        let pages = Arc::new(pages);
+        let other = pages.clone();
+        let adder = thread::spawn(move || {
+            set_model_cpu(1);
+            other.add_memory(BASE + 64 * P, 64 * P).unwrap();
+        });
+        set_model_cpu(0);
+        let total = pages.total_pages();
+        assert!(total == 64 || total == 128, "a half-published region: {total}");
+        let at = BASE + 100 * P;
+        let got = pages.alloc_pages_at(at, 1, P);
+        assert!(
+            matches!(
+                got,
+                Ok(_) | Err(AllocError::InvalidParam) | Err(AllocError::MemoryOverlap)
+            ),
+            "{got:?}"
+        );
+        adder.join().unwrap();
+        let mut used = 64;
+        if got.is_ok() {
+            pages.try_dealloc_pages(at, 1).unwrap();
+        }
+        if pages.alloc_pages_at(at, 1, P).is_ok() {
+            used += 1;
+        }
         assert_exact(&pages, used);
     });
 }
