@@ -158,7 +158,10 @@ fn region_publication_races_readers() {
         });
         set_model_cpu(0);
         let total = pages.total_pages();
-        assert!(total == 64 || total == 128, "a half-published region: {total}");
+        assert!(
+            total == 64 || total == 128,
+            "a half-published region: {total}"
+        );
         let at = BASE + 100 * P;
         let got = pages.alloc_pages_at(at, 1, P);
         assert!(
