@@ -10,11 +10,13 @@
 //!   there no register, update or second free can touch the PID's mapping.
 //! - [`register_pid_mapping`](PidTable::register_pid_mapping) checks the bit, inserts, then
 //!   re-checks the bit; if the PID was freed in between it removes its own value again (only
-//!   if still its own) and fails with [`PidError::NotAllocated`]. Meeting a tombstone, it waits
-//!   for that free to finish (two more steps) and starts over.
+//!   if still its own) and fails with [`PidError::NotAllocated`]; if the free already took the
+//!   value, the register came first and succeeds. Meeting a tombstone, it waits for that free
+//!   to finish (two more steps) and starts over.
 //!
 //! So once both calls return, either the register came first (it returned `Ok` and the free
-//! removed the value) or it failed; a mapping never outlives its PID's bit. A caller that uses a
+//! returned its value) or it failed and the free returned no value; a mapping never outlives
+//! its PID's bit. (A lookup racing a failing register may see its value for that moment.) A caller that uses a
 //! PID after freeing it while someone else re-allocates the same number cannot be told apart
 //! from the new owner (the same holds for every ID allocator); next-fit makes that window a
 //! full lap of the PID space.
@@ -320,9 +322,14 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
                 // Re-check: a free that cleared the bit after our first check may have missed
                 // our insert (its tombstone went in before it); undo ours if so.
                 Ok(()) if self.pids.contains(pid) => return Ok(()),
+                // Freed meanwhile. If our value is still there, the free missed it: take it
+                // back and fail. If it is gone, the free took it (and returned it): we came
+                // first, so we succeeded.
                 Ok(()) => {
-                    let _ = self.map.remove_if(pid, value);
-                    return Err(PidError::NotAllocated);
+                    return match self.map.remove_if(pid, value) {
+                        Ok(()) => Err(PidError::NotAllocated),
+                        Err(_) => Ok(()),
+                    };
                 }
                 Err(RadixError::Occupied(TOMBSTONE)) => backoff.snooze(),
                 Err(RadixError::Occupied(current)) => return Err(PidError::AlreadyMapped(current)),
