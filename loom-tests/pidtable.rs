@@ -80,3 +80,30 @@ fn double_free_races() {
         assert_eq!(table.get_pid_stats().nodes_in_use, 6, "nodes leaked");
     });
 }
+
+/// The old owner's free racing a new owner that takes the same PID number as soon as its bit
+/// clears (`allocate_specific_pid`) and registers it: the free never removes the new owner's
+/// mapping (it tombstones before clearing the bit), and the new register waits out the
+/// tombstone instead of failing.
+#[test]
+fn free_races_reallocation() {
+    model(|| {
+        let table = table_with_pid_5();
+        table.register_pid_mapping(5, 50).unwrap();
+        let other = table.clone();
+        set_model_cpu(0);
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            while other.allocate_specific_pid(5).is_err() {
+                thread::yield_now();
+            }
+            other.register_pid_mapping(5, 60)
+        });
+        assert_eq!(table.free_pid(5), Ok(Some(50)));
+        assert_eq!(t.join().unwrap(), Ok(()));
+        assert!(table.is_pid_allocated(5));
+        assert_eq!(table.lookup_pid(5), Some(60));
+        table.tree().reclaim();
+        table.check().unwrap();
+    });
+}
