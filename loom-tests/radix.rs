@@ -8,7 +8,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 use smpalloc::percpu::set_model_cpu;
-use smpalloc::radix::{NodePool, NodeStorage, RadixError, RadixTree};
+use smpalloc::radix::{NodePool, NodeStorage, RadixError, RadixTree, Reclaim};
 
 /// Cells written by one thread before it publishes their index in the tree.
 struct Payload([UnsafeCell<usize>; 2]);
@@ -140,6 +140,53 @@ fn reclamation_races_insert() {
         tree.reclaim();
         let census = tree.check().unwrap();
         assert_eq!((census.nodes, census.values, census.retired), (2, 1, 0));
+        assert_eq!(tree.storage().nodes_in_use(), 2, "a node leaked");
+    });
+}
+
+/// The on-demand sweep (`Reclaim::OnDemand`: freeze, unlink and retire every empty node in
+/// `reclaim`) racing a lookup, with the freed leaf reused at once for another key.
+#[test]
+fn sweep_never_frees_under_a_lookup() {
+    model(|| {
+        let tree = Arc::new(RadixTree::<2, NodePool<2>>::with_reclaim(
+            NodePool::new(),
+            Reclaim::OnDemand,
+        ));
+        tree.insert(0, 10).unwrap();
+        let other = tree.clone();
+        let t = spawn_on_cpu1(move || other.get(0));
+        assert_eq!(tree.remove(0), Some(10));
+        tree.reclaim();
+        let reused = tree.insert(2, 30);
+        assert!(reused == Ok(()) || reused == Err(RadixError::NoNodes));
+        let seen = t.join().unwrap();
+        assert!(seen == Some(10) || seen.is_none(), "lookup read a reused node: {seen:?}");
+        tree.reclaim();
+        let census = tree.check().unwrap();
+        assert_eq!(census.empty, 0);
+    });
+}
+
+/// The on-demand sweep racing an insert into the leaf it freezes: the insert reserves first
+/// or helps unlink the frozen leaf and builds a new one; its value survives, nothing leaks.
+#[test]
+fn sweep_races_insert() {
+    model(|| {
+        let tree = Arc::new(RadixTree::<2, NodePool<3>>::with_reclaim(
+            NodePool::new(),
+            Reclaim::OnDemand,
+        ));
+        tree.insert(0, 10).unwrap();
+        assert_eq!(tree.remove(0), Some(10)); // the leaf stays, empty
+        let other = tree.clone();
+        let t = spawn_on_cpu1(move || other.insert(1, 11));
+        tree.reclaim();
+        assert_eq!(t.join().unwrap(), Ok(()));
+        assert_eq!((tree.get(0), tree.get(1)), (None, Some(11)));
+        tree.reclaim();
+        let census = tree.check().unwrap();
+        assert_eq!((census.nodes, census.values, census.retired, census.empty), (2, 1, 0, 0));
         assert_eq!(tree.storage().nodes_in_use(), 2, "a node leaked");
     });
 }

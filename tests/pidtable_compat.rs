@@ -65,6 +65,7 @@ fn nexaos_api_and_its_defects_fixed() {
         free_pid(pid);
     }
     table().check().unwrap();
+    table().reclaim();
     assert_eq!(get_pid_stats(), (1, 1), "every node reclaimed");
 
     // Defect 2: duplicates after exhaustion. Fill the whole space.
@@ -91,6 +92,7 @@ fn nexaos_api_and_its_defects_fixed() {
     for &pid in &live {
         free_pid(pid);
     }
+    table().reclaim();
     assert_eq!(get_pid_stats(), (1, 1));
     table().check().unwrap();
 }

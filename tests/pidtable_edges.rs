@@ -131,6 +131,8 @@ fn empty_nodes_are_reclaimed() {
         assert_eq!(table.free_pid(pid), Ok(Some(pid)));
         table.check().unwrap();
     }
+    table.reclaim();
+    table.check().unwrap();
     assert_eq!(table.get_pid_stats().nodes_in_use, start);
 }
 

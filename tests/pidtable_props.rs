@@ -200,6 +200,7 @@ fn run<const W: usize, const L: usize, S: NodeStorage, const SUM: usize>(
     }
     table.check().unwrap();
     assert_eq!(table.allocated_pid_count(), 0);
+    table.reclaim();
     assert_eq!(table.get_pid_stats().nodes_in_use, start_nodes);
 }
 

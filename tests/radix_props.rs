@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use smpalloc::radix::{
-    FANOUT, HeapNodePool, NodePool, NodeStorage, RadixError, RadixTree, full_tree_nodes,
+    FANOUT, HeapNodePool, NodePool, NodeStorage, RadixError, RadixTree, Reclaim, full_tree_nodes,
 };
 
 #[derive(Debug, Clone)]
@@ -143,12 +143,18 @@ fn run<const L: usize, S: NodeStorage>(tree: &RadixTree<L, S>, ops: &[Op]) {
                 tree.reclaim();
             }
         }
-        // Single-threaded, every removal reclaims at once: the tree holds exactly the nodes
-        // the model's keys need, none empty.
+        // Single-threaded, reclamation never waits: an eager tree (after every removal) and an
+        // on-demand tree (after `reclaim`) hold exactly the nodes the model's keys need, none
+        // empty; between sweeps an on-demand tree may keep empty nodes.
         let census = tree.check().unwrap_or_else(|e| panic!("after {op:?}: {e}"));
         assert_eq!(census.values, model.len());
         assert_eq!(census.retired, 0);
-        assert_eq!(census.nodes, nodes_for(L, &model), "after {op:?}");
+        let needed = nodes_for(L, &model);
+        if tree.reclaim_policy() == Reclaim::Eager || matches!(op, Op::Reclaim) {
+            assert_eq!((census.nodes, census.empty), (needed, 0), "after {op:?}");
+        } else {
+            assert!(census.nodes >= needed, "after {op:?}");
+        }
         assert_eq!(tree.stats().nodes_in_use, census.nodes);
         let mut seen = Vec::new();
         tree.for_each(|k, v| seen.push((k, v)));
@@ -161,6 +167,7 @@ fn run<const L: usize, S: NodeStorage>(tree: &RadixTree<L, S>, ops: &[Op]) {
         assert_eq!(tree.get(k), Some(v));
         assert_eq!(tree.remove(k), Some(v));
     }
+    tree.reclaim();
     let census = tree.check().unwrap();
     assert_eq!((census.nodes, census.values), (1, 0));
     assert_eq!(tree.stats().nodes_in_use, start);
@@ -182,9 +189,64 @@ proptest! {
     }
 
     #[test]
+    fn on_demand_three_levels_match_btreemap(ops in proptest::collection::vec(op(1 << 18), 1..120)) {
+        let tree = RadixTree::<3, _>::with_reclaim(HeapNodePool::new(full_tree_nodes(3)), Reclaim::OnDemand);
+        run(&tree, &ops);
+    }
+
+    #[test]
+    fn on_demand_four_levels_match_btreemap(ops in proptest::collection::vec(op(1 << 24), 1..120)) {
+        let tree = RadixTree::<4, _>::with_reclaim(HeapNodePool::new(2048), Reclaim::OnDemand);
+        run(&tree, &ops);
+    }
+
+    #[test]
+    fn on_demand_small_pool_reclaims_when_full(ops in proptest::collection::vec(op(1 << 12), 1..120)) {
+        // Too few nodes for every key: inserts that run out sweep and retry.
+        let tree = RadixTree::<2, NodePool<9>>::with_reclaim(NodePool::new(), Reclaim::OnDemand);
+        run_small(&tree, &ops);
+    }
+
+    #[test]
     fn fixed_pool_matches_btreemap(ops in proptest::collection::vec(op(1 << 12), 1..120)) {
         let tree = RadixTree::<2, NodePool<{ full_tree_nodes(2) }>>::new(NodePool::new());
         run(&tree, &ops);
+    }
+}
+
+/// A tree whose pool may run out: `NoNodes` is allowed only when the model's keys (after a
+/// sweep) would need more nodes than the pool has, and then changes nothing.
+fn run_small<const L: usize, S: NodeStorage>(tree: &RadixTree<L, S>, ops: &[Op]) {
+    let mut model = BTreeMap::new();
+    for op in ops {
+        match *op {
+            Op::Insert(k, v) | Op::Replace(k, v) if k < RadixTree::<L, S>::CAPACITY && v != usize::MAX => {
+                let result = match op {
+                    Op::Insert(..) => tree.insert(k, v).map(|()| None),
+                    _ => tree.replace(k, v),
+                };
+                match result {
+                    Err(RadixError::NoNodes) => {
+                        let mut with = model.clone();
+                        with.insert(k, v);
+                        assert!(nodes_for(L, &with) > tree.storage().capacity(), "{op:?}");
+                    }
+                    Err(RadixError::Occupied(old)) => assert_eq!(model.get(&k), Some(&old)),
+                    Ok(old) => {
+                        assert_eq!(old, model.insert(k, v), "{op:?}");
+                    }
+                    Err(e) => panic!("{op:?}: {e}"),
+                }
+            }
+            Op::Remove(k) => assert_eq!(tree.remove(k), model.remove(&k)),
+            Op::Get(k) => assert_eq!(tree.get(k), model.get(&k).copied()),
+            Op::Reclaim => {
+                tree.reclaim();
+            }
+            _ => {}
+        }
+        let census = tree.check().unwrap_or_else(|e| panic!("after {op:?}: {e}"));
+        assert_eq!(census.values, model.len());
     }
 }
 

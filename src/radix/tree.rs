@@ -82,7 +82,8 @@ pub enum RadixInvariantError {
         /// Its occupied slots.
         occupied: usize,
     },
-    /// A reachable non-root node is empty (it should have been reclaimed).
+    /// A reachable non-root node of an [`Reclaim::Eager`] tree is empty (it should have been
+    /// reclaimed).
     EmptyNode {
         /// The node.
         node: usize,
@@ -125,6 +126,22 @@ pub struct Census {
     pub values: usize,
     /// Nodes unlinked and waiting for a grace period.
     pub retired: usize,
+    /// Reachable empty nodes other than the root (0 in an [`Reclaim::Eager`] tree at rest,
+    /// and in any tree right after [`RadixTree::reclaim`] at rest).
+    pub empty: usize,
+}
+
+/// When a [`RadixTree`] reclaims nodes that became empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reclaim {
+    /// The operation that empties a node freezes and unlinks it at once, and removals try a
+    /// grace period right away: memory follows the live keys closely, but a key that comes and
+    /// goes alone in its leaf pays for a new leaf every time.
+    Eager,
+    /// Empty nodes stay linked (and are reused by the next insert under them) until
+    /// [`RadixTree::reclaim`] sweeps them: explicitly, or when the storage runs out. The
+    /// default of [`PidTable`](super::PidTable); DESIGN.md §10 has the figures.
+    OnDemand,
 }
 
 /// Memory use of a tree (a snapshot).
@@ -157,6 +174,7 @@ pub struct RadixTree<const LEVELS: usize, S: NodeStorage> {
     readers: PerCpu<AtomicUsize, READER_SLOTS>,
     /// `index + 1` of the most recently retired node (0 = none); linked through `next`.
     retired: AtomicUsize,
+    policy: Reclaim,
 }
 
 /// A read section: holds one per-CPU reader count up while the operation may touch nodes.
@@ -193,15 +211,29 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
     };
 
     loom_const_fn! {
-        /// An empty tree over `storage` (which must be unused: a fresh pool).
+        /// An empty tree over `storage` (which must be unused: a fresh pool) that reclaims
+        /// empty nodes at once ([`Reclaim::Eager`]).
         pub fn new(storage: S) -> Self {
+            Self::with_reclaim(storage, Reclaim::Eager)
+        }
+    }
+
+    loom_const_fn! {
+        /// An empty tree over `storage` (a fresh pool) with the given reclamation policy.
+        pub fn with_reclaim(storage: S, policy: Reclaim) -> Self {
             let () = Self::VALID;
             Self {
                 storage,
                 readers: readers(),
                 retired: AtomicUsize::new(0),
+                policy,
             }
         }
+    }
+
+    /// The tree's reclamation policy.
+    pub fn reclaim_policy(&self) -> Reclaim {
+        self.policy
     }
 
     /// The storage (for its capacity and in-use count).
@@ -243,6 +275,27 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         for level in 0..LEVELS {
             // Acquire: pairs with the Release CAS that published the child (its slots and
             // count were initialised before) or the value.
+            let word = self.node(node).slots[Self::slot_index(key, level)].load(Ordering::Acquire);
+            if word == 0 {
+                return None;
+            }
+            node = word - 1;
+        }
+        Some(node)
+    }
+
+    /// [`get`](Self::get) without its read section, for measuring what the section costs
+    /// (benchmarks only). Memory-safe (nodes are never unmapped), but while another thread
+    /// removes keys it may read a node that was reclaimed and reused, and so return another
+    /// key's value. Not part of the API.
+    #[doc(hidden)]
+    #[inline]
+    pub fn get_without_section(&self, key: usize) -> Option<usize> {
+        if key >= Self::CAPACITY {
+            return None;
+        }
+        let mut node = 0;
+        for level in 0..LEVELS {
             let word = self.node(node).slots[Self::slot_index(key, level)].load(Ordering::Acquire);
             if word == 0 {
                 return None;
@@ -574,6 +627,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         debug_assert!(before & !DEAD != 0, "count underflow");
         if before == 1
             && level > 0
+            && self.policy == Reclaim::Eager
             && node
                 .count
                 .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Relaxed)
@@ -623,20 +677,58 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
 
     #[inline]
     fn reclaim_if_retired(&self) {
-        if self.retired.load(Ordering::Relaxed) != 0 {
+        if self.policy == Reclaim::Eager && self.retired.load(Ordering::Relaxed) != 0 {
             self.reclaim();
         }
     }
 
-    /// Frees the retired (unlinked, empty) nodes if a grace period has passed: every per-CPU
-    /// reader count is read as 0 by an RMW after the nodes were taken off the list. Otherwise
-    /// puts them back for a later call. Returns the number of nodes freed. Non-blocking; the
-    /// tree calls it after removals and when it runs out of nodes. Must not be called from
-    /// inside an operation of this tree (it never is: sections are internal).
+    /// Reclaims empty nodes: in a [`Reclaim::OnDemand`] tree it first sweeps the tree,
+    /// freezing and unlinking every empty node (children before parents, so a parent that
+    /// empties is taken too); then, in both policies, it frees the retired (unlinked) nodes if
+    /// a grace period has passed: every per-CPU reader count is read as 0 by an RMW after the
+    /// nodes were taken off the list. Otherwise it puts them back for a later call. Returns
+    /// the number of nodes freed. Non-blocking and safe to call at any time from any thread;
+    /// the tree calls it after removals (eager) and when it runs out of nodes.
     ///
     /// # Time Complexity
-    /// O(reader slots + retired nodes).
+    /// O(reader slots + retired nodes), plus O(reachable nodes * FANOUT) for the sweep.
     pub fn reclaim(&self) -> usize {
+        if self.policy == Reclaim::OnDemand {
+            let _section = self.enter();
+            let mut path = [0; LEVELS];
+            self.sweep(&mut path, 0, 0);
+        }
+        self.free_retired()
+    }
+
+    /// Freezes and unlinks every empty node below `path[level]` (whose key prefix is
+    /// `prefix`), then the node itself if it is empty and not the root. In a read section.
+    fn sweep(&self, path: &mut Path<LEVELS>, level: usize, prefix: usize) {
+        if level + 1 < LEVELS {
+            for i in 0..FANOUT {
+                let word = self.node(path[level]).slots[i].load(Ordering::Acquire);
+                if word != 0 {
+                    path[level + 1] = word - 1;
+                    self.sweep(path, level + 1, prefix << RADIX_BITS | i);
+                }
+            }
+        }
+        let node = self.node(path[level]);
+        // A key inside this node's range (for the slot indices of the levels above).
+        let key = prefix << (RADIX_BITS as usize * (LEVELS - level));
+        if level > 0
+            && node.count.load(Ordering::Relaxed) == 0
+            && node
+                .count
+                .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.unlink(path, key, level);
+        }
+    }
+
+    /// The grace-period half of [`reclaim`](Self::reclaim).
+    fn free_retired(&self) -> usize {
         // AcqRel: Acquire the retirements (and the unlinks before them).
         let batch = self.retired.swap(0, Ordering::AcqRel);
         if batch == 0 {
@@ -742,6 +834,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
             nodes: 0,
             values: 0,
             retired: 0,
+            empty: 0,
         };
         self.check_node(0, 0, &mut census)?;
         let mut at = self.retired.load(Ordering::Acquire);
@@ -797,7 +890,10 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
             });
         }
         if occupied == 0 && index != 0 {
-            return Err(RadixInvariantError::EmptyNode { node: index });
+            if self.policy == Reclaim::Eager {
+                return Err(RadixInvariantError::EmptyNode { node: index });
+            }
+            census.empty += 1;
         }
         Ok(())
     }
