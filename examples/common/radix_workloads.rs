@@ -3,8 +3,9 @@
 //!
 //! Every contestant maps PIDs `1..262,144` to process-table indices and allocates PIDs
 //! next-fit with wrap-around:
-//! - ours: `smpalloc::radix::NexaPidTable` (lock-free bitmap + lock-free radix tree), and the
-//!   same table looked up without its read section (to price the reclamation protection);
+//! - ours: `smpalloc::radix::NexaPidTable` (lock-free bitmap + lock-free radix tree, on-demand
+//!   node reclamation), the same table looked up without its read section (to price the
+//!   reclamation protection), and one with eager reclamation (to price that policy);
 //! - `std::sync::RwLock<(bitmap, BTreeMap)>` (readers share the lock);
 //! - `SpinLock<(bitmap, BTreeMap)>` and `SpinLock<(bitmap, hashbrown::HashMap)>`;
 //! - `SpinLock<seed>`: the design NexaOS replaced, a bitmap plus a linear scan of a process
@@ -19,7 +20,7 @@ use std::sync::{Barrier, RwLock};
 use std::time::{Duration, Instant};
 
 use smpalloc::SpinLock;
-use smpalloc::radix::NexaPidTable;
+use smpalloc::radix::{NexaPidTable, NodePool, Reclaim};
 
 /// Live processes held by every workload (the 32,768).
 pub(crate) const LIVE: usize = 32_768;
@@ -238,6 +239,7 @@ impl<M: Mapping> PidMap for Rw<M> {
 pub(crate) enum Kind {
     Ours,
     OursBare,
+    OursEager,
     RwBTree,
     SpinBTree,
     SpinHash,
@@ -255,8 +257,9 @@ impl Kind {
         Kind::SpinSeed,
     ];
     /// Lifecycle scenarios (the bare lookup only matters for lookups).
-    pub(crate) const LIFECYCLE: [Kind; 5] = [
+    pub(crate) const LIFECYCLE: [Kind; 6] = [
         Kind::Ours,
+        Kind::OursEager,
         Kind::RwBTree,
         Kind::SpinBTree,
         Kind::SpinHash,
@@ -267,6 +270,7 @@ impl Kind {
         match self {
             Kind::Ours => "smpalloc PidTable",
             Kind::OursBare => "smpalloc PidTable, bare get",
+            Kind::OursEager => "smpalloc PidTable, eager",
             Kind::RwBTree => "RwLock<(bitmap, BTreeMap)>",
             Kind::SpinBTree => "SpinLock<(bitmap, BTreeMap)>",
             Kind::SpinHash => "SpinLock<(bitmap, HashMap)>",
@@ -279,6 +283,7 @@ impl Kind {
         match self {
             Kind::Ours => "smpalloc",
             Kind::OursBare => "smpalloc_bare_get",
+            Kind::OursEager => "smpalloc_eager",
             Kind::RwBTree => "rwlock_btreemap",
             Kind::SpinBTree => "spinlock_btreemap",
             Kind::SpinHash => "spinlock_hashbrown",
@@ -287,7 +292,7 @@ impl Kind {
     }
 
     pub(crate) fn is_peer(self) -> bool {
-        !matches!(self, Kind::Ours | Kind::OursBare)
+        !matches!(self, Kind::Ours | Kind::OursBare | Kind::OursEager)
     }
 
     /// The seed's linear scans take microseconds: it runs this fraction of the operations.
@@ -303,10 +308,13 @@ impl Kind {
     /// left with no live process after every run).
     pub(crate) fn run(self, workload: Workload, ops: u64) -> Duration {
         static TABLE: NexaPidTable = NexaPidTable::with_reserved_after_wrap(300);
+        static EAGER: NexaPidTable =
+            NexaPidTable::with_options(NodePool::new(), 300, Reclaim::Eager);
         let ops = self.ops(ops);
         match self {
             Kind::Ours => run(&Ours(&TABLE), workload, ops),
             Kind::OursBare => run(&OursBare(&TABLE), workload, ops),
+            Kind::OursEager => run(&Ours(&EAGER), workload, ops),
             Kind::RwBTree => run(&Rw::<BTreeMap<usize, usize>>::new(), workload, ops),
             Kind::SpinBTree => run(&Spin::<BTreeMap<usize, usize>>::new(), workload, ops),
             Kind::SpinHash => run(&Spin::<hashbrown::HashMap<usize, usize>>::new(), workload, ops),
