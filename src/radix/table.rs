@@ -24,7 +24,7 @@
 use core::fmt;
 
 use super::pool::NodeStorage;
-use super::tree::{RadixError, RadixInvariantError, RadixTree, Reclaim};
+use super::tree::{RadixInvariantError, RadixTree, Reclaim};
 use crate::bitmap::{
     AtomicBitmap, BITS, BitmapError, CyclicCursor, DEFAULT_SUMMARY_WORDS, InvariantError,
 };
@@ -33,6 +33,8 @@ use crate::sync::{Backoff, loom_const_fn};
 
 /// The mapping value a free in progress puts in place of the PID's mapping.
 const TOMBSTONE: usize = usize::MAX - 1;
+/// The tombstone as the tree stores it (values are stored `+ 1`).
+const TOMB_WORD: usize = TOMBSTONE + 1;
 
 /// The largest value a [`PidTable`] maps a PID to (`usize::MAX - 2`: two values are reserved,
 /// the tree's empty sentinel and the table's tombstone).
@@ -267,48 +269,75 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
     /// [`PidError::NotAllocated`] (a double free, or a free of this PID already in progress).
     ///
     /// # Time Complexity
-    /// Lock-free: three tree operations and one bitmap RMW.
+    /// Lock-free: one tree walk, three CAS on the PID's slot and one bitmap RMW.
     pub fn free_pid(&self, pid: usize) -> Result<Option<usize>, PidError> {
         Self::valid_pid(pid)?;
         if !self.pids.contains(pid) {
             return Err(PidError::NotAllocated);
         }
-        // 1. Tombstone the mapping (or its absence).
-        let (old, tombstoned) = loop {
-            match self.map.get(pid) {
-                Some(TOMBSTONE) => return Err(PidError::NotAllocated),
-                Some(value) => {
-                    if self.map.compare_exchange(pid, value, TOMBSTONE).is_ok() {
-                        break (Some(value), true);
-                    }
+        let result = self.free_in_section(pid);
+        self.map.reclaim_if_retired();
+        result
+    }
+
+    fn free_in_section(&self, pid: usize) -> Result<Option<usize>, PidError> {
+        let _section = self.map.enter();
+        // 1. Tombstone the mapping (or its absence). AcqRel CAS: Release orders the tombstone
+        // before the bit clear; Acquire takes over the old value.
+        let (path, old) = loop {
+            if let Some(path) = self.map.find_leaf(pid) {
+                let slot = self.map.leaf_slot(&path, pid);
+                let current = slot.load(Ordering::Acquire);
+                if current == TOMB_WORD {
+                    return Err(PidError::NotAllocated); // another free of it is in progress
                 }
-                None => match self.map.insert(pid, TOMBSTONE) {
-                    Ok(()) => break (None, true),
-                    Err(RadixError::Occupied(_)) => {}
-                    // No node for the tombstone: there is no leaf for this PID, so no mapping;
-                    // a register racing this free finds the bit clear afterwards and undoes.
-                    Err(_) => break (None, false),
-                },
+                if current != 0 {
+                    if slot
+                        .compare_exchange(current, TOMB_WORD, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        break (Some(path), Some(current - 1));
+                    }
+                    continue;
+                }
+            }
+            match self.map.reserve_leaf(pid) {
+                Ok(path) => {
+                    let slot = self.map.leaf_slot(&path, pid);
+                    if slot
+                        .compare_exchange(0, TOMB_WORD, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        break (Some(path), None);
+                    }
+                    self.map.release(&path, pid, LEVELS - 1);
+                }
+                // No node for the tombstone: there is no leaf for this PID, so no mapping; a
+                // register racing this free finds the bit clear afterwards and undoes.
+                Err(_) => break (None, None),
             }
         };
-        // 2. Clear the bit.
-        if self.pids.free(pid).is_err() {
-            // A racing double free completed between our check and the tombstone: undo.
-            if tombstoned {
-                let restored = match old {
-                    Some(value) => self.map.compare_exchange(pid, TOMBSTONE, value).map(|_| ()),
-                    None => self.map.remove_if(pid, TOMBSTONE),
-                };
-                debug_assert!(restored.is_ok(), "only this call replaces its tombstone");
+        // 2. Clear the bit; 3. remove the tombstone (only this call replaces it).
+        let cleared = self.pids.free(pid).is_ok();
+        if let Some(path) = path {
+            let slot = self.map.leaf_slot(&path, pid);
+            // A racing double free completed between our check and the tombstone: restore.
+            let restore = match old {
+                Some(value) if !cleared => value + 1,
+                _ => 0,
+            };
+            let swapped =
+                slot.compare_exchange(TOMB_WORD, restore, Ordering::AcqRel, Ordering::Relaxed);
+            debug_assert!(swapped.is_ok(), "only this call replaces its tombstone");
+            if restore == 0 {
+                self.map.release(&path, pid, LEVELS - 1);
             }
-            return Err(PidError::NotAllocated);
         }
-        // 3. Remove the tombstone.
-        if tombstoned {
-            let removed = self.map.remove_if(pid, TOMBSTONE);
-            debug_assert!(removed.is_ok(), "only this call removes its tombstone");
+        if cleared {
+            Ok(old)
+        } else {
+            Err(PidError::NotAllocated)
         }
-        Ok(old)
     }
 
     /// Maps the allocated `pid` to `value` (a process-table index, a pointer).
@@ -319,35 +348,49 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
     /// [`PidError::AlreadyMapped`] with the current value, [`PidError::NoNodes`].
     ///
     /// # Time Complexity
-    /// Lock-free: one tree insert and two bit loads (waits only for a free of the same PID
-    /// that has already removed the mapping to finish).
+    /// Lock-free: one tree walk, two CAS and two bit loads (waits only for a free of the same
+    /// PID that has already removed the mapping to finish).
     pub fn register_pid_mapping(&self, pid: usize, value: usize) -> Result<(), PidError> {
         Self::valid_pid(pid)?;
         if value > MAX_PID_VALUE {
             return Err(PidError::ReservedValue);
         }
         let backoff = Backoff::new();
+        let mut reclaimed = false;
         loop {
-            if !self.pids.contains(pid) {
-                return Err(PidError::NotAllocated);
+            match self.register_in_section(pid, value) {
+                Err(PidError::AlreadyMapped(TOMBSTONE)) => backoff.snooze(),
+                Err(PidError::NoNodes) if !reclaimed && self.map.reclaim() > 0 => reclaimed = true,
+                result => return result,
             }
-            match self.map.insert(pid, value) {
-                // Re-check: a free that cleared the bit after our first check may have missed
-                // our insert (its tombstone went in before it); undo ours if so.
-                Ok(()) if self.pids.contains(pid) => return Ok(()),
-                // Freed meanwhile. If our value is still there, the free missed it: take it
-                // back and fail. If it is gone, the free took it (and returned it): we came
-                // first, so we succeeded.
-                Ok(()) => {
-                    return match self.map.remove_if(pid, value) {
-                        Ok(()) => Err(PidError::NotAllocated),
-                        Err(_) => Ok(()),
-                    };
-                }
-                Err(RadixError::Occupied(TOMBSTONE)) => backoff.snooze(),
-                Err(RadixError::Occupied(current)) => return Err(PidError::AlreadyMapped(current)),
-                Err(_) => return Err(PidError::NoNodes),
+        }
+    }
+
+    fn register_in_section(&self, pid: usize, value: usize) -> Result<(), PidError> {
+        if !self.pids.contains(pid) {
+            return Err(PidError::NotAllocated);
+        }
+        let _section = self.map.enter();
+        let path = self.map.reserve_leaf(pid).map_err(|_| PidError::NoNodes)?;
+        let slot = self.map.leaf_slot(&path, pid);
+        // AcqRel: Release publishes what the caller wrote before registering; the CAS also
+        // orders the insert before the re-check below against a free's tombstone (DESIGN.md).
+        if let Err(now) = slot.compare_exchange(0, value + 1, Ordering::AcqRel, Ordering::Acquire) {
+            self.map.release(&path, pid, LEVELS - 1);
+            return Err(PidError::AlreadyMapped(now - 1));
+        }
+        // Re-check: a free that cleared the bit after our first check may have missed our
+        // insert (its tombstone went in before it). If our value is still there, take it back
+        // and fail; if the free took it (and returned it), we came first and succeeded.
+        if self.pids.contains(pid) {
+            return Ok(());
+        }
+        match slot.compare_exchange(value + 1, 0, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => {
+                self.map.release(&path, pid, LEVELS - 1);
+                Err(PidError::NotAllocated)
             }
+            Err(_) => Ok(()),
         }
     }
 
@@ -358,20 +401,23 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
     /// [`PidError::ReservedValue`], [`PidError::NotMapped`].
     ///
     /// # Time Complexity
-    /// Lock-free: one lookup and one CAS when uncontended.
+    /// Lock-free: one tree walk and one CAS when uncontended.
     pub fn update_pid_mapping(&self, pid: usize, value: usize) -> Result<usize, PidError> {
         Self::valid_pid(pid)?;
         if value > MAX_PID_VALUE {
             return Err(PidError::ReservedValue);
         }
+        let _section = self.map.enter();
+        let path = self.map.find_leaf(pid).ok_or(PidError::NotMapped)?;
+        let slot = self.map.leaf_slot(&path, pid);
+        let mut current = slot.load(Ordering::Acquire);
         loop {
-            match self.map.get(pid) {
-                None | Some(TOMBSTONE) => return Err(PidError::NotMapped),
-                Some(old) => {
-                    if self.map.compare_exchange(pid, old, value).is_ok() {
-                        return Ok(old);
-                    }
-                }
+            if current == 0 || current == TOMB_WORD {
+                return Err(PidError::NotMapped);
+            }
+            match slot.compare_exchange(current, value + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(current - 1),
+                Err(now) => current = now,
             }
         }
     }
@@ -392,19 +438,30 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
     /// (or the PID is invalid).
     ///
     /// # Time Complexity
-    /// Lock-free: one lookup and one CAS when uncontended.
+    /// Lock-free: one tree walk and one CAS when uncontended.
     pub fn unregister_pid_mapping(&self, pid: usize) -> Option<usize> {
         Self::valid_pid(pid).ok()?;
-        loop {
-            match self.map.get(pid) {
-                None | Some(TOMBSTONE) => return None,
-                Some(old) => {
-                    if self.map.remove_if(pid, old).is_ok() {
-                        return Some(old);
-                    }
+        let old = {
+            let _section = self.map.enter();
+            let path = self.map.find_leaf(pid)?;
+            let slot = self.map.leaf_slot(&path, pid);
+            let mut current = slot.load(Ordering::Acquire);
+            loop {
+                if current == 0 || current == TOMB_WORD {
+                    return None;
+                }
+                // AcqRel: Acquire the value's payload; Release the emptying before the count
+                // drop (as the tree's own removals).
+                match slot.compare_exchange(current, 0, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => break,
+                    Err(now) => current = now,
                 }
             }
-        }
+            self.map.release(&path, pid, LEVELS - 1);
+            current - 1
+        };
+        self.map.reclaim_if_retired();
+        Some(old)
     }
 
     /// Whether `pid` is allocated (PID 0, reserved, reports `false`).

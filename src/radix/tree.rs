@@ -178,7 +178,7 @@ pub struct RadixTree<const LEVELS: usize, S: NodeStorage> {
 }
 
 /// A read section: holds one per-CPU reader count up while the operation may touch nodes.
-struct Section<'a> {
+pub(super) struct Section<'a> {
     counter: &'a AtomicUsize,
 }
 
@@ -192,7 +192,7 @@ impl Drop for Section<'_> {
 }
 
 /// The nodes from the root down to the current level.
-type Path<const LEVELS: usize> = [usize; LEVELS];
+pub(super) type Path<const LEVELS: usize> = [usize; LEVELS];
 
 impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
     const VALID: () = assert!(
@@ -252,7 +252,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
     }
 
     #[inline]
-    fn enter(&self) -> Section<'_> {
+    pub(super) fn enter(&self) -> Section<'_> {
         let counter = self.readers.get(current_cpu());
         // Acquire: reads the latest value of this counter (an RMW); if a reclaimer's check
         // (AcqRel RMW) came before it, everything that reclaimer unlinked is visible to the
@@ -313,7 +313,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
 
     /// Walks to the leaf of `key` without changing anything: the path, or `None` if a node
     /// on the way is missing.
-    fn find_leaf(&self, key: usize) -> Option<Path<LEVELS>> {
+    pub(super) fn find_leaf(&self, key: usize) -> Option<Path<LEVELS>> {
         let mut path = [0; LEVELS];
         for level in 0..LEVELS - 1 {
             let word =
@@ -326,7 +326,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         Some(path)
     }
 
-    fn leaf_slot(&self, path: &Path<LEVELS>, key: usize) -> &AtomicUsize {
+    pub(super) fn leaf_slot(&self, path: &Path<LEVELS>, key: usize) -> &AtomicUsize {
         &self.node(path[LEVELS - 1]).slots[Self::slot_index(key, LEVELS - 1)]
     }
 
@@ -517,7 +517,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
     /// Walks to the leaf of `key`, creating missing nodes, and reserves one slot in the leaf
     /// (its count + 1). The caller must be in a read section and must fill a slot of the leaf
     /// or [`release`](Self::release) the reservation.
-    fn reserve_leaf(&self, key: usize) -> Result<Path<LEVELS>, RadixError> {
+    pub(super) fn reserve_leaf(&self, key: usize) -> Result<Path<LEVELS>, RadixError> {
         let backoff = Backoff::new();
         'restart: loop {
             let mut path = [0; LEVELS];
@@ -619,7 +619,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
 
     /// Drops one slot (or reservation) from the count of `path[level]`; if that empties a
     /// non-root node, freezes it and unlinks it.
-    fn release(&self, path: &Path<LEVELS>, key: usize, level: usize) {
+    pub(super) fn release(&self, path: &Path<LEVELS>, key: usize, level: usize) {
         let node = self.node(path[level]);
         // AcqRel: Release orders our slot change before the drop (so before a freeze that
         // reads it, and any reuse of the node); Acquire so the freezer sees every slot emptied.
@@ -676,7 +676,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
     }
 
     #[inline]
-    fn reclaim_if_retired(&self) {
+    pub(super) fn reclaim_if_retired(&self) {
         if self.policy == Reclaim::Eager && self.retired.load(Ordering::Relaxed) != 0 {
             self.reclaim();
         }
