@@ -282,8 +282,8 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
 
     fn free_in_section(&self, pid: usize) -> Result<Option<usize>, PidError> {
         let _section = self.map.enter();
-        // 1. Tombstone the mapping (or its absence). AcqRel CAS: Release orders the tombstone
-        // before the bit clear; Acquire takes over the old value.
+        // 1. Tombstone the mapping (or its absence). Acquire takes over the old value's
+        // payload; no Release is needed: what a racing register must see is ordered by step 3.
         let (path, old) = loop {
             if let Some(path) = self.map.find_leaf(pid) {
                 let slot = self.map.leaf_slot(&path, pid);
@@ -293,7 +293,7 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
                 }
                 if current != 0 {
                     if slot
-                        .compare_exchange(current, TOMB_WORD, Ordering::AcqRel, Ordering::Acquire)
+                        .compare_exchange(current, TOMB_WORD, Ordering::Acquire, Ordering::Acquire)
                         .is_ok()
                     {
                         break (Some(path), Some(current - 1));
@@ -317,7 +317,9 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
                 Err(_) => break (None, None),
             }
         };
-        // 2. Clear the bit; 3. remove the tombstone (only this call replaces it).
+        // 2. Clear the bit; 3. remove the tombstone (only this call replaces it). Step 3's
+        // Release is what makes a register that later fills the slot (reading step 3's 0)
+        // see step 2 in its re-check.
         let cleared = self.pids.free(pid).is_ok();
         if let Some(path) = path {
             let slot = self.map.leaf_slot(&path, pid);
