@@ -44,9 +44,35 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let lookup = &Kind::LOOKUP[..];
     let lifecycle = &Kind::LIFECYCLE[..];
-    group(&mut c, "lookup_1t", lookup, Workload::Lookup { readers: 1, writers: 0 });
-    group(&mut c, "lookup_2r1w", lookup, Workload::Lookup { readers: 2, writers: 1 });
-    group(&mut c, "lifecycle_1t", lifecycle, Workload::Lifecycle { threads: 1 });
-    group(&mut c, "lifecycle_2t", lifecycle, Workload::Lifecycle { threads: 2 });
+    group(
+        &mut c,
+        "lookup_1t",
+        lookup,
+        Workload::Lookup {
+            readers: 1,
+            writers: 0,
+        },
+    );
+    group(
+        &mut c,
+        "lookup_2r1w",
+        lookup,
+        Workload::Lookup {
+            readers: 2,
+            writers: 1,
+        },
+    );
+    group(
+        &mut c,
+        "lifecycle_1t",
+        lifecycle,
+        Workload::Lifecycle { threads: 1 },
+    );
+    group(
+        &mut c,
+        "lifecycle_2t",
+        lifecycle,
+        Workload::Lifecycle { threads: 2 },
+    );
     c.final_summary();
 }

@@ -26,7 +26,9 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 }
 
 /// Runs `f` on a second model thread that reports CPU 1 (the caller is CPU 0).
-fn spawn_on_cpu1<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+fn spawn_on_cpu1<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
     set_model_cpu(0);
     thread::spawn(move || {
         set_model_cpu(1);
@@ -118,7 +120,10 @@ fn reclamation_never_frees_under_a_lookup() {
         let reused = tree.insert(2, 30);
         assert!(reused == Ok(()) || reused == Err(RadixError::NoNodes));
         let seen = t.join().unwrap();
-        assert!(seen == Some(10) || seen.is_none(), "lookup read a reused node: {seen:?}");
+        assert!(
+            seen == Some(10) || seen.is_none(),
+            "lookup read a reused node: {seen:?}"
+        );
         tree.reclaim();
         tree.check().unwrap();
     });
@@ -161,7 +166,10 @@ fn sweep_never_frees_under_a_lookup() {
         let reused = tree.insert(2, 30);
         assert!(reused == Ok(()) || reused == Err(RadixError::NoNodes));
         let seen = t.join().unwrap();
-        assert!(seen == Some(10) || seen.is_none(), "lookup read a reused node: {seen:?}");
+        assert!(
+            seen == Some(10) || seen.is_none(),
+            "lookup read a reused node: {seen:?}"
+        );
         tree.reclaim();
         let census = tree.check().unwrap();
         assert_eq!(census.empty, 0);
@@ -186,7 +194,10 @@ fn sweep_races_insert() {
         assert_eq!((tree.get(0), tree.get(1)), (None, Some(11)));
         tree.reclaim();
         let census = tree.check().unwrap();
-        assert_eq!((census.nodes, census.values, census.retired, census.empty), (2, 1, 0, 0));
+        assert_eq!(
+            (census.nodes, census.values, census.retired, census.empty),
+            (2, 1, 0, 0)
+        );
         assert_eq!(tree.storage().nodes_in_use(), 2, "a node leaked");
     });
 }

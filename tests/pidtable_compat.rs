@@ -58,7 +58,10 @@ fn nexaos_api_and_its_defects_fixed() {
     // cycle through every PID of the space (leaves are reclaimed and reused).
     let pids: Vec<u64> = (0..10_000).map(|_| allocate_pid()).collect();
     for (i, &pid) in pids.iter().enumerate() {
-        assert!(register_pid_mapping(pid, i as u16), "registration {i} failed");
+        assert!(
+            register_pid_mapping(pid, i as u16),
+            "registration {i} failed"
+        );
     }
     for (i, &pid) in pids.iter().enumerate() {
         assert_eq!(lookup_pid(pid), Some(i as u16));
@@ -77,7 +80,11 @@ fn nexaos_api_and_its_defects_fixed() {
         }
         live.push(pid);
     }
-    assert_eq!(live.len() as u64, MAX_PID, "every PID 1..=MAX_PID, each once");
+    assert_eq!(
+        live.len() as u64,
+        MAX_PID,
+        "every PID 1..=MAX_PID, each once"
+    );
     live.sort_unstable();
     live.dedup();
     assert_eq!(live.len() as u64, MAX_PID, "a PID was handed out twice");

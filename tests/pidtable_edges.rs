@@ -1,9 +1,7 @@
 //! `PidTable` edge cases: exhaustion, wrap-around with and without a reserved low range,
 //! next-fit (no immediate reuse), bad input (every error changes nothing), node reclamation.
 
-use smpalloc::radix::{
-    HeapNodePool, MAX_PID_VALUE, NexaPidTable, NodePool, PidError, PidTable,
-};
+use smpalloc::radix::{HeapNodePool, MAX_PID_VALUE, NexaPidTable, NodePool, PidError, PidTable};
 
 /// 127 PIDs over a 2-level tree with a pool for every PID.
 type Tiny = PidTable<2, 2, NodePool<3>>;
@@ -34,11 +32,19 @@ fn next_fit_does_not_reuse_at_once_and_wraps() {
     assert_eq!(table.allocate_pid(), Some(1));
     assert_eq!(table.allocate_pid(), Some(2));
     table.free_pid(1).unwrap();
-    assert_eq!(table.allocate_pid(), Some(3), "PID 1 must not be reused at once");
+    assert_eq!(
+        table.allocate_pid(),
+        Some(3),
+        "PID 1 must not be reused at once"
+    );
     for pid in 4..=127 {
         assert_eq!(table.allocate_pid(), Some(pid));
     }
-    assert_eq!(table.allocate_pid(), Some(1), "wraps to the lowest free PID");
+    assert_eq!(
+        table.allocate_pid(),
+        Some(1),
+        "wraps to the lowest free PID"
+    );
     table.check().unwrap();
 }
 
@@ -51,7 +57,11 @@ fn reserved_range_is_skipped_after_wrap() {
     table.free_pid(3).unwrap();
     table.free_pid(50).unwrap();
     assert_eq!(table.allocate_pid(), Some(50));
-    assert_eq!(table.allocate_pid(), None, "PID 3 is below the reserved floor");
+    assert_eq!(
+        table.allocate_pid(),
+        None,
+        "PID 3 is below the reserved floor"
+    );
     table.allocate_specific_pid(3).unwrap();
     assert_eq!(table.allocated_pid_count(), 127);
     table.check().unwrap();
@@ -66,22 +76,46 @@ fn bad_input_changes_nothing() {
     let before = (table.allocated_pid_count(), table.get_pid_stats());
 
     assert_eq!(table.allocate_specific_pid(0), Err(PidError::Reserved));
-    assert_eq!(table.allocate_specific_pid(max + 1), Err(PidError::OutOfRange));
-    assert_eq!(table.allocate_specific_pid(pid), Err(PidError::AlreadyAllocated));
+    assert_eq!(
+        table.allocate_specific_pid(max + 1),
+        Err(PidError::OutOfRange)
+    );
+    assert_eq!(
+        table.allocate_specific_pid(pid),
+        Err(PidError::AlreadyAllocated)
+    );
     assert_eq!(table.free_pid(0), Err(PidError::Reserved));
     assert_eq!(table.free_pid(max + 1), Err(PidError::OutOfRange));
     assert_eq!(table.free_pid(pid + 1), Err(PidError::NotAllocated));
     assert_eq!(table.register_pid_mapping(0, 1), Err(PidError::Reserved));
-    assert_eq!(table.register_pid_mapping(max + 1, 1), Err(PidError::OutOfRange));
-    assert_eq!(table.register_pid_mapping(pid + 1, 1), Err(PidError::NotAllocated));
-    assert_eq!(table.register_pid_mapping(pid, 1), Err(PidError::AlreadyMapped(7)));
+    assert_eq!(
+        table.register_pid_mapping(max + 1, 1),
+        Err(PidError::OutOfRange)
+    );
+    assert_eq!(
+        table.register_pid_mapping(pid + 1, 1),
+        Err(PidError::NotAllocated)
+    );
+    assert_eq!(
+        table.register_pid_mapping(pid, 1),
+        Err(PidError::AlreadyMapped(7))
+    );
     assert_eq!(
         table.register_pid_mapping(pid, MAX_PID_VALUE + 1),
         Err(PidError::ReservedValue)
     );
-    assert_eq!(table.register_pid_mapping(pid, usize::MAX), Err(PidError::ReservedValue));
-    assert_eq!(table.update_pid_mapping(pid, usize::MAX), Err(PidError::ReservedValue));
-    assert_eq!(table.update_pid_mapping(pid + 1, 1), Err(PidError::NotMapped));
+    assert_eq!(
+        table.register_pid_mapping(pid, usize::MAX),
+        Err(PidError::ReservedValue)
+    );
+    assert_eq!(
+        table.update_pid_mapping(pid, usize::MAX),
+        Err(PidError::ReservedValue)
+    );
+    assert_eq!(
+        table.update_pid_mapping(pid + 1, 1),
+        Err(PidError::NotMapped)
+    );
     assert_eq!(table.update_pid_mapping(0, 1), Err(PidError::Reserved));
     assert_eq!(table.unregister_pid_mapping(0), None);
     assert_eq!(table.unregister_pid_mapping(max + 1), None);
@@ -98,7 +132,10 @@ fn bad_input_changes_nothing() {
     // Double free: the second one is an error and changes nothing.
     assert_eq!(table.free_pid(pid), Ok(Some(7)));
     assert_eq!(table.free_pid(pid), Err(PidError::NotAllocated));
-    assert_eq!(table.register_pid_mapping(pid, 1), Err(PidError::NotAllocated));
+    assert_eq!(
+        table.register_pid_mapping(pid, 1),
+        Err(PidError::NotAllocated)
+    );
     assert_eq!(table.allocated_pid_count(), 0);
     table.check().unwrap();
 }

@@ -182,17 +182,26 @@ fn run<const W: usize, const L: usize, S: NodeStorage, const SUM: usize>(
             }
             Op::Unregister(p) => {
                 let p = m.resolve(p);
-                let want = if m.valid(p).is_ok() { m.map.remove(&p) } else { None };
+                let want = if m.valid(p).is_ok() {
+                    m.map.remove(&p)
+                } else {
+                    None
+                };
                 assert_eq!(table.unregister_pid_mapping(p), want, "{op:?} {p}");
             }
         }
-        table.check().unwrap_or_else(|e| panic!("after {op:?}: {e}"));
+        table
+            .check()
+            .unwrap_or_else(|e| panic!("after {op:?}: {e}"));
         assert_eq!(table.allocated_pid_count(), m.allocated.len());
         let stats = table.get_pid_stats();
         assert_eq!(stats.allocated, m.allocated.len());
         let mut seen = Vec::new();
         table.for_each_mapping(|p, v| seen.push((p, v)));
-        assert_eq!(seen, m.map.iter().map(|(&p, &v)| (p, v)).collect::<Vec<_>>());
+        assert_eq!(
+            seen,
+            m.map.iter().map(|(&p, &v)| (p, v)).collect::<Vec<_>>()
+        );
         assert_eq!(table.tree().check().unwrap().values, m.map.len());
     }
     for p in m.allocated.clone() {

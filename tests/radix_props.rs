@@ -220,7 +220,9 @@ fn run_small<const L: usize, S: NodeStorage>(tree: &RadixTree<L, S>, ops: &[Op])
     let mut model = BTreeMap::new();
     for op in ops {
         match *op {
-            Op::Insert(k, v) | Op::Replace(k, v) if k < RadixTree::<L, S>::CAPACITY && v != usize::MAX => {
+            Op::Insert(k, v) | Op::Replace(k, v)
+                if k < RadixTree::<L, S>::CAPACITY && v != usize::MAX =>
+            {
                 let result = match op {
                     Op::Insert(..) => tree.insert(k, v).map(|()| None),
                     _ => tree.replace(k, v),

@@ -28,7 +28,9 @@ fn interleaved(kinds: &[Kind], rounds: usize, workload: Workload, ops: u64) -> V
 pub(crate) fn section(options: &crate::Options) {
     println!("PID table: 262,143 PIDs, 32,768 live processes");
     println!("-----------------------------------------------");
-    println!("ours (*): smpalloc::radix::NexaPidTable (lock-free AtomicBitmap next-fit + lock-free");
+    println!(
+        "ours (*): smpalloc::radix::NexaPidTable (lock-free AtomicBitmap next-fit + lock-free"
+    );
     println!("  3-level 64-way radix tree over a static 4,161-node pool); 'bare get' is the same");
     println!("  lookup without its read section (what the reclamation protection costs); 'eager'");
     println!("  reclaims a leaf as soon as it empties (PidTable's default reclaims on demand).");
@@ -40,14 +42,20 @@ pub(crate) fn section(options: &crate::Options) {
     let rounds = options.rounds();
     let scenarios = [
         (
-            Workload::Lookup { readers: 1, writers: 0 },
+            Workload::Lookup {
+                readers: 1,
+                writers: 0,
+            },
             options.ops(2_000_000),
             &Kind::LOOKUP[..],
             Table::new("radix_lookup_1t: lookups of random live PIDs, one thread")
                 .reference(Kind::RwBTree.name()),
         ),
         (
-            Workload::Lookup { readers: 2, writers: 1 },
+            Workload::Lookup {
+                readers: 2,
+                writers: 1,
+            },
             options.ops(2_000_000),
             &Kind::LOOKUP[..],
             Table::new(
@@ -66,7 +74,10 @@ pub(crate) fn section(options: &crate::Options) {
                 "radix_lifecycle_1t: allocate, register, lookup x4, unregister, free; one thread",
             )
             .reference(Kind::SpinBTree.name())
-            .target("at least 3x faster than SpinLock<(bitmap, BTreeMap)>", 1.0 / 3.0),
+            .target(
+                "at least 3x faster than SpinLock<(bitmap, BTreeMap)>",
+                1.0 / 3.0,
+            ),
         ),
         (
             Workload::Lifecycle { threads: 2 },
@@ -78,7 +89,10 @@ pub(crate) fn section(options: &crate::Options) {
             )
             .throughput()
             .reference(Kind::SpinBTree.name())
-            .target("at least 3x faster than SpinLock<(bitmap, BTreeMap)>", 1.0 / 3.0),
+            .target(
+                "at least 3x faster than SpinLock<(bitmap, BTreeMap)>",
+                1.0 / 3.0,
+            ),
         ),
     ];
     for (workload, ops, kinds, mut table) in scenarios {
@@ -86,8 +100,13 @@ pub(crate) fn section(options: &crate::Options) {
         for (kind, m) in kinds.iter().zip(measured) {
             table.row(kind.name(), kind.is_peer(), m);
         }
-        if matches!(workload, Workload::Lookup { writers: 1.., .. } | Workload::Lifecycle { threads: 2.. }) {
-            table.note("Threads share the machine's CPUs: on 2 vCPUs this shows contention, not scaling.");
+        if matches!(
+            workload,
+            Workload::Lookup { writers: 1.., .. } | Workload::Lifecycle { threads: 2.. }
+        ) {
+            table.note(
+                "Threads share the machine's CPUs: on 2 vCPUs this shows contention, not scaling.",
+            );
         }
         table.print();
     }

@@ -15,9 +15,11 @@
 //! bit of the first non-full word, wrapping (with its 4,096-PID limit fixed).
 
 use core::hint::black_box;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
 use std::collections::BTreeMap;
 use std::sync::{Barrier, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use smpalloc::SpinLock;
 use smpalloc::radix::{NexaPidTable, NodePool, Reclaim};
@@ -165,7 +167,11 @@ impl Mapping for ProcessArray {
         ProcessArray(vec![None; LIVE + 64])
     }
     fn insert(&mut self, pid: usize, value: usize) {
-        let slot = self.0.iter_mut().find(|e| e.is_none()).expect("process array full");
+        let slot = self
+            .0
+            .iter_mut()
+            .find(|e| e.is_none())
+            .expect("process array full");
         *slot = Some((pid, value));
     }
     fn get(&self, pid: usize) -> Option<usize> {
@@ -317,7 +323,11 @@ impl Kind {
             Kind::OursEager => run(&Ours(&EAGER), workload, ops),
             Kind::RwBTree => run(&Rw::<BTreeMap<usize, usize>>::new(), workload, ops),
             Kind::SpinBTree => run(&Spin::<BTreeMap<usize, usize>>::new(), workload, ops),
-            Kind::SpinHash => run(&Spin::<hashbrown::HashMap<usize, usize>>::new(), workload, ops),
+            Kind::SpinHash => run(
+                &Spin::<hashbrown::HashMap<usize, usize>>::new(),
+                workload,
+                ops,
+            ),
             Kind::SpinSeed => run(&Spin::<ProcessArray>::new(), workload, ops),
         }
     }
@@ -371,7 +381,7 @@ pub(crate) fn run<M: PidMap>(map: &M, workload: Workload, ops: u64) -> Duration 
     let elapsed = match workload {
         Workload::Lookup { readers, writers } => {
             let barrier = Barrier::new(readers + writers + 1);
-            let stop = std::sync::atomic::AtomicBool::new(false);
+            let stop = AtomicBool::new(false);
             let per = ops / readers as u64;
             std::thread::scope(|s| {
                 for w in 0..writers {
@@ -379,7 +389,7 @@ pub(crate) fn run<M: PidMap>(map: &M, workload: Workload, ops: u64) -> Duration 
                     s.spawn(move || {
                         barrier.wait();
                         let mut n = w;
-                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        while !stop.load(Ordering::Relaxed) {
                             lifecycle(map, n);
                             n += 1;
                         }
@@ -406,7 +416,7 @@ pub(crate) fn run<M: PidMap>(map: &M, workload: Workload, ops: u64) -> Duration 
                     .map(|h| h.join().unwrap())
                     .max()
                     .unwrap_or_default();
-                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                stop.store(true, Ordering::Relaxed);
                 longest
             })
         }
