@@ -13,8 +13,8 @@ use smpalloc::radix::{NodePool, NodeStorage, RadixError, RadixTree, Reclaim};
 /// Cells written by one thread before it publishes their index in the tree.
 struct Payload([UnsafeCell<usize>; 2]);
 
-// SAFETY (model): the cells are shared only so that loom can check that each read is ordered
-// after the write that the tree published; loom reports any unordered access.
+// SAFETY: the cells are shared only so that loom can check that each read is ordered after
+// the write that the tree published; loom reports any unordered access as a failure.
 unsafe impl Sync for Payload {}
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -66,15 +66,16 @@ fn insert_publishes_to_lookup() {
         let payload = Arc::new(Payload([UnsafeCell::new(0), UnsafeCell::new(0)]));
         let (t_tree, t_payload) = (tree.clone(), payload.clone());
         let t = spawn_on_cpu1(move || {
-            // SAFETY (model): only this thread writes, before publishing the index.
+            // SAFETY: only this thread writes, before publishing the index (loom checks it).
             t_payload.0[0].with_mut(|p| unsafe { *p = 42 });
+            // SAFETY: as above.
             t_payload.0[1].with_mut(|p| unsafe { *p = 43 });
             t_tree.insert(0, 0).unwrap();
             t_tree.insert(2, 1).unwrap();
         });
         for key in [2, 0] {
             if let Some(index) = tree.get(key) {
-                // SAFETY (model): loom reports it if this read is not ordered after the write.
+                // SAFETY: loom reports it if this read is not ordered after the write.
                 let seen = payload.0[index].with(|p| unsafe { *p });
                 assert_eq!(seen, 42 + index);
             }
