@@ -48,7 +48,7 @@ pub const fn full_tree_nodes(levels: usize) -> usize {
 /// One tree node: `FANOUT` slots plus its live-slot count and a link word.
 ///
 /// - `slots[i]`: in an inner node, `child index + 1`; in a leaf, `value + 1`; 0 means empty.
-/// - `count`: occupied slots plus in-flight insert reservations, or [`DEAD`] once frozen.
+/// - `count`: occupied slots plus in-flight insert reservations, or a frozen tag (top bit).
 /// - `next`: the free-stack or retired-list link (meaningful only while the node is on one).
 ///
 /// An all-zero node is an empty, live node: pools are zero-initialised (`.bss` in a kernel).
