@@ -9,9 +9,10 @@
 //! - **Lookup** is wait-free: one `Acquire` load per level, no lock, no retry, inside a *read
 //!   section* (a per-CPU reader count incremented on entry and decremented on exit).
 //! - **Counts**: each node counts its occupied slots plus in-flight insert *reservations*. An
-//!   insert reserves (count + 1, refused once the node is [`DEAD`]) before it fills a slot, and
-//!   whoever drops a count to 0 tries to *freeze* the node (CAS 0 -> `DEAD`). A frozen node is
-//!   empty forever.
+//!   insert reserves (count + 1, refused once the node is [`DEAD`]) before it fills a slot. A
+//!   node is *frozen* by CAS 0 -> `DEAD` (by whoever drops its count to 0 under
+//!   [`Reclaim::Eager`], by the sweep of [`RadixTree::reclaim`] under [`Reclaim::OnDemand`]).
+//!   A frozen node is empty forever.
 //! - **Missing nodes**: an insert builds the whole missing chain privately (every node with
 //!   count 1, the leaf with the insert's reservation) and publishes it with one CAS on the
 //!   parent slot; the loser of a race returns its chain to the storage at once (never seen).
@@ -19,7 +20,8 @@
 //!   insert that ran into it, so no one waits), the parent's count drops (which may freeze it in
 //!   turn), and the node goes on a retired list. [`RadixTree::reclaim`] takes the list and frees
 //!   it only when every per-CPU reader count is seen at 0 by an RMW, so no operation that could
-//!   have reached those nodes is still running (a grace period). Removals call it.
+//!   have reached those nodes is still running (a grace period). Eager removals call it; every
+//!   tree calls it when its storage runs out.
 //!
 //! The root (node 0) is never frozen or freed.
 
