@@ -16,10 +16,10 @@
 //!
 //! So once both calls return, either the register came first (it returned `Ok` and the free
 //! returned its value) or it failed and the free returned no value; a mapping never outlives
-//! its PID's bit. (A lookup racing a failing register may see its value for that moment.) A caller that uses a
-//! PID after freeing it while someone else re-allocates the same number cannot be told apart
-//! from the new owner (the same holds for every ID allocator); next-fit makes that window a
-//! full lap of the PID space.
+//! its PID's bit. (A lookup racing a failing register may see its value for that moment.)
+//! A caller that uses a PID after freeing it while someone else re-allocates the same number
+//! cannot be told apart from the new owner (the same holds for every ID allocator); next-fit
+//! makes that window a full lap of the PID space.
 
 use core::fmt;
 

@@ -507,8 +507,8 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         }
     }
 
-    /// Runs `op`; if it ran out of nodes and nodes are waiting on the retired list, reclaims
-    /// (outside any read section) and runs it once more.
+    /// Runs `op`; if it ran out of nodes and a reclamation (outside any read section) frees
+    /// some, runs it once more.
     fn with_nodes<T>(&self, op: impl Fn() -> Result<T, RadixError>) -> Result<T, RadixError> {
         match op() {
             Err(RadixError::NoNodes) if self.reclaim() > 0 => op(),
