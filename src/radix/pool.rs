@@ -13,7 +13,7 @@
 //! stale read of it is only a wrong guess that the tag check rejects. A node only reaches this
 //! stack after its tree's grace period (see `tree.rs`), so no reader can still be inside it.
 
-use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sync::loom_const_fn;
 
 #[cfg(feature = "alloc")]
@@ -152,6 +152,10 @@ pub(crate) fn alloc<S: NodeStorage + ?Sized>(storage: &S) -> Option<usize> {
             Ordering::Acquire,
         ) {
             Ok(_) => {
+                // Release fence: every write the caller makes to the reused node comes after
+                // it, so an optimistic lookup that reads such a write (and then issues its
+                // Acquire fence) also sees the reclaimer's epoch increment (tree.rs `get`).
+                fence(Ordering::Release);
                 list.in_use.fetch_add(1, Ordering::Relaxed);
                 return Some(top - 1);
             }

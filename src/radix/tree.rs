@@ -29,7 +29,7 @@ use core::fmt;
 
 use super::pool::{self, DEAD, FANOUT, NodeStorage, RADIX_BITS};
 use crate::percpu::{PerCpu, current_cpu};
-use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicUsize, Ordering, fence};
 use crate::sync::{Backoff, loom_const_fn};
 
 /// Per-CPU reader counters (CPU ids are reduced modulo this).
@@ -176,6 +176,9 @@ pub struct RadixTree<const LEVELS: usize, S: NodeStorage> {
     readers: PerCpu<AtomicUsize, READER_SLOTS>,
     /// `index + 1` of the most recently retired node (0 = none); linked through `next`.
     retired: AtomicUsize,
+    /// Incremented by every reclamation before it frees nodes: lookups walk without a read
+    /// section and re-read it to see whether a node they may have read was reused.
+    reuse: AtomicUsize,
     policy: Reclaim,
 }
 
@@ -228,6 +231,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
                 storage,
                 readers: readers(),
                 retired: AtomicUsize::new(0),
+                reuse: AtomicUsize::new(0),
                 policy,
             }
         }
@@ -272,7 +276,26 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         if key >= Self::CAPACITY {
             return None;
         }
+        // Optimistic walk, validated by the reuse epoch (DESIGN.md §10.2): Acquire so the walk
+        // is not hoisted above this load.
+        let epoch = self.reuse.load(Ordering::Acquire);
+        let found = self.walk(key);
+        // Acquire fence: if any load of the walk read a write made to a node after its reuse,
+        // the reclaimer's epoch increment happens-before the re-read below (the allocator
+        // issues a Release fence after taking a node off the free stack).
+        fence(Ordering::Acquire);
+        if self.reuse.load(Ordering::Relaxed) == epoch {
+            return found;
+        }
+        // A reclamation freed nodes during the walk: walk again inside a read section, which
+        // no reclamation can overtake. At most two walks: still wait-free.
         let _section = self.enter();
+        self.walk(key)
+    }
+
+    /// One `Acquire` load per level.
+    #[inline]
+    fn walk(&self, key: usize) -> Option<usize> {
         let mut node = 0;
         for level in 0..LEVELS {
             // Acquire: pairs with the Release CAS that published the child (its slots and
@@ -746,6 +769,10 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
             self.put_back(batch);
             return 0;
         }
+        // Before any node of the batch can be reused: a lookup that started before this and
+        // reads a reused node's new contents sees the increment when it validates (Release:
+        // ordered before the frees' pushes, and through them before the reuse).
+        self.reuse.fetch_add(1, Ordering::Release);
         let mut freed = 0;
         let mut at = batch;
         while at != 0 {
