@@ -147,10 +147,16 @@ pub struct PidTable<
     past_reserved: AtomicBool,
 }
 
+/// Nodes of [`NexaPidTable`]'s pool: the full 3-level tree (4,161) plus 2 per CPU for up to
+/// 64 CPUs racing to create the same missing nodes (each holds a private chain of at most 2
+/// until its CAS loses): 4,289 nodes, 2.3 MB.
+pub const NEXA_POOL_NODES: usize = super::full_tree_nodes(3) + 2 * 64;
+
 /// The seed's geometry: PIDs `1..=262_143` (4,096 words), a 3-level tree and a node pool for
-/// the full tree (4,161 nodes), so registration never runs out of nodes.
+/// the full tree plus racing inserts ([`NEXA_POOL_NODES`]), so registration never runs out of
+/// nodes.
 #[cfg(not(loom))]
-pub type NexaPidTable = PidTable<4096, 3, super::NodePool<{ super::full_tree_nodes(3) }>>;
+pub type NexaPidTable = PidTable<4096, 3, super::NodePool<NEXA_POOL_NODES>>;
 
 #[cfg(not(loom))]
 impl NexaPidTable {
@@ -358,11 +364,19 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
             return Err(PidError::ReservedValue);
         }
         let backoff = Backoff::new();
-        let mut reclaimed = false;
+        // Out of nodes: retry once after a pause (a racing insert may be about to publish the
+        // leaf or return its losing chain), then once after a reclamation that freed some.
+        let mut out_of_nodes = 0;
         loop {
             match self.register_in_section(pid, value) {
                 Err(PidError::AlreadyMapped(TOMBSTONE)) => backoff.snooze(),
-                Err(PidError::NoNodes) if !reclaimed && self.map.reclaim() > 0 => reclaimed = true,
+                Err(PidError::NoNodes) if out_of_nodes == 0 => {
+                    out_of_nodes = 1;
+                    backoff.snooze();
+                }
+                Err(PidError::NoNodes) if out_of_nodes == 1 && self.map.reclaim() > 0 => {
+                    out_of_nodes = 2;
+                }
                 result => return result,
             }
         }

@@ -530,11 +530,18 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         }
     }
 
-    /// Runs `op`; if it ran out of nodes and a reclamation (outside any read section) frees
-    /// some, runs it once more.
+    /// Runs `op`; if it ran out of nodes, runs it again after a pause (a racing insert may
+    /// be about to publish the node it needs, or to return its losing chain), then once more
+    /// if a reclamation (outside any read section) freed some.
     fn with_nodes<T>(&self, op: impl Fn() -> Result<T, RadixError>) -> Result<T, RadixError> {
         match op() {
-            Err(RadixError::NoNodes) if self.reclaim() > 0 => op(),
+            Err(RadixError::NoNodes) => {
+                Backoff::new().snooze();
+                match op() {
+                    Err(RadixError::NoNodes) if self.reclaim() > 0 => op(),
+                    result => result,
+                }
+            }
             result => result,
         }
     }
@@ -565,7 +572,15 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
                     Some(chain) => chain,
                     None => {
                         self.release(&path, key, level);
-                        return Err(RadixError::NoNodes);
+                        // Out of nodes, but a racing insert may have installed this child
+                        // meanwhile (its private chain is what used the last nodes): use it.
+                        let now = slot.load(Ordering::Acquire);
+                        if now == 0 {
+                            return Err(RadixError::NoNodes);
+                        }
+                        path[level + 1] = now - 1;
+                        level += 1;
+                        continue;
                     }
                 };
                 // Release: the chain's slots and counts were written before; AcqRel so a
