@@ -101,3 +101,44 @@ fn processes_come_and_go() {
     assert_eq!(table.allocated_pid_count(), 0);
     assert_eq!(table.get_pid_stats().nodes_in_use, start, "nodes leaked");
 }
+
+/// Two threads run full lifecycles without pause (so one of them is almost always inside a
+/// read section) on the full-size table, eager and on-demand: registration must never run
+/// out of nodes. (Regression: a grace check that needed every reader counter at 0 at once
+/// almost never passed, retired nodes piled up and the eager table ran out.)
+#[test]
+fn full_size_table_never_runs_out_of_nodes() {
+    use smpalloc::radix::{NexaPidTable, NodePool, Reclaim};
+    static EAGER: NexaPidTable = NexaPidTable::with_options(NodePool::new(), 300, Reclaim::Eager);
+    static ON_DEMAND: NexaPidTable = NexaPidTable::with_reserved_after_wrap(300);
+    let rounds = if cfg!(miri) { 10 } else { 30_000 };
+    for table in [&EAGER, &ON_DEMAND] {
+        let live: Vec<usize> = (0..4096)
+            .map(|i| {
+                let pid = table.allocate_pid().unwrap();
+                table.register_pid_mapping(pid, i).unwrap();
+                pid
+            })
+            .collect();
+        thread::scope(|s| {
+            for t in 0..2 {
+                s.spawn(move || {
+                    for i in 0..rounds {
+                        let pid = table.allocate_pid().expect("PIDs ran out");
+                        let v = value(pid, t, i);
+                        table.register_pid_mapping(pid, v).expect("register");
+                        assert_eq!(table.lookup_pid(pid), Some(v));
+                        assert_eq!(table.unregister_pid_mapping(pid), Some(v));
+                        assert_eq!(table.free_pid(pid), Ok(None));
+                    }
+                });
+            }
+        });
+        for pid in live {
+            table.free_pid(pid).unwrap();
+        }
+        table.reclaim();
+        table.check().unwrap();
+        assert_eq!(table.get_pid_stats().nodes_in_use, 1);
+    }
+}

@@ -4,7 +4,7 @@
 //! Every contestant maps PIDs `1..262,144` to process-table indices and allocates PIDs
 //! next-fit with wrap-around:
 //! - ours: `smpalloc::radix::NexaPidTable` (lock-free bitmap + lock-free radix tree, on-demand
-//!   node reclamation), the same table looked up without its read section (to price the
+//!   node reclamation), the same table looked up without its reuse validation (to price the
 //!   reclamation protection), and one with eager reclamation (to price that policy);
 //! - `std::sync::RwLock<(bitmap, BTreeMap)>` (readers share the lock);
 //! - `SpinLock<(bitmap, BTreeMap)>` and `SpinLock<(bitmap, hashbrown::HashMap)>`;
@@ -38,7 +38,7 @@ pub(crate) trait PidMap: Sync {
 
 /// Ours, with the normal (protected) lookup.
 pub(crate) struct Ours(pub(crate) &'static NexaPidTable);
-/// Ours, looked up without the read section.
+/// Ours, looked up without the reuse validation.
 pub(crate) struct OursBare(pub(crate) &'static NexaPidTable);
 
 impl PidMap for Ours {
@@ -75,7 +75,7 @@ impl PidMap for OursBare {
     }
     #[inline]
     fn lookup(&self, pid: usize) -> Option<usize> {
-        self.0.tree().get_without_section(pid)
+        self.0.tree().get_unvalidated(pid)
     }
     #[inline]
     fn unregister(&self, pid: usize) -> Option<usize> {

@@ -38,6 +38,12 @@ const READER_SLOTS: usize = 16;
 #[cfg(loom)]
 const READER_SLOTS: usize = 2;
 
+/// RMWs a reclamation spends on one busy reader counter before it gives up for this call.
+#[cfg(not(loom))]
+const GRACE_POLLS: usize = 64;
+#[cfg(loom)]
+const GRACE_POLLS: usize = 2;
+
 /// The deepest tree supported (keys must fit a `usize`).
 pub const MAX_LEVELS: usize = (usize::BITS / RADIX_BITS) as usize;
 
@@ -309,25 +315,17 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         Some(node)
     }
 
-    /// [`get`](Self::get) without its read section, for measuring what the section costs
-    /// (benchmarks only). Memory-safe (nodes are never unmapped), but while another thread
-    /// removes keys it may read a node that was reclaimed and reused, and so return another
-    /// key's value. Not part of the API.
+    /// [`get`](Self::get) without its reuse validation (and fallback), for measuring what
+    /// the reclamation protection costs (benchmarks only). Memory-safe (nodes are never
+    /// unmapped), but while another thread reclaims nodes it may read one that was reused and
+    /// so return another key's value. Not part of the API.
     #[doc(hidden)]
     #[inline]
-    pub fn get_without_section(&self, key: usize) -> Option<usize> {
+    pub fn get_unvalidated(&self, key: usize) -> Option<usize> {
         if key >= Self::CAPACITY {
             return None;
         }
-        let mut node = 0;
-        for level in 0..LEVELS {
-            let word = self.node(node).slots[Self::slot_index(key, level)].load(Ordering::Acquire);
-            if word == 0 {
-                return None;
-            }
-            node = word - 1;
-        }
-        Some(node)
+        self.walk(key)
     }
 
     /// Whether `key` holds a value.
@@ -774,12 +772,22 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         if batch == 0 {
             return 0;
         }
-        // AcqRel RMW (reads the latest count): Release so a section that starts after it sees
-        // the unlinks; Acquire so every section that ended before it happens-before the frees.
-        let quiet = self
-            .readers
-            .iter()
-            .all(|counter| counter.fetch_add(0, Ordering::AcqRel) == 0);
+        // Each counter must be read as 0 by one RMW after the batch was taken; not all at the
+        // same moment (the proof in DESIGN.md §10.4 goes counter by counter), so a busy counter
+        // is polled a few times: sections are short, and under constant updates from other
+        // CPUs all counters are rarely 0 at once. AcqRel RMW (reads the latest count): Release
+        // so a section that starts after it sees the unlinks; Acquire so every section that
+        // ended before it happens-before the frees.
+        let quiet = self.readers.iter().all(|counter| {
+            let backoff = Backoff::new();
+            for _ in 0..GRACE_POLLS {
+                if counter.fetch_add(0, Ordering::AcqRel) == 0 {
+                    return true;
+                }
+                backoff.spin();
+            }
+            false
+        });
         if !quiet {
             self.put_back(batch);
             return 0;
