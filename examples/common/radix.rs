@@ -32,7 +32,9 @@ pub(crate) fn section(options: &crate::Options) {
         "ours (*): smpalloc::radix::NexaPidTable (lock-free AtomicBitmap next-fit + lock-free"
     );
     println!("  3-level 64-way radix tree over a static 4,289-node pool); 'bare get' is the same");
-    println!("  walk without its reuse-epoch check (what the reclamation protection costs); 'eager'");
+    println!(
+        "  walk without its reuse-epoch check (what the reclamation protection costs); 'eager'"
+    );
     println!("  reclaims a leaf as soon as it empties (PidTable's default reclaims on demand).");
     println!("peers: std RwLock<(bitmap, BTreeMap)>, smpalloc::SpinLock<(bitmap, BTreeMap)>,");
     println!("  SpinLock<(bitmap, hashbrown::HashMap)>, and SpinLock<seed array scan> (NexaOS's");
