@@ -6,8 +6,11 @@
 //! "empty"; the value `usize::MAX` ([`RadixError::ReservedValue`]) cannot be stored.
 //!
 //! # Protocol (DESIGN.md §10 proves it; loom models in `loom-tests/radix.rs`)
-//! - **Lookup** is wait-free: one `Acquire` load per level, no lock, no retry, inside a *read
-//!   section* (a per-CPU reader count incremented on entry and decremented on exit).
+//! - **Lookup** is wait-free: one `Acquire` load per level, no lock, no RMW, validated by the
+//!   tree's *reuse epoch* (which every reclamation bumps before freeing nodes); if a
+//!   reclamation ran meanwhile, one more walk inside a read section. At most two walks.
+//! - **Updates** run inside a *read section* (a per-CPU reader count incremented on entry and
+//!   decremented on exit), which no reclamation overtakes.
 //! - **Counts**: each node counts its occupied slots plus in-flight insert *reservations*. An
 //!   insert reserves (count + 1, refused once the node is [`DEAD`]) before it fills a slot. A
 //!   node is *frozen* by CAS 0 -> `DEAD` (by whoever drops its count to 0 under
@@ -276,7 +279,8 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
     /// The value stored under `key`; `None` if there is none or `key` is out of range.
     ///
     /// # Time Complexity
-    /// Wait-free: `LEVELS` loads (plus the read section's two RMWs on a per-CPU counter).
+    /// Wait-free: `LEVELS` loads and two loads of the reuse epoch; after a concurrent
+    /// reclamation, `LEVELS` more loads inside a read section (two RMWs on a per-CPU counter).
     #[inline]
     pub fn get(&self, key: usize) -> Option<usize> {
         if key >= Self::CAPACITY {
@@ -285,34 +289,39 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         // Optimistic walk, validated by the reuse epoch (DESIGN.md §10.2): Acquire so the walk
         // is not hoisted above this load.
         let epoch = self.reuse.load(Ordering::Acquire);
-        let found = self.walk(key);
+        let walked = self.walk(key);
         // Acquire fence: if any load of the walk read a write made to a node after its reuse,
         // the reclaimer's epoch increment happens-before the re-read below (the allocator
         // issues a Release fence after taking a node off the free stack).
         fence(Ordering::Acquire);
         if self.reuse.load(Ordering::Relaxed) == epoch {
-            return found;
+            if let Some(found) = walked {
+                return found;
+            }
         }
-        // A reclamation freed nodes during the walk: walk again inside a read section, which
+        // A reclamation freed nodes during the walk (or the walk met a word that is no node
+        // index, which only a reused node can show): walk again inside a read section, which
         // no reclamation can overtake. At most two walks: still wait-free.
         let _section = self.enter();
-        self.walk(key)
+        self.walk(key).flatten()
     }
 
-    /// One `Acquire` load per level.
+    /// One `Acquire` load per level: `Some(value or None)`, or `None` if a word on the way is
+    /// not a node index (a node reused under an unprotected walk; never inside a section).
     #[inline]
-    fn walk(&self, key: usize) -> Option<usize> {
+    fn walk(&self, key: usize) -> Option<Option<usize>> {
+        let nodes = self.storage.nodes();
         let mut node = 0;
         for level in 0..LEVELS {
             // Acquire: pairs with the Release CAS that published the child (its slots and
             // count were initialised before) or the value.
-            let word = self.node(node).slots[Self::slot_index(key, level)].load(Ordering::Acquire);
+            let word = nodes.get(node)?.slots[Self::slot_index(key, level)].load(Ordering::Acquire);
             if word == 0 {
-                return None;
+                return Some(None);
             }
             node = word - 1;
         }
-        Some(node)
+        Some(Some(node))
     }
 
     /// [`get`](Self::get) without its reuse validation (and fallback), for measuring what
@@ -325,7 +334,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         if key >= Self::CAPACITY {
             return None;
         }
-        self.walk(key)
+        self.walk(key).flatten()
     }
 
     /// Whether `key` holds a value.
