@@ -202,8 +202,9 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
     loom_const_fn! {
         /// [`with_reserved`](Self::with_reserved) with the tree's reclamation policy chosen:
         /// the other constructors use [`Reclaim::OnDemand`] (empty leaves stay for the next
-        /// PIDs until the pool runs out or [`reclaim`](Self::reclaim) is called), which makes
-        /// a process lifecycle about 2x cheaper than [`Reclaim::Eager`] (DESIGN.md §10).
+        /// PIDs until the pool runs out or [`reclaim`](Self::reclaim) is called), which made
+        /// a process lifecycle 3-5x cheaper than [`Reclaim::Eager`] in the showcase (DESIGN.md
+        /// §10.4).
         ///
         /// # Panics
         /// If `reserved` is 0 or above `MAX_PID` (at compile time for a `static`).
