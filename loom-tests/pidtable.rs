@@ -1,2 +1,109 @@
-//! Loom models for the pidtable protocols (in progress).
+//! Loom models of `PidTable`'s bitmap-vs-mapping protocol (DESIGN.md §10, `table.rs`). Empty
+//! unless built with `--cfg loom`: one bitmap word (PIDs 1..=63) over a 6-level 2-way tree.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target-loom cargo test --release --test loom_pidtable`
 #![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use smpalloc::percpu::set_model_cpu;
+use smpalloc::radix::{NodePool, PidError, PidTable};
+
+/// 63 PIDs; room for the root plus two competing 5-node chains.
+type Table = PidTable<1, 6, NodePool<11>, 0>;
+
+/// A table with PID 5 allocated and its neighbour PID 4 (same leaf) mapped, so the racing
+/// operations walk an existing path (node creation and reclamation have their own models in
+/// `loom_radix`; here they would only multiply the interleavings).
+fn table_with_pid_5() -> Arc<Table> {
+    let table = Arc::new(Table::new(NodePool::new()));
+    table.allocate_specific_pid(4).unwrap();
+    table.register_pid_mapping(4, 40).unwrap();
+    table.allocate_specific_pid(5).unwrap();
+    table
+}
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
+/// `free_pid` racing `register_pid_mapping` on the same PID: either the register came first
+/// (it succeeds and the free returns its value) or it fails with `NotAllocated`; either way no
+/// mapping outlives the PID and no node leaks.
+#[test]
+fn free_pid_races_register() {
+    model(|| {
+        let table = table_with_pid_5();
+        let other = table.clone();
+        set_model_cpu(0);
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            other.register_pid_mapping(5, 50)
+        });
+        let freed = table.free_pid(5);
+        let registered = t.join().unwrap();
+        assert!(registered == Ok(()) || registered == Err(PidError::NotAllocated));
+        assert_eq!(freed.is_ok_and(|v| v == Some(50)), registered.is_ok());
+        assert!(freed.is_ok());
+        assert!(!table.is_pid_allocated(5));
+        assert_eq!(table.lookup_pid(5), None, "a mapping outlived its PID");
+        table.tree().reclaim();
+        table.check().unwrap();
+        assert_eq!(table.get_pid_stats().nodes_in_use, 6, "nodes leaked");
+    });
+}
+
+/// Two frees of the same mapped PID: exactly one succeeds and returns the mapping.
+#[test]
+fn double_free_races() {
+    model(|| {
+        let table = table_with_pid_5();
+        table.register_pid_mapping(5, 50).unwrap();
+        let other = table.clone();
+        set_model_cpu(0);
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            other.free_pid(5)
+        });
+        let mine = table.free_pid(5);
+        let theirs = t.join().unwrap();
+        let mut results = [mine, theirs];
+        results.sort_by_key(|r| r.is_err());
+        assert_eq!(results, [Ok(Some(50)), Err(PidError::NotAllocated)]);
+        assert_eq!(table.lookup_pid(5), None);
+        table.tree().reclaim();
+        table.check().unwrap();
+        assert_eq!(table.get_pid_stats().nodes_in_use, 6, "nodes leaked");
+    });
+}
+
+/// The old owner's free racing a new owner that takes the same PID number as soon as its bit
+/// clears (`allocate_specific_pid`) and registers it: the free never removes the new owner's
+/// mapping (it tombstones before clearing the bit), and the new register waits out the
+/// tombstone instead of failing.
+#[test]
+fn free_races_reallocation() {
+    model(|| {
+        let table = table_with_pid_5();
+        table.register_pid_mapping(5, 50).unwrap();
+        let other = table.clone();
+        set_model_cpu(0);
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            while other.allocate_specific_pid(5).is_err() {
+                thread::yield_now();
+            }
+            other.register_pid_mapping(5, 60)
+        });
+        assert_eq!(table.free_pid(5), Ok(Some(50)));
+        assert_eq!(t.join().unwrap(), Ok(()));
+        assert!(table.is_pid_allocated(5));
+        assert_eq!(table.lookup_pid(5), Some(60));
+        table.tree().reclaim();
+        table.check().unwrap();
+    });
+}

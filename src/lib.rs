@@ -56,6 +56,8 @@ pub use id::{Pid, PidAllocator, Policy};
 // Issue 4: the lock-free PID radix tree and `PidTable`.
 #[cfg(feature = "radix")]
 pub mod radix;
+#[cfg(feature = "radix")]
+pub use radix::{NodePool, PidTable, RadixTree};
 
 // Issue 5: the page layer (bitmap and buddy page allocators, per-CPU page caches).
 #[cfg(feature = "page")]

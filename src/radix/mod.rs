@@ -1,1 +1,27 @@
-//! The lock-free PID radix tree and `PidTable` (issue 4, in progress).
+//! The lock-free PID radix tree and [`PidTable`] (the NexaOS PID system, made concurrent).
+//!
+//! - [`RadixTree`]: 64-way lock-free radix tree from keys to machine words; wait-free lookups,
+//!   lock-free insert/remove/replace/compare-exchange, empty nodes reclaimed after a grace
+//!   period (`tree.rs` and DESIGN.md §10 give the protocol).
+//! - Node storage: [`NodePool`] (a fixed array, no heap, `const`) or [`HeapNodePool`] (one heap
+//!   array sized at run time, feature `alloc`).
+//! - [`PidTable`]: strict next-fit PID allocation on an [`AtomicBitmap`](crate::bitmap::AtomicBitmap)
+//!   plus the PID -> value map, with the bitmap/mapping races decided (`table.rs`).
+//! - [`compat`]: the NexaOS free functions over one static table.
+
+mod pool;
+mod table;
+mod tree;
+
+#[cfg(not(loom))]
+pub mod compat;
+
+#[cfg(feature = "alloc")]
+pub use pool::HeapNodePool;
+pub use pool::{FANOUT, Node, NodePool, NodeStorage, RADIX_BITS, full_tree_nodes};
+#[cfg(not(loom))]
+pub use table::NexaPidTable;
+pub use table::{MAX_PID_VALUE, NEXA_POOL_NODES, PidError, PidInvariantError, PidStats, PidTable};
+pub use tree::{
+    Census, MAX_LEVELS, RadixError, RadixInvariantError, RadixStats, RadixTree, Reclaim,
+};
