@@ -5,9 +5,10 @@
 //! | family | types | feature | status |
 //! |---|---|---|---|
 //! | IDs | [`AtomicBitmap`](bitmap::AtomicBitmap), [`PidAllocator`], [`Pid`] | `id` | built |
-//! | PID table | `RadixTree`, `PidTable` | `radix` | planned |
-//! | pages | `BitmapPageAllocator`, `BuddyPageAllocator` | `page` | planned |
-//! | bytes | `Tlsf`, `TlsfByteAllocator`, `SlabByteAllocator`, `BuddyByteAllocator` | `tlsf`, `slab`, `buddy` | planned |
+//! | PID table | [`RadixTree`](radix::RadixTree), [`PidTable`](radix::PidTable), NexaOS [`compat`](radix::compat) | `radix` | built |
+//! | pages | [`BitmapPageAllocator`](page::BitmapPageAllocator), [`BuddyPageAllocator`](page::BuddyPageAllocator) with per-CPU page caches | `page` | built |
+//! | bytes | `Tlsf` (rlsf API), `TlsfByteAllocator`, `TlsfHeap` (per-CPU arenas, `GlobalAlloc`) | `tlsf` | built |
+//! | bytes | `SlabByteAllocator`, `BuddyByteAllocator` | `slab`, `buddy` | planned |
 //! | SMP heap | per-CPU magazines over the page layer, TLSF for the rest | `heap` | planned |
 //!
 //! The foundation every family uses: [`SpinLock`] (the one lock), [`percpu`] (the CPU-id
