@@ -5,8 +5,8 @@
 //! | family | types | feature | status |
 //! |---|---|---|---|
 //! | IDs | [`AtomicBitmap`](bitmap::AtomicBitmap), [`PidAllocator`], [`Pid`] | `id` | built |
-//! | PID table | [`RadixTree`](radix::RadixTree), [`PidTable`](radix::PidTable), NexaOS [`compat`](radix::compat) | `radix` | built |
-//! | pages | [`BitmapPageAllocator`](page::BitmapPageAllocator), [`BuddyPageAllocator`](page::BuddyPageAllocator) with per-CPU page caches | `page` | built |
+//! | PID table | [`RadixTree`], [`PidTable`], NexaOS [`compat`](radix::compat) | `radix` | built |
+//! | pages | [`BitmapPageAllocator`], [`BuddyPageAllocator`] with per-CPU page caches | `page` | built |
 //! | bytes | `Tlsf` (rlsf API), `TlsfByteAllocator`, `TlsfHeap` (per-CPU arenas, `GlobalAlloc`) | `tlsf` | built |
 //! | bytes | `SlabByteAllocator`, `BuddyByteAllocator` | `slab`, `buddy` | planned |
 //! | SMP heap | per-CPU magazines over the page layer, TLSF for the rest | `heap` | planned |
