@@ -23,13 +23,22 @@ use core::alloc::Layout;
 use core::fmt;
 use core::ptr::{self, NonNull};
 
+#[cfg(not(loom))]
+use super::DefaultTlsf;
+use super::dangling;
 use super::tlsf::{CheckError, GRANULARITY, Tlsf};
-use super::{DefaultTlsf, dangling};
 use crate::lock::SpinLock;
 use crate::percpu::{self, PerCpu};
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use crate::sync::{Backoff, loom_const_fn};
 use crate::traits::{AllocError, AllocResult};
+
+/// The `Tlsf` of one arena. Under loom a small configuration (a 256-byte header instead of
+/// 7 KB), so a heap fits on a model thread's stack; models use pools of a few blocks.
+#[cfg(not(loom))]
+type ArenaTlsf = DefaultTlsf;
+#[cfg(loom)]
+type ArenaTlsf = Tlsf<'static, u8, u8, 8, 4>;
 
 /// Regions (pools) one heap can hold.
 pub(crate) const MAX_REGIONS: usize = 16;
@@ -126,7 +135,7 @@ impl Regions {
 /// unsafe { heap.deallocate(p, layout) };
 /// ```
 pub struct TlsfHeap<const ARENAS: usize = 4> {
-    arenas: PerCpu<SpinLock<DefaultTlsf>, ARENAS>,
+    arenas: PerCpu<SpinLock<ArenaTlsf>, ARENAS>,
     regions: Regions,
     /// Serializes adding regions (and the lazy start).
     grow: SpinLock<()>,
@@ -150,12 +159,12 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
     );
 
     #[cfg(not(loom))]
-    const fn new_arenas() -> PerCpu<SpinLock<DefaultTlsf>, ARENAS> {
+    const fn new_arenas() -> PerCpu<SpinLock<ArenaTlsf>, ARENAS> {
         PerCpu::new([const { SpinLock::new(Tlsf::new()) }; ARENAS])
     }
 
     #[cfg(loom)]
-    fn new_arenas() -> PerCpu<SpinLock<DefaultTlsf>, ARENAS> {
+    fn new_arenas() -> PerCpu<SpinLock<ArenaTlsf>, ARENAS> {
         PerCpu::from_fn(|_| SpinLock::new(Tlsf::new()))
     }
 
@@ -422,8 +431,11 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
 
     /// Checks every arena ([`Tlsf::check`], [`Tlsf::check_pool`] over its regions) and that
     /// each arena's free blocks all lie in its own regions (no block was freed into the wrong
-    /// arena). Returns the bytes in allocated blocks. Locks each arena in turn.
+    /// arena). Returns the bytes in allocated blocks. Holds the `grow` lock and locks each
+    /// arena in turn.
     pub fn check(&self) -> Result<usize, CheckError> {
+        // No region may be half added (published, not yet inserted) while we walk.
+        let _grow = self.grow.lock();
         let mut used = 0;
         for (i, arena) in self.arenas.iter().enumerate() {
             let arena = arena.lock();
