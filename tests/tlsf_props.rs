@@ -332,10 +332,11 @@ macro_rules! suite {
             /// Alignments up to 4096 are honoured and the gap in front is reusable.
             #[test]
             fn alignments_up_to_4096() {
-                let buffer = Buffer::new(BUF);
+                const LEN: usize = 32 * 1024;
+                let buffer = Buffer::new(LEN);
                 let mut tlsf = T::new();
                 // SAFETY: the whole buffer, once.
-                unsafe { tlsf.insert_free_block_ptr(buffer.slice(3, BUF - 3)).unwrap() };
+                unsafe { tlsf.insert_free_block_ptr(buffer.slice(3, LEN - 3)).unwrap() };
                 let mut live = Vec::new();
                 for shift in 0..=12 {
                     let layout = Layout::from_size_align(24, 1 << shift).unwrap();
@@ -357,7 +358,7 @@ macro_rules! suite {
                     tlsf.check().unwrap();
                 }
                 // SAFETY: the pool inserted above.
-                let stats = unsafe { tlsf.check_pool(buffer.slice(3, BUF - 3)) }.unwrap();
+                let stats = unsafe { tlsf.check_pool(buffer.slice(3, LEN - 3)) }.unwrap();
                 assert_eq!(stats.used_blocks, 0);
             }
 
