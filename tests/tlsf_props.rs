@@ -507,6 +507,11 @@ suite!(usize_u128_16_128, usize, u128, 16, 128);
 
 /// The seed's rlsf example, with only the crate name changed.
 #[test]
+#[allow(
+    clippy::std_instead_of_core,
+    clippy::undocumented_unsafe_blocks,
+    reason = "rlsf's README example, verbatim"
+)]
 fn rlsf_readme_example() {
     use smpalloc::Tlsf;
     use std::{alloc::Layout, mem::MaybeUninit};

@@ -15,7 +15,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::cell::RefCell;
 use core::ptr::NonNull;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use core::time::Duration;
+use std::time::Instant;
 
 use smpalloc::{SpinLock, TlsfHeap};
 
