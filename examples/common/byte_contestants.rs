@@ -14,8 +14,8 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::RefCell;
 use core::ptr::NonNull;
-use std::sync::OnceLock;
 use core::time::Duration;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use smpalloc::{SpinLock, TlsfHeap};
@@ -422,7 +422,7 @@ pub(crate) const WARMUP: usize = 4 * SLOTS;
 /// Times `ops` churn steps on a fresh `B` over the 64 MiB pool (after the warm-up).
 pub(crate) fn time_churn<B: Bytes>(ops: usize) -> Duration {
     static STEPS: OnceLock<Vec<Step>> = OnceLock::new();
-    let all = STEPS.get_or_init(|| steps(0, WARMUP + 2_000_000));
+    let all = STEPS.get_or_init(|| steps(0, WARMUP + 3_000_000));
     let ops = ops.min(all.len() - WARMUP);
     // SAFETY: the pool is used by this allocator only, until it is dropped below.
     let mut b = unsafe { B::over(pool(POOL)) };

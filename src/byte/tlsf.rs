@@ -341,6 +341,30 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         (need <= Self::MAX_BLOCK_SIZE).then_some(need)
     }
 
+    /// The head of list `(f, s)`, without bounds checks (every index the allocator computes
+    /// is in range by construction: sizes are at most `MAX_BLOCK_SIZE`, and bitmap bits at or
+    /// above `FLLEN`/`SLLEN` are never set).
+    ///
+    /// # Safety
+    /// `f < FLLEN` and `s < SLLEN`.
+    #[inline(always)]
+    unsafe fn head(&mut self, f: usize, s: usize) -> &mut *mut FreeHdr {
+        debug_assert!(f < FLLEN && s < SLLEN);
+        // SAFETY: in bounds (caller).
+        unsafe { self.heads.get_unchecked_mut(f).get_unchecked_mut(s) }
+    }
+
+    /// Second-level word `f`, without bounds checks.
+    ///
+    /// # Safety
+    /// `f < FLLEN`.
+    #[inline(always)]
+    unsafe fn sl(&mut self, f: usize) -> &mut SL {
+        debug_assert!(f < FLLEN);
+        // SAFETY: in bounds (caller).
+        unsafe { self.sl_bitmap.get_unchecked_mut(f) }
+    }
+
     /// Pushes free block `b` of `size` bytes onto its list.
     ///
     /// # Safety
@@ -350,30 +374,20 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     unsafe fn link(&mut self, b: *mut BlockHdr, size: usize) {
         let (f, s) = Self::map_floor(size);
         let b = b.cast::<FreeHdr>();
-        let head = self.heads[f][s];
-        // SAFETY: `b` is at least `MIN_BLOCK` bytes of our pool (caller), so its link fields
-        // exist; `head`, if non-null, is a free block on this list (invariant 3).
+        // SAFETY: `size <= MAX_BLOCK_SIZE` (caller), so `(f, s)` is in range; `b` is at least
+        // `MIN_BLOCK` bytes of our pool (caller), so its link fields exist; `head`, if
+        // non-null, is a free block on this list (invariant 3).
         unsafe {
-            if !head.is_null() && (*head).common.size > size {
-                // Keep a larger head in front (rlsf #15: the fallback in `allocate` looks at
-                // the head only). The block goes second.
-                let second = (*head).next_free;
-                (*b).next_free = second;
-                (*b).prev_free = head;
-                if !second.is_null() {
-                    (*second).prev_free = b;
-                }
-                (*head).next_free = b;
-                return;
-            }
+            let head = *self.head(f, s);
             (*b).next_free = head;
             (*b).prev_free = ptr::null_mut();
             if !head.is_null() {
                 (*head).prev_free = b;
             }
+            *self.head(f, s) = b;
+            let word = self.sl(f);
+            *word = word.set(s);
         }
-        self.heads[f][s] = b;
-        self.sl_bitmap[f] = self.sl_bitmap[f].set(s);
         self.fl_bitmap = self.fl_bitmap.set(f);
     }
 
@@ -395,10 +409,11 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 (*prev).next_free = next;
             } else {
                 let (f, s) = Self::map_floor(size);
-                self.heads[f][s] = next;
+                *self.head(f, s) = next;
                 if next.is_null() {
-                    self.sl_bitmap[f] = self.sl_bitmap[f].clear(s);
-                    if self.sl_bitmap[f] == SL::ZERO {
+                    let word = self.sl(f);
+                    *word = word.clear(s);
+                    if *word == SL::ZERO {
                         self.fl_bitmap = self.fl_bitmap.clear(f);
                     }
                 }
@@ -449,8 +464,8 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     unsafe fn carve(&mut self, start: *mut u8, body: usize, prev: *mut BlockHdr) {
         // SAFETY: all writes stay inside `[start, start + body + HDR)` (caller).
         unsafe {
-            // First write every header as used (so `release` sees no free successor yet), then
-            // release them front to back.
+            // First write every header as used (so `release` sees no free neighbour among
+            // the pieces), then release them.
             let mut offset = 0;
             let mut prev_block = prev;
             while offset < body {
@@ -477,12 +492,16 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 size: HDR | USED | SENTINEL,
                 prev_phys: prev_block,
             });
-            let mut offset = 0;
-            while offset < body {
-                let b = start.add(offset).cast::<BlockHdr>();
+            // Release back to front: pieces never merge with each other (any two sum past
+            // the maximum), only the first with `prev`; and the first, largest piece is
+            // pushed last, so it heads its list (the rlsf #15 fallback in `allocate` can
+            // then hand it out whole).
+            let mut b = prev_block;
+            while b != prev {
+                let earlier = (*b).prev_phys;
                 let size = (*b).size & !FLAGS;
                 self.release(b, size);
-                offset += size;
+                b = earlier;
             }
         }
     }
@@ -603,7 +622,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         unsafe {
             let (b, gap) = match found {
                 Some((f, s)) => {
-                    let b = self.heads[f][s].cast::<BlockHdr>();
+                    let b = (*self.head(f, s)).cast::<BlockHdr>();
                     (b, Self::gap_for(b, align))
                 }
                 None => {
@@ -614,7 +633,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                         search
                     };
                     let (f, s) = Self::map_floor(clamped);
-                    let b = self.heads[f][s].cast::<BlockHdr>();
+                    let b = (*self.head(f, s)).cast::<BlockHdr>();
                     if b.is_null() {
                         return None;
                     }
@@ -631,15 +650,18 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
 
     /// The first non-empty list at or above `(f, s)`.
     #[inline(always)]
-    fn find_list(&self, f: usize, s: usize) -> Option<(usize, usize)> {
+    fn find_list(&mut self, f: usize, s: usize) -> Option<(usize, usize)> {
         if f >= FLLEN {
             return None;
         }
-        if let Some(s) = self.sl_bitmap[f].lowest_from(s) {
-            return Some((f, s));
+        // SAFETY: `f < FLLEN` (checked); a set first-level bit is below `FLLEN`.
+        unsafe {
+            if let Some(s) = self.sl(f).lowest_from(s) {
+                return Some((f, s));
+            }
+            let f = self.fl_bitmap.lowest_from(f + 1)?;
+            Some((f, self.sl(f).lowest_from(0)?))
         }
-        let f = self.fl_bitmap.lowest_from(f + 1)?;
-        Some((f, self.sl_bitmap[f].lowest_from(0)?))
     }
 
     /// Bytes to skip at the front of block `b` so its payload is `align`-aligned: 0, or at
@@ -694,8 +716,11 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 self.release(tail, rest - need);
             } else {
                 (*block).size = rest | USED;
-                // The successor's `prev_phys` may have pointed at `b` (when gap != 0).
-                (*block.byte_add(rest)).prev_phys = block;
+                if gap != 0 {
+                    // The successor's `prev_phys` pointed at `b`. (With no gap it already
+                    // points at `block`: not touching its line saves a cache miss.)
+                    (*block.byte_add(rest)).prev_phys = block;
+                }
             }
             NonNull::new_unchecked(block.cast::<u8>().add(HDR))
         }
