@@ -428,7 +428,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// `b` is a block of one of our pools, not on any list, whose `prev_phys` is valid and
     /// whose physical successor at `b + size` has a valid header; `size` is a multiple of the
     /// granule, and at least `MIN_BLOCK` unless the block merges into its predecessor.
-    #[inline(always)]
+    #[inline]
     unsafe fn release(&mut self, mut b: *mut BlockHdr, mut size: usize) {
         // SAFETY: headers of `b`, its successor and predecessor are valid (caller; pool tiling).
         unsafe {
@@ -688,7 +688,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// # Safety
     /// `b` is a listed free block with `size >= gap + need`, `gap` is 0 or at least
     /// `MIN_BLOCK` and a multiple of the granule.
-    #[inline(always)]
+    #[inline]
     unsafe fn take(&mut self, b: *mut BlockHdr, gap: usize, need: usize) -> NonNull<u8> {
         // SAFETY: all headers written lie inside `b` (size >= gap + need) or are its successor.
         unsafe {
