@@ -12,42 +12,9 @@ use std::sync::{Mutex, mpsc};
 use std::thread;
 
 use smpalloc::{AllocError, TlsfHeap};
-use tlsf_shadow::Rng;
+use tlsf_shadow::{Buffer, Rng};
 
 const ROUNDS: usize = if cfg!(miri) { 60 } else { 20_000 };
-
-/// A 4096-aligned heap buffer handed to a heap, freed on drop (after the heap).
-struct Buffer {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Buffer {
-    fn new(len: usize) -> Self {
-        let layout = Layout::from_size_align(len, 4096).unwrap();
-        // SAFETY: non-zero size.
-        let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) }).expect("test buffer");
-        Self { ptr, len }
-    }
-
-    fn slice(&self, offset: usize, len: usize) -> NonNull<[u8]> {
-        assert!(offset + len <= self.len);
-        // SAFETY: inside the buffer.
-        NonNull::slice_from_raw_parts(unsafe { self.ptr.add(offset) }, len)
-    }
-}
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe {
-            std::alloc::dealloc(
-                self.ptr.as_ptr(),
-                Layout::from_size_align(self.len, 4096).unwrap(),
-            )
-        };
-    }
-}
 
 /// Who owns which byte range: a block handed out twice overlaps an entry.
 #[derive(Default)]

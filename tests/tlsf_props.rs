@@ -14,44 +14,11 @@ use core::ptr::NonNull;
 use proptest::prelude::*;
 use smpalloc::byte::{BitmapWord, GRANULARITY, PoolStats};
 use smpalloc::{AllocError, Tlsf};
-use tlsf_shadow::Shadow;
+use tlsf_shadow::{Buffer, Shadow};
 
 const BUF: usize = if cfg!(miri) { 8 * 1024 } else { 96 * 1024 };
 const CASES: u32 = if cfg!(miri) { 2 } else { 200 };
 const OPS: usize = if cfg!(miri) { 24 } else { 250 };
-
-/// A 4096-aligned heap buffer, freed on drop; every pool pointer derives from `ptr`.
-struct Buffer {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Buffer {
-    fn new(len: usize) -> Self {
-        let layout = Layout::from_size_align(len, 4096).unwrap();
-        // SAFETY: non-zero size.
-        let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) }).expect("test buffer");
-        Self { ptr, len }
-    }
-
-    fn slice(&self, offset: usize, len: usize) -> NonNull<[u8]> {
-        assert!(offset + len <= self.len);
-        // SAFETY: inside the buffer.
-        NonNull::slice_from_raw_parts(unsafe { self.ptr.add(offset) }, len)
-    }
-}
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe {
-            std::alloc::dealloc(
-                self.ptr.as_ptr(),
-                Layout::from_size_align(self.len, 4096).unwrap(),
-            )
-        };
-    }
-}
 
 #[derive(Debug, Clone)]
 enum Op {

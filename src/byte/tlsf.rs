@@ -682,6 +682,33 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         gap
     }
 
+    /// Marks block `b` (of `size` bytes, on no list) used with `need` bytes, releasing the
+    /// rest as a free block when it is at least a minimum block. Returns whether it split; if
+    /// not, `b` keeps all `size` bytes and its successor's `prev_phys` is left as it was.
+    ///
+    /// # Safety
+    /// `b` is a block of one of our pools with a valid header and successor, `need <= size`,
+    /// both multiples of the granule.
+    #[inline(always)]
+    unsafe fn trim(&mut self, b: *mut BlockHdr, size: usize, need: usize) -> bool {
+        // SAFETY: the tail lies inside `b` (caller).
+        unsafe {
+            if size - need >= MIN_BLOCK {
+                let tail = b.byte_add(need);
+                tail.write(BlockHdr {
+                    size: (size - need) | USED,
+                    prev_phys: b,
+                });
+                (*b).size = need | USED;
+                self.release(tail, size - need);
+                true
+            } else {
+                (*b).size = size | USED;
+                false
+            }
+        }
+    }
+
     /// Takes listed free block `b`, cuts `gap` bytes off its front and everything past `need`
     /// off its back (both released), marks the middle used and returns its payload.
     ///
@@ -706,21 +733,10 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 (*b).size = gap | USED;
                 self.release(b, gap);
             }
-            if rest - need >= MIN_BLOCK {
-                let tail = block.byte_add(need);
-                tail.write(BlockHdr {
-                    size: (rest - need) | USED,
-                    prev_phys: block,
-                });
-                (*block).size = need | USED;
-                self.release(tail, rest - need);
-            } else {
-                (*block).size = rest | USED;
-                if gap != 0 {
-                    // The successor's `prev_phys` pointed at `b`. (With no gap it already
-                    // points at `block`: not touching its line saves a cache miss.)
-                    (*block.byte_add(rest)).prev_phys = block;
-                }
+            if !self.trim(block, rest, need) && gap != 0 {
+                // The successor's `prev_phys` pointed at `b`. (With no gap it already points
+                // at `block`: not touching its line saves a cache miss.)
+                (*block.byte_add(rest)).prev_phys = block;
             }
             NonNull::new_unchecked(block.cast::<u8>().add(HDR))
         }
@@ -833,15 +849,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
             );
             if ptr.as_ptr().addr() & (new_layout.align() - 1) == 0 {
                 if need <= size {
-                    if size - need >= MIN_BLOCK {
-                        let tail = b.byte_add(need);
-                        tail.write(BlockHdr {
-                            size: (size - need) | USED,
-                            prev_phys: b,
-                        });
-                        (*b).size = need | USED;
-                        self.release(tail, size - need);
-                    }
+                    self.trim(b, size, need);
                     return Some(ptr);
                 }
                 let next = b.byte_add(size);
@@ -849,16 +857,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 if next_size & USED == 0 && size + next_size >= need {
                     self.unlink(next, next_size);
                     let total = size + next_size;
-                    if total - need >= MIN_BLOCK {
-                        let tail = b.byte_add(need);
-                        tail.write(BlockHdr {
-                            size: (total - need) | USED,
-                            prev_phys: b,
-                        });
-                        (*b).size = need | USED;
-                        self.release(tail, total - need);
-                    } else {
-                        (*b).size = total | USED;
+                    if !self.trim(b, total, need) {
                         (*b.byte_add(total)).prev_phys = b;
                     }
                     return Some(ptr);

@@ -156,6 +156,40 @@ impl Shadow {
     }
 }
 
+/// A 4096-aligned heap buffer for pools, freed on drop; every pool pointer derives from `ptr`
+/// (one allocation, so Miri checks every header access against it).
+pub(crate) struct Buffer {
+    pub(crate) ptr: NonNull<u8>,
+    pub(crate) len: usize,
+}
+
+impl Buffer {
+    pub(crate) fn new(len: usize) -> Self {
+        let layout = Layout::from_size_align(len, 4096).unwrap();
+        // SAFETY: non-zero size.
+        let ptr = NonNull::new(unsafe { std::alloc::alloc(layout) }).expect("test buffer");
+        Self { ptr, len }
+    }
+
+    pub(crate) fn slice(&self, offset: usize, len: usize) -> NonNull<[u8]> {
+        assert!(offset + len <= self.len);
+        // SAFETY: inside the buffer.
+        NonNull::slice_from_raw_parts(unsafe { self.ptr.add(offset) }, len)
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout.
+        unsafe {
+            std::alloc::dealloc(
+                self.ptr.as_ptr(),
+                Layout::from_size_align(self.len, 4096).unwrap(),
+            )
+        };
+    }
+}
+
 /// A small seeded PRNG (xorshift64*), for the stress tests.
 pub(crate) struct Rng(u64);
 
