@@ -302,35 +302,33 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     }
 
     /// The list holding blocks of `size` bytes (`size <= MAX_BLOCK_SIZE`).
+    ///
+    /// Branch-free (two conditional moves): block sizes of a real workload straddle the end of
+    /// the linear level, and a mispredicted branch here, on every link and unlink, costs more
+    /// than the arithmetic. Level 0 behaves like level `LIN_LOG` without its leading bit: the
+    /// same step (`GRANULARITY`), starting at 0.
     #[inline(always)]
     fn map_floor(size: usize) -> (usize, usize) {
-        if size < (1 << Self::LIN_LOG) {
-            (0, size >> Self::G_SHIFT)
+        let l = log2(size | 1);
+        let f = l + 1;
+        let f = if f > Self::LIN_LOG {
+            f - Self::LIN_LOG
         } else {
-            let l = log2(size);
-            (
-                (l - Self::LIN_LOG + 1) as usize,
-                (size >> (l - Self::SL_SHIFT)) & (SLLEN - 1),
-            )
-        }
+            0
+        };
+        let top = if l > Self::LIN_LOG { l } else { Self::LIN_LOG };
+        (f as usize, (size >> (top - Self::SL_SHIFT)) & (SLLEN - 1))
     }
 
-    /// The first list whose every block is at least `size` bytes; the first level may be
-    /// `FLLEN` (no such list).
+    /// The first list whose every block is at least `size` bytes (`size` a multiple of the
+    /// granule, at most `MAX_BLOCK_SIZE`); the first level may be `FLLEN` (no such list).
     #[inline(always)]
     fn map_ceil(size: usize) -> (usize, usize) {
-        if size < (1 << Self::LIN_LOG) {
-            // Sizes are multiples of the granule, which is this level's step.
-            (0, size >> Self::G_SHIFT)
-        } else {
-            let step = (1usize << (log2(size) - Self::SL_SHIFT)) - 1;
-            let rounded = size + step;
-            let l = log2(rounded);
-            (
-                (l - Self::LIN_LOG + 1) as usize,
-                (rounded >> (l - Self::SL_SHIFT)) & (SLLEN - 1),
-            )
-        }
+        let l = log2(size | 1);
+        let top = if l > Self::LIN_LOG { l } else { Self::LIN_LOG };
+        // Round up to the next step of `size`'s level (a no-op on level 0, whose step is the
+        // granule), then map down.
+        Self::map_floor(size + (1usize << (top - Self::SL_SHIFT)) - 1)
     }
 
     /// The block size serving `size` payload bytes (`None` beyond `MAX_BLOCK_SIZE`).
