@@ -618,10 +618,10 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         };
         // SAFETY: list heads are free blocks of our pools (invariant 3).
         unsafe {
-            let (b, gap) = match found {
+            let (f, s, b, gap) = match found {
                 Some((f, s)) => {
                     let b = (*self.head(f, s)).cast::<BlockHdr>();
-                    (b, Self::gap_for(b, align))
+                    (f, s, b, Self::gap_for(b, align))
                 }
                 None => {
                     // rlsf #15: the request's own list may still hold a fitting head.
@@ -639,10 +639,10 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                     if (*b).size < gap + need {
                         return None;
                     }
-                    (b, gap)
+                    (f, s, b, gap)
                 }
             };
-            Some(self.take(b, gap, need))
+            Some(self.take(f, s, b, gap, need))
         }
     }
 
@@ -692,13 +692,20 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         // SAFETY: the tail lies inside `b` (caller).
         unsafe {
             if size - need >= MIN_BLOCK {
-                let tail = b.byte_add(need);
-                tail.write(BlockHdr {
-                    size: (size - need) | USED,
-                    prev_phys: b,
-                });
                 (*b).size = need | USED;
-                self.release(tail, size - need);
+                // The tail's predecessor is `b` (used): only its successor can merge.
+                let tail = b.byte_add(need);
+                let mut tail_size = size - need;
+                let next = b.byte_add(size);
+                let next_size = (*next).size;
+                if next_size & USED == 0 && tail_size + next_size <= Self::MAX_BLOCK_SIZE {
+                    self.unlink(next, next_size);
+                    tail_size += next_size;
+                }
+                (*tail).size = tail_size;
+                (*tail).prev_phys = b;
+                (*tail.byte_add(tail_size)).prev_phys = tail;
+                self.link(tail, tail_size);
                 true
             } else {
                 (*b).size = size | USED;
@@ -707,18 +714,37 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         }
     }
 
-    /// Takes listed free block `b`, cuts `gap` bytes off its front and everything past `need`
-    /// off its back (both released), marks the middle used and returns its payload.
+    /// Takes free block `b`, the head of list `(f, s)`, cuts `gap` bytes off its front and
+    /// everything past `need` off its back (both released), marks the middle used and returns
+    /// its payload.
     ///
     /// # Safety
-    /// `b` is a listed free block with `size >= gap + need`, `gap` is 0 or at least
+    /// `b` is the head of list `(f, s)` with `size >= gap + need`, `gap` is 0 or at least
     /// `MIN_BLOCK` and a multiple of the granule.
     #[inline]
-    unsafe fn take(&mut self, b: *mut BlockHdr, gap: usize, need: usize) -> NonNull<u8> {
+    unsafe fn take(
+        &mut self,
+        f: usize,
+        s: usize,
+        b: *mut BlockHdr,
+        gap: usize,
+        need: usize,
+    ) -> NonNull<u8> {
         // SAFETY: all headers written lie inside `b` (size >= gap + need) or are its successor.
         unsafe {
             let size = (*b).size;
-            self.unlink(b, size);
+            // Pop the head: its list is known, no class computation and no predecessor.
+            let next = (*b.cast::<FreeHdr>()).next_free;
+            *self.head(f, s) = next;
+            if next.is_null() {
+                let word = self.sl(f);
+                *word = word.clear(s);
+                if *word == SL::ZERO {
+                    self.fl_bitmap = self.fl_bitmap.clear(f);
+                }
+            } else {
+                (*next).prev_free = ptr::null_mut();
+            }
             let mut block = b;
             let mut rest = size;
             if gap != 0 {
