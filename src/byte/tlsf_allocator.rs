@@ -113,7 +113,14 @@ impl TlsfByteAllocator {
             return Ok(());
         }
         let addr = pos.as_ptr().addr();
-        let (start, end) = self.region_of(addr).ok_or(AllocError::NotAllocated)?;
+        let region = self.region_of(addr).ok_or(AllocError::NotAllocated)?;
+        self.free_in(pos, region)
+    }
+
+    /// Frees `pos`, which lies in `region`.
+    #[inline]
+    fn free_in(&mut self, pos: NonNull<u8>, (start, end): (usize, usize)) -> AllocResult {
+        let addr = pos.as_ptr().addr();
         if addr - start < HDR || addr % GRANULARITY != 0 {
             return Err(AllocError::NotAllocated);
         }
@@ -212,10 +219,15 @@ impl ByteAllocator for TlsfByteAllocator {
     /// # Time Complexity
     /// O(regions) to find the region (at most 16), O(1) to free.
     fn dealloc(&mut self, pos: NonNull<u8>, layout: Layout) {
-        let inside = self.region_of(pos.as_ptr().addr()).is_some();
-        let result = self.try_dealloc(pos, layout);
+        if layout.size() == 0 {
+            return;
+        }
+        let Some(region) = self.region_of(pos.as_ptr().addr()) else {
+            return;
+        };
+        let result = self.free_in(pos, region);
         debug_assert!(
-            result.is_ok() || !inside,
+            result.is_ok(),
             "TlsfByteAllocator::dealloc: double free or not an allocation"
         );
     }
