@@ -303,20 +303,15 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
 
     /// The list holding blocks of `size` bytes (`size <= MAX_BLOCK_SIZE`).
     ///
-    /// Branch-free (two conditional moves): block sizes of a real workload straddle the end of
-    /// the linear level, and a mispredicted branch here, on every link and unlink, costs more
-    /// than the arithmetic. Level 0 behaves like level `LIN_LOG` without its leading bit: the
+    /// Written without a linear-or-logarithmic branch (a `max` and a saturating subtraction):
+    /// block sizes of a real workload straddle the end of the linear level, and a mispredicted
+    /// branch here, on every link, costs more than the arithmetic. Level 0 behaves like level `LIN_LOG` without its leading bit: the
     /// same step (`GRANULARITY`), starting at 0.
     #[inline(always)]
     fn map_floor(size: usize) -> (usize, usize) {
         let l = log2(size | 1);
-        let f = l + 1;
-        let f = if f > Self::LIN_LOG {
-            f - Self::LIN_LOG
-        } else {
-            0
-        };
-        let top = if l > Self::LIN_LOG { l } else { Self::LIN_LOG };
+        let f = (l + 1).saturating_sub(Self::LIN_LOG);
+        let top = l.max(Self::LIN_LOG);
         (f as usize, (size >> (top - Self::SL_SHIFT)) & (SLLEN - 1))
     }
 
@@ -324,8 +319,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// granule, at most `MAX_BLOCK_SIZE`); the first level may be `FLLEN` (no such list).
     #[inline(always)]
     fn map_ceil(size: usize) -> (usize, usize) {
-        let l = log2(size | 1);
-        let top = if l > Self::LIN_LOG { l } else { Self::LIN_LOG };
+        let top = log2(size | 1).max(Self::LIN_LOG);
         // Round up to the next step of `size`'s level (a no-op on level 0, whose step is the
         // granule), then map down.
         Self::map_floor(size + (1usize << (top - Self::SL_SHIFT)) - 1)
