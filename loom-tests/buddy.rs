@@ -1,2 +1,150 @@
-//! Loom models for the buddy protocols (in progress).
+//! Loom models of `BuddyPageAllocator`'s protocols (DESIGN.md 11.2-11.3): splits racing
+//! merges through the per-CPU caches, cache refill and drain racing a remote free, double
+//! frees racing, two threads on one CPU slot (a migrated thread), and exact counters at the
+//! end. Empty unless built with `--cfg loom`.
+//!
+//! The allocator is shrunk to a window of 4 pages (`MAX_ORDER = 2`, one maximal block), two
+//! CPU slots, caches of high watermark 2 and batch 1 (`PCP_*` under loom), so every
+//! operation crosses split, merge, refill or drain boundaries.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_buddy`
 #![cfg(loom)]
+
+use loom::sync::Arc;
+use loom::thread;
+use smpalloc::AllocError;
+use smpalloc::page::BuddyPageAllocator;
+use smpalloc::percpu::set_model_cpu;
+
+const P: usize = 4096;
+const BASE: usize = 0x10_0000;
+type Pages = BuddyPageAllocator<P, 2, 2>;
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(3);
+    }
+    builder.check(f);
+}
+
+fn setup(high: usize, batch: usize) -> Arc<Pages> {
+    let pages = Pages::with_window(BASE, 4 * P).with_watermarks(high, batch);
+    pages.add_memory(BASE, 4 * P).unwrap();
+    Arc::new(pages)
+}
+
+/// The end state: invariants hold, `used` pages are allocated, and after draining the caches
+/// every free page is back in the zone merged into maximal blocks (the whole window free is
+/// one order-2 block).
+fn assert_exact(pages: &Pages, used: usize) {
+    pages.check().unwrap();
+    assert_eq!(pages.used_pages(), used);
+    assert_eq!(pages.available_pages(), 4 - used);
+    pages.drain_cpu_caches();
+    pages.check().unwrap();
+    assert_eq!(pages.cached_pages(), 0);
+    if used == 0 {
+        assert_eq!(pages.free_blocks()[2], 1, "free buddies left unmerged");
+    }
+}
+
+/// One thread frees a single page through its CPU cache (high watermark 1: the free drains
+/// to the zone and merges) while another splits a block for a 2-page allocation.
+#[test]
+fn split_races_merge_through_pcp() {
+    model(|| {
+        let pages = setup(1, 1);
+        set_model_cpu(0);
+        let single = pages.alloc_pages(1, P).unwrap();
+        let other = pages.clone();
+        let splitter = thread::spawn(move || {
+            set_model_cpu(1);
+            other.alloc_pages(2, 2 * P)
+        });
+        pages.try_dealloc_pages(single, 1).unwrap();
+        pages
+            .try_dealloc_pages(pages.alloc_pages(1, P).unwrap(), 1)
+            .unwrap();
+        let pair = splitter
+            .join()
+            .unwrap()
+            .expect("two aligned pages are always free");
+        assert_eq!(pair % (2 * P), 0);
+        assert_exact(&pages, 2);
+        pages.try_dealloc_pages(pair, 2).unwrap();
+        assert_exact(&pages, 0);
+    });
+}
+
+/// CPU 0 refills its cache and frees back into it while CPU 1 frees a page CPU 0 allocated
+/// (a remote free, into CPU 1's cache) and then drains every cache.
+#[test]
+fn refill_and_drain_race_remote_free() {
+    model(|| {
+        let pages = setup(2, 1);
+        set_model_cpu(0);
+        let remote = pages.alloc_pages(1, P).unwrap();
+        let other = pages.clone();
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            other.try_dealloc_pages(remote, 1).unwrap();
+            other.drain_cpu_caches();
+        });
+        let a = pages.alloc_pages(1, P).unwrap();
+        let b = pages.alloc_pages(1, P).unwrap();
+        assert_ne!(a, b);
+        pages.try_dealloc_pages(a, 1).unwrap();
+        t.join().unwrap();
+        assert_exact(&pages, 1);
+        pages.try_dealloc_pages(b, 1).unwrap();
+        assert_exact(&pages, 0);
+    });
+}
+
+/// Two threads free the same page at once (a double free): exactly one succeeds, the page is
+/// parked or freed once, and the counters stay exact.
+#[test]
+fn racing_double_free_frees_once() {
+    model(|| {
+        let pages = setup(2, 1);
+        set_model_cpu(0);
+        let page = pages.alloc_pages(1, P).unwrap();
+        let other = pages.clone();
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            other.try_dealloc_pages(page, 1)
+        });
+        let mine = pages.try_dealloc_pages(page, 1);
+        let theirs = t.join().unwrap();
+        assert!(
+            matches!(
+                (mine, theirs),
+                (Ok(()), Err(AllocError::NotAllocated)) | (Err(AllocError::NotAllocated), Ok(()))
+            ),
+            "{mine:?} {theirs:?}"
+        );
+        assert_exact(&pages, 0);
+    });
+}
+
+/// Two threads on one CPU slot (a thread that migrated after reading its CPU id): the one
+/// that finds the cache locked goes to the zone; no page is handed out twice.
+#[test]
+fn shared_slot_falls_back_to_zone() {
+    model(|| {
+        let pages = setup(2, 1);
+        let other = pages.clone();
+        let t = thread::spawn(move || {
+            set_model_cpu(0);
+            let page = other.alloc_pages(1, P).unwrap();
+            other.try_dealloc_pages(page, 1).unwrap();
+            other.alloc_pages(1, P).unwrap()
+        });
+        set_model_cpu(0);
+        let mine = pages.alloc_pages(1, P).unwrap();
+        let theirs = t.join().unwrap();
+        assert_ne!(mine, theirs, "one page handed out twice");
+        assert_exact(&pages, 2);
+    });
+}

@@ -642,32 +642,70 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     }
 
     /// Allocates `count` contiguous IDs starting at a multiple of `align` (a power of two), at
-    /// or above `floor`; returns the first ID. Used by `IdAllocator::alloc_id`.
-    ///
-    /// The range is claimed word by word with CAS; if another thread took a bit of it in the
-    /// meantime, the words already claimed are released again (rollback) and the search goes
-    /// on past the conflict, so no caller ever owns an ID twice and nothing leaks.
+    /// or above `floor`; returns the first ID (the lowest such range: first fit). Used by
+    /// `IdAllocator::alloc_id`. Same as [`alloc_contiguous_offset`](Self::alloc_contiguous_offset)
+    /// with offset 0.
     ///
     /// # Errors
     /// - [`BitmapError::InvalidArgument`] if `count == 0` or `align` is not a power of two;
     /// - `Ok(None)` if no such range was found.
     ///
     /// # Time Complexity
-    /// O(levels) for one ID with `align <= BITS`; otherwise first-fit over leaf words,
-    /// O(words scanned + count / BITS), skipping full words through the summary.
+    /// See [`alloc_contiguous_offset`](Self::alloc_contiguous_offset).
     pub fn alloc_contiguous(
         &self,
         count: usize,
         align: usize,
         floor: usize,
     ) -> Result<Option<usize>, BitmapError> {
+        self.alloc_contiguous_offset(count, align, 0, floor)
+    }
+
+    /// Allocates `count` contiguous IDs whose first ID `s` satisfies `s % align == offset %
+    /// align` (`align` a power of two), at or above `floor`; returns `s`, the lowest such range
+    /// (first fit). The offset lets a page allocator whose index 0 is not aligned ask for
+    /// aligned *addresses*.
+    ///
+    /// How a range is found, never bit by bit:
+    /// - `count <= BITS` and `align <= BITS`: per leaf word, the starts of all free runs of
+    ///   `count` bits are computed at once (`m &= m >> s` doubling, O(log count) word
+    ///   operations) and masked with the allowed start positions; a run that crosses into the
+    ///   next word is tried from the word's free top bits. Full words are skipped through the
+    ///   summaries. A run inside one word is claimed with one CAS.
+    /// - otherwise: candidate starts are visited in steps of `align`, each checked with one
+    ///   load per word of the range; a conflict moves the search past the highest taken ID.
+    ///
+    /// A range spanning words is claimed word by word with CAS; if another thread took a bit of
+    /// it in the meantime, the words already claimed are released again (rollback) and the
+    /// search goes on past the conflict, so no caller ever owns an ID twice and nothing leaks.
+    ///
+    /// # Errors
+    /// - [`BitmapError::InvalidArgument`] if `count == 0` or `align` is not a power of two;
+    /// - `Ok(None)` if no such range was found.
+    ///
+    /// # Time Complexity
+    /// O(levels) for one ID with `align <= BITS` and offset 0; for `count, align <= BITS`,
+    /// O(log count) per non-full leaf word scanned; otherwise O(count / BITS) per candidate.
+    pub fn alloc_contiguous_offset(
+        &self,
+        count: usize,
+        align: usize,
+        offset: usize,
+        floor: usize,
+    ) -> Result<Option<usize>, BitmapError> {
         if count == 0 || !align.is_power_of_two() {
             return Err(BitmapError::InvalidArgument);
         }
-        if count == 1 && align <= BITS {
+        let offset = offset & (align - 1);
+        if count == 1 && align <= BITS && offset == 0 {
             return Ok(self.alloc_from_slow(align_up(floor, align), align));
         }
-        let mut start = align_up(floor, align);
+        if count <= BITS && align <= BITS {
+            return Ok(self.alloc_small_run(count, align, offset, floor));
+        }
+        let Some(mut start) = align_up_offset(floor, align, offset) else {
+            return Ok(None);
+        };
         loop {
             let Some(end) = start.checked_add(count) else {
                 return Ok(None);
@@ -680,16 +718,111 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
                 let Some(next) = self.seek(start) else {
                     return Ok(None);
                 };
-                start = align_up(next, align);
+                let Some(next) = align_up_offset(next, align, offset) else {
+                    return Ok(None);
+                };
+                start = next;
                 continue;
             }
-            match self.find_conflict(start, end) {
-                Some(taken) => start = align_up(taken + 1, align),
+            let taken = match self.find_conflict(start, end) {
+                Some(taken) => taken,
                 None => match self.claim_range(start, end) {
                     Ok(()) => return Ok(Some(start)),
-                    Err(taken) => start = align_up(taken + 1, align),
+                    Err(taken) => taken,
                 },
+            };
+            let Some(next) = align_up_offset(taken + 1, align, offset) else {
+                return Ok(None);
+            };
+            start = next;
+        }
+    }
+
+    /// [`alloc_contiguous_offset`](Self::alloc_contiguous_offset) for `count, align <= BITS`:
+    /// word-parallel search for aligned free runs, first fit.
+    fn alloc_small_run(
+        &self,
+        count: usize,
+        align: usize,
+        offset: usize,
+        floor: usize,
+    ) -> Option<usize> {
+        // Bit positions where a run may start (`BITS % align == 0`, so the same in every word).
+        let starts = align_mask(align) << offset;
+        let run = FULL >> (BITS - count);
+        let mut from = floor;
+        loop {
+            // The first free ID at or after `from`, skipping full words.
+            let found = self.seek(from)?;
+            let index = found / BITS;
+            let lo = found % BITS;
+            let word = self.leaves[index].load(Ordering::Relaxed);
+            let free = !word & (FULL << lo);
+            let inside = run_starts(free, count) & starts;
+            if inside != 0 {
+                let bit = inside.trailing_zeros() as usize;
+                if self.claim_seen(index, run << bit, word) {
+                    return Some(index * BITS + bit);
+                }
+                // Lost a race in this word: look at it again.
+                from = found;
+                continue;
             }
+            // A run starting in this word's free top bits and ending in the next word. The
+            // lowest allowed start needs the fewest bits of the next word.
+            let top_free = (!free).leading_zeros() as usize;
+            if count > 1 && top_free > 0 && index + 1 < WORDS {
+                let first = BITS - top_free;
+                let bit = first + ((offset.wrapping_sub(first)) & (align - 1));
+                if bit < BITS && bit + count > BITS {
+                    let start = index * BITS + bit;
+                    let end = start + count;
+                    if self.find_conflict(start, end).is_none()
+                        && self.claim_range(start, end).is_ok()
+                    {
+                        return Some(start);
+                    }
+                }
+            }
+            from = (index + 1) * BITS;
+            if from >= Self::CAPACITY {
+                return None;
+            }
+        }
+    }
+
+    /// Claims exactly the IDs `start..start + count`, all or none.
+    ///
+    /// # Errors
+    /// - [`BitmapError::InvalidArgument`] if `count == 0`;
+    /// - [`BitmapError::OutOfRange`] if the range passes the capacity;
+    /// - [`BitmapError::AlreadyAllocated`] if any ID of it is taken: nothing changes (words
+    ///   claimed before the conflict was seen are rolled back).
+    ///
+    /// # Time Complexity
+    /// O(count / BITS) word operations.
+    pub fn alloc_range(&self, start: usize, count: usize) -> Result<(), BitmapError> {
+        if count == 0 {
+            return Err(BitmapError::InvalidArgument);
+        }
+        let end = start.checked_add(count).ok_or(BitmapError::OutOfRange)?;
+        if end > Self::CAPACITY {
+            return Err(BitmapError::OutOfRange);
+        }
+        self.claim_range(start, end)
+            .map_err(|_| BitmapError::AlreadyAllocated)
+    }
+
+    /// Marks every ID allocated (every word, summaries and padding included, becomes all
+    /// ones, which is consistent: every child is full). `&mut self` proves no other thread
+    /// uses the bitmap. A page allocator starts from this state and frees its regions; a
+    /// kernel handing in storage (even zeroed memory reinterpreted as a bitmap) calls it first.
+    ///
+    /// # Time Complexity
+    /// O(WORDS + SUMMARY) stores.
+    pub fn fill(&mut self) {
+        for word in self.leaves.iter().chain(self.summary.iter()) {
+            word.store(FULL, Ordering::Relaxed);
         }
     }
 
@@ -1004,6 +1137,29 @@ fn align_up(value: usize, align: usize) -> usize {
     value
         .checked_add(align - 1)
         .map_or(usize::MAX & !(align - 1), |v| v & !(align - 1))
+}
+
+/// The smallest `x >= value` with `x % align == offset` (`align` a power of two,
+/// `offset < align`), or `None` on overflow.
+#[inline]
+fn align_up_offset(value: usize, align: usize, offset: usize) -> Option<usize> {
+    value.checked_add(offset.wrapping_sub(value) & (align - 1))
+}
+
+/// Bit `p` of the result is set exactly when bits `p..p + count` of `free` are all set (runs
+/// never wrap past the top bit). `count` in `1..=BITS`; O(log count) shifts and ANDs.
+#[inline]
+fn run_starts(free: usize, count: usize) -> usize {
+    let mut starts = free;
+    let mut len = 1;
+    while len < count {
+        // `starts` covers runs of `len`; AND with itself shifted by `step <= len` covers
+        // `len + step` (the two windows overlap or touch).
+        let step = len.min(count - len);
+        starts &= starts >> step;
+        len += step;
+    }
+    starts
 }
 
 /// The bits of a word at positions that are multiples of `align` (a power of two `<= BITS`):

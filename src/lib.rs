@@ -61,6 +61,8 @@ pub mod radix;
 // Issue 5: the page layer (bitmap and buddy page allocators, per-CPU page caches).
 #[cfg(feature = "page")]
 pub mod page;
+#[cfg(feature = "page")]
+pub use page::{BitmapPageAllocator, BuddyPageAllocator};
 
 // Issue 6 (TLSF) and issue 7 (slab, buddy bytes): the byte allocators.
 #[cfg(any(feature = "tlsf", feature = "slab", feature = "buddy"))]

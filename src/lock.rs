@@ -140,9 +140,9 @@ impl<T> Deref for SpinLockGuard<'_, T> {
     type Target = T;
     #[inline]
     fn deref(&self) -> &T {
-        // SAFETY: the guard exists only while this thread holds the lock, so no other reference
-        // to the data exists.
-        unsafe { MutPtr::deref(&self.data) }
+        // SAFETY: the guard exists only while this thread holds the lock, so no other thread
+        // references the data; `&self` excludes this guard's `DerefMut`, so no `&mut` exists.
+        unsafe { crate::sync::deref_shared(&self.data) }
     }
 }
 

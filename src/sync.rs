@@ -115,6 +115,25 @@ pub(crate) use loom::cell::{MutPtr, UnsafeCell};
 #[cfg(not(loom))]
 pub(crate) use self::cell::{MutPtr, UnsafeCell};
 
+/// A shared reference through a tracked mutable pointer, without creating a `&mut` first (so
+/// two shared borrows of, say, one lock guard may coexist, as Stacked Borrows requires).
+///
+/// # Safety
+/// No mutable reference to the cell's contents may exist while the returned reference lives
+/// (for the crate's `SpinLock`, the guard is borrowed shared, so its `DerefMut` cannot run).
+#[inline]
+pub(crate) unsafe fn deref_shared<T>(ptr: &MutPtr<T>) -> &T {
+    #[cfg(loom)]
+    // SAFETY: the pointer comes from a live loom cell whose access `ptr` tracks; no `&mut`
+    // exists, by the caller's contract.
+    let shared = ptr.with(|raw| unsafe { &*raw });
+    #[cfg(not(loom))]
+    // SAFETY: the pointer comes from a live `UnsafeCell`; no `&mut` exists, by the caller's
+    // contract.
+    let shared = unsafe { &*ptr.0 };
+    shared
+}
+
 #[cfg(not(loom))]
 mod cell {
     /// `core::cell::UnsafeCell` with the access API of `loom::cell::UnsafeCell`, so code written
@@ -146,7 +165,7 @@ mod cell {
 
     /// Mirrors `loom::cell::MutPtr`.
     #[derive(Debug)]
-    pub(crate) struct MutPtr<T>(*mut T);
+    pub(crate) struct MutPtr<T>(pub(super) *mut T);
 
     impl<T> MutPtr<T> {
         /// # Safety

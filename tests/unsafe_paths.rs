@@ -50,6 +50,21 @@ fn spin_lock_guards_and_contention() {
     );
 }
 
+/// Two shared borrows of one guard alive at once: `Deref` must not create a `&mut` each time
+/// (Miri reported this as undefined behaviour under Stacked Borrows before `deref_shared`).
+#[test]
+fn spin_lock_guard_allows_overlapping_shared_borrows() {
+    let lock = SpinLock::new([1_usize, 2, 3]);
+    let mut guard = lock.lock();
+    let first: &[usize; 3] = &guard;
+    let second: &[usize; 3] = &guard;
+    assert_eq!(first[0] + second[2], 4);
+    assert_eq!(first, second);
+    guard[1] = 20;
+    let third: &[usize; 3] = &guard;
+    assert_eq!(third, &[1, 20, 3]);
+}
+
 #[test]
 fn per_cpu_const_construction_moves_each_value_once() {
     static DROPS: AtomicUsize = AtomicUsize::new(0);

@@ -1,0 +1,1080 @@
+//! [`BuddyPageAllocator`]: the binary buddy system (Knowlton 1965; Knuth, TAOCP vol. 1,
+//! 2.5) as Linux's page allocator implements it, with per-CPU page caches in front.
+//!
+//! # Layout
+//! The allocator describes a *window* of pages, `base..base + meta.len()`, with one
+//! [`PageMeta`] per page kept outside the managed memory (handed in by the caller, or
+//! allocated with the `alloc` feature). `base` is aligned to a maximal block
+//! (`2^MAX_ORDER` pages), so a block's alignment in the window is its address's alignment.
+//! Regions (any number up to [`MAX_REGIONS`](super::MAX_REGIONS), anywhere in the window) are
+//! cut into maximal aligned blocks when added.
+//!
+//! A free block of order `k` (`2^k` pages) is linked into free list `k` through its head
+//! page's `prev`/`next` (window indices, `u32`, `NIL` = none), so unlinking any block is O(1);
+//! its head's state says `FREE | k`. Merging on free asks only the buddy's head state:
+//! `buddy = index ^ (1 << k)` is free with order `k` exactly when its state is `FREE | k`, so a
+//! free is O(MAX_ORDER) and never scans a list (the original `buddy_system_allocator` scans
+//! the whole list for the buddy).
+//!
+//! # Page states and who may change them
+//! | state | meaning | leaves it |
+//! |---|---|---|
+//! | `NONE` | not a block head (interior page, or outside every region) | the zone lock holder |
+//! | `FREE \| k` | head of a free block in list `k` | the zone lock holder |
+//! | `ALLOC \| k` | head of a block the user owns | anyone, by CAS to `HELD` (a free) |
+//! | `HELD \| k` | owned by the allocator in transit, or parked in a CPU cache | its owner |
+//!
+//! A free first wins the CAS `ALLOC | k -> HELD | k` (a double free loses it and gets
+//! `NotAllocated`, nothing changed); from then on the page is the freeing thread's to park in
+//! its CPU cache or give to the zone. `FREE` is written and cleared only under the zone lock,
+//! so under that lock a `Relaxed` load of a buddy's state is exact (DESIGN.md 11.2). Page
+//! *contents* change hands through the zone lock or a cache lock (`Acquire`/`Release`), never
+//! through the state word, so every state access is `Relaxed`.
+//!
+//! # Locks
+//! The zone [`SpinLock`] guards the free lists, counters and region table. Each CPU cache has
+//! its own `SpinLock`, taken with `try_lock` only; the order is always cache, then zone.
+
+#[cfg(feature = "alloc")]
+use alloc::boxed::Box;
+use arrayvec::ArrayVec;
+use core::fmt;
+
+use super::pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY, PageCache};
+use super::{
+    MAX_REGIONS, PageInvariantError, align_in_pages, for_each_block, order_for, page_number,
+    region_pages,
+};
+use crate::percpu::PerCpu;
+use crate::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::loom_const_fn;
+use crate::traits::{AllocError, AllocResult, BaseAllocator, PageAllocator};
+use crate::{SpinLock, SpinLockGuard};
+
+/// No page (end of a free list).
+const NIL: u32 = u32::MAX;
+/// State tags (the low byte holds the order).
+const NONE: u32 = 0;
+const FREE: u32 = 1 << 8;
+const ALLOC: u32 = 2 << 8;
+const HELD: u32 = 3 << 8;
+const TAG: u32 = !0xff;
+/// Free lists the zone has room for (orders `0..ORDERS`); `MAX_ORDER < ORDERS`.
+const ORDERS: usize = 32;
+
+/// The metadata of one page: free-list links (used under the zone lock) and its state.
+///
+/// All fields are atomics accessed `Relaxed`, so the array can be shared by the zone (under
+/// its lock) and the lock-free free path (which only CASes the state) without `unsafe`; on
+/// x86-64 and AArch64 these are plain loads and stores. 12 bytes per page (0.3 % of 4 KiB).
+pub struct PageMeta {
+    prev: AtomicU32,
+    next: AtomicU32,
+    state: AtomicU32,
+}
+
+impl PageMeta {
+    loom_const_fn! {
+        /// Metadata of a page the allocator does not manage yet.
+        pub fn new() -> Self {
+            Self {
+                prev: AtomicU32::new(NIL),
+                next: AtomicU32::new(NIL),
+                state: AtomicU32::new(NONE),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn state(&self) -> u32 {
+        self.state.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn set_state(&self, state: u32) {
+        self.state.store(state, Ordering::Relaxed);
+    }
+}
+
+impl Default for PageMeta {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for PageMeta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PageMeta({:#x})", self.state())
+    }
+}
+
+/// Where the page metadata lives.
+enum Metadata {
+    /// None yet (`new()` before `init`).
+    Missing,
+    /// Caller-provided.
+    Static(&'static [PageMeta]),
+    /// Allocated by `init` or `with_window`.
+    #[cfg(feature = "alloc")]
+    Owned(Box<[PageMeta]>),
+}
+
+impl Metadata {
+    #[inline(always)]
+    fn pages(&self) -> &[PageMeta] {
+        match self {
+            Metadata::Missing => &[],
+            Metadata::Static(meta) => meta,
+            #[cfg(feature = "alloc")]
+            Metadata::Owned(meta) => meta,
+        }
+    }
+}
+
+/// The free lists and counters, guarded by the zone lock. Window indices throughout.
+struct Zone {
+    /// Head of free list `k` (`NIL` = empty).
+    heads: [u32; ORDERS],
+    /// Blocks in free list `k`.
+    blocks: [usize; ORDERS],
+    /// Pages in all free lists.
+    free_pages: usize,
+    /// Pages in all regions.
+    total_pages: usize,
+    /// The regions, `[start, end)` window indices.
+    regions: ArrayVec<(usize, usize), MAX_REGIONS>,
+}
+
+impl Zone {
+    const fn new() -> Self {
+        Self {
+            heads: [NIL; ORDERS],
+            blocks: [0; ORDERS],
+            free_pages: 0,
+            total_pages: 0,
+            regions: ArrayVec::new_const(),
+        }
+    }
+
+    /// Links block `index` of `order` at the head of its list and marks it free.
+    #[inline]
+    fn push(&mut self, meta: &[PageMeta], index: usize, order: usize) {
+        let page = &meta[index];
+        let head = self.heads[order];
+        page.prev.store(NIL, Ordering::Relaxed);
+        page.next.store(head, Ordering::Relaxed);
+        if head != NIL {
+            meta[head as usize]
+                .prev
+                .store(index as u32, Ordering::Relaxed);
+        }
+        self.heads[order] = index as u32;
+        page.set_state(FREE | order as u32);
+        self.blocks[order] += 1;
+        self.free_pages += 1 << order;
+    }
+
+    /// Unlinks free block `index` of `order` (O(1)); the caller sets its new state.
+    #[inline]
+    fn unlink(&mut self, meta: &[PageMeta], index: usize, order: usize) {
+        let page = &meta[index];
+        let prev = page.prev.load(Ordering::Relaxed);
+        let next = page.next.load(Ordering::Relaxed);
+        if prev == NIL {
+            self.heads[order] = next;
+        } else {
+            meta[prev as usize].next.store(next, Ordering::Relaxed);
+        }
+        if next != NIL {
+            meta[next as usize].prev.store(prev, Ordering::Relaxed);
+        }
+        self.blocks[order] -= 1;
+        self.free_pages -= 1 << order;
+    }
+
+    /// Takes a block of `order`, splitting a larger one if needed (the upper halves go back
+    /// to the lists), and gives its head `state | order`. O(MAX_ORDER).
+    #[inline]
+    fn alloc_block(&mut self, meta: &[PageMeta], order: usize, state: u32) -> Option<usize> {
+        let mut from = order;
+        while self.heads.get(from)? == &NIL {
+            from += 1;
+        }
+        let index = self.heads[from] as usize;
+        self.unlink(meta, index, from);
+        while from > order {
+            from -= 1;
+            self.push(meta, index + (1 << from), from);
+        }
+        meta[index].set_state(state | order as u32);
+        Some(index)
+    }
+
+    /// Returns block `index` of `order` (owned by the caller: `HELD`, or unmanaged pages of a
+    /// new region) to the lists, merging with free buddies. O(max_order).
+    #[inline]
+    fn free_block(&mut self, meta: &[PageMeta], index: usize, order: usize, max_order: usize) {
+        let (mut index, mut order) = (index, order);
+        meta[index].set_state(NONE);
+        while order < max_order {
+            let buddy = index ^ (1 << order);
+            // Exact under the zone lock: only its holder writes or clears FREE.
+            match meta.get(buddy) {
+                Some(page) if page.state() == FREE | order as u32 => {}
+                _ => break,
+            }
+            self.unlink(meta, buddy, order);
+            meta[buddy].set_state(NONE);
+            index &= !(1 << order);
+            order += 1;
+        }
+        self.push(meta, index, order);
+    }
+
+    /// Takes exactly block `index` of `order` out of whatever free block contains it
+    /// (splitting around it) and marks it `ALLOC | order`; `false` if no free block does.
+    fn carve(&mut self, meta: &[PageMeta], index: usize, order: usize, max_order: usize) -> bool {
+        for mut from in order..=max_order {
+            let mut head = index & !((1 << from) - 1);
+            if meta.get(head).map(PageMeta::state) != Some(FREE | from as u32) {
+                continue;
+            }
+            self.unlink(meta, head, from);
+            meta[head].set_state(NONE);
+            while from > order {
+                from -= 1;
+                let half = 1 << from;
+                if index >= head + half {
+                    self.push(meta, head, from);
+                    head += half;
+                } else {
+                    self.push(meta, head + half, from);
+                }
+            }
+            meta[index].set_state(ALLOC | order as u32);
+            return true;
+        }
+        false
+    }
+
+    /// Whether every page of `[start, end)` lies in a region.
+    fn covers(&self, start: usize, end: usize) -> bool {
+        let mut pos = start;
+        'outer: while pos < end {
+            for &(s, e) in &self.regions {
+                if s <= pos && pos < e {
+                    pos = e;
+                    continue 'outer;
+                }
+            }
+            return false;
+        }
+        true
+    }
+}
+
+/// A buddy page allocator with per-CPU page caches.
+///
+/// - `PAGE_SIZE`: bytes per page (a power of two);
+/// - `MAX_ORDER`: the largest block is `2^MAX_ORDER` pages (Linux: 10, 4 MiB of 4 KiB pages);
+///   at most 31;
+/// - `CPUS`: per-CPU cache slots (CPU ids are reduced modulo `CPUS`).
+///
+/// Metadata ([`PageMeta`], 12 bytes per page) lives outside the managed pages: pass a
+/// `&'static [PageMeta]` to [`with_metadata`](Self::with_metadata) (`const`, so the
+/// allocator can be a `static`), or, with the `alloc` feature, let [`init`](Self::init) or
+/// [`with_window`](Self::with_window) allocate it. Nothing is ever written into the pages.
+///
+/// ```
+/// use smpalloc::page::BuddyPageAllocator;
+/// let mut pages = BuddyPageAllocator::<4096>::new();
+/// pages.init(0x4000_0000, 16 << 20); // 16 MiB of fake physical memory: never touched
+/// let a = pages.alloc_pages(1, 4096).unwrap(); // through this CPU's cache
+/// let b = pages.alloc_pages(3, 16384).unwrap(); // 3 pages, 16 KiB aligned
+/// assert_eq!(b % 16384, 0);
+/// assert_eq!(pages.used_pages(), 4);
+/// pages.try_dealloc_pages(b, 3).unwrap();
+/// pages.try_dealloc_pages(a, 1).unwrap();
+/// assert!(pages.try_dealloc_pages(a, 1).is_err()); // double free: refused, nothing changed
+/// pages.drain_cpu_caches();
+/// assert_eq!(pages.available_pages(), pages.total_pages());
+/// ```
+pub struct BuddyPageAllocator<
+    const PAGE_SIZE: usize,
+    const MAX_ORDER: usize = 10,
+    const CPUS: usize = 16,
+> {
+    /// One entry per window page.
+    meta: Metadata,
+    /// The page number of window index 0 (a multiple of `2^MAX_ORDER`).
+    base: usize,
+    zone: SpinLock<Zone>,
+    caches: PerCpu<SpinLock<PageCache>, CPUS>,
+    /// A free into a cache holding `high` pages first drains `batch` of them.
+    high: usize,
+    /// Pages moved per refill or drain.
+    batch: usize,
+}
+
+#[cfg(not(loom))]
+const fn caches<const CPUS: usize>() -> PerCpu<SpinLock<PageCache>, CPUS> {
+    PerCpu::new([const { SpinLock::new(PageCache::new()) }; CPUS])
+}
+
+#[cfg(loom)]
+fn caches<const CPUS: usize>() -> PerCpu<SpinLock<PageCache>, CPUS> {
+    PerCpu::from_fn(|_| SpinLock::new(PageCache::new()))
+}
+
+impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
+    BuddyPageAllocator<PAGE_SIZE, MAX_ORDER, CPUS>
+{
+    const VALID: () = {
+        assert!(
+            PAGE_SIZE.is_power_of_two(),
+            "BuddyPageAllocator: PAGE_SIZE must be a power of two"
+        );
+        assert!(
+            MAX_ORDER < ORDERS,
+            "BuddyPageAllocator: MAX_ORDER must be at most 31"
+        );
+    };
+
+    /// Pages in the largest block.
+    const MAX_BLOCK: usize = 1 << MAX_ORDER;
+
+    loom_const_fn! {
+        /// An allocator without metadata: [`init`](Self::init) allocates it (feature `alloc`).
+        pub fn new() -> Self {
+            let () = Self::VALID;
+            Self {
+                meta: Metadata::Missing,
+                base: 0,
+                zone: SpinLock::new(Zone::new()),
+                caches: caches(),
+                high: DEFAULT_PCP_HIGH,
+                batch: DEFAULT_PCP_BATCH,
+            }
+        }
+    }
+
+    loom_const_fn! {
+        /// An allocator whose window starts at address `base` (a multiple of
+        /// `PAGE_SIZE << MAX_ORDER`) and has one page per entry of `meta` (at most 2^32 - 1).
+        /// Add regions inside the window with [`add_memory`](Self::add_memory). The entries must
+        /// be fresh ([`PageMeta::new`]) and used by no other allocator.
+        ///
+        /// # Panics
+        /// If `base` is misaligned or `meta` too long (at compile time in a `static`).
+        pub fn with_metadata(base: usize, meta: &'static [PageMeta]) -> Self {
+            let () = Self::VALID;
+            assert!(
+                base % (PAGE_SIZE << MAX_ORDER) == 0,
+                "BuddyPageAllocator::with_metadata: base must be aligned to PAGE_SIZE << MAX_ORDER"
+            );
+            assert!(meta.len() < NIL as usize, "BuddyPageAllocator: window too large");
+            Self {
+                meta: Metadata::Static(meta),
+                base: base / PAGE_SIZE,
+                zone: SpinLock::new(Zone::new()),
+                caches: caches(),
+                high: DEFAULT_PCP_HIGH,
+                batch: DEFAULT_PCP_BATCH,
+            }
+        }
+    }
+
+    /// Sets the per-CPU cache watermarks: a free into a cache holding `high` pages first
+    /// returns `batch` pages to the zone, and an empty cache takes `batch` pages. `high` is
+    /// clamped to `1..=PCP_CAPACITY` and `batch` to `1..=high`; `high = 1, batch = 1` makes
+    /// the caches nearly pass-through.
+    #[must_use]
+    pub fn with_watermarks(mut self, high: usize, batch: usize) -> Self {
+        self.high = high.clamp(1, PCP_CAPACITY);
+        self.batch = batch.clamp(1, self.high);
+        self
+    }
+
+    /// An allocator with metadata allocated for the window covering `[start, start + size)`
+    /// (rounded out to maximal blocks), and no region yet: add regions inside it with
+    /// [`add_memory`](Self::add_memory).
+    ///
+    /// # Panics
+    /// If the window has more than 2^32 - 1 pages or overflows the address space.
+    #[cfg(feature = "alloc")]
+    pub fn with_window(start: usize, size: usize) -> Self {
+        let mut this = Self::new();
+        this.allocate_window(start, size);
+        this
+    }
+
+    #[cfg(feature = "alloc")]
+    fn allocate_window(&mut self, start: usize, size: usize) {
+        let block = Self::MAX_BLOCK;
+        let end = start
+            .checked_add(size)
+            .expect("BuddyPageAllocator: window overflows the address space");
+        let first = start / PAGE_SIZE / block * block;
+        let last = end.div_ceil(PAGE_SIZE).div_ceil(block) * block;
+        let pages = last - first;
+        assert!(pages < NIL as usize, "BuddyPageAllocator: window too large");
+        self.meta = Metadata::Owned((0..pages).map(|_| PageMeta::new()).collect());
+        self.base = first;
+    }
+
+    #[inline(always)]
+    fn meta(&self) -> &[PageMeta] {
+        self.meta.pages()
+    }
+
+    /// The window index of the page at `addr`, if page-aligned and inside the window with
+    /// `count` pages after it.
+    #[inline]
+    fn index(&self, addr: usize, count: usize) -> AllocResult<usize> {
+        let page = page_number(addr, PAGE_SIZE)?;
+        let index = page
+            .checked_sub(self.base)
+            .ok_or(AllocError::InvalidParam)?;
+        match index.checked_add(count) {
+            Some(end) if end <= self.meta().len() => Ok(index),
+            _ => Err(AllocError::InvalidParam),
+        }
+    }
+
+    #[inline(always)]
+    fn address(&self, index: usize) -> usize {
+        (self.base + index) * PAGE_SIZE
+    }
+
+    /// Adds the region `[start, start + size)` (whole pages inside it). It must lie in the
+    /// metadata window.
+    ///
+    /// # Errors
+    /// - [`AllocError::InvalidParam`]: no whole page, overflow, or (part of) it outside the
+    ///   window (or no metadata at all);
+    /// - [`AllocError::MemoryOverlap`]: it overlaps a region already added;
+    /// - [`AllocError::NoMemory`]: [`MAX_REGIONS`](super::MAX_REGIONS) regions exist already.
+    ///
+    /// Nothing changes on error.
+    ///
+    /// # Time Complexity
+    /// O(regions + (pages / 2^MAX_ORDER + MAX_ORDER) * MAX_ORDER) under the zone lock.
+    pub fn add_memory(&self, start: usize, size: usize) -> AllocResult {
+        let (first, last) = region_pages(start, size, PAGE_SIZE)?;
+        let meta = self.meta();
+        let mut zone = self.zone.lock();
+        let base = self.base;
+        if zone
+            .regions
+            .iter()
+            .any(|&(s, e)| first < base + e && base + s < last)
+        {
+            return Err(AllocError::MemoryOverlap);
+        }
+        let index = self.index(first * PAGE_SIZE, last - first)?;
+        let end = index + (last - first);
+        zone.regions
+            .try_push((index, end))
+            .map_err(|_| AllocError::NoMemory)?;
+        zone.total_pages += end - index;
+        for_each_block(index, end, MAX_ORDER, |block, order| {
+            zone.free_block(meta, block, order, MAX_ORDER);
+        });
+        Ok(())
+    }
+
+    /// Adds the first region, as arceos' `init`; with the `alloc` feature and no metadata
+    /// yet, first allocates metadata for exactly this region's window (use
+    /// [`with_window`](Self::with_window) to leave room for more regions).
+    ///
+    /// # Panics
+    /// If the region cannot be added (see [`add_memory`](Self::add_memory)), or there is no
+    /// metadata and no `alloc` feature.
+    pub fn init(&mut self, start: usize, size: usize) {
+        #[cfg(feature = "alloc")]
+        if matches!(self.meta, Metadata::Missing) {
+            self.allocate_window(start, size);
+        }
+        if let Err(error) = self.add_memory(start, size) {
+            panic!("BuddyPageAllocator::init({start:#x}, {size:#x}): {error}");
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Allocation
+
+    /// Allocates `num_pages` contiguous pages whose address is a multiple of `align_pow2`
+    /// bytes; returns the address. One page-aligned page comes from this CPU's cache; anything
+    /// else is a block of `2^order >= max(num_pages, align)` pages from the zone, whose unused
+    /// tail goes straight back (so exactly `num_pages` pages are used; free them with the same
+    /// count).
+    ///
+    /// # Errors
+    /// - [`AllocError::InvalidParam`]: `num_pages == 0`, or `align_pow2` not a power of two or
+    ///   smaller than `PAGE_SIZE`;
+    /// - [`AllocError::NoMemory`]: no block large enough is free (after draining the CPU
+    ///   caches), or the request exceeds a maximal block.
+    ///
+    /// # Time Complexity
+    /// One page: O(1) from the cache, O(batch * MAX_ORDER) on a refill. Otherwise
+    /// O(MAX_ORDER) plus O(MAX_ORDER^2) to return the tail, under the zone lock.
+    #[inline]
+    pub fn alloc_pages(&self, num_pages: usize, align_pow2: usize) -> AllocResult<usize> {
+        let align = align_in_pages(align_pow2, PAGE_SIZE)?;
+        if num_pages == 0 {
+            return Err(AllocError::InvalidParam);
+        }
+        if num_pages == 1 && align == 1 {
+            return self.alloc_page().map(|index| self.address(index));
+        }
+        if num_pages > Self::MAX_BLOCK || align > Self::MAX_BLOCK {
+            return Err(AllocError::NoMemory);
+        }
+        let order = order_for(num_pages).max(align.trailing_zeros() as usize);
+        let meta = self.meta();
+        // Take the block and give back its unused tail under one lock hold, so no other
+        // thread ever sees the tail pages outside both the free lists and an allocation.
+        let attempt = || {
+            let mut zone = self.zone.lock();
+            let index = zone.alloc_block(meta, order, ALLOC)?;
+            let end = index + num_pages;
+            if num_pages < 1 << order {
+                for_each_block(index, end, MAX_ORDER, |block, k| {
+                    meta[block].set_state(ALLOC | k as u32);
+                });
+                for_each_block(end, index + (1 << order), MAX_ORDER, |block, k| {
+                    zone.free_block(meta, block, k, MAX_ORDER);
+                });
+            }
+            Some(index)
+        };
+        let index = match attempt() {
+            Some(index) => index,
+            None => {
+                self.drain_cpu_caches();
+                attempt().ok_or(AllocError::NoMemory)?
+            }
+        };
+        Ok(self.address(index))
+    }
+
+    /// Allocates one block of `2^order` pages, naturally aligned; returns its address. The
+    /// refill primitive for slab caches: order 0 goes through the CPU cache.
+    ///
+    /// # Errors
+    /// [`AllocError::NoMemory`] if no block is free or `order > MAX_ORDER`.
+    ///
+    /// # Time Complexity
+    /// As [`alloc_pages`](Self::alloc_pages).
+    #[inline]
+    pub fn alloc_order(&self, order: usize) -> AllocResult<usize> {
+        if order > MAX_ORDER {
+            return Err(AllocError::NoMemory);
+        }
+        let index = if order == 0 {
+            self.alloc_page()?
+        } else {
+            self.alloc_block(order, ALLOC)?
+        };
+        Ok(self.address(index))
+    }
+
+    /// Frees a block from [`alloc_order`](Self::alloc_order).
+    ///
+    /// # Errors
+    /// As [`try_dealloc_pages`](Self::try_dealloc_pages) with `2^order` pages
+    /// (`InvalidParam` for `order > MAX_ORDER`).
+    #[inline]
+    pub fn free_order(&self, addr: usize, order: usize) -> AllocResult {
+        if order > MAX_ORDER {
+            return Err(AllocError::InvalidParam);
+        }
+        self.try_dealloc_pages(addr, 1 << order)
+    }
+
+    /// A block of `order` from the zone with head state `state | order`, draining the CPU
+    /// caches once if the zone has none.
+    fn alloc_block(&self, order: usize, state: u32) -> AllocResult<usize> {
+        let meta = self.meta();
+        if let Some(index) = self.zone.lock().alloc_block(meta, order, state) {
+            return Ok(index);
+        }
+        self.drain_cpu_caches();
+        self.zone
+            .lock()
+            .alloc_block(meta, order, state)
+            .ok_or(AllocError::NoMemory)
+    }
+
+    /// One page: pop this CPU's cache (refilling it with a batch from the zone when empty);
+    /// when the cache is busy (another thread on this slot), straight from the zone.
+    #[inline]
+    fn alloc_page(&self) -> AllocResult<usize> {
+        let meta = self.meta();
+        let Some(mut cache) = self.caches.current().try_lock() else {
+            return self.alloc_block(0, ALLOC);
+        };
+        let index = match cache.pages.pop() {
+            Some(index) => index,
+            None => {
+                let mut zone = self.zone.lock();
+                for _ in 0..self.batch {
+                    match zone.alloc_block(meta, 0, HELD) {
+                        Some(index) => cache.pages.push(index),
+                        None => break,
+                    }
+                }
+                drop(zone);
+                match cache.pages.pop() {
+                    Some(index) => index,
+                    None => {
+                        // The zone is empty; other CPUs may hold parked pages.
+                        drop(cache);
+                        return self.alloc_block(0, ALLOC);
+                    }
+                }
+            }
+        };
+        // The page is ours (HELD, taken from our locked cache): hand it to the user.
+        meta[index].set_state(ALLOC);
+        Ok(index)
+    }
+
+    /// Allocates the `num_pages` pages starting exactly at `base` (a multiple of
+    /// `align_pow2`).
+    ///
+    /// # Errors
+    /// - [`AllocError::InvalidParam`]: `num_pages == 0`, a bad alignment, `base` not a multiple
+    ///   of it, or a page of the range outside every region;
+    /// - [`AllocError::MemoryOverlap`]: a page of the range is not free (after draining the
+    ///   CPU caches).
+    ///
+    /// # Time Complexity
+    /// O(log num_pages * MAX_ORDER^2) under the zone lock.
+    pub fn alloc_pages_at(
+        &self,
+        base: usize,
+        num_pages: usize,
+        align_pow2: usize,
+    ) -> AllocResult<usize> {
+        align_in_pages(align_pow2, PAGE_SIZE)?;
+        if num_pages == 0 || base % align_pow2 != 0 {
+            return Err(AllocError::InvalidParam);
+        }
+        let index = self.index(base, num_pages)?;
+        let end = index + num_pages;
+        if !self.zone.lock().covers(index, end) {
+            return Err(AllocError::InvalidParam);
+        }
+        if self.carve_range(index, end) || {
+            self.drain_cpu_caches();
+            self.carve_range(index, end)
+        } {
+            Ok(base)
+        } else {
+            Err(AllocError::MemoryOverlap)
+        }
+    }
+
+    /// Carves every canonical block of `[start, end)` out of the free lists, or none.
+    fn carve_range(&self, start: usize, end: usize) -> bool {
+        let meta = self.meta();
+        let mut zone = self.zone.lock();
+        let mut carved_to = start;
+        let mut failed = false;
+        for_each_block(start, end, MAX_ORDER, |block, order| {
+            if !failed && zone.carve(meta, block, order, MAX_ORDER) {
+                carved_to = block + (1 << order);
+            } else {
+                failed = true;
+            }
+        });
+        if failed {
+            for_each_block(start, carved_to, MAX_ORDER, |block, order| {
+                zone.free_block(meta, block, order, MAX_ORDER);
+            });
+        }
+        !failed
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Freeing
+
+    /// Frees the `num_pages` pages at `pos`, which must be exactly one allocation (the same
+    /// address and count it was made with), reporting bad input.
+    ///
+    /// # Errors
+    /// - [`AllocError::InvalidParam`]: `num_pages == 0`, `pos` not page-aligned, or a page of
+    ///   the range outside every region;
+    /// - [`AllocError::NotAllocated`]: the range is not one allocation (a double free, memory
+    ///   never allocated, a part of an allocation).
+    ///
+    /// Nothing changes on error, also when two threads race to free the same pages (one wins).
+    ///
+    /// # Time Complexity
+    /// One page: a CAS and a push onto this CPU's cache (a batch drain to the zone when the
+    /// cache is at its high watermark). Otherwise O(log num_pages * MAX_ORDER) under the zone
+    /// lock.
+    #[inline]
+    pub fn try_dealloc_pages(&self, pos: usize, num_pages: usize) -> AllocResult {
+        if num_pages == 0 {
+            return Err(AllocError::InvalidParam);
+        }
+        let index = self.index(pos, num_pages)?;
+        let meta = self.meta();
+        let end = index + num_pages;
+        if num_pages == 1 {
+            if self.claim(index, 0) {
+                self.free_page(index);
+                return Ok(());
+            }
+            return Err(self.free_error(index, end));
+        }
+        // Claim every block (ALLOC -> HELD), or none.
+        let mut claimed_to = index;
+        let mut failed = false;
+        for_each_block(index, end, MAX_ORDER, |block, order| {
+            if !failed && self.claim(block, order) {
+                claimed_to = block + (1 << order);
+            } else {
+                failed = true;
+            }
+        });
+        if failed {
+            for_each_block(index, claimed_to, MAX_ORDER, |block, order| {
+                meta[block].set_state(ALLOC | order as u32);
+            });
+            return Err(self.free_error(index, end));
+        }
+        let mut zone = self.zone.lock();
+        for_each_block(index, end, MAX_ORDER, |block, order| {
+            zone.free_block(meta, block, order, MAX_ORDER);
+        });
+        Ok(())
+    }
+
+    /// The right to free block `index` of `order`: CAS `ALLOC | order -> HELD | order`.
+    #[inline(always)]
+    fn claim(&self, index: usize, order: usize) -> bool {
+        let tag = order as u32;
+        self.meta()[index]
+            .state
+            .compare_exchange(
+                ALLOC | tag,
+                HELD | tag,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+
+    /// Why freeing `[start, end)` failed.
+    #[cold]
+    fn free_error(&self, start: usize, end: usize) -> AllocError {
+        if self.zone.lock().covers(start, end) {
+            AllocError::NotAllocated
+        } else {
+            AllocError::InvalidParam
+        }
+    }
+
+    /// Parks a claimed (HELD) page in this CPU's cache, draining a batch to the zone when the
+    /// cache is at its high watermark; straight to the zone when the cache is busy.
+    #[inline]
+    fn free_page(&self, index: usize) {
+        let meta = self.meta();
+        let Some(mut cache) = self.caches.current().try_lock() else {
+            self.zone.lock().free_block(meta, index, 0, MAX_ORDER);
+            return;
+        };
+        if cache.pages.len() >= self.high {
+            let mut zone = self.zone.lock();
+            // The oldest pages (bottom of the stack) are the coldest.
+            for page in cache.pages.drain(..self.batch) {
+                zone.free_block(meta, page, 0, MAX_ORDER);
+            }
+        }
+        cache.pages.push(index);
+    }
+
+    /// Frees; bad input changes nothing (use [`try_dealloc_pages`](Self::try_dealloc_pages)
+    /// to see the error).
+    #[inline]
+    pub fn dealloc_pages(&self, pos: usize, num_pages: usize) {
+        let _ = self.try_dealloc_pages(pos, num_pages);
+    }
+
+    /// Returns every page parked in every CPU cache to the zone (for a CPU going offline, or
+    /// before reading exact free-block statistics). Waits for each cache's lock.
+    ///
+    /// # Time Complexity
+    /// O(CPUS + parked pages * MAX_ORDER).
+    pub fn drain_cpu_caches(&self) {
+        for slot in self.caches.iter() {
+            let mut cache = slot.lock();
+            if cache.pages.is_empty() {
+                continue;
+            }
+            let meta = self.meta();
+            let mut zone = self.zone.lock();
+            for page in cache.pages.drain(..) {
+                zone.free_block(meta, page, 0, MAX_ORDER);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Queries
+
+    /// The number of pages in all regions.
+    pub fn total_pages(&self) -> usize {
+        self.zone.lock().total_pages
+    }
+
+    /// Pages parked in the CPU caches (free, but not in the zone).
+    pub fn cached_pages(&self) -> usize {
+        self.caches
+            .iter()
+            .map(|cache| cache.lock().pages.len())
+            .sum()
+    }
+
+    /// The number of free pages, parked pages included: exact when no call is running.
+    pub fn available_pages(&self) -> usize {
+        // Caches first (lock order: cache, then zone); a page moving between them meanwhile
+        // makes this a snapshot, as documented.
+        let parked = self.cached_pages();
+        parked + self.zone.lock().free_pages
+    }
+
+    /// The number of allocated pages: exact when no call is running.
+    pub fn used_pages(&self) -> usize {
+        let parked = self.cached_pages();
+        let zone = self.zone.lock();
+        zone.total_pages.saturating_sub(zone.free_pages + parked)
+    }
+
+    /// Free blocks per order in the zone (parked pages not included), for diagnostics.
+    pub fn free_blocks(&self) -> [usize; ORDERS] {
+        self.zone.lock().blocks
+    }
+
+    /// Whether the page at `addr` is allocated to a user (the head of an allocated block, or a
+    /// page inside one).
+    pub fn is_allocated(&self, addr: usize) -> bool {
+        let Ok(index) = self.index(addr, 1) else {
+            return false;
+        };
+        let meta = self.meta();
+        (0..=MAX_ORDER).any(|order| {
+            let head = index & !((1 << order) - 1);
+            meta[head].state() == ALLOC | order as u32
+        })
+    }
+
+    /// Checks every invariant (call it when no other thread uses the allocator; tests call it
+    /// after every step). Locks every cache, then the zone.
+    /// - free lists: links consistent both ways, each block's head `FREE | k`, aligned to
+    ///   `2^k`, inside the window and inside regions; no two free buddies left unmerged;
+    /// - every page of every region is covered by exactly one free block, allocated block or
+    ///   parked page; interior pages of blocks and pages outside regions are `NONE`;
+    /// - cached pages are `HELD | 0` and appear once; counters equal what they count.
+    ///
+    /// # Time Complexity
+    /// O(window pages * regions + parked pages^2).
+    pub fn check(&self) -> Result<(), PageInvariantError> {
+        let guards: ArrayVec<SpinLockGuard<'_, PageCache>, CPUS> =
+            self.caches.iter().map(|cache| cache.lock()).collect();
+        let zone = self.zone.lock();
+        let meta = self.meta();
+        // Free lists.
+        let mut free_pages = 0;
+        for order in 0..ORDERS {
+            let mut count = 0;
+            let mut prev = NIL;
+            let mut at = zone.heads[order];
+            while at != NIL {
+                let index = at as usize;
+                let bad = PageInvariantError::FreeList { order, page: index };
+                let page = meta.get(index).ok_or(bad)?;
+                if order > MAX_ORDER
+                    || page.prev.load(Ordering::Relaxed) != prev
+                    || page.state() != FREE | order as u32
+                    || index % (1 << order) != 0
+                    || !zone.covers(index, index + (1 << order))
+                    || count > meta.len()
+                {
+                    return Err(bad);
+                }
+                if order < MAX_ORDER {
+                    let buddy = index ^ (1 << order);
+                    if meta.get(buddy).map(PageMeta::state) == Some(FREE | order as u32) {
+                        return Err(PageInvariantError::Unmerged {
+                            page: index.min(buddy),
+                            order,
+                        });
+                    }
+                }
+                count += 1;
+                free_pages += 1 << order;
+                prev = at;
+                at = page.next.load(Ordering::Relaxed);
+            }
+            if count != zone.blocks[order] {
+                return Err(PageInvariantError::Count {
+                    what: "free blocks of an order",
+                    counted: zone.blocks[order],
+                    actual: count,
+                });
+            }
+        }
+        if free_pages != zone.free_pages {
+            return Err(PageInvariantError::Count {
+                what: "free pages",
+                counted: zone.free_pages,
+                actual: free_pages,
+            });
+        }
+        // Every window page: heads of blocks, interior pages, parked pages, unmanaged pages.
+        let (mut walked_free, mut held, mut pos) = (0, 0, 0);
+        while pos < meta.len() {
+            let state = meta[pos].state();
+            let bad = PageInvariantError::PageState { page: pos, state };
+            let order = (state & !TAG) as usize;
+            let in_regions = zone.covers(pos, pos + 1);
+            let span = match state & TAG {
+                NONE if !in_regions => {
+                    pos += 1;
+                    continue;
+                }
+                FREE | ALLOC if order <= MAX_ORDER => 1 << order,
+                HELD if order == 0 => {
+                    held += 1;
+                    1
+                }
+                _ => return Err(bad),
+            };
+            if pos % span != 0 || pos + span > meta.len() || !zone.covers(pos, pos + span) {
+                return Err(bad);
+            }
+            if state & TAG == FREE {
+                walked_free += span;
+            }
+            let interior = &meta[pos + 1..pos + span];
+            if let Some(i) = interior.iter().position(|page| page.state() != NONE) {
+                let state = interior[i].state();
+                return Err(PageInvariantError::PageState {
+                    page: pos + 1 + i,
+                    state,
+                });
+            }
+            pos += span;
+        }
+        if walked_free != free_pages {
+            return Err(PageInvariantError::Count {
+                what: "free pages (page walk)",
+                counted: free_pages,
+                actual: walked_free,
+            });
+        }
+        // One shared borrow per guard, reused below (each `Deref` of a guard makes a fresh
+        // borrow of the cell; two of them alive at once would alias).
+        let caches: ArrayVec<&PageCache, CPUS> = guards.iter().map(|guard| &**guard).collect();
+        let parked: usize = caches.iter().map(|cache| cache.pages.len()).sum();
+        if parked != held {
+            return Err(PageInvariantError::Count {
+                what: "parked pages",
+                counted: parked,
+                actual: held,
+            });
+        }
+        let all = caches.iter().flat_map(|cache| cache.pages.iter().copied());
+        for (i, page) in all.clone().enumerate() {
+            let state = meta.get(page).map_or(NIL, PageMeta::state);
+            if state != HELD || all.clone().skip(i + 1).any(|other| other == page) {
+                return Err(PageInvariantError::PageState { page, state });
+            }
+        }
+        let regions: usize = zone.regions.iter().map(|&(s, e)| e - s).sum();
+        if regions != zone.total_pages {
+            return Err(PageInvariantError::Count {
+                what: "total pages",
+                counted: zone.total_pages,
+                actual: regions,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize> Default
+    for BuddyPageAllocator<PAGE_SIZE, MAX_ORDER, CPUS>
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize> BaseAllocator
+    for BuddyPageAllocator<PAGE_SIZE, MAX_ORDER, CPUS>
+{
+    /// See [`BuddyPageAllocator::init`] (panics if the region cannot be added).
+    fn init(&mut self, start: usize, size: usize) {
+        Self::init(self, start, size);
+    }
+
+    fn add_memory(&mut self, start: usize, size: usize) -> AllocResult {
+        Self::add_memory(self, start, size)
+    }
+}
+
+impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize> PageAllocator
+    for BuddyPageAllocator<PAGE_SIZE, MAX_ORDER, CPUS>
+{
+    const PAGE_SIZE: usize = PAGE_SIZE;
+
+    fn alloc_pages(&mut self, num_pages: usize, align_pow2: usize) -> AllocResult<usize> {
+        Self::alloc_pages(self, num_pages, align_pow2)
+    }
+
+    /// Frees; bad input changes nothing (use
+    /// [`try_dealloc_pages`](BuddyPageAllocator::try_dealloc_pages) to see the error).
+    fn dealloc_pages(&mut self, pos: usize, num_pages: usize) {
+        Self::dealloc_pages(self, pos, num_pages);
+    }
+
+    fn alloc_pages_at(
+        &mut self,
+        base: usize,
+        num_pages: usize,
+        align_pow2: usize,
+    ) -> AllocResult<usize> {
+        Self::alloc_pages_at(self, base, num_pages, align_pow2)
+    }
+
+    fn total_pages(&self) -> usize {
+        Self::total_pages(self)
+    }
+
+    fn used_pages(&self) -> usize {
+        Self::used_pages(self)
+    }
+
+    fn available_pages(&self) -> usize {
+        Self::available_pages(self)
+    }
+}
+
+impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize> fmt::Debug
+    for BuddyPageAllocator<PAGE_SIZE, MAX_ORDER, CPUS>
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BuddyPageAllocator")
+            .field("page_size", &PAGE_SIZE)
+            .field("max_order", &MAX_ORDER)
+            .field("window_pages", &self.meta().len())
+            .field("total_pages", &self.total_pages())
+            .field("used_pages", &self.used_pages())
+            .finish()
+    }
+}

@@ -1,0 +1,41 @@
+//! Per-CPU page caches (Linux's per-CPU page lists, `pcp`): a small stack of single pages per
+//! CPU in front of the buddy zone, so the common one-page allocation and free touch only the
+//! CPU's own cache line.
+//!
+//! Each cache sits behind its own [`SpinLock`](crate::SpinLock) in a
+//! [`PerCpu`](crate::percpu::PerCpu) slot and is taken with `try_lock`: the CPU id is only a
+//! hint (a thread may migrate between reading it and using the slot, or two CPUs may share a
+//! slot when there are more CPUs than slots), so the lock, not the id, gives exclusion. When
+//! the slot is busy the caller goes straight to the zone, so nobody ever waits on a cache.
+//!
+//! - Allocation pops; an empty cache is refilled with `batch` pages under one zone lock hold.
+//! - Free pushes; a cache at `high` pages first returns `batch` pages to the zone under one
+//!   zone lock hold.
+//! - `drain_cpu_caches` returns every parked page (a CPU going offline, or memory pressure).
+//!
+//! Pages parked in a cache are in state `HELD` in the page metadata: not free in the zone
+//! (never merged), not the user's (a double free of a parked page fails its CAS).
+
+use arrayvec::ArrayVec;
+
+/// Pages a cache can hold (its array's size).
+pub const PCP_CAPACITY: usize = if cfg!(loom) { 4 } else { 64 };
+/// Default high watermark: a free into a cache holding this many pages drains a batch first.
+pub const DEFAULT_PCP_HIGH: usize = if cfg!(loom) { 2 } else { 64 };
+/// Default batch: pages moved between a cache and the zone at once.
+pub const DEFAULT_PCP_BATCH: usize = if cfg!(loom) { 1 } else { 16 };
+
+/// One CPU's parked single pages (window page indices), a LIFO stack (the most recently
+/// freed page is the most likely to be cache-hot).
+#[derive(Debug, Default)]
+pub(super) struct PageCache {
+    pub(super) pages: ArrayVec<usize, PCP_CAPACITY>,
+}
+
+impl PageCache {
+    pub(super) const fn new() -> Self {
+        Self {
+            pages: ArrayVec::new_const(),
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! Property tests of both page allocators against a reference model: a `BTreeSet` of owned
+//! page numbers plus the live allocations. Random operation sequences over 1..4 regions of odd
+//! sizes, gaps (adjacent regions included) and unaligned starts; after every step:
+//! - no page is handed out twice (the model's set refuses a duplicate), every allocation is
+//!   aligned as asked and lies inside the regions;
+//! - an allocation fails only when the model has no fitting free run (exact for the bitmap's
+//!   first fit; for the buddy, no free naturally aligned block of the needed order);
+//! - bad input gets the documented error and changes nothing;
+//! - `used_pages`, `available_pages`, `total_pages` agree with the model, `is_allocated` with
+//!   the owned set, and the allocator's own `check()` passes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use smpalloc::bitmap::summary_words;
+use smpalloc::page::{BitmapPageAllocator, BuddyPageAllocator};
+use smpalloc::{AllocError, AllocResult};
+
+const P: usize = 4096;
+/// Bitmap window: 9 words (576 pages, one summary level).
+const WORDS: usize = 9;
+type Bitmap = BitmapPageAllocator<P, WORDS, { summary_words(WORDS) }>;
+/// Buddy: blocks up to 16 pages, 2 CPU slots, small caches (high 4, batch 2).
+const MAX_ORDER: usize = 4;
+type Buddy = BuddyPageAllocator<P, MAX_ORDER, 2>;
+
+/// What the tests need from an allocator.
+trait Pages {
+    /// Whether allocation never fails while the model has an aligned free run (first fit),
+    /// as opposed to needing a free aligned power-of-two block (buddy).
+    const FIRST_FIT: bool;
+    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize>;
+    fn alloc_at(&self, addr: usize, count: usize, align: usize) -> AllocResult<usize>;
+    fn free(&self, addr: usize, count: usize) -> AllocResult;
+    fn add(&self, start: usize, size: usize) -> AllocResult;
+    fn used(&self) -> usize;
+    fn available(&self) -> usize;
+    fn total(&self) -> usize;
+    fn owned(&self, addr: usize) -> bool;
+    fn invariants(&self) -> Result<(), String>;
+    fn drain(&self) {}
+}
+
+impl Pages for Bitmap {
+    const FIRST_FIT: bool = true;
+    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
+        self.alloc_pages(count, align)
+    }
+    fn alloc_at(&self, addr: usize, count: usize, align: usize) -> AllocResult<usize> {
+        self.alloc_pages_at(addr, count, align)
+    }
+    fn free(&self, addr: usize, count: usize) -> AllocResult {
+        self.try_dealloc_pages(addr, count)
+    }
+    fn add(&self, start: usize, size: usize) -> AllocResult {
+        self.add_memory(start, size)
+    }
+    fn used(&self) -> usize {
+        self.used_pages()
+    }
+    fn available(&self) -> usize {
+        self.available_pages()
+    }
+    fn total(&self) -> usize {
+        self.total_pages()
+    }
+    fn owned(&self, addr: usize) -> bool {
+        self.is_allocated(addr)
+    }
+    fn invariants(&self) -> Result<(), String> {
+        self.check().map_err(|e| e.to_string())
+    }
+}
+
+impl Pages for Buddy {
+    const FIRST_FIT: bool = false;
+    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
+        self.alloc_pages(count, align)
+    }
+    fn alloc_at(&self, addr: usize, count: usize, align: usize) -> AllocResult<usize> {
+        self.alloc_pages_at(addr, count, align)
+    }
+    fn free(&self, addr: usize, count: usize) -> AllocResult {
+        self.try_dealloc_pages(addr, count)
+    }
+    fn add(&self, start: usize, size: usize) -> AllocResult {
+        self.add_memory(start, size)
+    }
+    fn used(&self) -> usize {
+        self.used_pages()
+    }
+    fn available(&self) -> usize {
+        self.available_pages()
+    }
+    fn total(&self) -> usize {
+        self.total_pages()
+    }
+    fn owned(&self, addr: usize) -> bool {
+        self.is_allocated(addr)
+    }
+    fn invariants(&self) -> Result<(), String> {
+        self.check().map_err(|e| e.to_string())
+    }
+    fn drain(&self) {
+        self.drain_cpu_caches();
+    }
+}
+
+/// The reference model.
+struct Model {
+    /// `[first, end)` page numbers.
+    regions: Vec<(usize, usize)>,
+    /// Owned page numbers.
+    owned: BTreeSet<usize>,
+    /// Live allocations: address -> pages.
+    live: BTreeMap<usize, usize>,
+    /// Allocations freed earlier (for double frees).
+    freed: Vec<(usize, usize)>,
+}
+
+impl Model {
+    fn in_regions(&self, page: usize) -> bool {
+        self.regions.iter().any(|&(s, e)| s <= page && page < e)
+    }
+
+    fn run_free(&self, first: usize, count: usize) -> bool {
+        (first..first + count).all(|p| self.in_regions(p) && !self.owned.contains(&p))
+    }
+
+    /// Whether some run of `count` pages at a multiple of `align` pages is free.
+    fn fits(&self, count: usize, align: usize) -> bool {
+        let lo = self.regions.iter().map(|r| r.0).min().unwrap();
+        let hi = self.regions.iter().map(|r| r.1).max().unwrap();
+        (lo.next_multiple_of(align)..hi)
+            .step_by(align)
+            .any(|s| self.run_free(s, count))
+    }
+
+    /// Buddy: whether a naturally aligned block of `2^order` pages is entirely free.
+    fn block_fits(&self, order: usize) -> bool {
+        self.fits(1 << order, 1 << order)
+    }
+
+    fn take(&mut self, addr: usize, count: usize, context: &dyn core::fmt::Debug) {
+        let first = addr / P;
+        for page in first..first + count {
+            assert!(
+                self.in_regions(page),
+                "{context:?}: page {page:#x} outside regions"
+            );
+            assert!(
+                self.owned.insert(page),
+                "{context:?}: page {page:#x} handed out twice"
+            );
+        }
+        self.live.insert(addr, count);
+    }
+
+    fn release(&mut self, addr: usize) {
+        let count = self.live.remove(&addr).unwrap();
+        for page in addr / P..addr / P + count {
+            assert!(self.owned.remove(&page));
+        }
+        self.freed.push((addr, count));
+    }
+
+    fn verify(&self, pages: &impl Pages, context: &dyn core::fmt::Debug) {
+        if let Err(e) = pages.invariants() {
+            panic!("{context:?}: invariant: {e}");
+        }
+        let total: usize = self.regions.iter().map(|(s, e)| e - s).sum();
+        assert_eq!(pages.total(), total, "{context:?}: total");
+        assert_eq!(pages.used(), self.owned.len(), "{context:?}: used");
+        assert_eq!(
+            pages.available(),
+            total - self.owned.len(),
+            "{context:?}: available"
+        );
+        for &(s, e) in &self.regions {
+            for page in s.saturating_sub(2)..e + 2 {
+                assert_eq!(
+                    pages.owned(page * P),
+                    self.owned.contains(&page),
+                    "{context:?}: is_allocated({:#x})",
+                    page * P
+                );
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Alloc {
+        count: usize,
+        align_shift: u32,
+    },
+    AllocAt {
+        region: usize,
+        offset: usize,
+        count: usize,
+        align_shift: u32,
+    },
+    Free {
+        which: usize,
+    },
+    DoubleFree {
+        which: usize,
+    },
+    FreeNeverAllocated {
+        region: usize,
+        offset: usize,
+    },
+    FreeOutside {
+        which: u8,
+    },
+    FreeZero {
+        which: usize,
+    },
+    FreeMisaligned {
+        which: usize,
+    },
+    BadAlign {
+        count: usize,
+        which: u8,
+    },
+    AddOverlap {
+        region: usize,
+        offset: usize,
+        len: usize,
+    },
+    Drain,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (prop_oneof![4 => Just(1usize), 3 => 1usize..=9, 1 => 10usize..=40], 0u32..=4)
+            .prop_map(|(count, align_shift)| Op::Alloc { count, align_shift }),
+        2 => (0usize..4, 0usize..200, 1usize..=6, 0u32..=2).prop_map(
+            |(region, offset, count, align_shift)| Op::AllocAt { region, offset, count, align_shift }
+        ),
+        7 => any::<usize>().prop_map(|which| Op::Free { which }),
+        1 => any::<usize>().prop_map(|which| Op::DoubleFree { which }),
+        1 => (0usize..4, 0usize..200)
+            .prop_map(|(region, offset)| Op::FreeNeverAllocated { region, offset }),
+        1 => (0u8..3).prop_map(|which| Op::FreeOutside { which }),
+        1 => any::<usize>().prop_map(|which| Op::FreeZero { which }),
+        1 => any::<usize>().prop_map(|which| Op::FreeMisaligned { which }),
+        1 => (0usize..3, 0u8..3).prop_map(|(count, which)| Op::BadAlign { count, which }),
+        1 => (0usize..4, 0usize..200, 1usize..50)
+            .prop_map(|(region, offset, len)| Op::AddOverlap { region, offset, len }),
+        1 => Just(Op::Drain),
+    ]
+}
+
+/// Up to 4 regions: a first page, then (gap, length) pairs; gaps may be 0 (adjacent).
+fn regions() -> impl Strategy<Value = (usize, Vec<(usize, usize)>)> {
+    (
+        1usize..70,
+        proptest::collection::vec((0usize..20, 1usize..120), 1..=4),
+    )
+}
+
+/// Builds the region list in page numbers, clipped to `limit` pages after the first.
+fn layout(first: usize, spec: &[(usize, usize)], limit: usize) -> Vec<(usize, usize)> {
+    let mut regions = Vec::new();
+    let mut pos = first;
+    for &(gap, len) in spec {
+        let start = pos + gap;
+        let end = (start + len).min(first + limit);
+        if start >= end {
+            break;
+        }
+        regions.push((start, end));
+        pos = end;
+    }
+    regions
+}
+
+fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
+    let mut model = Model {
+        regions: Vec::new(),
+        owned: BTreeSet::new(),
+        live: BTreeMap::new(),
+        freed: Vec::new(),
+    };
+    // Regions are added with byte-unaligned edges where possible: whole pages are kept.
+    for (i, &(s, e)) in regions.iter().enumerate() {
+        let (start, size) = if i % 2 == 1 && s > 0 {
+            (s * P - P / 2, (e - s) * P + P / 2 + P / 3)
+        } else {
+            (s * P, (e - s) * P)
+        };
+        pages.add(start, size).unwrap();
+        model.regions.push((s, e));
+        model.verify(pages, &("add", s, e));
+    }
+    let lo = regions[0].0;
+    let hi = regions.iter().map(|r| r.1).max().unwrap();
+    for (step, op) in ops.iter().enumerate() {
+        let context = (step, op);
+        let pick = |which: usize, model: &Model| -> Option<(usize, usize)> {
+            let n = model.live.len();
+            (n > 0).then(|| {
+                model
+                    .live
+                    .iter()
+                    .nth(which % n)
+                    .map(|(&a, &c)| (a, c))
+                    .unwrap()
+            })
+        };
+        match *op {
+            Op::Alloc { count, align_shift } => {
+                let align = 1 << align_shift;
+                match pages.alloc(count, align * P) {
+                    Ok(addr) => {
+                        assert_eq!(addr % (align * P), 0, "{context:?}: misaligned {addr:#x}");
+                        model.take(addr, count, &context);
+                    }
+                    Err(AllocError::NoMemory) => {
+                        let possible = if A::FIRST_FIT {
+                            model.fits(count, align)
+                        } else {
+                            let order = count.next_power_of_two().trailing_zeros().max(align_shift);
+                            order as usize <= MAX_ORDER && model.block_fits(order as usize)
+                        };
+                        assert!(!possible, "{context:?}: NoMemory although a run is free");
+                    }
+                    Err(e) => panic!("{context:?}: {e:?}"),
+                }
+            }
+            Op::AllocAt {
+                region,
+                offset,
+                count,
+                align_shift,
+            } => {
+                let (s, e) = model.regions[region % model.regions.len()];
+                let align = 1usize << align_shift;
+                let first = (s + offset % (e - s)).next_multiple_of(align);
+                let result = pages.alloc_at(first * P, count, align * P);
+                let covered = (first..first + count).all(|p| model.in_regions(p));
+                if !covered {
+                    assert_eq!(result, Err(AllocError::InvalidParam), "{context:?}");
+                } else if model.run_free(first, count) {
+                    assert_eq!(result, Ok(first * P), "{context:?}");
+                    model.take(first * P, count, &context);
+                } else {
+                    assert_eq!(result, Err(AllocError::MemoryOverlap), "{context:?}");
+                }
+            }
+            Op::Free { which } => {
+                if let Some((addr, count)) = pick(which, &model) {
+                    assert_eq!(pages.free(addr, count), Ok(()), "{context:?}");
+                    model.release(addr);
+                }
+            }
+            Op::DoubleFree { which } => {
+                if !model.freed.is_empty() {
+                    let (addr, count) = model.freed[which % model.freed.len()];
+                    // Only a true double free if none of it was handed out again.
+                    if (addr / P..addr / P + count).all(|p| !model.owned.contains(&p)) {
+                        assert_eq!(
+                            pages.free(addr, count),
+                            Err(AllocError::NotAllocated),
+                            "{context:?}"
+                        );
+                    }
+                }
+            }
+            Op::FreeNeverAllocated { region, offset } => {
+                let (s, e) = model.regions[region % model.regions.len()];
+                let page = s + offset % (e - s);
+                if !model.owned.contains(&page) {
+                    assert_eq!(
+                        pages.free(page * P, 1),
+                        Err(AllocError::NotAllocated),
+                        "{context:?}"
+                    );
+                }
+            }
+            Op::FreeOutside { which } => {
+                let page = match which {
+                    0 => lo - 1,
+                    1 => hi + 3,
+                    _ => (lo..hi).find(|&p| !model.in_regions(p)).unwrap_or(hi),
+                };
+                assert_eq!(
+                    pages.free(page * P, 1),
+                    Err(AllocError::InvalidParam),
+                    "{context:?}"
+                );
+                // A range starting inside a region and running out of it.
+                let (_, e) = model.regions[which as usize % model.regions.len()];
+                if !model.in_regions(e) {
+                    assert_eq!(
+                        pages.free((e - 1) * P, 2),
+                        Err(AllocError::InvalidParam),
+                        "{context:?}"
+                    );
+                }
+            }
+            Op::FreeZero { which } => {
+                let addr = pick(which, &model).map_or(lo * P, |a| a.0);
+                assert_eq!(
+                    pages.free(addr, 0),
+                    Err(AllocError::InvalidParam),
+                    "{context:?}"
+                );
+            }
+            Op::FreeMisaligned { which } => {
+                if let Some((addr, count)) = pick(which, &model) {
+                    assert_eq!(pages.free(addr + 8, count), Err(AllocError::InvalidParam));
+                }
+            }
+            Op::BadAlign { count, which } => {
+                let align = [3 * P, P / 2, 0][which as usize];
+                assert_eq!(pages.alloc(count + 1, align), Err(AllocError::InvalidParam));
+                assert_eq!(pages.alloc(0, P), Err(AllocError::InvalidParam));
+                assert_eq!(
+                    pages.alloc_at(lo * P, 1, align),
+                    Err(AllocError::InvalidParam)
+                );
+                assert_eq!(pages.alloc_at(lo * P, 0, P), Err(AllocError::InvalidParam));
+            }
+            Op::AddOverlap {
+                region,
+                offset,
+                len,
+            } => {
+                let (s, e) = model.regions[region % model.regions.len()];
+                let start = s + offset % (e - s);
+                assert_eq!(
+                    pages.add(start * P, len * P),
+                    Err(AllocError::MemoryOverlap),
+                    "{context:?}"
+                );
+            }
+            Op::Drain => pages.drain(),
+        }
+        model.verify(pages, &context);
+    }
+    // Everything back: all pages free again, and allocatable.
+    let live: Vec<usize> = model.live.keys().copied().collect();
+    for addr in live {
+        let count = model.live[&addr];
+        assert_eq!(pages.free(addr, count), Ok(()));
+        model.release(addr);
+    }
+    pages.drain();
+    model.verify(pages, &"end");
+    assert_eq!(pages.used(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
+
+    #[test]
+    fn bitmap_against_model(
+        (first, spec) in regions(),
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        let regions = layout(first, &spec, WORDS * 64 - 1);
+        let pages = Bitmap::new();
+        run(&pages, regions, &ops);
+    }
+
+    #[test]
+    fn buddy_against_model(
+        (first, spec) in regions(),
+        ops in proptest::collection::vec(op(), 1..120),
+    ) {
+        let regions = layout(first, &spec, 512);
+        let lo = regions[0].0;
+        let hi = regions.iter().map(|r| r.1).max().unwrap();
+        let pages = Buddy::with_window(lo * P, (hi - lo) * P).with_watermarks(4, 2);
+        run(&pages, regions, &ops);
+    }
+}

@@ -1,0 +1,209 @@
+//! Multithreaded stress tests of both page allocators: threads share one allocator, each
+//! allocating runs of 1..=8 pages (mostly single pages, with alignments up to 8 pages) into a
+//! ring, freeing the oldest, and handing some of their pages to a neighbour to free (remote
+//! frees: the buddy's caches then receive pages another CPU allocated). A shared ownership
+//! table (one `AtomicU8` per page) catches any page owned twice at the moment it happens.
+//! Afterwards the counts must be exact and `check()` must pass, with every page free again.
+//!
+//! Operation counts are smaller in debug builds (the default `cargo test`) and under Miri.
+
+mod common;
+
+use core::sync::atomic::{AtomicU8, Ordering};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread;
+
+use common::Rng;
+use smpalloc::bitmap::summary_words;
+use smpalloc::page::{BitmapPageAllocator, BuddyPageAllocator};
+use smpalloc::{AllocError, AllocResult};
+
+const P: usize = 4096;
+const OPS: usize = if cfg!(miri) {
+    200
+} else if cfg!(debug_assertions) {
+    20_000
+} else {
+    200_000
+};
+/// Pages managed: 2,048 (a first region of 1,500 pages and an odd second one).
+const BASE: usize = 0x4000_0000;
+
+trait Pages: Sync {
+    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize>;
+    fn free(&self, addr: usize, count: usize) -> AllocResult;
+    fn used(&self) -> usize;
+    fn available(&self) -> usize;
+    fn total(&self) -> usize;
+    fn invariants(&self) -> Result<(), String>;
+    fn drain(&self) {}
+}
+
+type Bitmap = BitmapPageAllocator<P, 64, { summary_words(64) }>;
+type Buddy = BuddyPageAllocator<P, 6, 4>;
+
+impl Pages for Bitmap {
+    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
+        self.alloc_pages(count, align)
+    }
+    fn free(&self, addr: usize, count: usize) -> AllocResult {
+        self.try_dealloc_pages(addr, count)
+    }
+    fn used(&self) -> usize {
+        self.used_pages()
+    }
+    fn available(&self) -> usize {
+        self.available_pages()
+    }
+    fn total(&self) -> usize {
+        self.total_pages()
+    }
+    fn invariants(&self) -> Result<(), String> {
+        self.check().map_err(|e| e.to_string())
+    }
+}
+
+impl Pages for Buddy {
+    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
+        self.alloc_pages(count, align)
+    }
+    fn free(&self, addr: usize, count: usize) -> AllocResult {
+        self.try_dealloc_pages(addr, count)
+    }
+    fn used(&self) -> usize {
+        self.used_pages()
+    }
+    fn available(&self) -> usize {
+        self.available_pages()
+    }
+    fn total(&self) -> usize {
+        self.total_pages()
+    }
+    fn invariants(&self) -> Result<(), String> {
+        self.check().map_err(|e| e.to_string())
+    }
+    fn drain(&self) {
+        self.drain_cpu_caches();
+    }
+}
+
+/// Who owns which page (index from `BASE`): 0 = nobody, 1 = some thread.
+struct Table(Vec<AtomicU8>);
+
+impl Table {
+    #[track_caller]
+    fn claim(&self, addr: usize, count: usize) {
+        for page in (addr - BASE) / P..(addr - BASE) / P + count {
+            assert_eq!(
+                self.0[page].swap(1, Ordering::AcqRel),
+                0,
+                "duplicate: page {page} of {addr:#x}+{count} is already owned"
+            );
+        }
+    }
+
+    #[track_caller]
+    fn release(&self, addr: usize, count: usize) {
+        for page in (addr - BASE) / P..(addr - BASE) / P + count {
+            assert_eq!(
+                self.0[page].swap(0, Ordering::AcqRel),
+                1,
+                "page {page} not owned"
+            );
+        }
+    }
+}
+
+fn stress(pages: &impl Pages, threads: usize, seed: u64) {
+    let table = Table((0..4096).map(|_| AtomicU8::new(0)).collect());
+    let total = pages.total();
+    // Each thread sends some of its allocations to the next thread, which frees them.
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| mpsc::channel::<(usize, usize)>())
+        .unzip();
+    let receivers: Vec<Mutex<mpsc::Receiver<(usize, usize)>>> =
+        receivers.into_iter().map(Mutex::new).collect();
+    thread::scope(|s| {
+        for t in 0..threads {
+            let (table, receivers) = (&table, &receivers);
+            let next = senders[(t + 1) % threads].clone();
+            s.spawn(move || {
+                let mut rng = Rng::new(seed ^ (t as u64 * 0x9e37));
+                let mut ring: VecDeque<(usize, usize)> = VecDeque::new();
+                let inbox = receivers[t].lock().unwrap();
+                for _ in 0..OPS {
+                    let (count, align) = match rng.below(10) {
+                        0..=6 => (1, 1),
+                        7 => (1, 1 << rng.below(4)),
+                        _ => (1 + rng.below(8), 1 << rng.below(4)),
+                    };
+                    match pages.alloc(count, align * P) {
+                        Ok(addr) => {
+                            assert_eq!(addr % (align * P), 0);
+                            table.claim(addr, count);
+                            if rng.below(8) == 0 {
+                                next.send((addr, count)).unwrap();
+                            } else {
+                                ring.push_back((addr, count));
+                            }
+                        }
+                        Err(AllocError::NoMemory) => {}
+                        Err(e) => panic!("{e:?}"),
+                    }
+                    if ring.len() > 24 || (rng.below(3) == 0 && !ring.is_empty()) {
+                        let (addr, count) = ring.pop_front().unwrap();
+                        table.release(addr, count);
+                        pages.free(addr, count).unwrap();
+                    }
+                    while let Ok((addr, count)) = inbox.try_recv() {
+                        table.release(addr, count);
+                        pages.free(addr, count).unwrap();
+                    }
+                }
+                for (addr, count) in ring {
+                    table.release(addr, count);
+                    pages.free(addr, count).unwrap();
+                }
+            });
+        }
+        drop(senders);
+    });
+    // Remote frees still in flight when their receiver finished.
+    for inbox in receivers {
+        for (addr, count) in inbox.into_inner().unwrap().try_iter() {
+            table.release(addr, count);
+            pages.free(addr, count).unwrap();
+        }
+    }
+    assert_eq!(pages.used(), 0);
+    assert_eq!(pages.available(), total);
+    pages.invariants().unwrap();
+    pages.drain();
+    pages.invariants().unwrap();
+    assert!(table.0.iter().all(|o| o.load(Ordering::Relaxed) == 0));
+}
+
+fn regions(add: impl Fn(usize, usize) -> AllocResult) {
+    add(BASE + 3 * P, 1500 * P).unwrap();
+    add(BASE + 1600 * P, 443 * P).unwrap();
+}
+
+#[test]
+fn bitmap_stress() {
+    for threads in [2, 4] {
+        let pages = Bitmap::new();
+        regions(|s, n| pages.add_memory(s, n));
+        stress(&pages, threads, 0xb17 + threads as u64);
+    }
+}
+
+#[test]
+fn buddy_stress() {
+    for threads in [2, 4] {
+        let pages = Buddy::with_window(BASE, 2048 * P).with_watermarks(8, 3);
+        regions(|s, n| pages.add_memory(s, n));
+        stress(&pages, threads, 0xb0d + threads as u64);
+    }
+}
