@@ -595,7 +595,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     ///
     /// # Time Complexity
     /// O(1).
-    #[inline]
+    #[inline(always)]
     pub fn allocate(&mut self, layout: Layout) -> Option<NonNull<u8>> {
         // Fast path, small enough to inline: word alignment, and a list at or above the
         // rounded-up class is non-empty.
