@@ -17,7 +17,17 @@ use smpalloc::{AllocError, Tlsf};
 use tlsf_shadow::{Buffer, Shadow};
 
 const BUF: usize = if cfg!(miri) { 8 * 1024 } else { 96 * 1024 };
-const CASES: u32 = if cfg!(miri) { 2 } else { 200 };
+/// Cases per configuration: 200 (2 under Miri), or `TLSF_PROP_CASES` for a deep run
+/// (`TLSF_PROP_CASES=20000 cargo test --release --test tlsf_props random` takes about a minute).
+fn cases() -> u32 {
+    if cfg!(miri) {
+        return 2;
+    }
+    std::env::var("TLSF_PROP_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
 const OPS: usize = if cfg!(miri) { 24 } else { 250 };
 
 #[derive(Debug, Clone)]
@@ -264,7 +274,7 @@ macro_rules! suite {
 
             proptest! {
                 #![proptest_config(ProptestConfig {
-                    cases: CASES,
+                    cases: cases(),
                     failure_persistence: None,
                     ..ProptestConfig::default()
                 })]
@@ -519,4 +529,41 @@ fn insert_free_block_borrows_the_pool() {
     let (blocks, bytes) = tlsf.check().unwrap();
     assert_eq!(blocks, 1);
     assert!(bytes >= 1000 - 3 * GRANULARITY);
+}
+
+/// Regression (found by a 20,000-case run): a used block and its free successor may sum past
+/// `MAX_BLOCK_SIZE`; growing in place into the successor must then leave a free rest, or move.
+#[test]
+fn in_place_growth_never_exceeds_the_largest_block() {
+    type T = Tlsf<'static, u8, u8, 4, 4>; // blocks of at most 496 bytes
+    let buffer = Buffer::new(4096);
+    let mut tlsf = T::new();
+    // SAFETY: the buffer's first 1024 bytes, once: pieces of 496, 480 and 32 bytes.
+    unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 1024)).unwrap() };
+    let pool = buffer.slice(0, 1024);
+    // SAFETY: the pool just inserted.
+    let sizes: Vec<usize> = unsafe { tlsf.iter_blocks(pool) }.map(|b| b.size).collect();
+    assert_eq!(sizes, [496, 480, 32], "the scenario needs this carving");
+    let x = tlsf
+        .allocate(Layout::from_size_align(480, 8).unwrap())
+        .unwrap();
+    let y = tlsf
+        .allocate(Layout::from_size_align(464, 8).unwrap())
+        .unwrap();
+    // SAFETY: `x` is live and freed once.
+    unsafe { tlsf.deallocate(x, 8) };
+    // `y` (480 bytes) and the free 32-byte block after it sum to 512 > 496.
+    // SAFETY: the pool; `y` is live.
+    let blocks: Vec<_> = unsafe { tlsf.iter_blocks(pool) }.collect();
+    assert!(
+        blocks[1].used && !blocks[2].used && blocks[1].size + blocks[2].size > T::MAX_BLOCK_SIZE
+    );
+    // SAFETY: `y` is live; the result replaces it.
+    let z = unsafe { tlsf.reallocate(y, Layout::from_size_align(472, 8).unwrap()) }.unwrap();
+    tlsf.check().unwrap();
+    // SAFETY: the pool.
+    unsafe { tlsf.check_pool(pool) }.unwrap();
+    // SAFETY: `z` is live and freed once.
+    unsafe { tlsf.deallocate(z, 8) };
+    assert_eq!(tlsf.check().unwrap().1, 1024 - GRANULARITY);
 }

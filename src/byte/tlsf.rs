@@ -905,7 +905,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 }
                 let next = b.byte_add(size);
                 let next_size = (*next).size;
-                if next_size & USED == 0 && size + next_size >= need {
+                if next_size & USED == 0 && Self::grows_into(size + next_size, need) {
                     self.unlink(next, next_size);
                     let total = size + next_size;
                     if !self.trim(b, total, need) {
@@ -949,13 +949,27 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
             let b = ptr.as_ptr().sub(HDR).cast::<BlockHdr>();
             let size = (*b).size & !FLAGS;
             let next_size = (*b.byte_add(size)).size;
-            let room = if next_size & USED == 0 {
-                size + next_size
+            if next_size & USED != 0 {
+                return size - HDR;
+            }
+            let room = size + next_size;
+            // The largest block size `grows_into` accepts (see there).
+            let most = if room <= Self::MAX_BLOCK_SIZE {
+                room
             } else {
-                size
+                (room - MIN_BLOCK).min(Self::MAX_BLOCK_SIZE)
             };
-            room - HDR
+            most - HDR
         }
+    }
+
+    /// Whether a used block can grow in place to `need` bytes by taking its free successor,
+    /// `room` being their sum: enough room, and the result fits a block. When `room` exceeds
+    /// `MAX_BLOCK_SIZE` (a used block and a free one may sum past it), the rest must be split
+    /// off as a free block, so at least a minimum block must remain.
+    #[inline(always)]
+    fn grows_into(room: usize, need: usize) -> bool {
+        room >= need && (room <= Self::MAX_BLOCK_SIZE || room - need >= MIN_BLOCK)
     }
 
     /// The block size (header included) of the live allocation at `ptr`.
