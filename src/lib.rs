@@ -28,6 +28,7 @@
 //! ```
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(feature = "nightly", feature(allocator_api))]
 
 #[cfg(any(feature = "std", loom))]
 extern crate std;
@@ -69,6 +70,8 @@ pub use page::{BitmapPageAllocator, BuddyPageAllocator};
 // Issue 6 (TLSF) and issue 7 (slab, buddy bytes): the byte allocators.
 #[cfg(any(feature = "tlsf", feature = "slab", feature = "buddy"))]
 pub mod byte;
+#[cfg(feature = "tlsf")]
+pub use byte::{Tlsf, TlsfByteAllocator, TlsfHeap};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

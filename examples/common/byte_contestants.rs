@@ -1,0 +1,735 @@
+//! The byte-allocator contestants and workloads shared by the showcase's bytes section
+//! (`examples/common/bytes.rs`) and `benches/tlsf.rs` (both include this file with `#[path]`).
+//!
+//! - ours: `smpalloc::Tlsf<u32, u32, 28, 32>` (the algorithm), `TlsfByteAllocator` (arceos'
+//!   API) and `TlsfHeap` (arenas behind spin locks, what `#[global_allocator]` uses);
+//! - peers: `rlsf` 0.2 (`Tlsf<u32, u32, 28, 32>`, arceos' configuration), `talc` 4
+//!   (`Talc<ErrOnOom>`), `buddy_system_allocator` 0.13 (`Heap<32>`), `linked_list_allocator`
+//!   0.10 (`Heap`), axallocator 0.2's `TlsfByteAllocator` (rlsf inside) and `std::alloc::System`.
+//!
+//! The workload is one seeded sequence of steps over `SLOTS` slots: each step picks a slot and
+//! frees its block if it holds one, otherwise allocates there (70% 8..128 B, 25% 129 B..4 KiB,
+//! 5% 4..64 KiB). Every allocator runs exactly the same steps over the same pool memory.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::RefCell;
+use core::ptr::NonNull;
+use core::time::Duration;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use smpalloc::{SpinLock, TlsfHeap};
+
+/// The largest pool any workload uses (128 MiB, the arceos set); smaller pools are prefixes.
+pub(crate) const MAX_POOL: usize = 128 << 20;
+/// The churn pool.
+pub(crate) const POOL: usize = 64 << 20;
+/// The heap-efficiency pool.
+pub(crate) const EFFICIENCY_POOL: usize = 16 << 20;
+/// Slots of the churn workload (about half hold a block in the steady state).
+pub(crate) const SLOTS: usize = 8192;
+/// Seed of every random choice.
+pub(crate) const SEED: u64 = 0x7157_f00d;
+
+/// The pool memory: one leaked, page-aligned 128 MiB buffer, handed to one allocator at a time.
+pub(crate) fn pool(len: usize) -> NonNull<[u8]> {
+    static BASE: OnceLock<usize> = OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let layout = Layout::from_size_align(MAX_POOL, 4096).unwrap();
+        // SAFETY: non-zero size; leaked on purpose (every allocator reuses it).
+        let ptr = unsafe { std::alloc::alloc(layout) };
+        assert!(!ptr.is_null());
+        // Touch every page once, so no allocator pays the first-touch faults.
+        // SAFETY: the buffer was just allocated.
+        unsafe { ptr.write_bytes(0, MAX_POOL) };
+        ptr.expose_provenance()
+    });
+    assert!(len <= MAX_POOL);
+    let ptr = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(base)).unwrap();
+    NonNull::slice_from_raw_parts(ptr, len)
+}
+
+/// A small seeded PRNG (xorshift64*).
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A request size of the mix: 70% 8..=128 B, 25% 129 B..=4 KiB, 5% 4..=64 KiB.
+pub(crate) fn mix_size(rng: &mut Rng) -> usize {
+    let class = rng.below(100);
+    (if class < 70 {
+        8 + rng.below(121)
+    } else if class < 95 {
+        129 + rng.below(4096 - 128)
+    } else {
+        4097 + rng.below(65536 - 4096)
+    }) as usize
+}
+
+/// One step: the slot, and the size to allocate there if it is empty.
+#[derive(Clone, Copy)]
+pub(crate) struct Step {
+    pub(crate) slot: u32,
+    pub(crate) size: u32,
+}
+
+/// The seeded step sequence (`stream` selects an independent one, for threads).
+pub(crate) fn steps(stream: u64, len: usize) -> Vec<Step> {
+    let mut rng = Rng::new(SEED ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    (0..len)
+        .map(|_| Step {
+            slot: rng.below(SLOTS as u64) as u32,
+            size: mix_size(&mut rng) as u32,
+        })
+        .collect()
+}
+
+/// Alignment of every churn request.
+pub(crate) const ALIGN: usize = 8;
+
+// ---------------------------------------------------------------------------------------------
+// The allocators
+
+/// A byte allocator under test, owning a pool.
+pub(crate) trait Bytes {
+    /// A fresh allocator over `pool`.
+    ///
+    /// # Safety
+    /// The pool's memory is unused by anything else until the allocator is dropped.
+    unsafe fn over(pool: NonNull<[u8]>) -> Self;
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>>;
+    /// # Safety
+    /// `ptr` came from `alloc(layout)` and was not freed.
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout);
+}
+
+/// `smpalloc::Tlsf` with arceos' parameters.
+pub(crate) struct OursTlsf(Box<smpalloc::byte::DefaultTlsf>);
+/// `smpalloc::TlsfByteAllocator`.
+pub(crate) struct OursByte(Box<smpalloc::TlsfByteAllocator>);
+/// `smpalloc::TlsfHeap<2>`, used from one thread (its locks uncontended).
+pub(crate) struct OursHeap(Box<TlsfHeap<2>>);
+/// rlsf's `Tlsf` with arceos' parameters.
+pub(crate) struct Rlsf(Box<rlsf::Tlsf<'static, u32, u32, 28, 32>>);
+/// talc's `Talc` with `ErrOnOom` (the pool is claimed up front).
+pub(crate) struct Talc(talc::Talc<talc::ErrOnOom>);
+/// buddy_system_allocator's `Heap<32>`.
+pub(crate) struct Buddy(Box<buddy_system_allocator::Heap<32>>);
+/// linked_list_allocator's `Heap`.
+pub(crate) struct LinkedList(linked_list_allocator::Heap);
+/// axallocator's `TlsfByteAllocator` (rlsf inside).
+pub(crate) struct AxTlsf(Box<axallocator::TlsfByteAllocator>);
+/// `std::alloc::System` (ignores the pool).
+pub(crate) struct System;
+
+impl Bytes for OursTlsf {
+    unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        let mut tlsf = Box::new(smpalloc::byte::DefaultTlsf::new());
+        // SAFETY: the caller gives us the pool.
+        unsafe { tlsf.insert_free_block_ptr(pool).unwrap() };
+        Self(tlsf)
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.allocate(layout)
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.deallocate(ptr, layout.align()) }
+    }
+}
+
+impl Bytes for OursByte {
+    unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        use smpalloc::BaseAllocator;
+        let mut a = Box::new(smpalloc::TlsfByteAllocator::new());
+        a.init(pool.cast::<u8>().as_ptr().expose_provenance(), pool.len());
+        Self(a)
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        smpalloc::ByteAllocator::alloc(&mut *self.0, layout).ok()
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        smpalloc::ByteAllocator::dealloc(&mut *self.0, ptr, layout);
+    }
+}
+
+impl Bytes for OursHeap {
+    unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        let heap = Box::new(TlsfHeap::new());
+        // SAFETY: the caller gives us the pool.
+        unsafe { heap.add_pool(pool).unwrap() };
+        Self(heap)
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.allocate(layout)
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.deallocate(ptr, layout) }
+    }
+}
+
+impl Bytes for Rlsf {
+    unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        let mut tlsf = Box::new(rlsf::Tlsf::new());
+        // SAFETY: the caller gives us the pool.
+        unsafe { tlsf.insert_free_block_ptr(pool).unwrap() };
+        Self(tlsf)
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.allocate(layout)
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.deallocate(ptr, layout.align()) }
+    }
+}
+
+impl Bytes for Talc {
+    unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        let mut talc = talc::Talc::new(talc::ErrOnOom);
+        let start = pool.cast::<u8>().as_ptr();
+        // SAFETY: the caller gives us the pool.
+        unsafe {
+            talc.claim(talc::Span::from(start..start.add(pool.len())))
+                .unwrap()
+        };
+        Self(talc)
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: `malloc` has no precondition beyond a non-zero size (the mix never asks 0).
+        unsafe { self.0.malloc(layout) }.ok()
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.free(ptr, layout) }
+    }
+}
+
+impl Bytes for Buddy {
+    unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        let mut heap = Box::new(buddy_system_allocator::Heap::<32>::empty());
+        // SAFETY: the caller gives us the pool.
+        unsafe { heap.init(pool.cast::<u8>().as_ptr().expose_provenance(), pool.len()) };
+        Self(heap)
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.alloc(layout).ok()
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+}
+
+impl Bytes for LinkedList {
+    unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        let mut heap = linked_list_allocator::Heap::empty();
+        // SAFETY: the caller gives us the pool.
+        unsafe { heap.init(pool.cast::<u8>().as_ptr(), pool.len()) };
+        Self(heap)
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.allocate_first_fit(layout).ok()
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.deallocate(ptr, layout) }
+    }
+}
+
+impl Bytes for AxTlsf {
+    unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        use axallocator::BaseAllocator;
+        let mut a = Box::new(axallocator::TlsfByteAllocator::new());
+        a.init(pool.cast::<u8>().as_ptr().expose_provenance(), pool.len());
+        Self(a)
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        axallocator::ByteAllocator::alloc(&mut *self.0, layout).ok()
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        axallocator::ByteAllocator::dealloc(&mut *self.0, ptr, layout);
+    }
+}
+
+impl Bytes for System {
+    unsafe fn over(_pool: NonNull<[u8]>) -> Self {
+        Self
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: non-zero size.
+        NonNull::new(unsafe { std::alloc::System.alloc(layout) })
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { std::alloc::System.dealloc(ptr.as_ptr(), layout) }
+    }
+}
+
+/// Which contestant.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    OursTlsf,
+    OursByte,
+    OursHeap,
+    Rlsf,
+    Talc,
+    Buddy,
+    LinkedList,
+    AxTlsf,
+    System,
+}
+
+/// Runs something generic over one contestant.
+pub(crate) trait Visit {
+    type Out;
+    fn visit<B: Bytes>(self, kind: Kind) -> Self::Out;
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 9] = [
+        Kind::OursTlsf,
+        Kind::OursByte,
+        Kind::OursHeap,
+        Kind::Rlsf,
+        Kind::Talc,
+        Kind::Buddy,
+        Kind::LinkedList,
+        Kind::AxTlsf,
+        Kind::System,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::OursTlsf => "smpalloc Tlsf",
+            Kind::OursByte => "smpalloc TlsfByteAllocator",
+            Kind::OursHeap => "smpalloc TlsfHeap<2>",
+            Kind::Rlsf => "rlsf 0.2",
+            Kind::Talc => "talc 4",
+            Kind::Buddy => "buddy_system_allocator 0.13",
+            Kind::LinkedList => "linked_list_allocator 0.10",
+            Kind::AxTlsf => "axallocator 0.2 TLSF",
+            Kind::System => "std System",
+        }
+    }
+
+    pub(crate) fn ours(self) -> bool {
+        matches!(self, Kind::OursTlsf | Kind::OursByte | Kind::OursHeap)
+    }
+
+    pub(crate) fn with<V: Visit>(self, v: V) -> V::Out {
+        match self {
+            Kind::OursTlsf => v.visit::<OursTlsf>(self),
+            Kind::OursByte => v.visit::<OursByte>(self),
+            Kind::OursHeap => v.visit::<OursHeap>(self),
+            Kind::Rlsf => v.visit::<Rlsf>(self),
+            Kind::Talc => v.visit::<Talc>(self),
+            Kind::Buddy => v.visit::<Buddy>(self),
+            Kind::LinkedList => v.visit::<LinkedList>(self),
+            Kind::AxTlsf => v.visit::<AxTlsf>(self),
+            Kind::System => v.visit::<System>(self),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Churn
+
+/// The live blocks of a churn run.
+pub(crate) struct Slots(Vec<Option<(NonNull<u8>, Layout)>>);
+
+impl Slots {
+    pub(crate) fn new() -> Self {
+        Self(vec![None; SLOTS])
+    }
+
+    /// Runs `steps`, returns how many allocations failed.
+    #[inline]
+    pub(crate) fn run<B: Bytes>(&mut self, b: &mut B, steps: &[Step]) -> usize {
+        let mut failed = 0;
+        for step in steps {
+            let slot = &mut self.0[step.slot as usize];
+            match slot.take() {
+                // SAFETY: allocated by `b` with `layout` and not freed since.
+                Some((ptr, layout)) => unsafe { b.free(ptr, layout) },
+                None => {
+                    // SAFETY: `ALIGN` is a power of two and sizes are small.
+                    let layout =
+                        unsafe { Layout::from_size_align_unchecked(step.size as usize, ALIGN) };
+                    match b.alloc(layout) {
+                        Some(ptr) => {
+                            // Touch the block, as a program would.
+                            // SAFETY: at least one byte was allocated.
+                            unsafe { ptr.as_ptr().write(1) };
+                            *slot = Some((ptr, layout));
+                        }
+                        None => failed += 1,
+                    }
+                }
+            }
+        }
+        failed
+    }
+
+    /// Frees every live block.
+    pub(crate) fn drain<B: Bytes>(&mut self, b: &mut B) {
+        for slot in &mut self.0 {
+            if let Some((ptr, layout)) = slot.take() {
+                // SAFETY: live, freed once.
+                unsafe { b.free(ptr, layout) };
+            }
+        }
+    }
+}
+
+/// Warm-up steps before timing (the live set reaches its steady state).
+pub(crate) const WARMUP: usize = 4 * SLOTS;
+
+/// Times `ops` churn steps on a fresh `B` over the 64 MiB pool (after the warm-up).
+pub(crate) fn time_churn<B: Bytes>(ops: usize) -> Duration {
+    static STEPS: OnceLock<Vec<Step>> = OnceLock::new();
+    let all = STEPS.get_or_init(|| steps(0, WARMUP + 3_000_000));
+    let ops = ops.min(all.len() - WARMUP);
+    // SAFETY: the pool is used by this allocator only, until it is dropped below.
+    let mut b = unsafe { B::over(pool(POOL)) };
+    let mut slots = Slots::new();
+    assert_eq!(
+        slots.run(&mut b, &all[..WARMUP]),
+        0,
+        "the 64 MiB pool ran out"
+    );
+    let start = Instant::now();
+    let failed = slots.run(&mut b, &all[WARMUP..WARMUP + ops]);
+    let elapsed = start.elapsed();
+    assert_eq!(failed, 0, "the 64 MiB pool ran out");
+    slots.drain(&mut b);
+    elapsed
+}
+
+/// Per-operation latencies (ns) of `ops` churn steps, sorted.
+pub(crate) fn latencies<B: Bytes>(ops: usize) -> Vec<u32> {
+    let all = steps(1, WARMUP + ops);
+    // SAFETY: as in `time_churn`.
+    let mut b = unsafe { B::over(pool(POOL)) };
+    let mut slots = Slots::new();
+    slots.run(&mut b, &all[..WARMUP]);
+    let mut out = Vec::with_capacity(ops);
+    for step in &all[WARMUP..] {
+        let start = Instant::now();
+        slots.run(&mut b, core::slice::from_ref(step));
+        out.push(start.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+    }
+    slots.drain(&mut b);
+    out.sort_unstable();
+    out
+}
+
+/// Heap efficiency: allocate the mix (3 allocations to 1 random free) on a fresh 16 MiB pool
+/// until the first failure; the live requested bytes then, as a fraction of the pool.
+pub(crate) fn efficiency<B: Bytes>() -> f64 {
+    let mut rng = Rng::new(SEED ^ 0xeff);
+    // SAFETY: as in `time_churn`.
+    let mut b = unsafe { B::over(pool(EFFICIENCY_POOL)) };
+    let mut live: Vec<(NonNull<u8>, Layout)> = Vec::new();
+    let mut bytes = 0;
+    loop {
+        if rng.below(4) == 0 && !live.is_empty() {
+            let (ptr, layout) = live.swap_remove(rng.below(live.len() as u64) as usize);
+            bytes -= layout.size();
+            // SAFETY: live, freed once.
+            unsafe { b.free(ptr, layout) };
+        } else {
+            let layout = Layout::from_size_align(mix_size(&mut rng), ALIGN).unwrap();
+            match b.alloc(layout) {
+                Some(ptr) => {
+                    bytes += layout.size();
+                    live.push((ptr, layout));
+                }
+                None => break,
+            }
+        }
+    }
+    for (ptr, layout) in live {
+        // SAFETY: live, freed once.
+        unsafe { b.free(ptr, layout) };
+    }
+    bytes as f64 / EFFICIENCY_POOL as f64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads
+
+/// An allocator shared by threads.
+pub(crate) trait Shared: Sync {
+    fn alloc(&self, layout: Layout) -> Option<NonNull<u8>>;
+    /// # Safety
+    /// `ptr` came from `alloc(layout)` and was not freed.
+    unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout);
+}
+
+impl<const N: usize> Shared for TlsfHeap<N> {
+    #[inline]
+    fn alloc(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.allocate(layout)
+    }
+    #[inline]
+    unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { self.deallocate(ptr, layout) }
+    }
+}
+
+/// rlsf behind one `SpinLock` (what a kernel would do with it).
+pub(crate) struct LockedRlsf(pub(crate) SpinLock<Rlsf>);
+
+// SAFETY: rlsf's `Tlsf` is `Send`; the lock serializes every access.
+unsafe impl Sync for LockedRlsf {}
+
+impl Shared for LockedRlsf {
+    #[inline]
+    fn alloc(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.lock().alloc(layout)
+    }
+    #[inline]
+    unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.lock().free(ptr, layout) }
+    }
+}
+
+impl Shared for System {
+    #[inline]
+    fn alloc(&self, layout: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: non-zero size.
+        NonNull::new(unsafe { std::alloc::System.alloc(layout) })
+    }
+    #[inline]
+    unsafe fn free(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { std::alloc::System.dealloc(ptr.as_ptr(), layout) }
+    }
+}
+
+/// Borrows a `Shared` allocator as a `Bytes` one, for one thread's churn.
+pub(crate) struct ByRef<'a, S: Shared>(pub(crate) &'a S);
+
+impl<S: Shared> Bytes for ByRef<'_, S> {
+    unsafe fn over(_pool: NonNull<[u8]>) -> Self {
+        unreachable!("built from a reference")
+    }
+    #[inline]
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        self.0.alloc(layout)
+    }
+    #[inline]
+    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract.
+        unsafe { self.0.free(ptr, layout) }
+    }
+}
+
+/// `threads` threads each run `ops` churn steps (their own slots and sequence) on `shared`;
+/// returns the wall time of the whole run.
+pub(crate) fn time_threads<S: Shared>(shared: &S, threads: usize, ops: usize) -> Duration {
+    let sequences: Vec<Vec<Step>> = (0..threads)
+        .map(|t| steps(10 + t as u64, WARMUP + ops))
+        .collect();
+    let barrier = std::sync::Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for seq in &sequences {
+            let barrier = &barrier;
+            s.spawn(move || {
+                let mut b = ByRef(shared);
+                let mut slots = Slots::new();
+                slots.run(&mut b, &seq[..WARMUP]);
+                barrier.wait();
+                assert_eq!(slots.run(&mut b, &seq[WARMUP..]), 0, "pool ran out");
+                barrier.wait();
+                slots.drain(&mut b);
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        barrier.wait();
+        start.elapsed()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The arceos benchmark set, through `allocator_api2::alloc::Allocator`
+
+/// Any `Bytes` allocator as an `allocator_api2` allocator (arceos' `AllocatorRc` does the same
+/// with `Rc<RefCell<_>>`).
+pub(crate) struct Api<'a, B: Bytes>(pub(crate) &'a RefCell<B>);
+
+impl<B: Bytes> Clone for Api<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<B: Bytes> Copy for Api<'_, B> {}
+
+// SAFETY: blocks come from `B`, live until deallocated; zero-size layouts get a dangling aligned
+// pointer that is never passed to `B`.
+unsafe impl<B: Bytes> allocator_api2::alloc::Allocator for Api<'_, B> {
+    #[inline]
+    fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, allocator_api2::alloc::AllocError> {
+        if layout.size() == 0 {
+            let dangling =
+                NonNull::new(core::ptr::without_provenance_mut::<u8>(layout.align())).unwrap();
+            return Ok(NonNull::slice_from_raw_parts(dangling, 0));
+        }
+        let ptr = self
+            .0
+            .borrow_mut()
+            .alloc(layout)
+            .ok_or(allocator_api2::alloc::AllocError)?;
+        Ok(NonNull::slice_from_raw_parts(ptr, layout.size()))
+    }
+    #[inline]
+    unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        if layout.size() != 0 {
+            // SAFETY: the caller's contract.
+            unsafe { self.0.borrow_mut().free(ptr, layout) }
+        }
+    }
+}
+
+/// The four workloads of arceos' `benches/collections.rs`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Collections {
+    /// Push 3,000,000 `u32` into a growing `Vec`.
+    VecPush3M,
+    /// 25,000 `Vec<u64>` of capacity 64, freed in shuffled order.
+    RandFree25K64,
+    /// 7,500 `Vec<u64>` of capacity 520, freed in shuffled order.
+    RandFree7500x520,
+    /// 50,000 random inserts (80%) and removals (20%) on a map with `Vec<u8>` keys.
+    Map50K,
+}
+
+impl Collections {
+    pub(crate) const ALL: [Collections; 4] = [
+        Collections::VecPush3M,
+        Collections::RandFree25K64,
+        Collections::RandFree7500x520,
+        Collections::Map50K,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Collections::VecPush3M => "vec_push_3M",
+            Collections::RandFree25K64 => "vec_rand_free_25K_64",
+            Collections::RandFree7500x520 => "vec_rand_free_7500_520",
+            Collections::Map50K => "hash_map_50K (btree_map_50K stand-in)",
+        }
+    }
+
+    /// Runs the workload in `a`; returns a checksum (so nothing is optimized away).
+    pub(crate) fn run<A: allocator_api2::alloc::Allocator + Copy>(self, a: A) -> u64 {
+        use allocator_api2::vec::Vec as AVec;
+        let mut rng = Rng::new(SEED ^ 0xa5ce05);
+        match self {
+            Collections::VecPush3M => {
+                let mut v = AVec::new_in(a);
+                for _ in 0..3_000_000 {
+                    v.push(rng.next() as u32);
+                }
+                v[v.len() / 2] as u64 + v.len() as u64
+            }
+            Collections::RandFree25K64 | Collections::RandFree7500x520 => {
+                let (n, blk) = if self == Collections::RandFree25K64 {
+                    (25_000, 64)
+                } else {
+                    (7_500, 520)
+                };
+                let mut vs: Vec<AVec<u64, A>> = (0..n)
+                    .map(|i| {
+                        let mut v = AVec::with_capacity_in(blk, a);
+                        v.push(i as u64);
+                        v
+                    })
+                    .collect();
+                // Fisher-Yates with the seeded generator.
+                for i in (1..vs.len()).rev() {
+                    vs.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                let mut sum = 0;
+                for v in vs {
+                    sum += v[0];
+                    drop(v);
+                }
+                sum
+            }
+            Collections::Map50K => {
+                let mut map = hashbrown::HashMap::new_in(a);
+                let mut keys: Vec<u64> = Vec::new();
+                for _ in 0..50_000 {
+                    if rng.below(5) == 0 && !keys.is_empty() {
+                        let k = keys.swap_remove(rng.below(keys.len() as u64) as usize);
+                        let mut key = AVec::new_in(a);
+                        key.extend_from_slice(format!("key_{k}").as_bytes());
+                        map.remove(&key);
+                    } else {
+                        let v = rng.next();
+                        let mut key = AVec::new_in(a);
+                        key.extend_from_slice(format!("key_{v}").as_bytes());
+                        map.insert(key, v);
+                        keys.push(v);
+                    }
+                }
+                map.len() as u64
+            }
+        }
+    }
+}
+
+/// Times `workload` with a fresh `B` over the 128 MiB pool, through `Api`.
+pub(crate) fn time_collections<B: Bytes>(workload: Collections) -> Duration {
+    // SAFETY: as in `time_churn`.
+    let b = RefCell::new(unsafe { B::over(pool(MAX_POOL)) });
+    let start = Instant::now();
+    core::hint::black_box(workload.run(Api(&b)));
+    start.elapsed()
+}
+
+/// Times `workload` on `std`'s global allocator (allocator_api2's `Global`).
+pub(crate) fn time_collections_global(workload: Collections) -> Duration {
+    let start = Instant::now();
+    core::hint::black_box(workload.run(allocator_api2::alloc::Global));
+    start.elapsed()
+}

@@ -1,0 +1,393 @@
+//! `TlsfHeap`: threads allocating and freeing each other's blocks (an ownership table checks
+//! that no block is handed out twice), borrowing from other arenas when one is exhausted,
+//! reallocation, bad input, and (feature `allocator-api2`) collections living in the heap.
+//! Runs under Miri with fewer rounds.
+
+mod tlsf_shadow;
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, mpsc};
+use std::thread;
+
+use smpalloc::{AllocError, TlsfHeap};
+use tlsf_shadow::{Buffer, Rng};
+
+const ROUNDS: usize = if cfg!(miri) { 60 } else { 20_000 };
+
+/// Who owns which byte range: a block handed out twice overlaps an entry.
+#[derive(Default)]
+struct Ownership(Mutex<BTreeMap<usize, (usize, usize)>>);
+
+impl Ownership {
+    fn take(&self, ptr: NonNull<u8>, size: usize, owner: usize) {
+        let addr = ptr.as_ptr().addr();
+        let mut map = self.0.lock().unwrap();
+        if let Some((&s, &(len, other))) = map.range(..addr + size).next_back() {
+            assert!(
+                s + len <= addr,
+                "block {addr:#x}+{size} overlaps {s:#x}+{len} of thread {other}"
+            );
+        }
+        map.insert(addr, (size, owner));
+    }
+
+    fn give_back(&self, ptr: NonNull<u8>) {
+        assert!(
+            self.0
+                .lock()
+                .unwrap()
+                .remove(&ptr.as_ptr().addr())
+                .is_some(),
+            "unknown block"
+        );
+    }
+}
+
+fn fill(ptr: NonNull<u8>, size: usize, byte: u8) {
+    // SAFETY: the block is live and at least `size` bytes.
+    unsafe { ptr.as_ptr().write_bytes(byte, size) };
+}
+
+fn intact(ptr: NonNull<u8>, size: usize, byte: u8) -> bool {
+    // SAFETY: as in `fill`.
+    unsafe { core::slice::from_raw_parts(ptr.as_ptr(), size) }
+        .iter()
+        .all(|&b| b == byte)
+}
+
+#[derive(Clone, Copy)]
+struct Sent(NonNull<u8>, Layout, u8);
+// SAFETY: a block pointer handed to another thread to free; the block is owned by the message.
+unsafe impl Send for Sent {}
+
+/// Four threads allocate, keep, free their own blocks and free blocks other threads send
+/// them (cross-arena frees); at the end every byte is back.
+#[test]
+fn threads_allocate_and_free_each_others_blocks() {
+    const THREADS: usize = 4;
+    let buffer = Buffer::new(if cfg!(miri) { 64 * 1024 } else { 4 << 20 });
+    let heap: TlsfHeap<4> = TlsfHeap::new();
+    // SAFETY: the buffer outlives the heap's use and is used by nothing else.
+    unsafe { heap.add_pool(buffer.slice(0, buffer.len)).unwrap() };
+    heap.check().unwrap();
+    let owners = Ownership::default();
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..THREADS).map(|_| mpsc::channel::<Sent>()).unzip();
+    thread::scope(|s| {
+        let mut handles = Vec::new();
+        for (t, rx) in receivers.into_iter().enumerate() {
+            let (heap, owners, senders) = (&heap, &owners, senders.clone());
+            handles.push(s.spawn(move || {
+                let mut rng = Rng::new(t as u64 * 7919 + 1);
+                let mut mine: Vec<Sent> = Vec::new();
+                for round in 0..ROUNDS {
+                    let size = match rng.below(20) {
+                        0 => 1 + rng.below(8192),
+                        1..=5 => 129 + rng.below(900),
+                        _ => 1 + rng.below(128),
+                    };
+                    let shifts = if rng.below(10) == 0 { 13 } else { 4 };
+                    let align = 1 << rng.below(shifts);
+                    let layout = Layout::from_size_align(size, align).unwrap();
+                    if let Some(p) = heap.allocate(layout) {
+                        assert_eq!(p.as_ptr().addr() % align, 0);
+                        owners.take(p, size, t);
+                        let byte = (round % 251) as u8 + 1;
+                        fill(p, size, byte);
+                        mine.push(Sent(p, layout, byte));
+                    }
+                    while let Ok(Sent(p, layout, byte)) = rx.try_recv() {
+                        assert!(
+                            intact(p, layout.size(), byte),
+                            "a sent block was overwritten"
+                        );
+                        owners.give_back(p);
+                        // SAFETY: live, sent to us to free once.
+                        unsafe { heap.deallocate(p, layout) };
+                    }
+                    if mine.len() > 64 || (rng.below(3) == 0 && !mine.is_empty()) {
+                        let victim = mine.swap_remove(rng.below(mine.len()));
+                        if rng.below(2) == 0 {
+                            senders[rng.below(THREADS)].send(victim).unwrap();
+                        } else {
+                            assert!(intact(victim.0, victim.1.size(), victim.2));
+                            owners.give_back(victim.0);
+                            // SAFETY: live, freed once.
+                            unsafe { heap.deallocate(victim.0, victim.1) };
+                        }
+                    }
+                }
+                for Sent(p, layout, byte) in mine {
+                    assert!(intact(p, layout.size(), byte));
+                    owners.give_back(p);
+                    // SAFETY: live, freed once.
+                    unsafe { heap.deallocate(p, layout) };
+                }
+                // Whatever is still in flight to us is drained by the main thread below.
+                rx
+            }));
+        }
+        let receivers: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        for rx in receivers {
+            while let Ok(Sent(p, layout, byte)) = rx.try_recv() {
+                assert!(intact(p, layout.size(), byte));
+                owners.give_back(p);
+                // SAFETY: live, sent to be freed once.
+                unsafe { heap.deallocate(p, layout) };
+            }
+        }
+    });
+    drop(senders);
+    heap.check().unwrap();
+    assert_eq!(owners.0.lock().unwrap().len(), 0, "blocks left in flight");
+    assert_eq!(heap.check().unwrap(), 0, "bytes still marked used");
+}
+
+/// When this CPU's arena is exhausted, the other arenas serve it; every region ends up used.
+#[test]
+fn exhausted_arena_borrows_from_the_others() {
+    let buffer = Buffer::new(16 * 1024);
+    let heap: TlsfHeap<2> = TlsfHeap::new();
+    // Two small pools: each goes whole to one arena (0, then 1).
+    // SAFETY: disjoint halves of the buffer.
+    unsafe {
+        heap.add_pool(buffer.slice(0, 8 * 1024)).unwrap();
+        heap.add_pool(buffer.slice(8 * 1024, 8 * 1024)).unwrap();
+    }
+    let layout = Layout::from_size_align(200, 8).unwrap();
+    let mut got = Vec::new();
+    while let Some(p) = heap.allocate(layout) {
+        got.push(p);
+    }
+    let base = buffer.ptr.as_ptr().addr();
+    let in_first = got
+        .iter()
+        .filter(|p| p.as_ptr().addr() < base + 8 * 1024)
+        .count();
+    assert!(
+        in_first > 30 && got.len() - in_first > 30,
+        "one arena was not used: {in_first} of {}",
+        got.len()
+    );
+    heap.check().unwrap();
+    for p in got {
+        // SAFETY: live, freed once.
+        unsafe { heap.deallocate(p, layout) };
+    }
+    assert_eq!(heap.check().unwrap(), 0);
+}
+
+/// Reallocation keeps contents, grows in place under the owner's lock when it can, and moves
+/// to another arena when the owner is full.
+#[test]
+fn reallocate_keeps_contents_across_arenas() {
+    let buffer = Buffer::new(8 * 1024);
+    let heap: TlsfHeap<2> = TlsfHeap::new();
+    // SAFETY: disjoint halves.
+    unsafe {
+        heap.add_pool(buffer.slice(0, 4096)).unwrap();
+        heap.add_pool(buffer.slice(4096, 4096)).unwrap();
+    }
+    let layout = Layout::from_size_align(100, 16).unwrap();
+    let p = heap.allocate(layout).unwrap();
+    fill(p, 100, 9);
+    // SAFETY: `p` is live with `layout`; each result replaces it.
+    unsafe {
+        let q = heap.reallocate(p, layout, 300).unwrap();
+        assert_eq!(q, p, "the rest of the pool follows: grow in place");
+        assert!(intact(q, 100, 9));
+        // Too big for one 4 KiB pool: refused, the block stays.
+        assert!(
+            heap.reallocate(q, Layout::from_size_align(300, 16).unwrap(), 5000)
+                .is_none()
+        );
+        assert!(intact(q, 100, 9));
+        // Fill the owner's pool so the next growth must move to the other arena.
+        let owner_half = q.as_ptr().addr() < buffer.ptr.as_ptr().addr() + 4096;
+        let filler = heap
+            .allocate(Layout::from_size_align(3000, 16).unwrap())
+            .unwrap();
+        let r = heap
+            .reallocate(q, Layout::from_size_align(300, 16).unwrap(), 2000)
+            .unwrap();
+        assert!(intact(r, 100, 9));
+        let r_half = r.as_ptr().addr() < buffer.ptr.as_ptr().addr() + 4096;
+        assert_ne!(
+            owner_half, r_half,
+            "the block should have moved to the other arena"
+        );
+        heap.check().unwrap();
+        heap.deallocate(r, Layout::from_size_align(2000, 16).unwrap());
+        heap.deallocate(filler, Layout::from_size_align(3000, 16).unwrap());
+    }
+    assert_eq!(heap.check().unwrap(), 0);
+}
+
+/// Bad input: a clear error, and the heap is unchanged.
+#[test]
+fn bad_input_is_refused() {
+    let buffer = Buffer::new(17 * 4096);
+    let heap: TlsfHeap<2> = TlsfHeap::new();
+    assert!(
+        heap.allocate(Layout::new::<u64>()).is_none(),
+        "an empty heap allocated"
+    );
+    // SAFETY: (every call) ranges of the buffer, each used by the heap only once.
+    unsafe {
+        assert_eq!(
+            heap.add_pool(buffer.slice(0, 40)),
+            Err(AllocError::InvalidParam)
+        );
+        heap.add_pool(buffer.slice(0, 4096)).unwrap();
+        assert_eq!(
+            heap.add_pool(buffer.slice(2048, 4096)),
+            Err(AllocError::MemoryOverlap)
+        );
+        assert_eq!(
+            heap.add_pool(buffer.slice(0, 4096)),
+            Err(AllocError::MemoryOverlap)
+        );
+        for i in 1..16 {
+            heap.add_pool(buffer.slice(i * 4096, 4096)).unwrap();
+        }
+        assert_eq!(
+            heap.add_pool(buffer.slice(16 * 4096 - 1, 2)),
+            Err(AllocError::MemoryOverlap)
+        );
+        assert_eq!(
+            heap.add_pool(buffer.slice(16 * 4096, 4096)),
+            Err(AllocError::NoMemory)
+        );
+    }
+    // (Integer addresses are outside Miri's strict provenance.)
+    #[cfg(not(miri))]
+    assert_eq!(heap.add_memory(0, 4096), Err(AllocError::InvalidParam));
+    let used = heap.check().unwrap();
+    for layout in [
+        Layout::from_size_align(1 << 20, 8).unwrap(),
+        Layout::from_size_align(8, 1 << 16).unwrap(),
+        Layout::from_size_align(isize::MAX as usize - 64, 1).unwrap(),
+    ] {
+        assert!(heap.allocate(layout).is_none(), "{layout:?} cannot fit");
+    }
+    assert_eq!(
+        heap.check().unwrap(),
+        used,
+        "failed allocations changed the heap"
+    );
+    for align in [1, 8, 64, 4096] {
+        let zst = Layout::from_size_align(0, align).unwrap();
+        let p = heap.allocate(zst).unwrap();
+        assert_eq!(
+            p.as_ptr().addr(),
+            align,
+            "zero-size: the dangling pointer of its alignment"
+        );
+        // SAFETY: a zero-size allocation; freeing it is a no-op.
+        unsafe { heap.deallocate(p, zst) };
+    }
+    // A pointer outside every region is ignored.
+    let mut outside = [0u64; 4];
+    // SAFETY: not a block of the heap; the heap must not touch it.
+    unsafe {
+        heap.deallocate(
+            NonNull::from(&mut outside).cast(),
+            Layout::new::<[u64; 4]>(),
+        )
+    };
+    assert_eq!(outside, [0; 4]);
+    assert_eq!(heap.check().unwrap(), used, "bad frees changed the heap");
+}
+
+/// A double free through the heap panics in debug builds.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "double free")]
+fn double_free_panics_in_debug() {
+    let buffer = Buffer::new(4096);
+    let heap: TlsfHeap<1> = TlsfHeap::new();
+    // SAFETY: the buffer, once.
+    unsafe { heap.add_pool(buffer.slice(0, 4096)).unwrap() };
+    let layout = Layout::new::<u64>();
+    let a = heap.allocate(layout).unwrap();
+    let _b = heap.allocate(layout).unwrap();
+    // SAFETY: deliberately freed twice; the second is caught before any write.
+    unsafe {
+        heap.deallocate(a, layout);
+        heap.deallocate(a, layout);
+    }
+}
+
+/// A heap over a static pool starts lazily, from several threads at once.
+#[test]
+fn static_pool_starts_once_under_contention() {
+    const LEN: usize = 64 * 1024;
+    static mut POOL: [u8; LEN] = [0; LEN];
+    // SAFETY: `POOL` is used by this heap only.
+    static HEAP: TlsfHeap<2> = unsafe { TlsfHeap::with_pool((&raw mut POOL).cast(), LEN) };
+    let layout = Layout::from_size_align(48, 8).unwrap();
+    let blocks: Vec<Sent> = thread::scope(|s| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    Sent(
+                        HEAP.allocate(layout).expect("the pool was carved"),
+                        layout,
+                        0,
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut addrs: Vec<usize> = blocks.iter().map(|b| b.0.as_ptr().addr()).collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 3, "two threads got the same block");
+    HEAP.check().unwrap();
+    for Sent(p, layout, _) in blocks {
+        // SAFETY: live, freed once.
+        unsafe { HEAP.deallocate(p, layout) };
+    }
+    assert_eq!(HEAP.check().unwrap(), 0);
+}
+
+#[cfg(feature = "allocator-api2")]
+mod collections {
+    use super::*;
+    use allocator_api2::vec::Vec as ApiVec;
+
+    /// `Vec` and hashbrown's `HashMap` live in the heap through `allocator_api2::Allocator`.
+    #[test]
+    fn vec_and_hash_map_live_in_the_heap() {
+        let buffer = Buffer::new(if cfg!(miri) { 64 * 1024 } else { 1 << 20 });
+        let heap: TlsfHeap<2> = TlsfHeap::new();
+        // SAFETY: the buffer outlives the collections (dropped first).
+        unsafe { heap.add_pool(buffer.slice(0, buffer.len)).unwrap() };
+        let n = if cfg!(miri) { 300 } else { 20_000 };
+        {
+            let mut v: ApiVec<u32, &TlsfHeap<2>> = ApiVec::new_in(&heap);
+            for i in 0..n {
+                v.push(i);
+            }
+            assert!(v.iter().copied().eq(0..n));
+            v.truncate(10);
+            v.shrink_to_fit();
+            assert_eq!(&v[..], &(0..10).collect::<Vec<_>>()[..]);
+            let mut m = hashbrown::HashMap::new_in(&heap);
+            for i in 0..n / 4 {
+                m.insert(i, ApiVec::<u8, _>::with_capacity_in(i as usize % 40, &heap));
+            }
+            for i in (0..n / 4).step_by(3) {
+                m.remove(&i);
+            }
+            assert_eq!(m.len(), (n / 4 - (n / 4).div_ceil(3)) as usize);
+            heap.check().unwrap();
+            let zst: ApiVec<(), _> = ApiVec::with_capacity_in(5, &heap);
+            drop(zst);
+        }
+        assert_eq!(heap.check().unwrap(), 0, "the collections leaked");
+    }
+}
