@@ -4,6 +4,7 @@
 //! cargo run --release --example showcase                      # every section, ~10 s
 //! cargo run --release --example showcase -- --quick           # fewer repetitions (smoke run)
 //! cargo run --release --example showcase -- --threads 1,2,4,8 # thread counts of the scaling table
+//! cargo run --release --example showcase -- --only pages,bytes # some sections (ids, radix, pages, bytes)
 //! ```
 //!
 //! Each section measures a few scenarios. Every scenario runs each allocator once per round,
@@ -11,8 +12,8 @@
 //! spread over the rounds, and the ratio to the best peer (another crate's allocator, or a
 //! textbook baseline): our time divided by the best peer's time, so below 1 means faster.
 //!
-//! Sections so far: IDs ([`ids`]). Later families (pages, bytes, heap) add one function each,
-//! built from the same [`Table`].
+//! Sections: IDs ([`ids`]), the PID table (`radix`), pages (`pages`) and bytes (`bytes`), each
+//! built from the same [`Table`]; the SMP heap (issue 7) adds one more.
 
 use std::process::ExitCode;
 
@@ -33,15 +34,20 @@ struct Options {
     quick: bool,
     /// Thread counts of the scaling tables.
     threads: Vec<usize>,
+    /// Sections to run (empty: all).
+    only: Vec<String>,
 }
 
 impl Options {
-    const USAGE: &str = "usage: showcase [--quick] [--threads 1,2,4,...]";
+    const USAGE: &str =
+        "usage: showcase [--quick] [--threads 1,2,4,...] [--only ids,radix,pages,bytes]";
+    const SECTIONS: [&str; 4] = ["ids", "radix", "pages", "bytes"];
 
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
         let mut options = Options {
             quick: false,
             threads: vec![1, 2],
+            only: Vec::new(),
         };
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -62,11 +68,27 @@ impl Options {
                         })
                         .collect::<Result<_, _>>()?;
                 }
+                "--only" => {
+                    let list = inline
+                        .or_else(|| args.next())
+                        .ok_or("--only needs a list")?;
+                    for name in list.split(',').map(str::trim) {
+                        if !Self::SECTIONS.contains(&name) {
+                            return Err(format!("unknown section {name:?} in --only"));
+                        }
+                        options.only.push(name.to_owned());
+                    }
+                }
                 "--help" | "-h" => return Err(String::new()), // not an error: print the usage
                 _ => return Err(format!("unknown argument {flag:?}")),
             }
         }
         Ok(options)
+    }
+
+    /// Whether the section `name` runs.
+    fn runs(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|only| only == name)
     }
 
     /// Rounds per scenario (each round runs every allocator once).
@@ -93,10 +115,18 @@ fn main() -> ExitCode {
         }
     };
     header(&options);
-    ids(&options);
-    radix::section(&options);
-    pages::section(&options);
-    bytes::section(&options);
+    if options.runs("ids") {
+        ids(&options);
+    }
+    if options.runs("radix") {
+        radix::section(&options);
+    }
+    if options.runs("pages") {
+        pages::section(&options);
+    }
+    if options.runs("bytes") {
+        bytes::section(&options);
+    }
     ExitCode::SUCCESS
 }
 

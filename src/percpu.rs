@@ -79,6 +79,7 @@ pub fn current_cpu() -> usize {
 }
 
 #[cfg(all(feature = "std", not(loom)))]
+#[inline]
 fn fallback_cpu() -> usize {
     use core::cell::Cell;
     static NEXT_SLOT: BootUsize = BootUsize::new(0);

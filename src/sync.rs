@@ -40,6 +40,7 @@ pub(crate) mod atomic {
 
     /// An array of `N` atomics holding `value`; `const` outside loom.
     #[cfg(not(loom))]
+    #[cfg_attr(not(feature = "id"), allow(dead_code))] // the bitmap's; unused in a TLSF-only build
     pub(crate) const fn usize_array<const N: usize>(value: usize) -> [AtomicUsize; N] {
         let mut words = [const { AtomicUsize::new(0) }; N];
         let mut i = 0;
@@ -52,6 +53,7 @@ pub(crate) mod atomic {
 
     /// An array of `N` atomics holding `value`; loom atomics cannot be built in `const`.
     #[cfg(loom)]
+    #[cfg_attr(not(feature = "id"), allow(dead_code))]
     pub(crate) fn usize_array<const N: usize>(value: usize) -> [AtomicUsize; N] {
         core::array::from_fn(|_| AtomicUsize::new(value))
     }
@@ -86,6 +88,7 @@ impl Backoff {
 
     /// Backs off after a failed CAS on a contended word (never yields the CPU).
     #[inline]
+    #[cfg_attr(not(feature = "id"), allow(dead_code))] // CAS loops live in the id/page families
     pub(crate) fn spin(&self) {
         #[cfg(not(loom))]
         self.inner.spin();
