@@ -21,7 +21,8 @@ pub(crate) mod atomic {
     #[cfg(not(loom))]
     pub(crate) use portable_atomic::{AtomicBool, AtomicUsize};
 
-    // Wider and pointer atomics for the later families (radix nodes, page caches, arenas).
+    // Wider and pointer atomics, each used by one family (AtomicU64 and fence: radix nodes;
+    // AtomicU32: page metadata; AtomicPtr: TLSF arenas); unused when that family is not built.
     #[cfg(loom)]
     #[allow(unused_imports)]
     pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, fence};
