@@ -182,3 +182,29 @@ fn region_publication_races_readers() {
         assert_exact(&pages, used);
     });
 }
+
+/// The first `add_memory` races `alloc_pages` and `used_pages` on another CPU. `base` is
+/// stored once, before the region is published and its bits are freed; a reader that loaded
+/// it before that store must not compute an address or an index from the unset base (an
+/// allocation reports `NoMemory`, a count reads `base` only after seeing the region).
+#[test]
+fn first_region_races_alloc_and_counts() {
+    model(|| {
+        let pages = Arc::new(Pages::new());
+        let other = pages.clone();
+        let adder = thread::spawn(move || {
+            set_model_cpu(1);
+            other.add_memory(BASE, 2 * P).unwrap();
+        });
+        set_model_cpu(0);
+        let used = pages.used_pages();
+        assert!(used == 0 || used == 2, "{used}");
+        let got = pages.alloc_pages(1, P);
+        match got {
+            Ok(addr) => assert!(addr == BASE || addr == BASE + P, "{addr:#x}"),
+            Err(error) => assert_eq!(error, AllocError::NoMemory),
+        }
+        adder.join().unwrap();
+        assert_exact(&pages, usize::from(got.is_ok()));
+    });
+}

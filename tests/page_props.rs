@@ -41,70 +41,47 @@ trait Pages {
     fn drain(&self) {}
 }
 
-impl Pages for Bitmap {
-    const FIRST_FIT: bool = true;
-    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
-        self.alloc_pages(count, align)
-    }
-    fn alloc_at(&self, addr: usize, count: usize, align: usize) -> AllocResult<usize> {
-        self.alloc_pages_at(addr, count, align)
-    }
-    fn free(&self, addr: usize, count: usize) -> AllocResult {
-        self.try_dealloc_pages(addr, count)
-    }
-    fn add(&self, start: usize, size: usize) -> AllocResult {
-        self.add_memory(start, size)
-    }
-    fn used(&self) -> usize {
-        self.used_pages()
-    }
-    fn available(&self) -> usize {
-        self.available_pages()
-    }
-    fn total(&self) -> usize {
-        self.total_pages()
-    }
-    fn owned(&self, addr: usize) -> bool {
-        self.is_allocated(addr)
-    }
-    fn invariants(&self) -> Result<(), String> {
-        self.check().map_err(|e| e.to_string())
-    }
+/// Both allocators have the same inherent API; the buddy also drains its CPU caches.
+macro_rules! impl_pages {
+    ($ty:ty, first_fit: $first_fit:expr $(, drain: $drain:ident)?) => {
+        impl Pages for $ty {
+            const FIRST_FIT: bool = $first_fit;
+            fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
+                self.alloc_pages(count, align)
+            }
+            fn alloc_at(&self, addr: usize, count: usize, align: usize) -> AllocResult<usize> {
+                self.alloc_pages_at(addr, count, align)
+            }
+            fn free(&self, addr: usize, count: usize) -> AllocResult {
+                self.try_dealloc_pages(addr, count)
+            }
+            fn add(&self, start: usize, size: usize) -> AllocResult {
+                self.add_memory(start, size)
+            }
+            fn used(&self) -> usize {
+                self.used_pages()
+            }
+            fn available(&self) -> usize {
+                self.available_pages()
+            }
+            fn total(&self) -> usize {
+                self.total_pages()
+            }
+            fn owned(&self, addr: usize) -> bool {
+                self.is_allocated(addr)
+            }
+            fn invariants(&self) -> Result<(), String> {
+                self.check().map_err(|e| e.to_string())
+            }
+            $(fn drain(&self) {
+                self.$drain();
+            })?
+        }
+    };
 }
 
-impl Pages for Buddy {
-    const FIRST_FIT: bool = false;
-    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
-        self.alloc_pages(count, align)
-    }
-    fn alloc_at(&self, addr: usize, count: usize, align: usize) -> AllocResult<usize> {
-        self.alloc_pages_at(addr, count, align)
-    }
-    fn free(&self, addr: usize, count: usize) -> AllocResult {
-        self.try_dealloc_pages(addr, count)
-    }
-    fn add(&self, start: usize, size: usize) -> AllocResult {
-        self.add_memory(start, size)
-    }
-    fn used(&self) -> usize {
-        self.used_pages()
-    }
-    fn available(&self) -> usize {
-        self.available_pages()
-    }
-    fn total(&self) -> usize {
-        self.total_pages()
-    }
-    fn owned(&self, addr: usize) -> bool {
-        self.is_allocated(addr)
-    }
-    fn invariants(&self) -> Result<(), String> {
-        self.check().map_err(|e| e.to_string())
-    }
-    fn drain(&self) {
-        self.drain_cpu_caches();
-    }
-}
+impl_pages!(Bitmap, first_fit: true);
+impl_pages!(Buddy, first_fit: false, drain: drain_cpu_caches);
 
 /// The reference model.
 struct Model {

@@ -44,50 +44,37 @@ trait Pages: Sync {
 type Bitmap = BitmapPageAllocator<P, 64, { summary_words(64) }>;
 type Buddy = BuddyPageAllocator<P, 6, 4>;
 
-impl Pages for Bitmap {
-    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
-        self.alloc_pages(count, align)
-    }
-    fn free(&self, addr: usize, count: usize) -> AllocResult {
-        self.try_dealloc_pages(addr, count)
-    }
-    fn used(&self) -> usize {
-        self.used_pages()
-    }
-    fn available(&self) -> usize {
-        self.available_pages()
-    }
-    fn total(&self) -> usize {
-        self.total_pages()
-    }
-    fn invariants(&self) -> Result<(), String> {
-        self.check().map_err(|e| e.to_string())
-    }
+/// Both allocators have the same inherent API; the buddy also drains its CPU caches.
+macro_rules! impl_pages {
+    ($ty:ty $(, drain: $drain:ident)?) => {
+        impl Pages for $ty {
+            fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
+                self.alloc_pages(count, align)
+            }
+            fn free(&self, addr: usize, count: usize) -> AllocResult {
+                self.try_dealloc_pages(addr, count)
+            }
+            fn used(&self) -> usize {
+                self.used_pages()
+            }
+            fn available(&self) -> usize {
+                self.available_pages()
+            }
+            fn total(&self) -> usize {
+                self.total_pages()
+            }
+            fn invariants(&self) -> Result<(), String> {
+                self.check().map_err(|e| e.to_string())
+            }
+            $(fn drain(&self) {
+                self.$drain();
+            })?
+        }
+    };
 }
 
-impl Pages for Buddy {
-    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
-        self.alloc_pages(count, align)
-    }
-    fn free(&self, addr: usize, count: usize) -> AllocResult {
-        self.try_dealloc_pages(addr, count)
-    }
-    fn used(&self) -> usize {
-        self.used_pages()
-    }
-    fn available(&self) -> usize {
-        self.available_pages()
-    }
-    fn total(&self) -> usize {
-        self.total_pages()
-    }
-    fn invariants(&self) -> Result<(), String> {
-        self.check().map_err(|e| e.to_string())
-    }
-    fn drain(&self) {
-        self.drain_cpu_caches();
-    }
-}
+impl_pages!(Bitmap);
+impl_pages!(Buddy, drain: drain_cpu_caches);
 
 /// Who owns which page (index from `BASE`): 0 = nobody, 1 = some thread.
 struct Table(Vec<AtomicU8>);

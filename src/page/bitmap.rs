@@ -274,7 +274,14 @@ where
         if num_pages == 0 {
             return Err(AllocError::InvalidParam);
         }
+        // `base` is written once, before the first region's bits are freed. This load comes
+        // before the claim, so it may still see `NO_BASE` while a racing first `add_memory`
+        // frees pages the claim then takes: no region was seen, so report `NoMemory` (the
+        // call is ordered before that `add_memory`) instead of computing from `NO_BASE`.
         let base = self.base.load(Ordering::Relaxed);
+        if base == NO_BASE {
+            return Err(AllocError::NoMemory);
+        }
         let index = if num_pages == 1 && align == 1 {
             self.bits().alloc_next_fit(self.cursors.current(), 0)
         } else {
@@ -392,10 +399,14 @@ where
     /// # Time Complexity
     /// O(total_pages / BITS + regions).
     pub fn used_pages(&self) -> usize {
-        let base = self.base.load(Ordering::Relaxed);
+        // `base` is read after `iter` has `Acquire`d the region count: a region seen implies
+        // its (first region's) `base` store is seen.
         self.regions
             .iter()
-            .map(|(s, e)| self.bits().count_allocated_in(s - base, e - base))
+            .map(|(s, e)| {
+                let base = self.base.load(Ordering::Relaxed);
+                self.bits().count_allocated_in(s - base, e - base)
+            })
             .sum()
     }
 
@@ -414,11 +425,14 @@ where
     pub fn check(&self) -> Result<(), PageInvariantError> {
         let bits = self.bits();
         bits.check().map_err(PageInvariantError::Bitmap)?;
-        let base = self.base.load(Ordering::Relaxed);
         let mut regions: arrayvec::ArrayVec<(usize, usize), { super::MAX_REGIONS }> = self
             .regions
             .iter()
-            .map(|(s, e)| (s - base, e - base))
+            .map(|(s, e)| {
+                // After `iter`'s `Acquire` of the count, as in `used_pages`.
+                let base = self.base.load(Ordering::Relaxed);
+                (s - base, e - base)
+            })
             .collect();
         regions.sort_unstable();
         let mut pos = 0;
