@@ -23,6 +23,26 @@ fn table_with_pid_5() -> Arc<Table> {
     table
 }
 
+/// Runs `f` on a second thread (CPU 1) against a clone of `table`; the caller is CPU 0.
+fn spawn_on_cpu1<T: Send + 'static>(
+    table: &Arc<Table>,
+    f: impl FnOnce(&Table) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let other = table.clone();
+    set_model_cpu(0);
+    thread::spawn(move || {
+        set_model_cpu(1);
+        f(&other)
+    })
+}
+
+/// After the race: reclaims, checks the table's invariant and that no node leaked.
+fn assert_settled(table: &Table) {
+    table.tree().reclaim();
+    table.check().unwrap();
+    assert_eq!(table.get_pid_stats().nodes_in_use, 6, "nodes leaked");
+}
+
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
@@ -38,12 +58,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 fn free_pid_races_register() {
     model(|| {
         let table = table_with_pid_5();
-        let other = table.clone();
-        set_model_cpu(0);
-        let t = thread::spawn(move || {
-            set_model_cpu(1);
-            other.register_pid_mapping(5, 50)
-        });
+        let t = spawn_on_cpu1(&table, |other| other.register_pid_mapping(5, 50));
         let freed = table.free_pid(5);
         let registered = t.join().unwrap();
         assert!(registered == Ok(()) || registered == Err(PidError::NotAllocated));
@@ -51,9 +66,7 @@ fn free_pid_races_register() {
         assert!(freed.is_ok());
         assert!(!table.is_pid_allocated(5));
         assert_eq!(table.lookup_pid(5), None, "a mapping outlived its PID");
-        table.tree().reclaim();
-        table.check().unwrap();
-        assert_eq!(table.get_pid_stats().nodes_in_use, 6, "nodes leaked");
+        assert_settled(&table);
     });
 }
 
@@ -63,21 +76,14 @@ fn double_free_races() {
     model(|| {
         let table = table_with_pid_5();
         table.register_pid_mapping(5, 50).unwrap();
-        let other = table.clone();
-        set_model_cpu(0);
-        let t = thread::spawn(move || {
-            set_model_cpu(1);
-            other.free_pid(5)
-        });
+        let t = spawn_on_cpu1(&table, |other| other.free_pid(5));
         let mine = table.free_pid(5);
         let theirs = t.join().unwrap();
         let mut results = [mine, theirs];
         results.sort_by_key(|r| r.is_err());
         assert_eq!(results, [Ok(Some(50)), Err(PidError::NotAllocated)]);
         assert_eq!(table.lookup_pid(5), None);
-        table.tree().reclaim();
-        table.check().unwrap();
-        assert_eq!(table.get_pid_stats().nodes_in_use, 6, "nodes leaked");
+        assert_settled(&table);
     });
 }
 
@@ -90,10 +96,7 @@ fn free_races_reallocation() {
     model(|| {
         let table = table_with_pid_5();
         table.register_pid_mapping(5, 50).unwrap();
-        let other = table.clone();
-        set_model_cpu(0);
-        let t = thread::spawn(move || {
-            set_model_cpu(1);
+        let t = spawn_on_cpu1(&table, |other| {
             while other.allocate_specific_pid(5).is_err() {
                 thread::yield_now();
             }
@@ -105,5 +108,45 @@ fn free_races_reallocation() {
         assert_eq!(table.lookup_pid(5), Some(60));
         table.tree().reclaim();
         table.check().unwrap();
+    });
+}
+
+/// `unregister_pid_mapping` racing `free_pid` on the same mapped PID: exactly one of them
+/// takes the value, and no mapping outlives the PID.
+#[test]
+fn unregister_races_free() {
+    model(|| {
+        let table = table_with_pid_5();
+        table.register_pid_mapping(5, 50).unwrap();
+        let t = spawn_on_cpu1(&table, |other| other.unregister_pid_mapping(5));
+        let freed = table.free_pid(5);
+        let unregistered = t.join().unwrap();
+        match (freed, unregistered) {
+            (Ok(Some(50)), None) | (Ok(None), Some(50)) => {}
+            other => panic!("the value was lost or taken twice: {other:?}"),
+        }
+        assert!(!table.is_pid_allocated(5));
+        assert_eq!(table.lookup_pid(5), None, "a mapping outlived its PID");
+        assert_settled(&table);
+    });
+}
+
+/// `update_pid_mapping` racing `free_pid`: the update either lands before the free (which
+/// returns the new value) or finds no mapping; never a mapping left on a freed PID.
+#[test]
+fn update_races_free() {
+    model(|| {
+        let table = table_with_pid_5();
+        table.register_pid_mapping(5, 50).unwrap();
+        let t = spawn_on_cpu1(&table, |other| other.update_pid_mapping(5, 60));
+        let freed = table.free_pid(5);
+        let updated = t.join().unwrap();
+        match (freed, updated) {
+            (Ok(Some(60)), Ok(50)) | (Ok(Some(50)), Err(PidError::NotMapped)) => {}
+            other => panic!("unexpected outcome: {other:?}"),
+        }
+        assert!(!table.is_pid_allocated(5));
+        assert_eq!(table.lookup_pid(5), None, "a mapping outlived its PID");
+        assert_settled(&table);
     });
 }

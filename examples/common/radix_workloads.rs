@@ -36,12 +36,11 @@ pub(crate) trait PidMap: Sync {
     fn free(&self, pid: usize);
 }
 
-/// Ours, with the normal (protected) lookup.
-pub(crate) struct Ours(pub(crate) &'static NexaPidTable);
-/// Ours, looked up without the reuse validation.
-pub(crate) struct OursBare(pub(crate) &'static NexaPidTable);
+/// Ours: `Ours<true>` with the normal (validated) lookup, `Ours<false>` looked up without the
+/// reuse validation (the branch is folded at compile time).
+pub(crate) struct Ours<const VALIDATED: bool>(pub(crate) &'static NexaPidTable);
 
-impl PidMap for Ours {
+impl<const VALIDATED: bool> PidMap for Ours<VALIDATED> {
     #[inline]
     fn allocate(&self) -> Option<usize> {
         self.0.allocate_pid()
@@ -52,30 +51,11 @@ impl PidMap for Ours {
     }
     #[inline]
     fn lookup(&self, pid: usize) -> Option<usize> {
-        self.0.lookup_pid(pid)
-    }
-    #[inline]
-    fn unregister(&self, pid: usize) -> Option<usize> {
-        self.0.unregister_pid_mapping(pid)
-    }
-    #[inline]
-    fn free(&self, pid: usize) {
-        self.0.free_pid(pid).unwrap();
-    }
-}
-
-impl PidMap for OursBare {
-    #[inline]
-    fn allocate(&self) -> Option<usize> {
-        self.0.allocate_pid()
-    }
-    #[inline]
-    fn register(&self, pid: usize, value: usize) {
-        self.0.register_pid_mapping(pid, value).unwrap();
-    }
-    #[inline]
-    fn lookup(&self, pid: usize) -> Option<usize> {
-        self.0.tree().get_unvalidated(pid)
+        if VALIDATED {
+            self.0.lookup_pid(pid)
+        } else {
+            self.0.tree().get_unvalidated(pid)
+        }
     }
     #[inline]
     fn unregister(&self, pid: usize) -> Option<usize> {
@@ -318,9 +298,9 @@ impl Kind {
             NexaPidTable::with_options(NodePool::new(), 300, Reclaim::Eager);
         let ops = self.ops(ops);
         match self {
-            Kind::Ours => run(&Ours(&TABLE), workload, ops),
-            Kind::OursBare => run(&OursBare(&TABLE), workload, ops),
-            Kind::OursEager => run(&Ours(&EAGER), workload, ops),
+            Kind::Ours => run(&Ours::<true>(&TABLE), workload, ops),
+            Kind::OursBare => run(&Ours::<false>(&TABLE), workload, ops),
+            Kind::OursEager => run(&Ours::<true>(&EAGER), workload, ops),
             Kind::RwBTree => run(&Rw::<BTreeMap<usize, usize>>::new(), workload, ops),
             Kind::SpinBTree => run(&Spin::<BTreeMap<usize, usize>>::new(), workload, ops),
             Kind::SpinHash => run(
