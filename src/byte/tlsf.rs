@@ -787,7 +787,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     ///
     /// # Safety
     /// `ptr - GRANULARITY` and the word pair at the end of the block it claims to be must be
-    /// readable (true for any pointer returned by this allocator).
+    /// readable (true for any pointer returned by this allocator); `ptr <= limit`.
     #[inline(always)]
     unsafe fn used_header(ptr: NonNull<u8>, limit: usize) -> Option<(*mut BlockHdr, usize)> {
         // SAFETY: caller; the successor is read only when it ends at or below `limit`.
@@ -798,7 +798,9 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 return None;
             }
             let size = size & !FLAGS;
-            if size < MIN_BLOCK || limit - b.addr() < size + HDR {
+            // `ptr <= limit`, so `limit - b.addr() >= HDR`; subtracting (not adding to a
+            // forged `size`) cannot overflow.
+            if size < MIN_BLOCK || limit - b.addr() - HDR < size {
                 return None;
             }
             if (*b.byte_add(size)).prev_phys != b {
