@@ -97,12 +97,12 @@ impl Regions {
         })
     }
 
-    /// The entry containing `addr`: `(region end, owner)`.
+    /// The entry containing `addr`: `((region start, region end), owner)`.
     #[inline]
-    fn find(&self, addr: usize) -> Option<(usize, usize)> {
+    fn find(&self, addr: usize) -> Option<((usize, usize), usize)> {
         self.entries().find_map(|(start, len, owner)| {
             let start = start.addr();
-            (start <= addr && addr - start < len).then_some((start + len, owner))
+            (start <= addr && addr - start < len).then_some(((start, start + len), owner))
         })
     }
 
@@ -348,9 +348,9 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         (1..ARENAS).find_map(|k| self.arenas.get((home + k) % ARENAS).lock().allocate(layout))
     }
 
-    /// The arena owning the allocation at `ptr` and its region's end.
+    /// The region `(start, end)` containing `ptr` and the arena owning it.
     #[inline]
-    fn owner(&self, ptr: NonNull<u8>) -> Option<(usize, usize)> {
+    fn owner(&self, ptr: NonNull<u8>) -> Option<((usize, usize), usize)> {
         self.regions.find(ptr.as_ptr().addr())
     }
 
@@ -368,15 +368,15 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         if layout.size() == 0 {
             return;
         }
-        let Some((end, owner)) = self.owner(ptr) else {
+        let Some((region, owner)) = self.owner(ptr) else {
             return;
         };
-        // SAFETY: `ptr` lies in a region of `owner` ending at `end` (caller: a live allocation).
+        // SAFETY: `ptr` lies in `region`, a region of `owner`.
         let freed = unsafe {
             self.arenas
                 .get(owner)
                 .lock()
-                .try_deallocate_within(ptr, end)
+                .try_deallocate_within(ptr, region)
         };
         debug_assert!(
             freed.is_ok(),
