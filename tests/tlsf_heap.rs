@@ -355,6 +355,27 @@ fn misplaced_frees_panic_in_debug() {
     unsafe { heap.deallocate(a, layout) };
 }
 
+/// A pool large enough to split, added when the region table has room for only one entry,
+/// goes whole to one arena instead of being refused.
+#[test]
+fn large_pool_into_a_nearly_full_table_is_not_split() {
+    const SMALL: usize = 4096;
+    const LARGE: usize = 2 * 64 * 1024;
+    let buffer = Buffer::new(15 * SMALL + LARGE);
+    let heap: TlsfHeap<2> = TlsfHeap::new();
+    for i in 0..15 {
+        // SAFETY: disjoint parts of the buffer, each once.
+        unsafe { heap.add_pool(buffer.slice(i * SMALL, SMALL)).unwrap() };
+    }
+    // SAFETY: the rest of the buffer, once.
+    unsafe { heap.add_pool(buffer.slice(15 * SMALL, LARGE)).unwrap() };
+    let layout = Layout::from_size_align(LARGE / 2, 8).unwrap();
+    let p = heap.allocate(layout).expect("the large pool is one block");
+    // SAFETY: `p` is live.
+    unsafe { heap.deallocate(p, layout) };
+    assert_eq!(heap.check().unwrap(), 0);
+}
+
 /// A heap over a static pool starts lazily, from several threads at once.
 #[test]
 fn static_pool_starts_once_under_contention() {

@@ -265,11 +265,12 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         unsafe { self.add_pool(NonNull::slice_from_raw_parts(ptr, size)) }
     }
 
-    /// Adds `pool` to the heap. When every arena's share would be at least 64 KiB it is split
-    /// evenly across all arenas; otherwise it goes whole to one arena (in turn). Errors
-    /// (nothing changes): `InvalidParam` when the pool (or a share) is too small for a block
-    /// or its end overflows; `MemoryOverlap` when it overlaps a region already added;
-    /// `NoMemory` when the region table (16 entries) has no room.
+    /// Adds `pool` to the heap. When every arena's share would be at least 64 KiB (and the
+    /// region table has room for them all) it is split evenly across all arenas; otherwise it
+    /// goes whole to one arena (in turn). Errors (nothing changes): `InvalidParam` when the
+    /// pool (or a share) is too small for a block or its end overflows; `MemoryOverlap` when
+    /// it overlaps a region already added; `NoMemory` when the region table (16 entries) is
+    /// full.
     ///
     /// # Safety
     /// The memory of `pool` is valid for reads and writes for as long as the heap is used and
@@ -293,7 +294,11 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             return Err(AllocError::MemoryOverlap);
         }
         let used = self.regions.len.load(Ordering::Relaxed);
-        let shares = if len / ARENAS >= MIN_SHARE { ARENAS } else { 1 };
+        let shares = if len / ARENAS >= MIN_SHARE && used + ARENAS <= MAX_REGIONS {
+            ARENAS
+        } else {
+            1
+        };
         if used + shares > MAX_REGIONS {
             return Err(AllocError::NoMemory);
         }
