@@ -161,3 +161,26 @@ fn init_with_a_tiny_region_panics() {
     let start = region(64);
     TlsfByteAllocator::new().init(start, 20);
 }
+
+/// A free of a pointer inside a live block whose data looks like a used header with a huge
+/// size is refused, not an overflowing bounds check.
+#[test]
+fn refused_free_of_a_forged_huge_header() {
+    let start = region(8192);
+    let mut a = TlsfByteAllocator::new();
+    a.init(start, 8192);
+    let layout = Layout::new::<[u64; 8]>();
+    let p = a.alloc(layout).unwrap();
+    let used = a.used_bytes();
+    // SAFETY: `p` holds 64 bytes; the forged header is the first two words at `p + 16`.
+    let forged = unsafe {
+        let h = p.add(GRANULARITY).cast::<usize>();
+        h.write(usize::MAX - 2); // size `usize::MAX - 3`, flags `USED`
+        h.add(1).write(0);
+        p.add(2 * GRANULARITY)
+    };
+    assert_eq!(a.try_dealloc(forged, layout), Err(AllocError::NotAllocated));
+    assert_eq!(a.used_bytes(), used);
+    a.dealloc(p, layout);
+    a.check().unwrap();
+}

@@ -320,6 +320,62 @@ fn double_free_panics_in_debug() {
     }
 }
 
+/// A free through the heap of a pointer inside a region that is not granule-aligned, or lies
+/// in the region's first granule, is caught (debug builds) before its "header" is read.
+#[test]
+#[cfg(debug_assertions)]
+fn misplaced_frees_panic_in_debug() {
+    let buffer = Buffer::new(4096);
+    let heap: TlsfHeap<1> = TlsfHeap::new();
+    let pool = buffer.slice(0, 4096);
+    // SAFETY: the buffer, once.
+    unsafe { heap.add_pool(pool).unwrap() };
+    let layout = Layout::new::<u64>();
+    let a = heap.allocate(layout).unwrap();
+    let used = heap.check().unwrap();
+    // SAFETY: inside the live block `a`.
+    let misaligned = unsafe { a.add(1) };
+    // The pool's first byte: its "header" would lie before the pool.
+    let first = pool.cast::<u8>();
+    for bad in [misaligned, first] {
+        let freed = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+            // SAFETY: deliberately not an allocation; refused before any write.
+            unsafe { heap.deallocate(bad, layout) }
+        }));
+        let message = freed.unwrap_err();
+        let message = message.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(message.contains("not an allocation"), "{message}");
+    }
+    assert_eq!(
+        heap.check().unwrap(),
+        used,
+        "misplaced frees changed the heap"
+    );
+    // SAFETY: `a` is live.
+    unsafe { heap.deallocate(a, layout) };
+}
+
+/// A pool large enough to split, added when the region table has room for only one entry,
+/// goes whole to one arena instead of being refused.
+#[test]
+fn large_pool_into_a_nearly_full_table_is_not_split() {
+    const SMALL: usize = 4096;
+    const LARGE: usize = 2 * 64 * 1024;
+    let buffer = Buffer::new(15 * SMALL + LARGE);
+    let heap: TlsfHeap<2> = TlsfHeap::new();
+    for i in 0..15 {
+        // SAFETY: disjoint parts of the buffer, each once.
+        unsafe { heap.add_pool(buffer.slice(i * SMALL, SMALL)).unwrap() };
+    }
+    // SAFETY: the rest of the buffer, once.
+    unsafe { heap.add_pool(buffer.slice(15 * SMALL, LARGE)).unwrap() };
+    let layout = Layout::from_size_align(LARGE / 2, 8).unwrap();
+    let p = heap.allocate(layout).expect("the large pool is one block");
+    // SAFETY: `p` is live.
+    unsafe { heap.deallocate(p, layout) };
+    assert_eq!(heap.check().unwrap(), 0);
+}
+
 /// A heap over a static pool starts lazily, from several threads at once.
 #[test]
 fn static_pool_starts_once_under_contention() {

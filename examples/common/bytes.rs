@@ -151,17 +151,11 @@ pub(crate) fn section(options: &Options) {
     // Heap efficiency.
     println!("heap efficiency: live requested bytes / 16 MiB pool at the first failed allocation");
     println!("  (3 allocations to 1 random free, the same mix and seed for all)");
-    let kinds = [
-        Kind::OursTlsf,
-        Kind::OursByte,
-        Kind::OursHeap,
-        Kind::Rlsf,
-        Kind::Talc,
-        Kind::Buddy,
-        Kind::LinkedList,
-        Kind::AxTlsf,
-    ];
-    let eff: Vec<(Kind, f64)> = kinds.iter().map(|&k| (k, k.with(Efficiency))).collect();
+    let eff: Vec<(Kind, f64)> = Kind::ALL
+        .into_iter()
+        .filter(|&k| k != Kind::System)
+        .map(|k| (k, k.with(Efficiency)))
+        .collect();
     let of = |kind: Kind| eff.iter().find(|(k, _)| *k == kind).unwrap().1;
     for (kind, e) in &eff {
         println!(

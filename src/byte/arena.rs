@@ -97,12 +97,12 @@ impl Regions {
         })
     }
 
-    /// The entry containing `addr`: `(region end, owner)`.
+    /// The entry containing `addr`: `((region start, region end), owner)`.
     #[inline]
-    fn find(&self, addr: usize) -> Option<(usize, usize)> {
+    fn find(&self, addr: usize) -> Option<((usize, usize), usize)> {
         self.entries().find_map(|(start, len, owner)| {
             let start = start.addr();
-            (start <= addr && addr - start < len).then_some((start + len, owner))
+            (start <= addr && addr - start < len).then_some(((start, start + len), owner))
         })
     }
 
@@ -265,11 +265,12 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         unsafe { self.add_pool(NonNull::slice_from_raw_parts(ptr, size)) }
     }
 
-    /// Adds `pool` to the heap. When every arena's share would be at least 64 KiB it is split
-    /// evenly across all arenas; otherwise it goes whole to one arena (in turn). Errors
-    /// (nothing changes): `InvalidParam` when the pool (or a share) is too small for a block
-    /// or its end overflows; `MemoryOverlap` when it overlaps a region already added;
-    /// `NoMemory` when the region table (16 entries) has no room.
+    /// Adds `pool` to the heap. When every arena's share would be at least 64 KiB (and the
+    /// region table has room for them all) it is split evenly across all arenas; otherwise it
+    /// goes whole to one arena (in turn). Errors (nothing changes): `InvalidParam` when the
+    /// pool (or a share) is too small for a block or its end overflows; `MemoryOverlap` when
+    /// it overlaps a region already added; `NoMemory` when the region table (16 entries) is
+    /// full.
     ///
     /// # Safety
     /// The memory of `pool` is valid for reads and writes for as long as the heap is used and
@@ -293,7 +294,11 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             return Err(AllocError::MemoryOverlap);
         }
         let used = self.regions.len.load(Ordering::Relaxed);
-        let shares = if len / ARENAS >= MIN_SHARE { ARENAS } else { 1 };
+        let shares = if len / ARENAS >= MIN_SHARE && used + ARENAS <= MAX_REGIONS {
+            ARENAS
+        } else {
+            1
+        };
         if used + shares > MAX_REGIONS {
             return Err(AllocError::NoMemory);
         }
@@ -348,9 +353,9 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         (1..ARENAS).find_map(|k| self.arenas.get((home + k) % ARENAS).lock().allocate(layout))
     }
 
-    /// The arena owning the allocation at `ptr` and its region's end.
+    /// The region `(start, end)` containing `ptr` and the arena owning it.
     #[inline]
-    fn owner(&self, ptr: NonNull<u8>) -> Option<(usize, usize)> {
+    fn owner(&self, ptr: NonNull<u8>) -> Option<((usize, usize), usize)> {
         self.regions.find(ptr.as_ptr().addr())
     }
 
@@ -368,15 +373,15 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         if layout.size() == 0 {
             return;
         }
-        let Some((end, owner)) = self.owner(ptr) else {
+        let Some((region, owner)) = self.owner(ptr) else {
             return;
         };
-        // SAFETY: `ptr` lies in a region of `owner` ending at `end` (caller: a live allocation).
+        // SAFETY: `ptr` lies in `region`, a region of `owner`.
         let freed = unsafe {
             self.arenas
                 .get(owner)
                 .lock()
-                .try_deallocate_within(ptr, end)
+                .try_deallocate_within(ptr, region)
         };
         debug_assert!(
             freed.is_ok(),

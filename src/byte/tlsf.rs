@@ -787,7 +787,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     ///
     /// # Safety
     /// `ptr - GRANULARITY` and the word pair at the end of the block it claims to be must be
-    /// readable (true for any pointer returned by this allocator).
+    /// readable (true for any pointer returned by this allocator); `ptr <= limit`.
     #[inline(always)]
     unsafe fn used_header(ptr: NonNull<u8>, limit: usize) -> Option<(*mut BlockHdr, usize)> {
         // SAFETY: caller; the successor is read only when it ends at or below `limit`.
@@ -798,7 +798,9 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 return None;
             }
             let size = size & !FLAGS;
-            if size < MIN_BLOCK || limit - b.addr() < size + HDR {
+            // `ptr <= limit`, so `limit - b.addr() >= HDR`; subtracting (not adding to a
+            // forged `size`) cannot overflow.
+            if size < MIN_BLOCK || limit - b.addr() - HDR < size {
                 return None;
             }
             if (*b.byte_add(size)).prev_phys != b {
@@ -852,21 +854,26 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// O(1).
     pub unsafe fn try_deallocate(&mut self, ptr: NonNull<u8>) -> Result<(), AllocError> {
         // SAFETY: caller.
-        unsafe { self.try_deallocate_within(ptr, usize::MAX).map(|_| ()) }
+        unsafe { self.try_deallocate_within(ptr, (0, usize::MAX)).map(|_| ()) }
     }
 
-    /// [`try_deallocate`](Tlsf::try_deallocate) for a pointer known to lie in a pool ending at
-    /// address `limit`: a corrupt size field cannot make the check read past `limit`. Returns
-    /// the freed block's size.
+    /// [`try_deallocate`](Tlsf::try_deallocate) for a pointer known to lie in the pool
+    /// `[start, limit)`: a pointer in its first granule or not granule-aligned is refused, and
+    /// a corrupt size field cannot make the check read past `limit`. Returns the freed block's
+    /// size.
     ///
     /// # Safety
-    /// `ptr - GRANULARITY .. limit` is memory of one of this allocator's pools.
+    /// `start <= ptr < limit`, and `start .. limit` is memory of one of this allocator's pools.
     pub(crate) unsafe fn try_deallocate_within(
         &mut self,
         ptr: NonNull<u8>,
-        limit: usize,
+        (start, limit): (usize, usize),
     ) -> Result<usize, AllocError> {
-        // SAFETY: caller.
+        let addr = ptr.as_ptr().addr();
+        if addr - start < HDR || addr % GRANULARITY != 0 {
+            return Err(AllocError::NotAllocated);
+        }
+        // SAFETY: caller; the header before `ptr` is aligned and inside the pool.
         unsafe {
             let (b, size) = Self::used_header(ptr, limit).ok_or(AllocError::NotAllocated)?;
             self.release(b, size);

@@ -112,21 +112,16 @@ impl TlsfByteAllocator {
         if layout.size() == 0 {
             return Ok(());
         }
-        let addr = pos.as_ptr().addr();
-        let region = self.region_of(addr).ok_or(AllocError::NotAllocated)?;
-        self.free_in(pos, region)
+        let region = self.region_of(pos.as_ptr().addr());
+        self.free_in(pos, region.ok_or(AllocError::NotAllocated)?)
     }
 
     /// Frees `pos`, which lies in `region`.
     #[inline]
-    fn free_in(&mut self, pos: NonNull<u8>, (start, end): (usize, usize)) -> AllocResult {
-        let addr = pos.as_ptr().addr();
-        if addr - start < HDR || addr % GRANULARITY != 0 {
-            return Err(AllocError::NotAllocated);
-        }
-        // SAFETY: `pos - HDR .. end` lies inside one of our regions, whose memory the inner
-        // allocator owns; the header checks bound every read by `end`.
-        let size = unsafe { self.inner.try_deallocate_within(pos, end)? };
+    fn free_in(&mut self, pos: NonNull<u8>, region: (usize, usize)) -> AllocResult {
+        // SAFETY: `pos` lies in `region`, one of our regions, whose memory the inner
+        // allocator owns.
+        let size = unsafe { self.inner.try_deallocate_within(pos, region)? };
         self.used -= size;
         Ok(())
     }
