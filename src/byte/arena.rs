@@ -195,6 +195,10 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
     /// A heap that carves `[pool, pool + len)` into its arenas on first use (a `const fn`,
     /// so it can be a `#[global_allocator]` static over a `static mut` array).
     ///
+    /// A `const fn` cannot report errors: if the pool turns out unusable when it is carved (too
+    /// small for one block, or not inside the address space), the heap stays empty and every
+    /// allocation returns null / `None`. Use [`add_pool`](TlsfHeap::add_pool) to see the error.
+    ///
     /// ```
     /// use smpalloc::TlsfHeap;
     /// use core::mem::MaybeUninit;
