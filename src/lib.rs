@@ -73,6 +73,10 @@ pub mod byte;
 #[cfg(feature = "tlsf")]
 pub use byte::{Tlsf, TlsfByteAllocator, TlsfHeap};
 
+// Issue 7: the SMP heap.
+#[cfg(feature = "heap")]
+pub mod heap;
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

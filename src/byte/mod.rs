@@ -14,8 +14,12 @@
 
 #[cfg(feature = "tlsf")]
 mod arena;
+#[cfg(feature = "buddy")]
+mod buddy;
 #[cfg(feature = "tlsf")]
 mod global;
+#[cfg(feature = "slab")]
+pub mod slab;
 #[cfg(feature = "tlsf")]
 pub mod tlsf;
 #[cfg(feature = "tlsf")]

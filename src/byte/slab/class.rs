@@ -1,0 +1,181 @@
+//! Size classes of the slab layer: 32 classes from 8 B to 4 KiB.
+//!
+//! - 8 to 64 B in steps of 8 (the 8-byte granule),
+//! - then four classes per power of two (80, 96, 112, 128, 160, ..., 3584, 4096).
+//!
+//! Every class is a multiple of 8, and a request rounded up to the 8-byte granule wastes at most
+//! 20% of its block (a quarter step over the class below: `(c - p - 8) / c < 1/5`); the test
+//! `class_waste_is_bounded` checks every size. The class index is computed, not looked up:
+//! O(1) with one `leading_zeros`.
+//!
+//! Each class carves slabs of `2^order` pages (4 KiB to 32 KiB), the smallest order whose tail
+//! waste (slab bytes minus header minus whole objects) is at most 1/8 of the slab.
+
+/// Number of size classes.
+pub const CLASSES: usize = 32;
+
+/// The largest size (and alignment) the slab layer serves.
+pub const MAX_SMALL: usize = 4096;
+
+/// Bytes per slab page (slab sizes are `SLAB_PAGE << order`).
+pub const SLAB_PAGE: usize = 4096;
+
+/// Bytes reserved at the end of every slab for its header.
+pub(crate) const HEADER_BYTES: usize = 128;
+
+/// The size class serving `size` bytes (1..=`MAX_SMALL`), ignoring alignment.
+#[inline]
+pub(crate) const fn index_of(size: usize) -> usize {
+    debug_assert!(size >= 1 && size <= MAX_SMALL);
+    if size <= 64 {
+        (size + 7) / 8 - 1
+    } else {
+        let s = size - 1;
+        let bits = usize::BITS - 1 - s.leading_zeros(); // floor(log2(s)), 6..=11
+        let quarter = (s >> (bits - 2)) & 3;
+        8 + (bits as usize - 6) * 4 + quarter
+    }
+}
+
+/// The block size of class `index`.
+#[inline]
+pub const fn class_size(index: usize) -> usize {
+    if index < 8 {
+        (index + 1) * 8
+    } else {
+        let k = index - 8;
+        let bits = k / 4 + 6;
+        (5 + k % 4) << (bits - 2)
+    }
+}
+
+/// The alignment every block of class `index` has: the largest power of two dividing its size
+/// (slabs are aligned to their own size, at least 4 KiB, and blocks sit at multiples of the
+/// class size from the slab's start).
+#[inline]
+pub const fn class_align(index: usize) -> usize {
+    let size = class_size(index);
+    size & size.wrapping_neg()
+}
+
+/// The class serving a request of `size` bytes aligned to `align`, or `None` when the slab
+/// layer cannot: too large, or an alignment no class of a nearby size gives (those go to
+/// TLSF). Walks at most two classes up for the alignment.
+#[inline]
+pub const fn class_for(size: usize, align: usize) -> Option<usize> {
+    if size == 0 || size > MAX_SMALL || align > MAX_SMALL {
+        return None;
+    }
+    let mut index = index_of(size);
+    let mut steps = 0;
+    while class_align(index) < align {
+        index += 1;
+        steps += 1;
+        if steps > 2 || index >= CLASSES {
+            return None;
+        }
+    }
+    Some(index)
+}
+
+/// log2 of the slab size of class `index` in `SLAB_PAGE`s.
+#[inline]
+pub const fn slab_order(index: usize) -> usize {
+    let size = class_size(index);
+    let mut order = 0;
+    while order < 3 {
+        let bytes = SLAB_PAGE << order;
+        let waste = (bytes - HEADER_BYTES) % size + HEADER_BYTES;
+        if waste * 8 <= bytes {
+            break;
+        }
+        order += 1;
+    }
+    order
+}
+
+/// Bytes in one slab of class `index`.
+#[inline]
+pub const fn slab_bytes(index: usize) -> usize {
+    SLAB_PAGE << slab_order(index)
+}
+
+/// Objects in one slab of class `index`.
+#[inline]
+pub const fn objects_per_slab(index: usize) -> usize {
+    (slab_bytes(index) - HEADER_BYTES) / class_size(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_increasing_multiples_of_eight() {
+        assert_eq!(class_size(0), 8);
+        assert_eq!(class_size(CLASSES - 1), MAX_SMALL);
+        for i in 1..CLASSES {
+            assert!(class_size(i) > class_size(i - 1));
+            assert_eq!(class_size(i) % 8, 0);
+        }
+    }
+
+    #[test]
+    fn index_of_picks_the_smallest_fitting_class() {
+        for size in 1..=MAX_SMALL {
+            let i = index_of(size);
+            assert!(class_size(i) >= size, "size {size}");
+            assert!(i == 0 || class_size(i - 1) < size, "size {size}");
+        }
+    }
+
+    #[test]
+    fn class_waste_is_bounded() {
+        // Waste of a request rounded to the 8-byte granule: at most 25% of the block (20% in fact).
+        for size in (8..=MAX_SMALL).step_by(8) {
+            let c = class_size(index_of(size));
+            assert!((c - size) * 5 <= c, "size {size} in class {c}");
+        }
+    }
+
+    #[test]
+    fn class_for_honours_alignment() {
+        for size in 1..=MAX_SMALL {
+            for shift in 0..=12 {
+                let align = 1 << shift;
+                if let Some(i) = class_for(size, align) {
+                    assert!(class_size(i) >= size && class_align(i) >= align);
+                } else {
+                    // Only alignments above the natural alignment of nearby classes go elsewhere.
+                    assert!(align > 8, "size {size} align {align}");
+                }
+            }
+        }
+        // Rust types: size a multiple of align. Those always have a class.
+        for shift in 0..=12 {
+            let align = 1usize << shift;
+            for size in (align..=MAX_SMALL).step_by(align) {
+                assert!(
+                    class_for(size, align).is_some(),
+                    "size {size} align {align}"
+                );
+            }
+        }
+        assert_eq!(class_for(0, 1), None);
+        assert_eq!(class_for(MAX_SMALL + 1, 1), None);
+        assert_eq!(class_for(8, 8192), None);
+    }
+
+    #[test]
+    fn slabs_waste_at_most_an_eighth() {
+        for i in 0..CLASSES {
+            let bytes = slab_bytes(i);
+            let waste = bytes - objects_per_slab(i) * class_size(i);
+            assert!(waste * 8 <= bytes || slab_order(i) == 3, "class {i}");
+            assert!(
+                objects_per_slab(i) >= 1 && objects_per_slab(i) <= 512,
+                "class {i}"
+            );
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Where the SMP heap's memory comes from: a [`PageSource`].
+//!
+//! - In a kernel, the page layer: [`BuddyPageAllocator`] (slabs are naturally aligned buddy
+//!   blocks; single pages come through its per-CPU page caches) or [`BitmapPageAllocator`].
+//!   Addresses are the kernel's direct-mapped addresses.
+//! - In a std program, [`SystemPages`]: page-aligned blocks from the operating system through
+//!   `std::alloc::System`, with a count of the bytes held.
+//!
+//! A reference to a source is a source too, so one page allocator in a `static` can feed the
+//! heap and the rest of the kernel.
+
+use core::ptr::NonNull;
+
+#[cfg(feature = "std")]
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::{BitmapPageAllocator, BuddyPageAllocator};
+
+/// A source of page-granular, aligned memory for the SMP heap.
+///
+/// # Safety
+/// `alloc_pages` returns memory valid for reads and writes of `bytes` bytes, aligned to
+/// `align`, not used by anyone else until it is passed back to `free_pages` with the same
+/// `bytes` and `align`.
+pub unsafe trait PageSource: Sync {
+    /// Allocates `bytes` (a non-zero multiple of 4096) aligned to `align` (a power of two,
+    /// at least 4096). `None` when out of memory.
+    fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>>;
+
+    /// Frees what `alloc_pages(bytes, align)` returned.
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc_pages(bytes, align)` on this source and is not used afterwards.
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, align: usize);
+
+    /// Hands memory parked in the source's own caches back (the buddy's per-CPU page lists).
+    fn drain(&self) {}
+}
+
+// SAFETY: forwards to `T`, which upholds the contract.
+unsafe impl<T: PageSource + ?Sized> PageSource for &T {
+    #[inline]
+    fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
+        (**self).alloc_pages(bytes, align)
+    }
+
+    #[inline]
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, align: usize) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { (**self).free_pages(ptr, bytes, align) }
+    }
+
+    fn drain(&self) {
+        (**self).drain();
+    }
+}
+
+/// The kernel's address for a page number's address (direct map: the address is the pointer).
+#[inline]
+fn address(addr: usize) -> Option<NonNull<u8>> {
+    NonNull::new(core::ptr::with_exposed_provenance_mut(addr))
+}
+
+// SAFETY: the buddy hands out each page once until it is freed; it never touches the memory
+// (its metadata is outside the pages), and the kernel gave it memory it may use.
+unsafe impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize> PageSource
+    for BuddyPageAllocator<PAGE_SIZE, MAX_ORDER, CPUS>
+{
+    #[inline]
+    fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
+        let pages = bytes.div_ceil(PAGE_SIZE);
+        let addr = if pages == 1 && align <= PAGE_SIZE {
+            self.alloc_order(0).ok()?
+        } else {
+            BuddyPageAllocator::alloc_pages(self, pages, align.max(PAGE_SIZE)).ok()?
+        };
+        address(addr)
+    }
+
+    #[inline]
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, _align: usize) {
+        let freed =
+            self.try_dealloc_pages(ptr.as_ptr().expose_provenance(), bytes.div_ceil(PAGE_SIZE));
+        debug_assert!(freed.is_ok(), "PageSource::free_pages: not an allocation");
+    }
+
+    fn drain(&self) {
+        self.drain_cpu_caches();
+    }
+}
+
+// SAFETY: as for the buddy: the bitmap hands out each page once until freed and never touches
+// the memory.
+unsafe impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, B> PageSource
+    for BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, B>
+where
+    B: core::borrow::Borrow<crate::bitmap::AtomicBitmap<WORDS, SUMMARY>> + Sync,
+{
+    #[inline]
+    fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
+        let addr =
+            BitmapPageAllocator::alloc_pages(self, bytes.div_ceil(PAGE_SIZE), align.max(PAGE_SIZE))
+                .ok()?;
+        address(addr)
+    }
+
+    #[inline]
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, _align: usize) {
+        let freed =
+            self.try_dealloc_pages(ptr.as_ptr().expose_provenance(), bytes.div_ceil(PAGE_SIZE));
+        debug_assert!(freed.is_ok(), "PageSource::free_pages: not an allocation");
+    }
+}
+
+/// Pages from the operating system through `std::alloc::System` (glibc's `aligned_alloc`,
+/// which maps large blocks straight from the kernel), for the heap as a std program's
+/// `#[global_allocator]`. Counts the bytes it holds.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+pub struct SystemPages {
+    held: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+#[cfg(feature = "std")]
+impl SystemPages {
+    crate::sync::loom_const_fn! {
+        /// A source holding nothing yet.
+        pub fn new() -> Self {
+            Self {
+                held: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    /// Bytes currently taken from the system.
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes ever held at once.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(feature = "std")]
+impl Default for SystemPages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: `System` returns fresh blocks of the layout asked for, each until it is freed with
+// the same layout (which `free_pages` rebuilds from the same `bytes` and `align`).
+#[cfg(feature = "std")]
+unsafe impl PageSource for SystemPages {
+    fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
+        use core::alloc::{GlobalAlloc, Layout};
+        let layout = Layout::from_size_align(bytes, align).ok()?;
+        // SAFETY: `bytes` is non-zero (contract).
+        let ptr = NonNull::new(unsafe { std::alloc::System.alloc(layout) })?;
+        // Statistics only: Relaxed.
+        let held = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(held, Ordering::Relaxed);
+        Some(ptr)
+    }
+
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, align: usize) {
+        use core::alloc::{GlobalAlloc, Layout};
+        // SAFETY: `alloc_pages` built this layout from the same arguments (caller).
+        unsafe {
+            std::alloc::System.dealloc(
+                ptr.as_ptr(),
+                Layout::from_size_align_unchecked(bytes, align),
+            );
+        }
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
