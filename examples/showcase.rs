@@ -4,7 +4,7 @@
 //! cargo run --release --example showcase                      # every section, about 2 minutes
 //! cargo run --release --example showcase -- --quick           # fewer repetitions (smoke run)
 //! cargo run --release --example showcase -- --threads 1,2,4,8 # thread counts of the scaling table
-//! cargo run --release --example showcase -- --only pages,bytes # some sections (ids, radix, pages, bytes)
+//! cargo run --release --example showcase -- --only pages,bytes # some sections (ids, radix, pages, bytes, heap)
 //! ```
 //!
 //! Each section measures a few scenarios. Every scenario runs each allocator once per round,
@@ -19,6 +19,8 @@ use std::process::ExitCode;
 
 #[path = "common/bytes.rs"]
 mod bytes;
+#[path = "common/heap.rs"]
+mod heap;
 #[path = "common/ids.rs"]
 mod ids;
 #[path = "common/pages.rs"]
@@ -40,8 +42,8 @@ struct Options {
 
 impl Options {
     const USAGE: &str =
-        "usage: showcase [--quick] [--threads 1,2,4,...] [--only ids,radix,pages,bytes]";
-    const SECTIONS: [&str; 4] = ["ids", "radix", "pages", "bytes"];
+        "usage: showcase [--quick] [--threads 1,2,4,...] [--only ids,radix,pages,bytes,heap]";
+    const SECTIONS: [&str; 5] = ["ids", "radix", "pages", "bytes", "heap"];
 
     fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
         let mut options = Options {
@@ -126,6 +128,9 @@ fn main() -> ExitCode {
     }
     if options.runs("bytes") {
         bytes::section(&options);
+    }
+    if options.runs("heap") {
+        heap::section(&options);
     }
     ExitCode::SUCCESS
 }
