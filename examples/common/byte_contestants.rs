@@ -513,13 +513,25 @@ impl<const N: usize> Shared for TlsfHeap<N> {
     }
 }
 
-/// rlsf behind one `SpinLock` (what a kernel would do with it).
-pub(crate) struct LockedRlsf(pub(crate) SpinLock<Rlsf>);
+/// A single-threaded contestant behind one `SpinLock` (what a kernel would do with it).
+pub(crate) struct Locked<B: Bytes>(pub(crate) SpinLock<B>);
 
-// SAFETY: rlsf's `Tlsf` is `Send`; the lock serializes every access.
-unsafe impl Sync for LockedRlsf {}
+impl<B: Bytes> Locked<B> {
+    /// A fresh `B` over `pool`, behind the lock.
+    ///
+    /// # Safety
+    /// As [`Bytes::over`].
+    pub(crate) unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        // SAFETY: the caller's contract.
+        Self(SpinLock::new(unsafe { B::over(pool) }))
+    }
+}
 
-impl Shared for LockedRlsf {
+// SAFETY: every contestant owns its pool exclusively and keeps no thread-bound state (its raw
+// pointers point into that pool), so it may move between threads; the lock serializes every access.
+unsafe impl<B: Bytes> Sync for Locked<B> {}
+
+impl<B: Bytes> Shared for Locked<B> {
     #[inline]
     fn alloc(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.0.lock().alloc(layout)
