@@ -76,6 +76,8 @@ pub use byte::{Tlsf, TlsfByteAllocator, TlsfHeap};
 // Issue 7: the SMP heap.
 #[cfg(feature = "heap")]
 pub mod heap;
+#[cfg(feature = "heap")]
+pub use heap::SmpHeap;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

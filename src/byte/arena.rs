@@ -283,6 +283,27 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
     /// # Time Complexity
     /// O(ARENAS + regions).
     pub unsafe fn add_pool(&self, pool: NonNull<[u8]>) -> AllocResult {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.add_pool_inner(pool, None) }
+    }
+
+    /// Adds `pool` whole to arena `arena % ARENAS` (the SMP heap's growth: one region per
+    /// pool). Errors as [`add_pool`](TlsfHeap::add_pool).
+    ///
+    /// # Safety
+    /// As for [`add_pool`](TlsfHeap::add_pool).
+    #[cfg(feature = "heap")]
+    pub(crate) unsafe fn add_pool_to(&self, pool: NonNull<[u8]>, arena: usize) -> AllocResult {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.add_pool_inner(pool, Some(arena % ARENAS)) }
+    }
+
+    /// `add_pool`, split across the arenas (`owner == None`, when large enough) or whole to
+    /// one arena.
+    ///
+    /// # Safety
+    /// As for [`add_pool`](TlsfHeap::add_pool).
+    unsafe fn add_pool_inner(&self, pool: NonNull<[u8]>, owner: Option<usize>) -> AllocResult {
         let start = pool.cast::<u8>().as_ptr();
         let len = pool.len();
         let end = start
@@ -298,7 +319,8 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             return Err(AllocError::MemoryOverlap);
         }
         let used = self.regions.len.load(Ordering::Relaxed);
-        let shares = if len / ARENAS >= MIN_SHARE && used + ARENAS <= MAX_REGIONS {
+        let shares = if owner.is_none() && len / ARENAS >= MIN_SHARE && used + ARENAS <= MAX_REGIONS
+        {
             ARENAS
         } else {
             1
@@ -312,7 +334,11 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             return Err(AllocError::InvalidParam);
         }
         for k in 0..shares {
-            let owner = if shares == 1 { used % ARENAS } else { k };
+            let owner = match owner {
+                Some(owner) => owner,
+                None if shares == 1 => used % ARENAS,
+                None => k,
+            };
             let offset = k * share;
             let share_len = if k + 1 == shares { len - offset } else { share };
             // SAFETY: `offset + share_len <= len`.

@@ -28,7 +28,7 @@ pub(crate) const HEADER_BYTES: usize = 128;
 pub(crate) const fn index_of(size: usize) -> usize {
     debug_assert!(size >= 1 && size <= MAX_SMALL);
     if size <= 64 {
-        (size + 7) / 8 - 1
+        size.div_ceil(8) - 1
     } else {
         let s = size - 1;
         let bits = usize::BITS - 1 - s.leading_zeros(); // floor(log2(s)), 6..=11

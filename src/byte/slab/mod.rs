@@ -9,7 +9,10 @@
 mod cache;
 pub mod class;
 
-#[allow(unused_imports, reason = "used by the heap and SlabByteAllocator")]
+#[cfg_attr(
+    not(feature = "heap"),
+    allow(unused_imports, reason = "until SlabByteAllocator lands")
+)]
 pub(crate) use cache::SlabCache;
 pub use cache::{SlabCheckError, SlabCounts, SlabError};
 
