@@ -24,7 +24,7 @@ use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 mod contestants;
 
 use contestants::{Bytes, Collections, Kind, Locked, Rlsf, Visit};
-use smpalloc::{SpinLock, TlsfHeap};
+use smpalloc::TlsfHeap;
 
 struct Churn<'g, 'c> {
     group: &'g mut BenchmarkGroup<'c, WallTime>,

@@ -187,7 +187,8 @@ pub(crate) fn section(options: &Options) {
                 }
                 1 => {
                     // SAFETY: as above.
-                    let rlsf = unsafe { Locked::<Rlsf>::over(contestants::pool(contestants::POOL)) };
+                    let rlsf =
+                        unsafe { Locked::<Rlsf>::over(contestants::pool(contestants::POOL)) };
                     contestants::time_threads(&rlsf, 2, thread_ops)
                 }
                 _ => contestants::time_threads(&contestants::System, 2, thread_ops),

@@ -131,8 +131,12 @@ pub(crate) fn section(options: &Options) {
     println!("  (one pthread mutex, mmap'd pools). Locked no_std peers over one 128 MiB pool (the");
     println!("  same buffer for each, a fresh allocator per run): talc 4 in smpalloc::SpinLock,");
     println!("  buddy_system_allocator LockedHeap<32>, linked_list_allocator LockedHeap,");
-    println!("  axallocator SlabByteAllocator (and TLSF for the arceos set) in smpalloc::SpinLock.");
-    println!("Every contestant runs the same seeded operations; linked_list_allocator runs a tenth");
+    println!(
+        "  axallocator SlabByteAllocator (and TLSF for the arceos set) in smpalloc::SpinLock."
+    );
+    println!(
+        "Every contestant runs the same seeded operations; linked_list_allocator runs a tenth"
+    );
     println!("  of them (it scans its free list) and its ns/op is per operation all the same.");
     println!();
     let rounds = options.rounds().min(5);
@@ -371,7 +375,7 @@ pub(crate) fn rss_probe(args: &[String]) -> ExitCode {
         _ => "n/a".to_owned(),
     };
     let pages = if c == Contestant::Ours {
-        contestants::ours_peak_bytes().map_or("n/a".to_owned(), |p| p.to_string())
+        contestants::ours_peak_bytes().to_string()
     } else {
         "n/a".to_owned()
     };

@@ -36,6 +36,7 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 use smpalloc::TlsfHeap;
+use smpalloc::heap::{StdHeap, SystemPages};
 
 use crate::byte_contestants::{self as bytes, AxTlsf, Bytes, Collections, Locked, Rng, Talc};
 
@@ -84,8 +85,8 @@ unsafe impl<B: Bytes> GlobalAlloc for Locked<B> {
     }
 }
 
-/// The heap "ours" stands for: one process-wide static, as `#[global_allocator]` would be.
-static OURS: TlsfHeap<2> = TlsfHeap::new();
+/// Our heap: one process-wide static, as `#[global_allocator]` would be.
+static OURS: StdHeap = StdHeap::new(SystemPages::new());
 /// rlsf's global allocator (memory from `mmap`, one pthread mutex).
 static RLSF: rlsf::GlobalTlsf = rlsf::GlobalTlsf::new();
 
@@ -204,17 +205,7 @@ impl Contestant {
     pub(crate) fn with<V: Visit>(self, v: V) -> V::Out {
         let pool = || bytes::pool(bytes::MAX_POOL);
         match self {
-            Contestant::Ours => {
-                OURS_POOL.call_once(|| {
-                    let len = bytes::MAX_POOL;
-                    let layout = Layout::from_size_align(len, 4096).unwrap();
-                    // SAFETY: non-zero size; leaked, the static heap owns it for good.
-                    let base = NonNull::new(unsafe { std::alloc::alloc(layout) }).unwrap();
-                    // SAFETY: the block is this heap's alone, forever.
-                    unsafe { OURS.add_pool(NonNull::slice_from_raw_parts(base, len)) }.unwrap();
-                });
-                v.visit(&OURS)
-            }
+            Contestant::Ours => v.visit(&OURS),
             Contestant::OursTlsfHeap => {
                 let heap: Box<TlsfHeap<2>> = Box::default();
                 // SAFETY: the pool is this heap's alone until it is dropped below.
@@ -224,11 +215,21 @@ impl Contestant {
             Contestant::System => v.visit(&std::alloc::System),
             Contestant::Mimalloc => v.visit(&mimalloc::MiMalloc),
             Contestant::Rlsf => v.visit(&RLSF),
-            // SAFETY (this arm and the next ones): the pool is this allocator's alone until it
-            // is dropped at the end of the arm.
-            Contestant::Talc => v.visit(&unsafe { Locked::<Talc>::over(pool()) }),
-            Contestant::AxSlab => v.visit(&unsafe { Locked::<AxSlab>::over(pool()) }),
-            Contestant::AxTlsf => v.visit(&unsafe { Locked::<AxTlsf>::over(pool()) }),
+            Contestant::Talc => {
+                // SAFETY: the pool is this allocator's alone until it is dropped below.
+                let talc = unsafe { Locked::<Talc>::over(pool()) };
+                v.visit(&talc)
+            }
+            Contestant::AxSlab => {
+                // SAFETY: as above.
+                let slab = unsafe { Locked::<AxSlab>::over(pool()) };
+                v.visit(&slab)
+            }
+            Contestant::AxTlsf => {
+                // SAFETY: as above.
+                let tlsf = unsafe { Locked::<AxTlsf>::over(pool()) };
+                v.visit(&tlsf)
+            }
             Contestant::Buddy => {
                 let heap = Box::new(buddy_system_allocator::LockedHeap::<32>::new());
                 let pool = pool();
@@ -250,12 +251,9 @@ impl Contestant {
     }
 }
 
-/// Whether [`OURS`] has its pool.
-static OURS_POOL: std::sync::Once = std::sync::Once::new();
-
-/// The peak bytes our heap took from the OS, where its page source counts them.
-pub(crate) fn ours_peak_bytes() -> Option<usize> {
-    None
+/// The most bytes our heap has held from the OS at once (its `SystemPages` count them).
+pub(crate) fn ours_peak_bytes() -> usize {
+    OURS.pages().peak_bytes()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -330,7 +328,7 @@ pub(crate) fn churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) ->
     let elapsed = timed_threads(
         threads,
         |t| {
-            let mut rng = Rng::new(SEED ^ (t as u64 + 1) * 0x9e37_79b9_7f4a_7c15);
+            let mut rng = Rng::new(SEED ^ ((t as u64 + 1) * 0x9e37_79b9_7f4a_7c15));
             let live: Vec<(*mut u8, usize)> = (0..LIVE)
                 .map(|_| {
                     let size = 8 + rng.below(249) as usize;
@@ -471,7 +469,7 @@ pub(crate) fn larson<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) -
         .collect();
     let elapsed = timed_threads(
         threads,
-        |t| Rng::new(SEED ^ (t as u64 + 7) * 0x9e37_79b9_7f4a_7c15),
+        |t| Rng::new(SEED ^ ((t as u64 + 7) * 0x9e37_79b9_7f4a_7c15)),
         |_, mut rng| {
             for _ in 0..ops {
                 let fresh = new_block(&mut rng);
