@@ -132,8 +132,10 @@ pub(crate) struct Talc(talc::Talc<talc::ErrOnOom>);
 pub(crate) struct Buddy(Box<buddy_system_allocator::Heap<32>>);
 /// linked_list_allocator's `Heap`.
 pub(crate) struct LinkedList(linked_list_allocator::Heap);
+/// One of axallocator's byte allocators.
+pub(crate) struct Ax<T>(Box<T>);
 /// axallocator's `TlsfByteAllocator` (rlsf inside).
-pub(crate) struct AxTlsf(Box<axallocator::TlsfByteAllocator>);
+pub(crate) type AxTlsf = Ax<axallocator::TlsfByteAllocator>;
 /// `std::alloc::System` (ignores the pool).
 pub(crate) struct System;
 
@@ -267,20 +269,19 @@ impl Bytes for LinkedList {
     }
 }
 
-impl Bytes for AxTlsf {
+impl<T: axallocator::ByteAllocator + Default> Bytes for Ax<T> {
     unsafe fn over(pool: NonNull<[u8]>) -> Self {
-        use axallocator::BaseAllocator;
-        let mut a = Box::new(axallocator::TlsfByteAllocator::new());
+        let mut a = Box::new(T::default());
         a.init(pool.cast::<u8>().as_ptr().expose_provenance(), pool.len());
         Self(a)
     }
     #[inline]
     fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        axallocator::ByteAllocator::alloc(&mut *self.0, layout).ok()
+        self.0.alloc(layout).ok()
     }
     #[inline]
     unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        axallocator::ByteAllocator::dealloc(&mut *self.0, ptr, layout);
+        self.0.dealloc(ptr, layout);
     }
 }
 

@@ -228,7 +228,10 @@ pub(crate) fn section(options: &Options) {
 
     println!("arceos' collection benchmarks through allocator_api2::Allocator (the same adapter");
     println!("  for every contestant; hash_map_50K stands in for btree_map_50K as in the bytes");
-    println!("  section)");
+    println!(
+        "  section). The pool peers and TlsfHeap work in the pre-touched 128 MiB pool; StdHeap,"
+    );
+    println!("  glibc and mimalloc take fresh memory from the OS and pay its page faults.");
     let arceos = Contestant::ARCEOS;
     for workload in Collections::ALL {
         let mut table = Table::new(format!("{} (ns per run)", workload.name()))

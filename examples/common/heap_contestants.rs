@@ -38,7 +38,7 @@ use crossbeam_utils::CachePadded;
 use smpalloc::TlsfHeap;
 use smpalloc::heap::{StdHeap, SystemPages};
 
-use crate::byte_contestants::{self as bytes, AxTlsf, Bytes, Collections, Locked, Rng, Talc};
+use crate::byte_contestants::{self as bytes, Ax, AxTlsf, Bytes, Collections, Locked, Rng, Talc};
 
 /// Live blocks per thread of [`churn`] and [`larson`].
 pub(crate) const LIVE: usize = 1_000;
@@ -49,24 +49,7 @@ const SEED: u64 = 0x5eed_4ea9;
 // The contestants
 
 /// axallocator's `SlabByteAllocator` (slabs of 64..4096 B over a buddy heap).
-pub(crate) struct AxSlab(Box<axallocator::SlabByteAllocator>);
-
-impl Bytes for AxSlab {
-    unsafe fn over(pool: NonNull<[u8]>) -> Self {
-        use axallocator::BaseAllocator;
-        let mut a = Box::new(axallocator::SlabByteAllocator::new());
-        a.init(pool.cast::<u8>().as_ptr().expose_provenance(), pool.len());
-        Self(a)
-    }
-    #[inline]
-    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        axallocator::ByteAllocator::alloc(&mut *self.0, layout).ok()
-    }
-    #[inline]
-    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        axallocator::ByteAllocator::dealloc(&mut *self.0, ptr, layout);
-    }
-}
+pub(crate) type AxSlab = Ax<axallocator::SlabByteAllocator>;
 
 // SAFETY: `Locked` serializes every call into `B`; blocks come from `B`'s pool and stay valid
 // until freed; a failed allocation is a null pointer.
