@@ -7,7 +7,7 @@
 //! Groups (time per operation; threaded groups divide the wall time by all threads' operations,
 //! i.e. aggregate throughput, which on a 2-vCPU machine shows contention, not scaling):
 //! - `heap_churn_1t`, `heap_churn_2t`: live set of 1,000 blocks of 8..=256 B per thread, each
-//!   operation frees a random one and allocates a replacement;
+//!   operation allocates a replacement for a random one, then frees that one;
 //! - `heap_producer_consumer`: one thread allocates 16..=512 B blocks and hands them through a
 //!   lock-free ring to another that frees them (per block);
 //! - `heap_larson_2t`: a shared live set of atomic pointers; each operation allocates

@@ -153,7 +153,7 @@ pub(crate) fn section(options: &Options) {
         };
         let title = format!(
             "small-object churn, {threads} thread(s): live set of 1,000 blocks of 8..256 B per \
-             thread, each op frees a random one and allocates a replacement (ns per op, aggregate)"
+             thread, each op allocates a replacement for a random one, then frees that one (ns per op, aggregate)"
         );
         let table = if threads == 1 {
             Table::new(title)

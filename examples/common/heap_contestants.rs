@@ -16,7 +16,7 @@
 //!
 //! Workloads (each a seeded sequence, the same for every contestant):
 //! - [`churn`]: per thread a live set of 1,000 blocks of 8..=256 B; each operation replaces a
-//!   random one (free, then allocate a fresh block into the slot);
+//!   random one (allocate the new block, then free the old);
 //! - [`producer_consumer`]: one thread allocates blocks of 16..=512 B and hands them through a
 //!   lock-free single-producer single-consumer ring of pointers (no allocation of its own) to a
 //!   second thread that frees them;
@@ -304,8 +304,8 @@ impl Run {
 }
 
 /// Small-object churn: each of `threads` threads fills its own live set of [`LIVE`] blocks of
-/// 8..=256 B, then `ops` times frees a random one and allocates a fresh block of a random size
-/// into its slot; the live sets are freed after the timed part.
+/// 8..=256 B, then `ops` times allocates a block of a random size and puts it in a random slot,
+/// freeing the block that was there; the live sets are freed after the timed part.
 pub(crate) fn churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) -> Run {
     let peaks: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
     let elapsed = timed_threads(
@@ -325,13 +325,13 @@ pub(crate) fn churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) ->
             let mut peak = bytes;
             for _ in 0..ops {
                 let slot = &mut live[rng.below(LIVE as u64) as usize];
-                // SAFETY: allocated by `a` with this layout, freed once.
-                unsafe { a.dealloc(slot.0, layout(slot.1)) };
-                bytes -= slot.1;
                 let size = 8 + rng.below(249) as usize;
-                *slot = (alloc_touch(a, size), size);
+                let (old, old_size) = core::mem::replace(slot, (alloc_touch(a, size), size));
                 bytes += size;
                 peak = peak.max(bytes);
+                // SAFETY: allocated by `a` with this layout, freed once.
+                unsafe { a.dealloc(old, layout(old_size)) };
+                bytes -= old_size;
             }
             peaks[t].store(peak, Ordering::Relaxed);
             for (ptr, size) in live {
