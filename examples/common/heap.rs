@@ -15,9 +15,9 @@ use crate::byte_contestants::Collections;
 use crate::{Options, Table, rotate};
 
 /// Operations per thread of the churn runs.
-const CHURN_OPS: u64 = 400_000;
+const CHURN_OPS: u64 = 1_000_000;
 /// Operations per thread of the larson runs.
-const LARSON_OPS: u64 = 300_000;
+const LARSON_OPS: u64 = 600_000;
 /// Blocks of the producer/consumer run (the figure).
 const BLOCKS: u64 = 1_000_000;
 
@@ -139,7 +139,7 @@ pub(crate) fn section(options: &Options) {
     );
     println!("  of them (it scans its free list) and its ns/op is per operation all the same.");
     println!();
-    let rounds = options.rounds().min(5);
+    let rounds = options.rounds();
     let churn_ops = options.ops(CHURN_OPS) as usize;
     let larson_ops = options.ops(LARSON_OPS) as usize;
     let kinds = Contestant::THREADED;
