@@ -74,9 +74,10 @@ fn collections_on_several_threads() {
                         tx.send(vec![i; (i % 5000) as usize + 1].into_boxed_slice())
                             .unwrap();
                         let page = Box::new(Page([t as u8; 4096]));
-                        assert_eq!(std::ptr::from_ref(&*page).addr() % 4096, 0);
+                        assert_eq!(core::ptr::from_ref(&*page).addr() % 4096, 0);
+                        assert_eq!(page.0[4095], t as u8);
                         let line = Box::new(Line(i));
-                        assert_eq!(std::ptr::from_ref(&*line).addr() % 64, 0);
+                        assert_eq!(core::ptr::from_ref(&*line).addr() % 64, 0);
                         assert_eq!(line.0, i);
                     }
                 }

@@ -3,11 +3,11 @@
 //! (null, heap intact, usable again after frees), bad input, several threads with cross-thread
 //! frees and an ownership table, and every page back with the buddy at the end.
 
-use std::alloc::Layout;
-use std::cell::Cell;
-use std::ptr::NonNull;
+use core::alloc::Layout;
+use core::cell::Cell;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use smpalloc::BuddyPageAllocator;
@@ -15,6 +15,8 @@ use smpalloc::heap::{Route, SmpHeap};
 
 type Pages = BuddyPageAllocator<4096, 10, 4>;
 type Heap = SmpHeap<&'static Pages, 4>;
+/// A block in flight: address, layout, fill byte.
+type Block = (usize, Layout, u8);
 
 std::thread_local! {
     static CPU: Cell<usize> = const { Cell::new(0) };
@@ -55,11 +57,20 @@ fn out_of_memory_is_null_and_harmless() {
     while let Some(p) = heap.allocate(small) {
         held.push(p);
     }
-    assert!(held.len() > 50_000, "4 MiB holds about 60,000 objects of 64 B");
+    assert!(
+        held.len() > 50_000,
+        "4 MiB holds about 60,000 objects of 64 B"
+    );
     assert!(heap.allocate(small).is_none());
     // Other routes fail cleanly too.
-    assert!(heap.allocate(Layout::from_size_align(100_000, 8).unwrap()).is_none());
-    assert!(heap.allocate(Layout::from_size_align(1 << 20, 4096).unwrap()).is_none());
+    assert!(
+        heap.allocate(Layout::from_size_align(100_000, 8).unwrap())
+            .is_none()
+    );
+    assert!(
+        heap.allocate(Layout::from_size_align(1 << 20, 4096).unwrap())
+            .is_none()
+    );
     heap.check().unwrap();
     for p in held.drain(..) {
         // SAFETY: allocated above, freed once.
@@ -152,7 +163,7 @@ fn threads_with_cross_cpu_frees() {
     // Ownership: address -> owner thread + 1 (0 = free); a block handed out twice trips it.
     let owners: &'static Mutex<std::collections::HashMap<usize, usize>> =
         Box::leak(Box::new(Mutex::new(std::collections::HashMap::new())));
-    let handoff: &'static Mutex<Vec<Vec<(usize, Layout, u8)>>> =
+    let handoff: &'static Mutex<Vec<Vec<Block>>> =
         Box::leak(Box::new(Mutex::new(vec![Vec::new(); THREADS])));
     let freed = AtomicUsize::new(0);
     thread::scope(|s| {
@@ -160,14 +171,14 @@ fn threads_with_cross_cpu_frees() {
             let freed = &freed;
             s.spawn(move || {
                 CPU.with(|c| c.set(t));
-                let mut mine: Vec<(usize, Layout, u8)> = Vec::new();
+                let mut mine: Vec<Block> = Vec::new();
                 let mut seed = 0x9e37_79b9_u64 ^ t as u64;
                 for i in 0..rounds {
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
                     let size = [8, 24, 64, 200, 1000, 4096, 9000][(seed % 7) as usize];
-                    let align = 1 << (seed >> 8) % 7;
+                    let align = 1 << ((seed >> 8) % 7);
                     let layout = Layout::from_size_align(size, align).unwrap();
                     let p = heap.allocate(layout).expect("64 MiB is enough");
                     assert_eq!(p.as_ptr().addr() % align, 0);
@@ -178,7 +189,8 @@ fn threads_with_cross_cpu_frees() {
                     assert!(previous.is_none(), "block handed out twice");
                     mine.push((p.as_ptr().expose_provenance(), layout, tag));
                     if mine.len() > 64 {
-                        let (addr, layout, tag) = mine.swap_remove((seed as usize >> 16) % mine.len());
+                        let (addr, layout, tag) =
+                            mine.swap_remove((seed as usize >> 16) % mine.len());
                         if seed % 2 == 0 {
                             handoff.lock().unwrap()[(t + 1) % THREADS].push((addr, layout, tag));
                         } else {
@@ -187,7 +199,7 @@ fn threads_with_cross_cpu_frees() {
                         }
                     }
                     if i % 16 == 0 {
-                        let theirs = std::mem::take(&mut handoff.lock().unwrap()[t]);
+                        let theirs = core::mem::take(&mut handoff.lock().unwrap()[t]);
                         for block in theirs {
                             free(heap, owners, block);
                             freed.fetch_add(1, Ordering::Relaxed);
@@ -213,7 +225,10 @@ fn threads_with_cross_cpu_frees() {
     heap.drain_cpu_caches();
     heap.reclaim();
     let stats = heap.check().unwrap();
-    assert_eq!((stats.slab_bytes, stats.huge_bytes, stats.parked_bytes), (0, 0, 0));
+    assert_eq!(
+        (stats.slab_bytes, stats.huge_bytes, stats.parked_bytes),
+        (0, 0, 0)
+    );
     // Only the TLSF pools are still out of the buddy.
     assert_eq!(
         pages.used_pages() * 4096,
@@ -225,12 +240,15 @@ fn threads_with_cross_cpu_frees() {
 fn free(
     heap: &Heap,
     owners: &Mutex<std::collections::HashMap<usize, usize>>,
-    (addr, layout, tag): (usize, Layout, u8),
+    (addr, layout, tag): Block,
 ) {
-    let p = NonNull::new(std::ptr::with_exposed_provenance_mut::<u8>(addr)).unwrap();
+    let p = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(addr)).unwrap();
     // SAFETY: a live block of `layout.size()` bytes owned by the caller.
-    let bytes = unsafe { std::slice::from_raw_parts(p.as_ptr(), layout.size()) };
-    assert!(bytes.iter().all(|&b| b == tag), "contents changed while owned");
+    let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), layout.size()) };
+    assert!(
+        bytes.iter().all(|&b| b == tag),
+        "contents changed while owned"
+    );
     assert!(owners.lock().unwrap().remove(&addr).is_some());
     // SAFETY: allocated with `layout`, freed once (the ownership table says so).
     unsafe { heap.deallocate(p, layout) };

@@ -4,10 +4,10 @@
 //! the end everything is freed, and after `drain_cpu_caches()` + `reclaim()` every slab and
 //! huge block is back with the page source (only the TLSF pools stay).
 
-use std::alloc::Layout;
-use std::cell::Cell;
+use core::alloc::Layout;
+use core::cell::Cell;
+use core::ptr::NonNull;
 use std::collections::BTreeMap;
-use std::ptr::NonNull;
 
 use proptest::prelude::*;
 use smpalloc::heap::{HEAP_CLASSES, Route, SmpHeap, SystemPages};
@@ -77,7 +77,7 @@ fn fill(live: &Live) {
 
 fn intact(live: &Live) -> bool {
     // SAFETY: as above.
-    let bytes = unsafe { std::slice::from_raw_parts(live.ptr.as_ptr(), live.layout.size()) };
+    let bytes = unsafe { core::slice::from_raw_parts(live.ptr.as_ptr(), live.layout.size()) };
     bytes.iter().all(|&b| b == live.tag)
 }
 
@@ -138,7 +138,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(new.as_ptr().addr() % old.align(), 0);
                 // SAFETY: the kept prefix is initialised with the tag.
                 let kept =
-                    unsafe { std::slice::from_raw_parts(new.as_ptr(), old.size().min(size)) };
+                    unsafe { core::slice::from_raw_parts(new.as_ptr(), old.size().min(size)) };
                 prop_assert!(
                     kept.iter().all(|&b| b == live[i].tag),
                     "realloc lost contents"

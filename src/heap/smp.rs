@@ -24,7 +24,9 @@
 
 use core::alloc::Layout;
 use core::fmt;
-use core::mem::{self, MaybeUninit};
+use core::mem;
+#[cfg(not(loom))]
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 
 use arrayvec::ArrayVec;
@@ -920,7 +922,7 @@ struct Objects {
     seen: ArrayVec<usize, CHECK_OBJECTS>,
 }
 
-const CHECK_OBJECTS: usize = 4096;
+const CHECK_OBJECTS: usize = if cfg!(loom) { 64 } else { 4096 };
 
 impl Objects {
     fn new() -> Self {
