@@ -90,7 +90,7 @@ pub enum Route {
 
 impl Route {
     /// The route of `layout` (a pure function: frees and reallocs recompute it).
-    #[inline]
+    #[inline(always)]
     pub const fn of(layout: Layout) -> Route {
         let size = layout.size();
         if size == 0 {
@@ -407,7 +407,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// # Time Complexity
     /// O(1): a magazine pop on the fast path; a magazine exchange or a refill of at most
     /// [`MAGAZINE`] objects otherwise; O(1) TLSF; the page source's cost for huge blocks.
-    #[inline]
+    #[inline(always)]
     pub fn allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
         match Route::of(layout) {
             Route::Small(class) => self.alloc_small(class),
@@ -428,7 +428,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// # Safety
     /// `ptr` was returned by this heap's `allocate` (or `reallocate`) for `layout` and has not
     /// been freed since.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         match Route::of(layout) {
             // SAFETY: caller.
@@ -481,7 +481,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     // ----- slab classes --------------------------------------------------------------------
 
-    #[inline]
+    #[inline(always)]
     fn alloc_small(&self, class: usize) -> Option<NonNull<u8>> {
         let slot = self.cpus.current();
         let Some(mut caches) = slot.caches.try_lock() else {
@@ -536,7 +536,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     /// # Safety
     /// `ptr` is an object of `class` allocated from this heap and not freed since.
-    #[inline]
+    #[inline(always)]
     unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize) {
         #[cfg(debug_assertions)]
         self.debug_check_owned(ptr, class);
