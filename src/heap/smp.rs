@@ -24,7 +24,9 @@
 
 use core::alloc::Layout;
 use core::fmt;
-use core::mem::{self, MaybeUninit};
+use core::mem;
+#[cfg(not(loom))]
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 
 use arrayvec::ArrayVec;
@@ -88,7 +90,7 @@ pub enum Route {
 
 impl Route {
     /// The route of `layout` (a pure function: frees and reallocs recompute it).
-    #[inline]
+    #[inline(always)]
     pub const fn of(layout: Layout) -> Route {
         let size = layout.size();
         if size == 0 {
@@ -405,7 +407,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// # Time Complexity
     /// O(1): a magazine pop on the fast path; a magazine exchange or a refill of at most
     /// [`MAGAZINE`] objects otherwise; O(1) TLSF; the page source's cost for huge blocks.
-    #[inline]
+    #[inline(always)]
     pub fn allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
         match Route::of(layout) {
             Route::Small(class) => self.alloc_small(class),
@@ -426,7 +428,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// # Safety
     /// `ptr` was returned by this heap's `allocate` (or `reallocate`) for `layout` and has not
     /// been freed since.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         match Route::of(layout) {
             // SAFETY: caller.
@@ -455,9 +457,12 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         let new_layout = Layout::from_size_align(new_size, layout.align()).ok()?;
         match (Route::of(layout), Route::of(new_layout)) {
             (Route::Small(a), Route::Small(b)) if a == b => return Some(ptr),
-            // SAFETY: caller: a TLSF block of this heap.
             (Route::Tlsf, Route::Tlsf) => {
-                return unsafe { self.tlsf.reallocate(ptr, layout, new_size) };
+                // SAFETY: caller: a TLSF block of this heap. `None` leaves it untouched; then
+                // the move below may grow the arenas.
+                if let Some(moved) = unsafe { self.tlsf.reallocate(ptr, layout, new_size) } {
+                    return Some(moved);
+                }
             }
             (Route::Huge, Route::Huge) if huge_bytes(layout.size()) == huge_bytes(new_size) => {
                 return Some(ptr);
@@ -476,7 +481,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     // ----- slab classes --------------------------------------------------------------------
 
-    #[inline]
+    #[inline(always)]
     fn alloc_small(&self, class: usize) -> Option<NonNull<u8>> {
         let slot = self.cpus.current();
         let Some(mut caches) = slot.caches.try_lock() else {
@@ -531,7 +536,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     /// # Safety
     /// `ptr` is an object of `class` allocated from this heap and not freed since.
-    #[inline]
+    #[inline(always)]
     unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize) {
         #[cfg(debug_assertions)]
         self.debug_check_owned(ptr, class);
@@ -854,7 +859,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     /// Checks the heap, holding every CPU slot's lock and then each class's lock in turn: each
     /// class's slabs ([`SlabCache::check`]); every magazine object an in-use object of its class,
-    /// held once (with `alloc`: across all magazines); previous magazines full or empty; depot
+    /// held once across all magazines; previous magazines full or empty; depot
     /// magazines full; the published counters equal to the slabs'; the TLSF arenas.
     pub fn check(&self) -> Result<HeapStats, HeapCheckError> {
         let slots: ArrayVec<_, CPUS> = self.cpus.iter().map(|slot| slot.caches.lock()).collect();
@@ -868,28 +873,27 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             let mut cached = 0;
             let mut objects = Objects::new();
             for caches in &slots {
-                let cache = &caches[class];
-                let previous = cache.previous.0.len();
+                let previous = caches[class].previous.0.len();
                 if previous != 0 && previous != MAGAZINE {
                     return Err(error("a previous magazine is neither full nor empty"));
                 }
-                for &object in cache.loaded.0.iter().chain(cache.previous.0.iter()) {
-                    objects.push(object);
-                }
             }
-            for magazine in &state.depot {
-                if magazine.0.len() != MAGAZINE {
-                    return Err(error("a depot magazine is not full"));
-                }
-                objects.extend(magazine.0.iter().copied());
+            if state.depot.iter().any(|m| m.0.len() != MAGAZINE) {
+                return Err(error("a depot magazine is not full"));
             }
-            for &object in objects.iter() {
+            let depot = state.depot.iter().flat_map(|m| m.0.iter());
+            let cpus = slots.iter().flat_map(|caches| {
+                let cache = &caches[class];
+                cache.loaded.0.iter().chain(&cache.previous.0)
+            });
+            for &object in depot.chain(cpus) {
                 // SAFETY: every magazine object came out of this class's slabs.
                 if !unsafe { state.slabs.owns(object) } {
                     return Err(error(
                         "a magazine holds a pointer that is not an in-use object",
                     ));
                 }
+                objects.push(object);
                 cached += 1;
             }
             if objects.has_repeats() {
@@ -910,49 +914,30 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 }
 
-/// The objects collected by `check` (a `Vec` with `alloc`, so repeats are found by sorting;
-/// without `alloc` only a count).
-#[cfg(feature = "alloc")]
-struct Objects(alloc::vec::Vec<NonNull<u8>>);
-#[cfg(not(feature = "alloc"))]
-struct Objects(usize);
-
-#[cfg(feature = "alloc")]
-impl Objects {
-    fn new() -> Self {
-        Self(alloc::vec::Vec::new())
-    }
-    fn push(&mut self, object: NonNull<u8>) {
-        self.0.push(object);
-    }
-    fn extend(&mut self, objects: impl Iterator<Item = NonNull<u8>>) {
-        self.0.extend(objects);
-    }
-    fn iter(&self) -> impl Iterator<Item = &NonNull<u8>> {
-        self.0.iter()
-    }
-    fn has_repeats(&mut self) -> bool {
-        self.0.sort_unstable();
-        self.0.windows(2).any(|w| w[0] == w[1])
-    }
+/// The magazine objects of one class collected by `check`, on the stack: `check` must not
+/// allocate (the heap may be the global allocator, and `check` holds its locks). Repeats are
+/// found by sorting; past `CHECK_OBJECTS` objects (more than 40 CPU slots) only the first
+/// ones are compared.
+struct Objects {
+    seen: ArrayVec<usize, CHECK_OBJECTS>,
 }
 
-#[cfg(not(feature = "alloc"))]
+const CHECK_OBJECTS: usize = if cfg!(loom) { 64 } else { 4096 };
+
 impl Objects {
     fn new() -> Self {
-        Self(0)
+        Self {
+            seen: ArrayVec::new(),
+        }
     }
-    fn push(&mut self, _object: NonNull<u8>) {
-        self.0 += 1;
+
+    fn push(&mut self, object: NonNull<u8>) {
+        let _ = self.seen.try_push(object.as_ptr().addr());
     }
-    fn extend(&mut self, objects: impl Iterator<Item = NonNull<u8>>) {
-        self.0 += objects.count();
-    }
-    fn iter(&self) -> impl Iterator<Item = &NonNull<u8>> {
-        core::iter::empty()
-    }
+
     fn has_repeats(&mut self) -> bool {
-        false
+        self.seen.sort_unstable();
+        self.seen.windows(2).any(|w| w[0] == w[1])
     }
 }
 
