@@ -1,5 +1,6 @@
-//! The byte-allocator contestants and workloads shared by the showcase's bytes section
-//! (`examples/common/bytes.rs`) and `benches/tlsf.rs` (both include this file with `#[path]`).
+//! The byte-allocator contestants and workloads shared by the showcase's bytes and heap sections
+//! (`examples/common/bytes.rs`, `heap_contestants.rs`), `benches/tlsf.rs` and `benches/heap.rs`
+//! (each crate includes this file once, at its root, with `#[path]`).
 //!
 //! - ours: `smpalloc::Tlsf<u32, u32, 28, 32>` (the algorithm), `TlsfByteAllocator` (arceos'
 //!   API) and `TlsfHeap` (arenas behind spin locks, what `#[global_allocator]` uses);
