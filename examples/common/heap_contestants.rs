@@ -31,6 +31,7 @@ use core::hint::black_box;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use core::time::Duration;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Barrier;
 use std::time::Instant;
 
@@ -254,10 +255,16 @@ fn timed_threads<T>(
         for t in 0..threads {
             let (barrier, prepare, body) = (&barrier, &prepare, &body);
             s.spawn(move || {
-                let state = prepare(t);
+                // A panic (a failed allocation) still reaches both barriers, so the other
+                // threads finish and the scope re-raises it instead of hanging.
+                let state = catch_unwind(AssertUnwindSafe(|| prepare(t)));
                 barrier.wait();
-                body(t, state);
+                let done =
+                    state.and_then(|state| catch_unwind(AssertUnwindSafe(|| body(t, state))));
                 barrier.wait();
+                if let Err(panic) = done {
+                    resume_unwind(panic);
+                }
             });
         }
         barrier.wait();
@@ -311,7 +318,7 @@ pub(crate) fn churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) ->
     let elapsed = timed_threads(
         threads,
         |t| {
-            let mut rng = Rng::new(SEED ^ ((t as u64 + 1) * 0x9e37_79b9_7f4a_7c15));
+            let mut rng = Rng::new(SEED ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let live: Vec<(*mut u8, usize)> = (0..LIVE)
                 .map(|_| {
                     let size = 8 + rng.below(249) as usize;
@@ -452,7 +459,7 @@ pub(crate) fn larson<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) -
         .collect();
     let elapsed = timed_threads(
         threads,
-        |t| Rng::new(SEED ^ ((t as u64 + 7) * 0x9e37_79b9_7f4a_7c15)),
+        |t| Rng::new(SEED ^ (t as u64 + 7).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
         |_, mut rng| {
             for _ in 0..ops {
                 let fresh = new_block(&mut rng);
