@@ -28,10 +28,11 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::RefCell;
 use core::hint::black_box;
+use core::panic::AssertUnwindSafe;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use core::time::Duration;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{catch_unwind, resume_unwind};
 use std::sync::Barrier;
 use std::time::Instant;
 
