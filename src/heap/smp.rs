@@ -538,6 +538,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// `ptr` is an object of `class` allocated from this heap and not freed since.
     #[inline(always)]
     unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize) {
+        // Magazines re-issue objects: keep the slab's exposed provenance, not the caller's
+        // (which may cover only the caller's layout; see `SlabCache::init_slab`).
+        let ptr = reissue(ptr);
         #[cfg(debug_assertions)]
         self.debug_check_owned(ptr, class);
         let slot = self.cpus.current();
@@ -962,6 +965,13 @@ unsafe fn free_to_slabs(slabs: &mut SlabCache, object: NonNull<u8>, released: &m
         Ok(None) => {}
         Err(error) => debug_assert!(false, "SmpHeap: bad object in a magazine: {error}"),
     }
+}
+
+/// `ptr` with the provenance its slab exposed (a no-op at run time).
+#[inline(always)]
+fn reissue(ptr: NonNull<u8>) -> NonNull<u8> {
+    // SAFETY: the address is `ptr`'s, which is non-null.
+    unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(ptr.as_ptr().addr())) }
 }
 
 /// Bytes of a huge block of `size` bytes: whole 4 KiB pages.
