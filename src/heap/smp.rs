@@ -139,14 +139,16 @@ struct CpuClassCounters {
     /// Allocations minus frees on this CPU (wrapping; a CPU that frees what others allocated
     /// goes negative).
     net: AtomicUsize,
-    /// Objects in the two magazines.
-    fill: AtomicUsize,
+    /// Objects moved into the slot's magazines from the class layer minus objects moved back
+    /// (wrapping). Changes only on exchanges, so the fast path updates `net` alone; the
+    /// magazines hold `moved - net` objects.
+    moved: AtomicUsize,
 }
 
 impl CpuClassCounters {
     loom_const_fn! {
         fn new() -> Self {
-            Self { net: AtomicUsize::new(0), fill: AtomicUsize::new(0) }
+            Self { net: AtomicUsize::new(0), moved: AtomicUsize::new(0) }
         }
     }
 }
@@ -488,24 +490,25 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             return self.alloc_direct(class);
         };
         let cache = &mut caches[class];
+        let counters = &slot.counters[class];
         let object = match cache.loaded.0.pop() {
             Some(object) => object,
-            None => self.refill(cache, class)?,
+            None => self.refill(cache, counters, class)?,
         };
-        let counters = &slot.counters[class];
-        // Plain updates by the slot's only writer (we hold its lock).
+        // A plain update by the slot's only writer (we hold its lock).
         store(&counters.net, load(&counters.net).wrapping_add(1));
-        store(
-            &counters.fill,
-            cache.loaded.0.len() + cache.previous.0.len(),
-        );
         Some(object)
     }
 
     /// The loaded magazine is empty: swap with a full previous one, else load a full magazine
     /// from the depot, else fill one from the slabs; then pop.
     #[cold]
-    fn refill(&self, cache: &mut CpuClass, class: usize) -> Option<NonNull<u8>> {
+    fn refill(
+        &self,
+        cache: &mut CpuClass,
+        counters: &CpuClassCounters,
+        class: usize,
+    ) -> Option<NonNull<u8>> {
         if !cache.previous.0.is_empty() {
             mem::swap(&mut cache.loaded, &mut cache.previous);
             return cache.loaded.0.pop();
@@ -531,6 +534,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         }
         self.publish(class, &state);
         drop(state);
+        add_moved(counters, cache.loaded.0.len(), 0);
         cache.loaded.0.pop()
     }
 
@@ -553,16 +557,12 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             !cache.loaded.0.contains(&ptr),
             "SmpHeap::deallocate: double free"
         );
+        let counters = &slot.counters[class];
         if cache.loaded.0.try_push(ptr).is_err() {
             // SAFETY: caller.
-            unsafe { self.spill(cache, class, ptr) };
+            unsafe { self.spill(cache, counters, class, ptr) };
         }
-        let counters = &slot.counters[class];
         store(&counters.net, load(&counters.net).wrapping_sub(1));
-        store(
-            &counters.fill,
-            cache.loaded.0.len() + cache.previous.0.len(),
-        );
     }
 
     /// The loaded magazine is full: swap with an empty previous one, else hand the full
@@ -572,12 +572,19 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// # Safety
     /// `ptr` is an object of `class` allocated from this heap and not freed since.
     #[cold]
-    unsafe fn spill(&self, cache: &mut CpuClass, class: usize, ptr: NonNull<u8>) {
+    unsafe fn spill(
+        &self,
+        cache: &mut CpuClass,
+        counters: &CpuClassCounters,
+        class: usize,
+        ptr: NonNull<u8>,
+    ) {
         if !cache.previous.0.is_empty() {
             let c = &self.classes[class];
             let mut released = Released::new();
             let mut state = c.state.lock();
             let full = mem::replace(&mut cache.previous, Magazine::new());
+            add_moved(counters, 0, full.0.len());
             if state.depot.len() < depot_limit(class) {
                 state.depot.push(full);
             } else {
@@ -757,6 +764,8 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                 }
                 let mut released = Released::new();
                 let mut state = self.classes[class].state.lock();
+                let counters = &slot.counters[class];
+                add_moved(counters, 0, cache.loaded.0.len() + cache.previous.0.len());
                 for magazine in [&mut cache.loaded, &mut cache.previous] {
                     for object in magazine.0.drain(..) {
                         // SAFETY: magazine objects are in-use objects of this class.
@@ -769,7 +778,6 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                 self.publish(class, &state);
                 drop(state);
                 self.release(class, released);
-                store(&slot.counters[class].fill, 0);
             }
         }
     }
@@ -818,7 +826,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         let mut magazine_objects = 0;
         for slot in self.cpus.iter() {
             allocated = allocated.wrapping_add(load(&slot.counters[class].net));
-            magazine_objects += load(&slot.counters[class].fill);
+            magazine_objects += fill(&slot.counters[class]);
         }
         let depot_objects = load(&c.depot_objects);
         let empty_slabs = load(&c.empty_slabs);
@@ -840,7 +848,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         let counters = &self.cpus.get(cpu).counters[class];
         CpuClassStats {
             net_allocations: load(&counters.net) as isize,
-            magazine_fill: load(&counters.fill),
+            magazine_fill: fill(counters),
         }
     }
 
@@ -875,10 +883,14 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                 .map_err(|error| HeapCheckError::Slab { class, error })?;
             let mut cached = 0;
             let mut objects = Objects::new();
-            for caches in &slots {
-                let previous = caches[class].previous.0.len();
+            for (caches, slot) in slots.iter().zip(self.cpus.iter()) {
+                let cache = &caches[class];
+                let previous = cache.previous.0.len();
                 if previous != 0 && previous != MAGAZINE {
                     return Err(error("a previous magazine is neither full nor empty"));
+                }
+                if fill(&slot.counters[class]) != cache.loaded.0.len() + previous {
+                    return Err(error("a slot's counters disagree with its magazines"));
                 }
             }
             if state.depot.iter().any(|m| m.0.len() != MAGAZINE) {
@@ -984,6 +996,23 @@ const fn huge_bytes(size: usize) -> usize {
 #[inline]
 fn dangling(align: usize) -> NonNull<u8> {
     crate::byte::dangling(align)
+}
+
+/// Records objects moved into (`inward`) and out of (`outward`) a slot's magazines; by the
+/// slot's lock holder.
+fn add_moved(counters: &CpuClassCounters, inward: usize, outward: usize) {
+    store(
+        &counters.moved,
+        load(&counters.moved)
+            .wrapping_add(inward)
+            .wrapping_sub(outward),
+    );
+}
+
+/// Objects in a slot's two magazines (a recent value while the slot is busy: the two loads
+/// are not one snapshot).
+fn fill(counters: &CpuClassCounters) -> usize {
+    load(&counters.moved).wrapping_sub(load(&counters.net))
 }
 
 #[inline]
