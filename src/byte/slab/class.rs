@@ -98,6 +98,10 @@ pub const fn class_for(size: usize, align: usize) -> Option<usize> {
         return None;
     }
     let mut index = index_of(size);
+    if align <= 8 {
+        // Every class is a multiple of 8: the common case needs no alignment lookup.
+        return Some(index);
+    }
     let mut steps = 0;
     while class_align(index) < align {
         index += 1;
