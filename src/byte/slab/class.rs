@@ -9,7 +9,8 @@
 //! O(1) with one `leading_zeros`.
 //!
 //! Each class carves slabs of `2^order` pages (4 KiB to 32 KiB), the smallest order whose tail
-//! waste (slab bytes minus header minus whole objects) is at most 1/8 of the slab.
+//! waste (slab bytes minus header minus whole objects) is at most 1/8 of the slab and that holds
+//! at least 8 objects (so a magazine refill takes a few slabs, not 32).
 
 /// Number of size classes.
 pub const CLASSES: usize = 32;
@@ -121,7 +122,7 @@ pub const fn slab_order(index: usize) -> usize {
     while order < 3 {
         let bytes = SLAB_PAGE << order;
         let waste = (bytes - HEADER_BYTES) % size + HEADER_BYTES;
-        if waste * 8 <= bytes {
+        if waste * 8 <= bytes && (bytes - HEADER_BYTES) / size >= 8 {
             break;
         }
         order += 1;
@@ -218,6 +219,7 @@ mod tests {
             let bytes = slab_bytes(i);
             let waste = bytes - objects_per_slab(i) * class_size(i);
             assert!(waste * 8 <= bytes || slab_order(i) == 3, "class {i}");
+            assert!(objects_per_slab(i) >= 8 || slab_order(i) == 3, "class {i}");
             assert!(
                 objects_per_slab(i) >= 1 && objects_per_slab(i) <= 512,
                 "class {i}"
