@@ -878,7 +878,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     /// Checks the heap, holding every CPU slot's lock and then each class's lock in turn: each
-    /// class's slabs ([`SlabCache::check`]); every magazine object an in-use object of its class,
+    /// class's slabs (`SlabCache::check`); every magazine object an in-use object of its class,
     /// held once across all magazines; previous magazines full or empty; depot
     /// magazines full; the published counters equal to the slabs'; the TLSF arenas.
     pub fn check(&self) -> Result<HeapStats, HeapCheckError> {

@@ -48,7 +48,7 @@ struct Header {
 const _: () = assert!(size_of::<Header>() <= HEADER_BYTES);
 const _: () = assert!(HEADER_BYTES % align_of::<Header>() == 0);
 
-/// Why [`SlabCache::free`] refused a pointer. Nothing was changed.
+/// Why `SlabCache::free` refused a pointer. Nothing was changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlabError {
     /// The pointer is not in a slab of this class (bad magic or class), or not at an object
@@ -67,7 +67,7 @@ impl fmt::Display for SlabError {
     }
 }
 
-/// A violated invariant found by [`SlabCache::check`].
+/// A violated invariant found by `SlabCache::check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlabCheckError(pub &'static str);
 

@@ -1,5 +1,5 @@
 //! The slab layer: size classes ([`class`]) and one class's slabs (`SlabCache`), shared by the
-//! SMP heap (one cache per class behind the class lock) and [`SlabByteAllocator`] (arceos'
+//! SMP heap (one cache per class behind the class lock) and `SlabByteAllocator` (arceos'
 //! API, single-threaded).
 
 #[allow(
