@@ -33,6 +33,7 @@ use arrayvec::ArrayVec;
 use crossbeam_utils::CachePadded;
 
 use super::PageSource;
+use super::source::huge_bytes;
 use crate::TlsfHeap;
 use crate::byte::slab::class::{CLASSES, MAX_SMALL, SLAB_PAGE, class_for, class_size, slab_bytes};
 use crate::byte::slab::{SlabCache, SlabCheckError};
@@ -475,8 +476,15 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                     return Some(moved);
                 }
             }
-            (Route::Huge, Route::Huge) if huge_bytes(layout.size()) == huge_bytes(new_size) => {
-                return Some(ptr);
+            (Route::Huge, Route::Huge) => {
+                // SAFETY: caller: a huge block of this heap with `layout`; `new_layout` formed.
+                if let Some(moved) = unsafe { self.pages.realloc_huge(ptr, layout, new_size) } {
+                    self.huge_bytes
+                        .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+                    self.huge_bytes
+                        .fetch_add(huge_bytes(new_size), Ordering::Relaxed);
+                    return Some(moved);
+                }
             }
             _ => {}
         }
@@ -738,25 +746,20 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
-        let bytes = huge_bytes(layout.size());
-        let ptr = self
-            .pages
-            .alloc_pages(bytes, layout.align().max(SLAB_PAGE))?;
+        let ptr = self.pages.alloc_huge(layout)?;
         // Statistics only; huge blocks are rare.
-        self.huge_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.huge_bytes
+            .fetch_add(huge_bytes(layout.size()), Ordering::Relaxed);
         Some(ptr)
     }
 
     /// # Safety
     /// `ptr` is a huge block of this heap allocated with `layout`.
     unsafe fn free_huge(&self, ptr: NonNull<u8>, layout: Layout) {
-        let bytes = huge_bytes(layout.size());
-        // SAFETY: caller: taken with exactly these arguments.
-        unsafe {
-            self.pages
-                .free_pages(ptr, bytes, layout.align().max(SLAB_PAGE));
-        }
-        self.huge_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        // SAFETY: caller: taken with exactly this layout.
+        unsafe { self.pages.free_huge(ptr, layout) };
+        self.huge_bytes
+            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
     }
 
     // ----- reclaim, statistics, check ------------------------------------------------------
@@ -993,12 +996,6 @@ unsafe fn free_to_slabs(slabs: &mut SlabCache, object: NonNull<u8>, released: &m
 fn reissue(ptr: NonNull<u8>) -> NonNull<u8> {
     // SAFETY: the address is `ptr`'s, which is non-null.
     unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(ptr.as_ptr().addr())) }
-}
-
-/// Bytes of a huge block of `size` bytes: whole 4 KiB pages.
-#[inline]
-const fn huge_bytes(size: usize) -> usize {
-    size.next_multiple_of(SLAB_PAGE)
 }
 
 /// A dangling pointer aligned to `align`, for size 0.
