@@ -275,7 +275,10 @@ fn huge_blocks_resize_and_return() {
     // SAFETY: the first `layout.size()` bytes were copied.
     let kept = unsafe { core::slice::from_raw_parts(moved.as_ptr(), 300 * 1024 - 1000) };
     assert!(kept.iter().all(|&b| b == 0x5a));
-    assert_eq!(heap.stats().huge_bytes, (900 * 1024usize).next_multiple_of(4096));
+    assert_eq!(
+        heap.stats().huge_bytes,
+        (900 * 1024usize).next_multiple_of(4096)
+    );
     let layout = Layout::from_size_align(900 * 1024, 8).unwrap();
     // SAFETY: live, freed once.
     unsafe { heap.deallocate(moved, layout) };

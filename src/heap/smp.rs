@@ -37,7 +37,7 @@ use super::source::huge_bytes;
 use crate::TlsfHeap;
 use crate::byte::slab::class::{CLASSES, MAX_SMALL, SLAB_PAGE, class_for, class_size, slab_bytes};
 use crate::byte::slab::{SlabCache, SlabCheckError};
-use crate::lock::SpinLock;
+use crate::lock::{SpinLock, SpinLockGuard};
 use crate::percpu::{self, PerCpu};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::loom_const_fn;
@@ -52,6 +52,9 @@ pub const DEPOT: usize = if cfg!(loom) { 1 } else { 16 };
 /// Classes the heap serves from slabs (the first 4 under loom: 8..32 B; larger sizes go to
 /// TLSF there), all 32 otherwise.
 pub const HEAP_CLASSES: usize = if cfg!(loom) { 4 } else { CLASSES };
+
+/// Other slots a thread tries when its own is busy, before the class lock.
+pub const PROBES: usize = 2;
 
 /// Requests above this many bytes skip TLSF and go to the page source.
 pub const HUGE: usize = 256 * 1024;
@@ -502,8 +505,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     #[inline(always)]
     fn alloc_small(&self, class: usize) -> Option<NonNull<u8>> {
-        let slot = self.cpus.current();
-        let Some(mut caches) = slot.caches.try_lock() else {
+        let Some((slot, mut caches)) = self.lock_slot() else {
             return self.alloc_direct(class);
         };
         let cache = &mut caches[class];
@@ -515,6 +517,29 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         // A plain update by the slot's only writer (we hold its lock).
         store(&counters.net, load(&counters.net).wrapping_add(1));
         Some(object)
+    }
+
+    /// This CPU's slot, locked with `try_lock`; when it is busy (a migrated thread, or more
+    /// threads than slots) the next [`PROBES`] slots in turn; `None` when all are busy.
+    #[inline(always)]
+    fn lock_slot(&self) -> Option<(&CpuSlot, SpinLockGuard<'_, [CpuClass; HEAP_CLASSES]>)> {
+        let cpu = percpu::current_cpu();
+        let slot = self.cpus.get(cpu);
+        match slot.caches.try_lock() {
+            Some(caches) => Some((slot, caches)),
+            None => self.probe_slots(cpu),
+        }
+    }
+
+    #[cold]
+    fn probe_slots(
+        &self,
+        cpu: usize,
+    ) -> Option<(&CpuSlot, SpinLockGuard<'_, [CpuClass; HEAP_CLASSES]>)> {
+        (1..=PROBES.min(CPUS - 1)).find_map(|k| {
+            let slot = self.cpus.get(cpu.wrapping_add(k));
+            slot.caches.try_lock().map(|caches| (slot, caches))
+        })
     }
 
     /// The loaded magazine is empty: swap with a full previous one, else load a full magazine
@@ -564,8 +589,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         let ptr = reissue(ptr);
         #[cfg(debug_assertions)]
         self.debug_check_owned(ptr, class);
-        let slot = self.cpus.current();
-        let Some(mut caches) = slot.caches.try_lock() else {
+        let Some((slot, mut caches)) = self.lock_slot() else {
             // SAFETY: caller.
             return unsafe { self.free_direct(ptr, class) };
         };
