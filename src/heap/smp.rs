@@ -9,8 +9,9 @@
 //!   object pointers), all behind one `SpinLock` per slot that is only ever taken with
 //!   `try_lock` on the fast path: the lock word is on the slot's own cache line, so the common
 //!   alloc (pop) and free (push) touch only this CPU's lines. A thread that migrated, or shares
-//!   a slot with another thread, and finds the slot busy goes straight to the class layer for
-//!   that one operation: it never waits on, and never corrupts, another CPU's magazines.
+//!   a slot with another thread, and finds the slot busy tries the next [`PROBES`] slots, then
+//!   goes straight to the class layer for that one operation: it never waits on, and never
+//!   corrupts, another CPU's magazines.
 //! - **Magazine rule** (Bonwick and Adams 2001). The previous magazine is always full or empty.
 //!   Alloc from an empty loaded magazine swaps with a full previous one, else takes a full
 //!   magazine from the depot, else fills one from the slabs. Free into a full loaded magazine
@@ -88,7 +89,7 @@ pub enum Route {
     Small(usize),
     /// The TLSF arenas: sizes above the slab classes up to [`HUGE`], and odd alignments.
     Tlsf,
-    /// Straight from the page source, rounded up to whole 4 KiB pages.
+    /// Straight from the page source ([`PageSource::alloc_huge`]).
     Huge,
 }
 
@@ -457,8 +458,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     /// Resizes `ptr` to `new_size` bytes (same alignment). In place when the size class stays
-    /// the same, when TLSF can grow or shrink the block where it is, or when a huge block keeps
-    /// its page count; otherwise allocate, copy, free. `None` (out of memory, or `new_size`
+    /// the same or when TLSF can grow or shrink the block where it is; a huge block goes to
+    /// [`PageSource::realloc_huge`] (in place when its page count holds; `SystemPages`: the
+    /// system's `realloc`); otherwise allocate, copy, free. `None` (out of memory, or `new_size`
     /// overflowing a `Layout`) leaves the old block untouched.
     ///
     /// # Safety
