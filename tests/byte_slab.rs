@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use smpalloc::byte::slab::class::{CLASSES, class_for, class_size, slab_bytes};
 use smpalloc::{AllocError, BaseAllocator, ByteAllocator, SlabByteAllocator};
 
-const POOL: usize = if cfg!(miri) { 128 * 1024 } else { 4 << 20 };
+const POOL: usize = if cfg!(miri) { 256 * 1024 } else { 4 << 20 };
 const MAX_SIZE: usize = if cfg!(miri) { 8 * 1024 } else { 64 * 1024 };
 const OPS: usize = if cfg!(miri) { 30 } else { 300 };
 
@@ -39,7 +39,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Random programs over one region with a random (weakly aligned) start and length, and
     /// over two regions.
@@ -102,7 +102,7 @@ fn every_class_fills_and_returns_its_slabs() {
 fn alignments_above_4096_are_honoured() {
     let pool = Pool::new(POOL, 4096);
     let (mut a, mut shadow) = slab_over(&pool, 4096 + 16, POOL - 8192);
-    for _ in 0..3 {
+    for _ in 0..if cfg!(miri) { 1 } else { 3 } {
         for (size, align) in [
             (8, 8192),
             (64, 16384),
@@ -143,7 +143,8 @@ fn statistics_count_each_byte_once() {
     assert_eq!(a.used_bytes(), 24 + 8192);
     assert_eq!(a.total_bytes(), total);
     // Fill the rest with one class: the identity holds to the last object.
-    while shadow.alloc(&mut a, layout(640, 8)).is_some() {}
+    let fill = if cfg!(miri) { 2048 } else { 640 };
+    while shadow.alloc(&mut a, layout(fill, 8)).is_some() {}
     assert_eq!(a.total_bytes(), total);
     assert_eq!(
         a.used_bytes() + a.available_bytes() + a.overhead_bytes(),

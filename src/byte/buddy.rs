@@ -440,10 +440,10 @@ impl BuddyByteAllocator {
         let mut j = candidates.trailing_zeros() as usize;
         let block = self.free[j];
         let addr = block.addr();
+        // A free block lies in one of our regions (invariant; `None` would leave all unchanged).
+        let r = self.region_of(addr)?;
         // SAFETY: the head of list `j`.
         unsafe { self.unlink(block, j) };
-        // A free block lies in one of our regions.
-        let r = self.region_of(addr)?;
         // SAFETY: a live descriptor of ours; nothing else refers to it now.
         let r = unsafe { &mut *r };
         r.set_state(j, addr, State::None);
@@ -735,6 +735,9 @@ impl BaseAllocator for BuddyByteAllocator {
     /// or one too small for a block and the metadata; `MemoryOverlap` when it overlaps a
     /// region already added. See [`BuddyByteAllocator::add_region`].
     fn add_memory(&mut self, start: usize, size: usize) -> AllocResult {
+        if start == 0 || size == 0 || start.checked_add(size).is_none() {
+            return Err(AllocError::InvalidParam);
+        }
         let ptr = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(start))
             .ok_or(AllocError::InvalidParam)?;
         // SAFETY: the trait's contract: the caller gives us this memory.
