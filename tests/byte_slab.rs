@@ -254,8 +254,9 @@ fn bad_input_is_refused() {
     refused(&mut a, b, big);
     assert_eq!(snapshot(&a), after);
     a.try_dealloc(s2, small).unwrap();
-    // Regions.
-    // SAFETY (all `add_region` calls): the pool outlives the allocator; refused ones unused.
+    // Regions. SAFETY (all `add_region` calls): the pool outlives the allocator; refused ones
+    // are not used.
+    // SAFETY: as above.
     unsafe {
         assert_eq!(
             a.add_region(pool.slice(64, 100_000)),

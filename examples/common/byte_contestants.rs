@@ -153,7 +153,6 @@ macro_rules! arceos_bytes {
     ($name:ident, $ty:ty, $base:path, $bytes:path) => {
         impl Bytes for $name {
             unsafe fn over(pool: NonNull<[u8]>) -> Self {
-                use $base as _;
                 let mut a = Box::new(<$ty>::new());
                 <$ty as $base>::init(
                     &mut a,
