@@ -509,35 +509,6 @@ impl BuddyByteAllocator {
         self.free_order(pos.as_ptr().addr(), k, State::Used)
     }
 
-    /// A block of `bytes` (a power of two ≥ 16), aligned to `bytes`, for the layer above (a
-    /// slab); `dealloc`/`try_dealloc` refuse it. `None` when no block is free.
-    pub(crate) fn alloc_internal(&mut self, bytes: usize) -> Option<NonNull<u8>> {
-        debug_assert!(bytes.is_power_of_two() && bytes >= MIN_BLOCK);
-        let k = (bytes.trailing_zeros() - MIN_SHIFT) as usize;
-        if k >= ORDERS {
-            return None;
-        }
-        self.alloc_order(k, State::Internal)
-    }
-
-    /// Frees a block from [`alloc_internal`](Self::alloc_internal).
-    pub(crate) fn free_internal(&mut self, block: NonNull<u8>, bytes: usize) -> AllocResult {
-        let k = (bytes.trailing_zeros() - MIN_SHIFT) as usize;
-        self.free_order(block.as_ptr().addr(), k, State::Internal)
-    }
-
-    /// Whether `[addr, addr + bytes)` is a live block from `alloc_internal` (then it is
-    /// readable memory of ours).
-    pub(crate) fn is_internal(&self, addr: usize, bytes: usize) -> bool {
-        let k = (bytes.trailing_zeros() - MIN_SHIFT) as usize;
-        let Some(r) = self.region_of(addr) else {
-            return false;
-        };
-        // SAFETY: a live descriptor of ours.
-        let r = unsafe { &*r };
-        r.holds(k, addr) && addr % bytes == 0 && r.state(k, addr) == State::Internal
-    }
-
     /// Whether `addr` is a live block allocated with `layout` (or a layout of the same block
     /// size): what [`try_dealloc`](Self::try_dealloc) would accept. Zero-size layouts: `false`.
     ///
@@ -553,11 +524,6 @@ impl BuddyByteAllocator {
         // SAFETY: a live descriptor of ours.
         let r = unsafe { &*r };
         r.holds(k, addr) && addr % block_size(k) == 0 && r.state(k, addr) == State::Used
-    }
-
-    /// Bytes of the blocks held by the layer above (`alloc_internal`).
-    pub(crate) fn internal_bytes(&self) -> usize {
-        self.internal
     }
 
     /// The size of the largest free block (0 when none): the largest request (size and
@@ -703,6 +669,44 @@ impl BuddyByteAllocator {
             return err("byte counters disagree with the blocks");
         }
         Ok(())
+    }
+}
+
+/// The slab layer's access: blocks marked `Internal`, which `dealloc` refuses.
+#[cfg(feature = "slab")]
+impl BuddyByteAllocator {
+    /// A block of `bytes` (a power of two ≥ 16), aligned to `bytes`, for the layer above (a
+    /// slab); `dealloc`/`try_dealloc` refuse it. `None` when no block is free.
+    pub(crate) fn alloc_internal(&mut self, bytes: usize) -> Option<NonNull<u8>> {
+        debug_assert!(bytes.is_power_of_two() && bytes >= MIN_BLOCK);
+        let k = (bytes.trailing_zeros() - MIN_SHIFT) as usize;
+        if k >= ORDERS {
+            return None;
+        }
+        self.alloc_order(k, State::Internal)
+    }
+
+    /// Frees a block from [`alloc_internal`](Self::alloc_internal).
+    pub(crate) fn free_internal(&mut self, block: NonNull<u8>, bytes: usize) -> AllocResult {
+        let k = (bytes.trailing_zeros() - MIN_SHIFT) as usize;
+        self.free_order(block.as_ptr().addr(), k, State::Internal)
+    }
+
+    /// Whether `[addr, addr + bytes)` is a live block from `alloc_internal` (then it is
+    /// readable memory of ours).
+    pub(crate) fn is_internal(&self, addr: usize, bytes: usize) -> bool {
+        let k = (bytes.trailing_zeros() - MIN_SHIFT) as usize;
+        let Some(r) = self.region_of(addr) else {
+            return false;
+        };
+        // SAFETY: a live descriptor of ours.
+        let r = unsafe { &*r };
+        r.holds(k, addr) && addr % bytes == 0 && r.state(k, addr) == State::Internal
+    }
+
+    /// Bytes of the blocks held by the layer above (`alloc_internal`).
+    pub(crate) fn internal_bytes(&self) -> usize {
+        self.internal
     }
 }
 

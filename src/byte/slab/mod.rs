@@ -208,7 +208,7 @@ impl SlabByteAllocator {
             .sum()
     }
 
-    /// Checks every cache ([`SlabCache`]'s own check), the buddy allocator
+    /// Checks every cache (the slab layer's own `SlabCache::check`), the buddy allocator
     /// ([`BuddyByteAllocator::check`]), and the statistics: the slabs' bytes are exactly the
     /// buddy's internal blocks, and `used + available + overhead = total`.
     ///
