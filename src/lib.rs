@@ -8,8 +8,8 @@
 //! | PID table | [`RadixTree`], [`PidTable`], NexaOS [`compat`](radix::compat) | `radix` | built |
 //! | pages | [`BitmapPageAllocator`], [`BuddyPageAllocator`] with per-CPU page caches | `page` | built |
 //! | bytes | `Tlsf` (rlsf API), `TlsfByteAllocator`, `TlsfHeap` (per-CPU arenas, `GlobalAlloc`) | `tlsf` | built |
-//! | bytes | `SlabByteAllocator`, `BuddyByteAllocator` | `slab`, `buddy` | planned |
-//! | SMP heap | per-CPU magazines over the page layer, TLSF for the rest | `heap` | planned |
+//! | bytes | `SlabByteAllocator`, `BuddyByteAllocator` (arceos API) | `slab`, `buddy` | built |
+//! | SMP heap | [`SmpHeap`]: per-CPU magazines over slabs from the page layer, TLSF for the rest; `GlobalAlloc` | `heap` | built |
 //!
 //! The foundation every family uses: [`SpinLock`] (the one lock), [`percpu`] (the CPU-id
 //! source and cache-padded per-CPU slots) and [`traits`] (arceos' allocator traits, so a kernel
@@ -80,6 +80,8 @@ pub use byte::{Tlsf, TlsfByteAllocator, TlsfHeap};
 // Issue 7: the SMP heap.
 #[cfg(feature = "heap")]
 pub mod heap;
+#[cfg(feature = "heap")]
+pub use heap::SmpHeap;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

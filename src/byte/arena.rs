@@ -99,10 +99,14 @@ impl Regions {
 
     /// The entry containing `addr`: `((region start, region end), owner)`.
     #[inline]
-    fn find(&self, addr: usize) -> Option<((usize, usize), usize)> {
-        self.entries().find_map(|(start, len, owner)| {
-            let start = start.addr();
-            (start <= addr && addr - start < len).then_some(((start, start + len), owner))
+    fn find(&self, addr: usize) -> Option<(*mut u8, (usize, usize), usize)> {
+        self.entries().find_map(|(start_ptr, len, owner)| {
+            let start = start_ptr.addr();
+            (start <= addr && addr - start < len).then_some((
+                start_ptr,
+                (start, start + len),
+                owner,
+            ))
         })
     }
 
@@ -283,6 +287,27 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
     /// # Time Complexity
     /// O(ARENAS + regions).
     pub unsafe fn add_pool(&self, pool: NonNull<[u8]>) -> AllocResult {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.add_pool_inner(pool, None) }
+    }
+
+    /// Adds `pool` whole to arena `arena % ARENAS` (the SMP heap's growth: one region per
+    /// pool). Errors as [`add_pool`](TlsfHeap::add_pool).
+    ///
+    /// # Safety
+    /// As for [`add_pool`](TlsfHeap::add_pool).
+    #[cfg(feature = "heap")]
+    pub(crate) unsafe fn add_pool_to(&self, pool: NonNull<[u8]>, arena: usize) -> AllocResult {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { self.add_pool_inner(pool, Some(arena % ARENAS)) }
+    }
+
+    /// `add_pool`, split across the arenas (`owner == None`, when large enough) or whole to
+    /// one arena.
+    ///
+    /// # Safety
+    /// As for [`add_pool`](TlsfHeap::add_pool).
+    unsafe fn add_pool_inner(&self, pool: NonNull<[u8]>, owner: Option<usize>) -> AllocResult {
         let start = pool.cast::<u8>().as_ptr();
         let len = pool.len();
         let end = start
@@ -298,7 +323,8 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             return Err(AllocError::MemoryOverlap);
         }
         let used = self.regions.len.load(Ordering::Relaxed);
-        let shares = if len / ARENAS >= MIN_SHARE && used + ARENAS <= MAX_REGIONS {
+        let shares = if owner.is_none() && len / ARENAS >= MIN_SHARE && used + ARENAS <= MAX_REGIONS
+        {
             ARENAS
         } else {
             1
@@ -312,7 +338,11 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             return Err(AllocError::InvalidParam);
         }
         for k in 0..shares {
-            let owner = if shares == 1 { used % ARENAS } else { k };
+            let owner = match owner {
+                Some(owner) => owner,
+                None if shares == 1 => used % ARENAS,
+                None => k,
+            };
             let offset = k * share;
             let share_len = if k + 1 == shares { len - offset } else { share };
             // SAFETY: `offset + share_len <= len`.
@@ -359,8 +389,14 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
 
     /// The region `(start, end)` containing `ptr` and the arena owning it.
     #[inline]
-    fn owner(&self, ptr: NonNull<u8>) -> Option<((usize, usize), usize)> {
-        self.regions.find(ptr.as_ptr().addr())
+    ///
+    /// Also returns `ptr` re-derived from the region's own pointer: a caller's pointer may
+    /// carry provenance for its block only (a `Box` retags it to its size), while freeing reads
+    /// the header before the block.
+    fn owner(&self, ptr: NonNull<u8>) -> Option<(NonNull<u8>, (usize, usize), usize)> {
+        let (start, region, owner) = self.regions.find(ptr.as_ptr().addr())?;
+        let ptr = NonNull::new(start.with_addr(ptr.as_ptr().addr()))?;
+        Some((ptr, region, owner))
     }
 
     /// Frees `ptr`, allocated with `layout`, into the arena that owns it. Zero-size layouts
@@ -377,7 +413,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         if layout.size() == 0 {
             return;
         }
-        let Some((region, owner)) = self.owner(ptr) else {
+        let Some((ptr, region, owner)) = self.owner(ptr) else {
             return;
         };
         // SAFETY: `ptr` lies in `region`, a region of `owner`.
@@ -418,7 +454,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             }
             return Some(new);
         }
-        let (_, owner) = self.owner(ptr)?;
+        let (ptr, _, owner) = self.owner(ptr)?;
         {
             let mut arena = self.arenas.get(owner).lock();
             // Only the in-place cases here: a move inside the owner would wait on its lock

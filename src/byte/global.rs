@@ -1,114 +1,136 @@
-//! [`TlsfHeap`] as a `GlobalAlloc` and as an `Allocator` (`allocator-api2` on stable, `core`'s
-//! with the `nightly` feature).
-
-use core::alloc::{GlobalAlloc, Layout};
-use core::ptr::{self, NonNull};
+//! `GlobalAlloc` and `Allocator` (`allocator-api2` on stable, `core`'s with the `nightly`
+//! feature) for the heaps, written once: [`TlsfHeap`] here, the SMP heap in `heap`. Each heap
+//! has inherent `allocate(Layout) -> Option<NonNull<u8>>`, `unsafe deallocate(ptr, layout)` and
+//! `unsafe reallocate(ptr, layout, new_size) -> Option<NonNull<u8>>`; the traits forward to them.
 
 use super::TlsfHeap;
 
-// SAFETY: `allocate` returns blocks that are exclusively owned until freed, aligned and sized as
-// the layout asks (the `Tlsf` contract); `deallocate`/`reallocate` receive only pointers this
-// heap returned (the `GlobalAlloc` caller contract); nothing unwinds.
-unsafe impl<const ARENAS: usize> GlobalAlloc for TlsfHeap<ARENAS> {
-    #[inline]
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        self.allocate(layout)
-            .map_or(ptr::null_mut(), NonNull::as_ptr)
-    }
-
-    #[inline]
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if let Some(ptr) = NonNull::new(ptr) {
-            // SAFETY: the caller passes a block of this heap with its layout.
-            unsafe { self.deallocate(ptr, layout) };
-        }
-    }
-
-    #[inline]
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let Some(ptr) = NonNull::new(ptr) else {
-            return ptr::null_mut();
-        };
-        // SAFETY: the caller passes a block of this heap with its layout.
-        unsafe { self.reallocate(ptr, layout, new_size) }.map_or(ptr::null_mut(), NonNull::as_ptr)
-    }
-}
-
-/// `Allocator` for [`TlsfHeap`], written once for both trait paths.
-#[allow(unused_macros, reason = "used only when an Allocator feature is on")]
-macro_rules! allocator_impl {
-    ($alloc:path, $error:path) => {
-        // SAFETY: blocks stay valid until deallocated (or the heap is dropped, which the
-        // borrow of `&self` prevents while a collection uses it); `grow`/`shrink` keep the
-        // contents and alignment; zero-size layouts get dangling aligned pointers that are
-        // never dereferenced or freed into an arena.
-        unsafe impl<const ARENAS: usize> $alloc for TlsfHeap<ARENAS> {
+/// Implements `GlobalAlloc` and the `Allocator` traits for a heap type with the inherent
+/// `allocate`/`deallocate`/`reallocate` methods: `heap_traits!([generics] Type)`.
+macro_rules! heap_traits {
+    ([$($generics:tt)*] $heap:ty) => {
+        // SAFETY: `allocate` returns blocks that are exclusively owned until freed, aligned and
+        // sized as the layout asks; `deallocate`/`reallocate` receive only pointers this heap
+        // returned (the `GlobalAlloc` caller contract); nothing unwinds.
+        unsafe impl<$($generics)*> core::alloc::GlobalAlloc for $heap {
             #[inline]
-            fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, $error> {
-                let ptr = TlsfHeap::allocate(self, layout).ok_or($error)?;
-                Ok(NonNull::slice_from_raw_parts(ptr, layout.size()))
+            unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+                self.allocate(layout)
+                    .map_or(core::ptr::null_mut(), core::ptr::NonNull::as_ptr)
             }
 
             #[inline]
-            unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+                if let Some(ptr) = core::ptr::NonNull::new(ptr) {
+                    // SAFETY: the caller passes a block of this heap with its layout.
+                    unsafe { self.deallocate(ptr, layout) };
+                }
+            }
+
+            #[inline]
+            unsafe fn realloc(
+                &self,
+                ptr: *mut u8,
+                layout: core::alloc::Layout,
+                new_size: usize,
+            ) -> *mut u8 {
+                let Some(ptr) = core::ptr::NonNull::new(ptr) else {
+                    return core::ptr::null_mut();
+                };
+                // SAFETY: the caller passes a block of this heap with its layout.
+                unsafe { self.reallocate(ptr, layout, new_size) }
+                    .map_or(core::ptr::null_mut(), core::ptr::NonNull::as_ptr)
+            }
+        }
+
+        #[cfg(feature = "allocator-api2")]
+        $crate::byte::global::allocator_impl!(
+            [$($generics)*] $heap,
+            allocator_api2::alloc::Allocator,
+            allocator_api2::alloc::AllocError
+        );
+
+        #[cfg(feature = "nightly")]
+        $crate::byte::global::allocator_impl!(
+            [$($generics)*] $heap,
+            core::alloc::Allocator,
+            core::alloc::AllocError
+        );
+    };
+}
+
+/// One `Allocator` implementation (for one trait path).
+#[allow(unused_macros, reason = "used only when an Allocator feature is on")]
+macro_rules! allocator_impl {
+    ([$($generics:tt)*] $heap:ty, $alloc:path, $error:path) => {
+        // SAFETY: blocks stay valid until deallocated (or the heap is dropped, which the borrow
+        // of `&self` prevents while a collection uses it); `grow`/`shrink` keep the contents and
+        // alignment; zero-size layouts get dangling aligned pointers that are never
+        // dereferenced or freed into the heap.
+        unsafe impl<$($generics)*> $alloc for $heap {
+            #[inline]
+            fn allocate(
+                &self,
+                layout: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $error> {
+                let ptr = <$heap>::allocate(self, layout).ok_or($error)?;
+                Ok(core::ptr::NonNull::slice_from_raw_parts(ptr, layout.size()))
+            }
+
+            #[inline]
+            unsafe fn deallocate(&self, ptr: core::ptr::NonNull<u8>, layout: core::alloc::Layout) {
                 // SAFETY: the `Allocator` caller contract.
-                unsafe { TlsfHeap::deallocate(self, ptr, layout) }
+                unsafe { <$heap>::deallocate(self, ptr, layout) }
             }
 
             unsafe fn grow(
                 &self,
-                ptr: NonNull<u8>,
-                old: Layout,
-                new: Layout,
-            ) -> Result<NonNull<[u8]>, $error> {
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $error> {
                 // SAFETY: the `Allocator` caller contract.
-                unsafe { resize(self, ptr, old, new) }.ok_or($error)
+                unsafe { $crate::byte::global::resize!(self, $heap, ptr, old, new) }.ok_or($error)
             }
 
             unsafe fn shrink(
                 &self,
-                ptr: NonNull<u8>,
-                old: Layout,
-                new: Layout,
-            ) -> Result<NonNull<[u8]>, $error> {
+                ptr: core::ptr::NonNull<u8>,
+                old: core::alloc::Layout,
+                new: core::alloc::Layout,
+            ) -> Result<core::ptr::NonNull<[u8]>, $error> {
                 // SAFETY: the `Allocator` caller contract.
-                unsafe { resize(self, ptr, old, new) }.ok_or($error)
+                unsafe { $crate::byte::global::resize!(self, $heap, ptr, old, new) }.ok_or($error)
             }
         }
     };
 }
 
-/// `grow`/`shrink`: in place when the alignment is unchanged, else allocate, copy, free.
-///
-/// # Safety
-/// `ptr` is a live block of `heap` allocated with `old`.
-#[allow(dead_code, reason = "used only when an Allocator feature is on")]
-unsafe fn resize<const ARENAS: usize>(
-    heap: &TlsfHeap<ARENAS>,
-    ptr: NonNull<u8>,
-    old: Layout,
-    new: Layout,
-) -> Option<NonNull<[u8]>> {
-    let moved = if old.align() == new.align() {
-        // SAFETY: caller.
-        unsafe { heap.reallocate(ptr, old, new.size())? }
-    } else {
-        let moved = heap.allocate(new)?;
-        // SAFETY: caller; both blocks are live and hold at least the copied length.
-        unsafe {
-            ptr::copy_nonoverlapping(ptr.as_ptr(), moved.as_ptr(), old.size().min(new.size()));
-            heap.deallocate(ptr, old);
-        }
-        moved
+/// `grow`/`shrink`: `reallocate` when the alignment is unchanged, else allocate, copy, free.
+/// An `unsafe` expression: `ptr` must be a live block of the heap allocated with `old`.
+#[allow(unused_macros, reason = "used only when an Allocator feature is on")]
+macro_rules! resize {
+    ($self:ident, $heap:ty, $ptr:ident, $old:ident, $new:ident) => {
+        (|| {
+            let moved = if $old.align() == $new.align() {
+                <$heap>::reallocate($self, $ptr, $old, $new.size())?
+            } else {
+                let moved = <$heap>::allocate($self, $new)?;
+                core::ptr::copy_nonoverlapping(
+                    $ptr.as_ptr(),
+                    moved.as_ptr(),
+                    $old.size().min($new.size()),
+                );
+                <$heap>::deallocate($self, $ptr, $old);
+                moved
+            };
+            Some(core::ptr::NonNull::slice_from_raw_parts(moved, $new.size()))
+        })()
     };
-    Some(NonNull::slice_from_raw_parts(moved, new.size()))
 }
 
-#[cfg(feature = "allocator-api2")]
-allocator_impl!(
-    allocator_api2::alloc::Allocator,
-    allocator_api2::alloc::AllocError
-);
+pub(crate) use heap_traits;
+#[allow(unused_imports, reason = "used only when an Allocator feature is on")]
+pub(crate) use {allocator_impl, resize};
 
-#[cfg(feature = "nightly")]
-allocator_impl!(core::alloc::Allocator, core::alloc::AllocError);
+heap_traits!([const ARENAS: usize] TlsfHeap<ARENAS>);

@@ -19,7 +19,7 @@ mod arena;
 #[cfg(feature = "buddy")]
 mod buddy;
 #[cfg(feature = "tlsf")]
-mod global;
+pub(crate) mod global;
 #[cfg(feature = "slab")]
 pub mod slab;
 #[cfg(feature = "tlsf")]

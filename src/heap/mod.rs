@@ -1,8 +1,34 @@
-//! The SMP heap (issue 7): per-CPU slab magazines over the page layer, TLSF for odd and large
-//! sizes, huge blocks straight from the pages.
+//! The SMP heap: per-CPU slab magazines over the page layer, TLSF for odd and medium sizes,
+//! huge blocks straight from the pages; usable as `#[global_allocator]` in a kernel (over the
+//! page layer) or a std program (over [`SystemPages`]).
+//!
+//! - [`SmpHeap`]: the heap; [`Route`] says which layer serves a `Layout`.
+//! - [`PageSource`]: where its memory comes from ([`BuddyPageAllocator`](crate::BuddyPageAllocator),
+//!   [`BitmapPageAllocator`](crate::BitmapPageAllocator), or [`SystemPages`] with `std`).
+//! - Statistics per class ([`ClassStats`]), per CPU ([`CpuClassStats`]) and whole
+//!   ([`HeapStats`]), readable while the heap runs; [`SmpHeap::check`] verifies every invariant.
+//!
+//! DESIGN.md section 13 has the protocol, its invariants and the loom models that check them.
 
+mod smp;
 mod source;
 
+pub use smp::{
+    ClassStats, CpuClassStats, DEPOT, HEAP_CLASSES, HUGE, HeapCheckError, HeapStats, MAGAZINE,
+    Route, SmpHeap, depot_limit,
+};
 pub use source::PageSource;
 #[cfg(feature = "std")]
 pub use source::SystemPages;
+
+/// The SMP heap over pages from the operating system: a std program's global allocator.
+///
+/// ```no_run
+/// use smpalloc::heap::{StdHeap, SystemPages};
+/// #[global_allocator]
+/// static HEAP: StdHeap = StdHeap::new(SystemPages::new());
+/// ```
+#[cfg(feature = "std")]
+pub type StdHeap = SmpHeap<SystemPages>;
+
+crate::byte::global::heap_traits!([P: PageSource, const CPUS: usize] SmpHeap<P, CPUS>);

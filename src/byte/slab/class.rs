@@ -23,12 +23,44 @@ pub const SLAB_PAGE: usize = 4096;
 /// Bytes reserved at the end of every slab for its header.
 pub(crate) const HEADER_BYTES: usize = 128;
 
+/// `index_of` for sizes up to 1 KiB, by 8-byte granule: one load on the hot path.
+const GRANULE_CLASS: [u8; 129] = {
+    let mut table = [0u8; 129];
+    let mut granules = 1;
+    while granules <= 128 {
+        table[granules] = index_of_computed(granules * 8) as u8;
+        granules += 1;
+    }
+    table
+};
+
+/// `class_align` by class: one load.
+const CLASS_ALIGN: [u16; CLASSES] = {
+    let mut table = [0u16; CLASSES];
+    let mut i = 0;
+    while i < CLASSES {
+        let size = class_size(i);
+        table[i] = (size & size.wrapping_neg()) as u16;
+        i += 1;
+    }
+    table
+};
+
 /// The size class serving `size` bytes (1..=`MAX_SMALL`), ignoring alignment.
 #[inline]
 pub(crate) const fn index_of(size: usize) -> usize {
+    if size <= 1024 {
+        GRANULE_CLASS[size.div_ceil(8)] as usize
+    } else {
+        index_of_computed(size)
+    }
+}
+
+/// `index_of` computed: 8-byte steps to 64, then a quarter of each power of two.
+const fn index_of_computed(size: usize) -> usize {
     debug_assert!(size >= 1 && size <= MAX_SMALL);
     if size <= 64 {
-        (size + 7) / 8 - 1
+        size.div_ceil(8) - 1
     } else {
         let s = size - 1;
         let bits = usize::BITS - 1 - s.leading_zeros(); // floor(log2(s)), 6..=11
@@ -54,8 +86,7 @@ pub const fn class_size(index: usize) -> usize {
 /// class size from the slab's start).
 #[inline]
 pub const fn class_align(index: usize) -> usize {
-    let size = class_size(index);
-    size & size.wrapping_neg()
+    CLASS_ALIGN[index] as usize
 }
 
 /// The class serving a request of `size` bytes aligned to `align`, or `None` when the slab
@@ -67,6 +98,10 @@ pub const fn class_for(size: usize, align: usize) -> Option<usize> {
         return None;
     }
     let mut index = index_of(size);
+    if align <= 8 {
+        // Every class is a multiple of 8: the common case needs no alignment lookup.
+        return Some(index);
+    }
     let mut steps = 0;
     while class_align(index) < align {
         index += 1;
@@ -117,6 +152,17 @@ mod tests {
         for i in 1..CLASSES {
             assert!(class_size(i) > class_size(i - 1));
             assert_eq!(class_size(i) % 8, 0);
+        }
+    }
+
+    #[test]
+    fn tables_match_the_formulas() {
+        for size in 1..=MAX_SMALL {
+            assert_eq!(index_of(size), index_of_computed(size), "size {size}");
+        }
+        for i in 0..CLASSES {
+            let size = class_size(i);
+            assert_eq!(class_align(i), size & size.wrapping_neg());
         }
     }
 

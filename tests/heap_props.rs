@@ -1,0 +1,231 @@
+//! `SmpHeap` against a shadow model: random allocate / free / reallocate sequences, each step on
+//! an explicit CPU (the CPU-id source reads a thread-local the test sets), over real memory
+//! from the system. After every step: no overlap, alignment, contents intact, `check()`. At
+//! the end everything is freed, and after `drain_cpu_caches()` + `reclaim()` every slab and
+//! huge block is back with the page source (only the TLSF pools stay).
+
+use core::alloc::Layout;
+use core::cell::Cell;
+use core::ptr::NonNull;
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use smpalloc::heap::{HEAP_CLASSES, Route, SmpHeap, SystemPages};
+
+std::thread_local! {
+    static CPU: Cell<usize> = const { Cell::new(0) };
+}
+
+fn cpu_source() -> usize {
+    CPU.with(Cell::get)
+}
+
+const CPUS: usize = 4;
+type Heap = SmpHeap<SystemPages, CPUS>;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Alloc {
+        cpu: usize,
+        size: usize,
+        align_log: u32,
+    },
+    Free {
+        cpu: usize,
+        pick: usize,
+    },
+    Realloc {
+        cpu: usize,
+        pick: usize,
+        size: usize,
+    },
+    Drain,
+    Reclaim,
+}
+
+fn size_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        6 => 1usize..=256,
+        3 => 257usize..=4096,
+        1 => 4097usize..=40_000,
+        1 => 200_000usize..=300_000,
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => (0..CPUS, size_strategy(), prop_oneof![4 => 0u32..=4, 1 => 5u32..=13])
+            .prop_map(|(cpu, size, align_log)| Op::Alloc { cpu, size, align_log }),
+        8 => (0..CPUS, any::<usize>()).prop_map(|(cpu, pick)| Op::Free { cpu, pick }),
+        3 => (0..CPUS, any::<usize>(), size_strategy())
+            .prop_map(|(cpu, pick, size)| Op::Realloc { cpu, pick, size }),
+        1 => Just(Op::Drain),
+        1 => Just(Op::Reclaim),
+    ]
+}
+
+struct Live {
+    ptr: NonNull<u8>,
+    layout: Layout,
+    tag: u8,
+}
+
+fn fill(live: &Live) {
+    // SAFETY: a live block of `layout.size()` bytes owned by the test.
+    unsafe { live.ptr.as_ptr().write_bytes(live.tag, live.layout.size()) };
+}
+
+fn intact(live: &Live) -> bool {
+    // SAFETY: as above.
+    let bytes = unsafe { core::slice::from_raw_parts(live.ptr.as_ptr(), live.layout.size()) };
+    bytes.iter().all(|&b| b == live.tag)
+}
+
+fn no_overlap(live: &[Live]) -> bool {
+    let mut ranges = BTreeMap::new();
+    for l in live {
+        ranges.insert(l.ptr.as_ptr().addr(), l.layout.size());
+    }
+    let mut end = 0;
+    for (&start, &len) in &ranges {
+        if start < end {
+            return false;
+        }
+        end = start + len;
+    }
+    ranges.len() == live.len()
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    smpalloc::percpu::set_cpu_id_source(cpu_source);
+    let heap: Box<Heap> = Box::new(SmpHeap::new(SystemPages::new()));
+    let mut live: Vec<Live> = Vec::new();
+    let mut tag = 0u8;
+    for op in ops {
+        match op {
+            Op::Alloc {
+                cpu,
+                size,
+                align_log,
+            } => {
+                CPU.with(|c| c.set(cpu));
+                let layout = Layout::from_size_align(size, 1 << align_log).unwrap();
+                let ptr = heap.allocate(layout);
+                prop_assert!(ptr.is_some(), "out of memory for {layout:?}");
+                let ptr = ptr.unwrap();
+                prop_assert_eq!(ptr.as_ptr().addr() % layout.align(), 0);
+                tag = tag.wrapping_add(1);
+                let l = Live { ptr, layout, tag };
+                fill(&l);
+                live.push(l);
+            }
+            Op::Free { cpu, pick } if !live.is_empty() => {
+                CPU.with(|c| c.set(cpu));
+                let l = live.swap_remove(pick % live.len());
+                prop_assert!(intact(&l), "contents of {:?} changed", l.layout);
+                // SAFETY: allocated above with this layout, freed once.
+                unsafe { heap.deallocate(l.ptr, l.layout) };
+            }
+            Op::Realloc { cpu, pick, size } if !live.is_empty() => {
+                CPU.with(|c| c.set(cpu));
+                let i = pick % live.len();
+                prop_assert!(intact(&live[i]));
+                let old = live[i].layout;
+                // SAFETY: a live block of this heap with `old`.
+                let new = unsafe { heap.reallocate(live[i].ptr, old, size) };
+                prop_assert!(new.is_some());
+                let new = new.unwrap();
+                prop_assert_eq!(new.as_ptr().addr() % old.align(), 0);
+                // SAFETY: the kept prefix is initialised with the tag.
+                let kept =
+                    unsafe { core::slice::from_raw_parts(new.as_ptr(), old.size().min(size)) };
+                prop_assert!(
+                    kept.iter().all(|&b| b == live[i].tag),
+                    "realloc lost contents"
+                );
+                live[i].ptr = new;
+                live[i].layout = Layout::from_size_align(size, old.align()).unwrap();
+                fill(&live[i]);
+            }
+            Op::Drain => heap.drain_cpu_caches(),
+            Op::Reclaim => heap.reclaim(),
+            _ => {}
+        }
+        prop_assert!(no_overlap(&live), "two live blocks overlap");
+        let stats = heap.check();
+        prop_assert!(stats.is_ok(), "{:?}", stats);
+        // Small objects allocated = what the model holds from the slab classes.
+        let small: usize = live
+            .iter()
+            .filter_map(|l| match Route::of(l.layout) {
+                Route::Small(c) => Some(heap.class_stats(c).size),
+                _ => None,
+            })
+            .sum();
+        prop_assert_eq!(stats.unwrap().small_bytes, small);
+    }
+    for l in live.drain(..) {
+        prop_assert!(intact(&l));
+        // SAFETY: allocated above, freed once.
+        unsafe { heap.deallocate(l.ptr, l.layout) };
+    }
+    heap.drain_cpu_caches();
+    heap.reclaim();
+    let stats = heap.check().unwrap();
+    prop_assert_eq!(stats.slab_bytes, 0);
+    prop_assert_eq!(stats.huge_bytes, 0);
+    prop_assert_eq!(stats.parked_bytes, 0);
+    for class in 0..HEAP_CLASSES {
+        let c = heap.class_stats(class);
+        prop_assert_eq!((c.allocated, c.slabs, c.slab_inuse), (0, 0, 0));
+    }
+    // Only TLSF pools are still held from the system.
+    prop_assert_eq!(heap.pages().held_bytes(), stats.tlsf_pool_bytes);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 64 },
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn heap_matches_shadow_model(ops in prop::collection::vec(op_strategy(), 1..if cfg!(miri) { 40 } else { 300 })) {
+        run(ops)?;
+    }
+}
+
+/// Many objects of one class on one CPU, freed on another: magazines overflow into the depot,
+/// the depot into the slabs, and slabs go back to the pages beyond the hysteresis.
+#[test]
+fn cross_cpu_frees_flow_back_to_the_pages() {
+    smpalloc::percpu::set_cpu_id_source(cpu_source);
+    let heap: Box<Heap> = Box::new(SmpHeap::new(SystemPages::new()));
+    let layout = Layout::from_size_align(48, 16).unwrap();
+    let n = if cfg!(miri) { 300 } else { 20_000 };
+    CPU.with(|c| c.set(0));
+    let blocks: Vec<_> = (0..n).map(|_| heap.allocate(layout).unwrap()).collect();
+    let Route::Small(class) = Route::of(layout) else {
+        panic!("48 B is a slab class")
+    };
+    assert_eq!(heap.class_stats(class).allocated, n);
+    assert_eq!(heap.cpu_stats(0, class).net_allocations, n as isize);
+    CPU.with(|c| c.set(1));
+    for b in blocks {
+        // SAFETY: allocated above, freed once.
+        unsafe { heap.deallocate(b, layout) };
+    }
+    assert_eq!(heap.cpu_stats(1, class).net_allocations, -(n as isize));
+    let stats = heap.class_stats(class);
+    assert_eq!(stats.allocated, 0);
+    // Bounded parking: two magazines, the depot limit and two empty slabs.
+    assert!(
+        stats.parked_bytes <= (2 + smpalloc::heap::depot_limit(class)) * 32 * 48 + 2 * 4096 * 8
+    );
+    heap.check().unwrap();
+    heap.drain_cpu_caches();
+    heap.reclaim();
+    assert_eq!(heap.stats().slab_bytes, 0);
+    assert_eq!(heap.pages().held_bytes(), heap.stats().tlsf_pool_bytes);
+}
