@@ -315,3 +315,21 @@ fn fill_and_drain_several_regions() {
     check(&a);
     shadow.free_all(&mut a);
 }
+
+/// `new` is `const`: the allocator lives in a `static` behind the crate's lock, as a kernel
+/// keeps it.
+#[test]
+fn lives_in_a_static_behind_a_lock() {
+    static BUDDY: smpalloc::SpinLock<BuddyByteAllocator> =
+        smpalloc::SpinLock::new(BuddyByteAllocator::new());
+    let pool = Pool::new(64 * 1024, 4096);
+    let mut a = BUDDY.lock();
+    // SAFETY: the pool outlives every use of the allocator below (it is emptied first).
+    unsafe { a.add_region(pool.all()) }.unwrap();
+    let p = a.alloc(layout(200, 8)).unwrap();
+    a.try_dealloc(p, layout(200, 8)).unwrap();
+    check(&*a);
+    assert_eq!(a.used_bytes(), 0);
+    // The pool is freed when this test ends: reset the static so no one uses it after.
+    *a = BuddyByteAllocator::new();
+}

@@ -295,3 +295,21 @@ fn dealloc_of_a_freed_object_panics_in_debug() {
 fn init_of_a_null_region_panics() {
     SlabByteAllocator::default().init(0, 4096);
 }
+
+/// `new` is `const`: the allocator lives in a `static` behind the crate's lock.
+#[test]
+fn lives_in_a_static_behind_a_lock() {
+    static SLAB: smpalloc::SpinLock<SlabByteAllocator> =
+        smpalloc::SpinLock::new(SlabByteAllocator::new());
+    let pool = Pool::new(128 * 1024, 4096);
+    let mut a = SLAB.lock();
+    // SAFETY: the pool outlives every use of the allocator below (it is emptied first).
+    unsafe { a.add_region(pool.all()) }.unwrap();
+    let p = a.alloc(layout(200, 8)).unwrap();
+    a.try_dealloc(p, layout(200, 8)).unwrap();
+    a.reclaim();
+    check(&*a);
+    assert_eq!(a.used_bytes(), 0);
+    // The pool is freed when this test ends: reset the static so no one uses it after.
+    *a = SlabByteAllocator::new();
+}
