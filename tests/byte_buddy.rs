@@ -177,7 +177,9 @@ fn bad_input_is_refused() {
         )
     };
     let before = snapshot(&a);
+    assert!(a.is_allocated(p, l) && !a.is_allocated(p, layout(1000, 8)));
     let refused = |a: &mut BuddyByteAllocator, ptr: NonNull<u8>, l: Layout| {
+        assert!(!a.is_allocated(ptr, l));
         assert_eq!(
             a.try_dealloc(ptr, l),
             Err(AllocError::NotAllocated),

@@ -509,15 +509,17 @@ impl BuddyByteAllocator {
         self.free_order(pos.as_ptr().addr(), k, State::Used)
     }
 
-    /// Whether `addr` is a live block allocated with `layout` (or a layout of the same block
-    /// size): what [`try_dealloc`](Self::try_dealloc) would accept. Zero-size layouts: `false`.
+    /// Whether `pos` is a live block allocated with `layout` (or a layout of the same block
+    /// size): what [`try_dealloc`](Self::try_dealloc) would accept; a kernel's debug check for
+    /// foreign pointers. Zero-size layouts: `false`.
     ///
     /// # Time Complexity
     /// O(regions).
-    pub fn is_used(&self, addr: usize, layout: Layout) -> bool {
+    pub fn is_allocated(&self, pos: NonNull<u8>, layout: Layout) -> bool {
         if layout.size() == 0 {
             return false;
         }
+        let addr = pos.as_ptr().addr();
         let (Some(k), Some(r)) = (order_of(layout), self.region_of(addr)) else {
             return false;
         };

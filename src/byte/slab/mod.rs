@@ -172,7 +172,7 @@ impl SlabByteAllocator {
         }
         let addr = pos.as_ptr().addr();
         let Some(class) = class_for(layout.size(), layout.align()) else {
-            return self.buddy.is_used(addr, layout);
+            return self.buddy.is_allocated(pos, layout);
         };
         let bytes = slab_bytes(class);
         // SAFETY: checked first: the slab-sized block containing `pos` is a live internal
