@@ -70,6 +70,10 @@ pub use page::{BitmapPageAllocator, BuddyPageAllocator};
 // Issue 6 (TLSF) and issue 7 (slab, buddy bytes): the byte allocators.
 #[cfg(any(feature = "tlsf", feature = "slab", feature = "buddy"))]
 pub mod byte;
+#[cfg(feature = "buddy")]
+pub use byte::BuddyByteAllocator;
+#[cfg(feature = "slab")]
+pub use byte::SlabByteAllocator;
 #[cfg(feature = "tlsf")]
 pub use byte::{Tlsf, TlsfByteAllocator, TlsfHeap};
 
