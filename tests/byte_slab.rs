@@ -8,7 +8,7 @@ mod byte_shadow;
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-use byte_shadow::{Op, Pool, Rng, Shadow, check, run};
+use byte_shadow::{Pool, Rng, Shadow, check, layout, op, run};
 use proptest::prelude::*;
 use smpalloc::byte::slab::class::{CLASSES, class_for, class_size, slab_bytes};
 use smpalloc::{AllocError, BaseAllocator, ByteAllocator, SlabByteAllocator};
@@ -16,10 +16,6 @@ use smpalloc::{AllocError, BaseAllocator, ByteAllocator, SlabByteAllocator};
 const POOL: usize = if cfg!(miri) { 256 * 1024 } else { 4 << 20 };
 const MAX_SIZE: usize = if cfg!(miri) { 8 * 1024 } else { 64 * 1024 };
 const OPS: usize = if cfg!(miri) { 30 } else { 300 };
-
-fn layout(size: usize, align: usize) -> Layout {
-    Layout::from_size_align(size, align).unwrap()
-}
 
 fn slab_over(pool: &Pool, offset: usize, len: usize) -> (SlabByteAllocator, Shadow) {
     let mut a = SlabByteAllocator::new();
@@ -29,13 +25,6 @@ fn slab_over(pool: &Pool, offset: usize, len: usize) -> (SlabByteAllocator, Shad
     unsafe { a.add_region(region) }.unwrap();
     shadow.pool(region);
     (a, shadow)
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        3 => (any::<u32>(), any::<u8>()).prop_map(|(size_raw, align_shift)| Op::Alloc { size_raw, align_shift }),
-        2 => any::<usize>().prop_map(Op::Free),
-    ]
 }
 
 proptest! {

@@ -302,6 +302,20 @@ pub(crate) enum Op {
     Free(usize),
 }
 
+/// A random step: allocations and frees, 3 to 2.
+pub(crate) fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (any::<u32>(), any::<u8>()).prop_map(|(size_raw, align_shift)| Op::Alloc { size_raw, align_shift }),
+        2 => any::<usize>().prop_map(Op::Free),
+    ]
+}
+
+/// `Layout::from_size_align(size, align).unwrap()`.
+pub(crate) fn layout(size: usize, align: usize) -> core::alloc::Layout {
+    core::alloc::Layout::from_size_align(size, align).unwrap()
+}
+
 /// The size a raw value maps to: mostly small, some medium, a few up to `max_size`.
 pub(crate) fn size_of_raw(raw: u32, max_size: usize) -> usize {
     let r = (raw >> 4) as usize;
