@@ -1,3 +1,113 @@
-//! The SMP heap against glibc, mimalloc and the no_std peers (issue 7). Filled in by the
-//! benchmark change.
-fn main() {}
+//! Criterion benchmarks of the SMP heap: `smpalloc::heap::StdHeap` and `TlsfHeap<2>` against
+//! glibc (`std::alloc::System`), mimalloc, rlsf's `GlobalTlsf`, talc, buddy_system_allocator,
+//! linked_list_allocator and axallocator's slab (and TLSF for the arceos set), on the same
+//! seeded operations (contestants and workloads: `examples/common/heap_contestants.rs`, shared
+//! with the showcase, which also measures resident memory).
+//!
+//! Groups (time per operation; threaded groups divide the wall time by all threads' operations,
+//! i.e. aggregate throughput, which on a 2-vCPU machine shows contention, not scaling):
+//! - `heap_churn_1t`, `heap_churn_2t`: live set of 1,000 blocks of 8..=256 B per thread, each
+//!   operation allocates a replacement for a random one, then frees that one;
+//! - `heap_producer_consumer`: one thread allocates 16..=512 B blocks and hands them through a
+//!   lock-free ring to another that frees them (per block);
+//! - `heap_larson_2t`: a shared live set of atomic pointers; each operation allocates
+//!   8..=1,024 B, swaps it into a random slot and frees the block taken out;
+//! - `heap_arceos_<workload>`: arceos' collection benchmarks through `allocator_api2::Allocator`
+//!   (per run).
+
+use core::alloc::GlobalAlloc;
+use core::time::Duration;
+
+use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
+
+#[path = "../examples/common/byte_contestants.rs"]
+#[allow(dead_code, reason = "shared with the showcase and the TLSF bench")]
+mod byte_contestants;
+#[path = "../examples/common/heap_contestants.rs"]
+#[allow(dead_code, reason = "shared with the showcase, which uses more of it")]
+mod heap_contestants;
+
+use byte_contestants::Collections;
+use heap_contestants::{Contestant, Run, Visit};
+
+/// A threaded workload of `ops` operations per thread.
+#[derive(Clone, Copy)]
+enum Workload {
+    Churn(usize),
+    ProducerConsumer,
+    Larson(usize),
+}
+
+/// One run of `workload` with `ops` operations in all.
+struct Once {
+    workload: Workload,
+    ops: usize,
+}
+
+impl Visit for Once {
+    type Out = Run;
+    fn visit<A: GlobalAlloc + Sync>(self, a: &A) -> Run {
+        match self.workload {
+            Workload::Churn(threads) => heap_contestants::churn(a, threads, self.ops / threads),
+            Workload::ProducerConsumer => heap_contestants::producer_consumer(a, self.ops),
+            Workload::Larson(threads) => heap_contestants::larson(a, threads, self.ops / threads),
+        }
+    }
+}
+
+struct Arceos(Collections);
+
+impl Visit for Arceos {
+    type Out = Duration;
+    fn visit<A: GlobalAlloc + Sync>(self, a: &A) -> Duration {
+        heap_contestants::arceos(a, self.0)
+    }
+}
+
+fn configure<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(10);
+    group
+}
+
+fn threaded(c: &mut Criterion, name: &str, workload: Workload) {
+    let mut group = configure(c, name);
+    for contestant in Contestant::THREADED {
+        group.bench_function(contestant.name(), |b| {
+            b.iter_custom(|iters| {
+                // At least 10,000 operations per run (threads start and stop around each run);
+                // the time is scaled to the iterations criterion asked for.
+                let ops = contestant.scaled((iters as usize).clamp(10_000, 1_000_000));
+                let run = contestant.with(Once { workload, ops });
+                Duration::from_secs_f64(run.ns_per_op() * iters as f64 / 1e9)
+            });
+        });
+    }
+    group.finish();
+}
+
+fn arceos(c: &mut Criterion) {
+    for workload in Collections::ALL {
+        let name = format!("heap_arceos_{}", workload.name().split(' ').next().unwrap());
+        let mut group = configure(c, &name);
+        for contestant in Contestant::ARCEOS {
+            group.bench_function(contestant.name(), |b| {
+                b.iter_custom(|iters| (0..iters).map(|_| contestant.with(Arceos(workload))).sum());
+            });
+        }
+        group.finish();
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    threaded(&mut c, "heap_churn_1t", Workload::Churn(1));
+    threaded(&mut c, "heap_churn_2t", Workload::Churn(2));
+    threaded(&mut c, "heap_producer_consumer", Workload::ProducerConsumer);
+    threaded(&mut c, "heap_larson_2t", Workload::Larson(2));
+    arceos(&mut c);
+    c.final_summary();
+}

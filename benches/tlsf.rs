@@ -23,8 +23,8 @@ use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 #[allow(dead_code, reason = "shared with the showcase, which uses more of it")]
 mod contestants;
 
-use contestants::{Bytes, Collections, Kind, LockedRlsf, Rlsf, Visit};
-use smpalloc::{SpinLock, TlsfHeap};
+use contestants::{Bytes, Collections, Kind, Locked, Rlsf, Visit};
+use smpalloc::TlsfHeap;
 
 struct Churn<'g, 'c> {
     group: &'g mut BenchmarkGroup<'c, WallTime>,
@@ -102,9 +102,7 @@ fn threads(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let ops = (iters as usize / 2).clamp(1, 1_000_000);
             // SAFETY: as above.
-            let rlsf = LockedRlsf(SpinLock::new(unsafe {
-                Rlsf::over(contestants::pool(contestants::POOL))
-            }));
+            let rlsf = unsafe { Locked::<Rlsf>::over(contestants::pool(contestants::POOL)) };
             contestants::time_threads(&rlsf, 2, ops).mul_f64(iters as f64 / (2 * ops) as f64)
         });
     });

@@ -17,6 +17,8 @@
 
 use std::process::ExitCode;
 
+#[path = "common/byte_contestants.rs"]
+mod byte_contestants;
 #[path = "common/bytes.rs"]
 mod bytes;
 #[path = "common/heap.rs"]
@@ -105,7 +107,12 @@ impl Options {
 }
 
 fn main() -> ExitCode {
-    let options = match Options::parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Hidden: the heap section's memory table runs each allocator alone in a child process.
+    if args.first().is_some_and(|arg| arg == "--rss-probe") {
+        return heap::rss_probe(&args[1..]);
+    }
+    let options = match Options::parse(args.into_iter()) {
         Ok(options) => options,
         Err(message) if message.is_empty() => {
             println!("{}", Options::USAGE);
@@ -184,6 +191,19 @@ impl Measured {
         let spread = (sorted[n - 1] - sorted[0]) / 2.0 / median;
         Measured { median, spread }
     }
+}
+
+/// Runs `measure` on each of `kinds` for `rounds` rounds, rotating the order every round;
+/// returns each kind's summary (in `kinds` order). `measure` returns one sample.
+fn rotate<K: Copy>(kinds: &[K], rounds: usize, mut measure: impl FnMut(K) -> f64) -> Vec<Measured> {
+    let mut samples = vec![Vec::with_capacity(rounds); kinds.len()];
+    for round in 0..rounds {
+        for k in 0..kinds.len() {
+            let i = (k + round) % kinds.len();
+            samples[i].push(measure(kinds[i]));
+        }
+    }
+    samples.iter().map(|s| Measured::from_samples(s)).collect()
 }
 
 /// A goal from the issue, as a bound on `our time / reference peer's time`.

@@ -1,5 +1,6 @@
-//! The byte-allocator contestants and workloads shared by the showcase's bytes section
-//! (`examples/common/bytes.rs`) and `benches/tlsf.rs` (both include this file with `#[path]`).
+//! The byte-allocator contestants and workloads shared by the showcase's bytes and heap sections
+//! (`examples/common/bytes.rs`, `heap_contestants.rs`), `benches/tlsf.rs` and `benches/heap.rs`
+//! (each crate includes this file once, at its root, with `#[path]`).
 //!
 //! - ours: `smpalloc::Tlsf<u32, u32, 28, 32>` (the algorithm), `TlsfByteAllocator` (arceos'
 //!   API) and `TlsfHeap` (arenas behind spin locks, what `#[global_allocator]` uses);
@@ -135,8 +136,10 @@ pub(crate) struct Talc(talc::Talc<talc::ErrOnOom>);
 pub(crate) struct Buddy(Box<buddy_system_allocator::Heap<32>>);
 /// linked_list_allocator's `Heap`.
 pub(crate) struct LinkedList(linked_list_allocator::Heap);
+/// One of axallocator's byte allocators.
+pub(crate) struct Ax<T>(Box<T>);
 /// axallocator's `TlsfByteAllocator` (rlsf inside).
-pub(crate) struct AxTlsf(Box<axallocator::TlsfByteAllocator>);
+pub(crate) type AxTlsf = Ax<axallocator::TlsfByteAllocator>;
 /// `std::alloc::System` (ignores the pool).
 pub(crate) struct System;
 /// `smpalloc::BuddyByteAllocator`.
@@ -328,20 +331,19 @@ impl Bytes for LinkedList {
     }
 }
 
-impl Bytes for AxTlsf {
+impl<T: axallocator::ByteAllocator + Default> Bytes for Ax<T> {
     unsafe fn over(pool: NonNull<[u8]>) -> Self {
-        use axallocator::BaseAllocator;
-        let mut a = Box::new(axallocator::TlsfByteAllocator::new());
+        let mut a = Box::new(T::default());
         a.init(pool.cast::<u8>().as_ptr().expose_provenance(), pool.len());
         Self(a)
     }
     #[inline]
     fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        axallocator::ByteAllocator::alloc(&mut *self.0, layout).ok()
+        self.0.alloc(layout).ok()
     }
     #[inline]
     unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        axallocator::ByteAllocator::dealloc(&mut *self.0, ptr, layout);
+        self.0.dealloc(ptr, layout);
     }
 }
 
@@ -598,13 +600,25 @@ impl<const N: usize> Shared for TlsfHeap<N> {
     }
 }
 
-/// rlsf behind one `SpinLock` (what a kernel would do with it).
-pub(crate) struct LockedRlsf(pub(crate) SpinLock<Rlsf>);
+/// A single-threaded contestant behind one `SpinLock` (what a kernel would do with it).
+pub(crate) struct Locked<B: Bytes>(pub(crate) SpinLock<B>);
 
-// SAFETY: rlsf's `Tlsf` is `Send`; the lock serializes every access.
-unsafe impl Sync for LockedRlsf {}
+impl<B: Bytes> Locked<B> {
+    /// A fresh `B` over `pool`, behind the lock.
+    ///
+    /// # Safety
+    /// As [`Bytes::over`].
+    pub(crate) unsafe fn over(pool: NonNull<[u8]>) -> Self {
+        // SAFETY: the caller's contract.
+        Self(SpinLock::new(unsafe { B::over(pool) }))
+    }
+}
 
-impl Shared for LockedRlsf {
+// SAFETY: every contestant owns its pool exclusively and keeps no thread-bound state (its raw
+// pointers point into that pool), so it may move between threads; the lock serializes every access.
+unsafe impl<B: Bytes> Sync for Locked<B> {}
+
+impl<B: Bytes> Shared for Locked<B> {
     #[inline]
     fn alloc(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.0.lock().alloc(layout)

@@ -3,26 +3,11 @@
 //! TLSF and `std::alloc::System` (contestants and workloads: `byte_contestants.rs`, shared with
 //! `benches/tlsf.rs`); then the arceos set for the slab and buddy byte allocators (issue 7).
 
-#[path = "byte_contestants.rs"]
-mod contestants;
+use crate::byte_contestants as contestants;
+use contestants::{Bytes, Collections, Kind, Locked, Rlsf, Visit};
+use smpalloc::TlsfHeap;
 
-use contestants::{Bytes, Collections, Kind, LockedRlsf, Rlsf, Visit};
-use smpalloc::{SpinLock, TlsfHeap};
-
-use crate::{Measured, Options, Table};
-
-/// Runs `measure` on each kind for `rounds` rounds, rotating the order every round; returns
-/// each kind's summary (in `kinds` order).
-fn rotate(kinds: &[Kind], rounds: usize, mut measure: impl FnMut(Kind) -> f64) -> Vec<Measured> {
-    let mut samples = vec![Vec::with_capacity(rounds); kinds.len()];
-    for round in 0..rounds {
-        for k in 0..kinds.len() {
-            let i = (k + round) % kinds.len();
-            samples[i].push(measure(kinds[i]));
-        }
-    }
-    samples.iter().map(|s| Measured::from_samples(s)).collect()
-}
+use crate::{Measured, Options, Table, rotate};
 
 /// ns per churn step.
 struct Churn {
@@ -202,9 +187,8 @@ pub(crate) fn section(options: &Options) {
                 }
                 1 => {
                     // SAFETY: as above.
-                    let rlsf = LockedRlsf(SpinLock::new(unsafe {
-                        Rlsf::over(contestants::pool(contestants::POOL))
-                    }));
+                    let rlsf =
+                        unsafe { Locked::<Rlsf>::over(contestants::pool(contestants::POOL)) };
                     contestants::time_threads(&rlsf, 2, thread_ops)
                 }
                 _ => contestants::time_threads(&contestants::System, 2, thread_ops),

@@ -1,6 +1,387 @@
-//! The showcase section for the SMP heap (issue 7): filled in by the benchmark change.
+//! The showcase section for the SMP heap (issue 7): `smpalloc::heap::StdHeap` and `TlsfHeap`
+//! against glibc, mimalloc and the locked `no_std` peers (contestants and workloads:
+//! `heap_contestants.rs`, shared with `benches/heap.rs`), plus the resident memory of each churn
+//! run, measured in a child process per allocator (`--rss-probe`).
 
-use crate::Options;
+#[path = "heap_contestants.rs"]
+mod contestants;
 
-/// Runs the heap section.
-pub(crate) fn section(_options: &Options) {}
+use core::time::Duration;
+use std::process::{Command, ExitCode};
+
+use contestants::{Contestant, Run, Visit};
+
+use crate::byte_contestants::Collections;
+use crate::{Options, Table, rotate};
+
+/// Operations per thread of the churn runs.
+const CHURN_OPS: u64 = 1_000_000;
+/// Operations per thread of the larson runs.
+const LARSON_OPS: u64 = 600_000;
+/// Blocks of the producer/consumer run (the issue's figure).
+const BLOCKS: u64 = 1_000_000;
+
+/// Which threaded workload, with its operations per thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Workload {
+    Churn { threads: usize, ops: usize },
+    ProducerConsumer { blocks: usize },
+    Larson { threads: usize, ops: usize },
+}
+
+impl Visit for Workload {
+    type Out = Run;
+    fn visit<A: core::alloc::GlobalAlloc + Sync>(self, a: &A) -> Run {
+        match self {
+            Workload::Churn { threads, ops } => contestants::churn(a, threads, ops),
+            Workload::ProducerConsumer { blocks } => contestants::producer_consumer(a, blocks),
+            Workload::Larson { threads, ops } => contestants::larson(a, threads, ops),
+        }
+    }
+}
+
+impl Workload {
+    /// The same workload with the operations `contestant` runs (see `Contestant::scaled`).
+    fn for_contestant(self, contestant: Contestant) -> Self {
+        match self {
+            Workload::Churn { threads, ops } => Workload::Churn {
+                threads,
+                ops: contestant.scaled(ops),
+            },
+            Workload::ProducerConsumer { blocks } => Workload::ProducerConsumer {
+                blocks: contestant.scaled(blocks),
+            },
+            Workload::Larson { threads, ops } => Workload::Larson {
+                threads,
+                ops: contestant.scaled(ops),
+            },
+        }
+    }
+
+    /// The probe's command-line name.
+    fn key(self) -> String {
+        match self {
+            Workload::Churn { threads, ops } => format!("churn:{threads}:{ops}"),
+            Workload::ProducerConsumer { blocks } => format!("pc:1:{blocks}"),
+            Workload::Larson { threads, ops } => format!("larson:{threads}:{ops}"),
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        let mut parts = key.split(':');
+        let (name, threads, ops) = (parts.next()?, parts.next()?, parts.next()?);
+        let (threads, ops) = (threads.parse().ok()?, ops.parse().ok()?);
+        match name {
+            "churn" => Some(Workload::Churn { threads, ops }),
+            "pc" => Some(Workload::ProducerConsumer { blocks: ops }),
+            "larson" => Some(Workload::Larson { threads, ops }),
+            _ => None,
+        }
+    }
+}
+
+struct Arceos(Collections);
+
+impl Visit for Arceos {
+    type Out = Duration;
+    fn visit<A: core::alloc::GlobalAlloc + Sync>(self, a: &A) -> Duration {
+        contestants::arceos(a, self.0)
+    }
+}
+
+/// Runs `workload` on every contestant of `kinds` for `rounds` rounds; a table of ns per
+/// operation (aggregate over the threads).
+fn threaded(kinds: &[Contestant], rounds: usize, workload: Workload, table: Table) -> Table {
+    let mut table = table.throughput();
+    let results = rotate(kinds, rounds, |c| {
+        c.with(workload.for_contestant(c)).ns_per_op()
+    });
+    for (c, m) in kinds.iter().zip(results) {
+        table.row(c.name(), !c.ours(), m);
+    }
+    table
+}
+
+/// `ours / peer` time ratios of our heap against `peers` in `table`, as text, with whether each
+/// is at most `max`.
+fn ratios(table: &Table, peers: impl Iterator<Item = Contestant>, max: f64) -> (String, bool) {
+    let ours = table.ns(Contestant::Ours.name()).unwrap();
+    let mut met = true;
+    let text: Vec<String> = peers
+        .filter_map(|p| table.ns(p.name()).map(|ns| (p, ours / ns)))
+        .map(|(p, ratio)| {
+            met &= ratio <= max;
+            format!("{} {ratio:.2}x", crate::short(p.name()))
+        })
+        .collect();
+    (text.join(", "), met)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "MISSED" }
+}
+
+/// Prints the heap section.
+pub(crate) fn section(options: &Options) {
+    println!("SMP heap (issue 7)");
+    println!("------------------");
+    println!("ours (*): smpalloc::heap::StdHeap (per-CPU magazines over SystemPages, one static,");
+    println!("  as #[global_allocator] would be); TlsfHeap<2> (TLSF arenas behind spin locks).");
+    println!("peers from the OS: std::alloc::System (glibc malloc), mimalloc 0.1, rlsf GlobalTlsf");
+    println!("  (one pthread mutex, mmap'd pools). Locked no_std peers over one 128 MiB pool (the");
+    println!("  same buffer for each, a fresh allocator per run): talc 4 in smpalloc::SpinLock,");
+    println!("  buddy_system_allocator LockedHeap<32>, linked_list_allocator LockedHeap,");
+    println!(
+        "  axallocator SlabByteAllocator (and TLSF for the arceos set) in smpalloc::SpinLock."
+    );
+    println!(
+        "Every contestant runs the same seeded operations; linked_list_allocator runs a tenth"
+    );
+    println!("  of them (it scans its free list) and its ns/op is per operation all the same.");
+    println!();
+    let rounds = options.rounds();
+    let churn_ops = options.ops(CHURN_OPS) as usize;
+    let larson_ops = options.ops(LARSON_OPS) as usize;
+    let kinds = Contestant::THREADED;
+    let contention = "On this machine the threads share the CPUs (see the header): threaded rows \
+                      show contention, not scaling.";
+
+    for &threads in &options.threads {
+        let workload = Workload::Churn {
+            threads,
+            ops: churn_ops,
+        };
+        let title = format!(
+            "small-object churn, {threads} thread(s): live set of 1,000 blocks of 8..256 B per \
+             thread, each op allocates a replacement for a random one, then frees that one (ns per op, aggregate)"
+        );
+        let table = if threads == 1 {
+            Table::new(title)
+                .reference(Contestant::System.name())
+                .target("1 thread at most glibc's time", 1.0)
+        } else {
+            Table::new(title)
+                .reference(Contestant::Mimalloc.name())
+                .target("aggregate within 1.5x of mimalloc", 1.5)
+        };
+        let mut table = threaded(&kinds, rounds, workload, table);
+        let (text, _) = ratios(&table, [Contestant::Mimalloc].into_iter(), f64::MAX);
+        let (glibc, _) = ratios(&table, [Contestant::System].into_iter(), f64::MAX);
+        table.note(format!("StdHeap vs {text}, vs {glibc}"));
+        if threads > 1 {
+            let (text, met) = ratios(
+                &table,
+                kinds.into_iter().filter(|c| c.locked_peer()),
+                1.0 / 3.0,
+            );
+            table.note(format!(
+                "target: aggregate >= 3x every locked no_std peer (time <= 0.33x): {text} ({})",
+                verdict(met)
+            ));
+            table.note(contention);
+        }
+        table.print();
+    }
+
+    let blocks = options.ops(BLOCKS) as usize;
+    let mut table = threaded(
+        &kinds,
+        rounds,
+        Workload::ProducerConsumer { blocks },
+        Table::new(format!(
+            "producer/consumer: thread 1 allocates {blocks} blocks of 16..512 B, hands them \
+             through a 256-entry lock-free ring, thread 2 frees them (ns per block)"
+        ))
+        .reference(Contestant::System.name())
+        .target("at most glibc's time", 1.0),
+    );
+    let (text, met) = ratios(&table, [Contestant::Mimalloc].into_iter(), 1.5);
+    table.note(format!(
+        "target: within 1.5x of mimalloc: StdHeap vs {text} ({})",
+        verdict(met)
+    ));
+    table.note(contention);
+    table.print();
+
+    for &threads in &options.threads {
+        let mut table = threaded(
+            &kinds,
+            rounds,
+            Workload::Larson {
+                threads,
+                ops: larson_ops,
+            },
+            Table::new(format!(
+                "larson-style server churn, {threads} thread(s): shared live set of {} atomic \
+                 slots; each op allocates 8..1,024 B, swaps it into a random slot and frees \
+                 the block it took out (ns per op, aggregate)",
+                1_000 * threads
+            ))
+            .reference(Contestant::System.name())
+            .target("ahead of glibc", 1.0),
+        );
+        if threads > 1 {
+            table.note(contention);
+        }
+        table.print();
+    }
+
+    println!("arceos' collection benchmarks through allocator_api2::Allocator (the same adapter");
+    println!("  for every contestant; hash_map_50K stands in for btree_map_50K as in the bytes");
+    println!(
+        "  section). The pool peers and TlsfHeap work in the pre-touched 128 MiB pool; StdHeap,"
+    );
+    println!("  glibc and mimalloc take fresh memory from the OS and pay its page faults.");
+    let arceos = Contestant::ARCEOS;
+    for workload in Collections::ALL {
+        let mut table = Table::new(format!("{} (ns per run)", workload.name()))
+            .reference(Contestant::AxSlab.name())
+            .target("at most axallocator's slab", 1.0);
+        let results = rotate(&arceos, rounds, |c| {
+            c.with(Arceos(workload)).as_secs_f64() * 1e9
+        });
+        for (c, m) in arceos.iter().zip(results) {
+            table.row(c.name(), !c.ours(), m);
+        }
+        let (text, met) = ratios(&table, [Contestant::AxTlsf].into_iter(), 1.0);
+        table.note(format!(
+            "target: at most axallocator's TLSF: StdHeap vs {text} ({})",
+            verdict(met)
+        ));
+        table.print();
+    }
+
+    memory(options, churn_ops, larson_ops);
+}
+
+/// The memory table: one child process per allocator and churn run.
+fn memory(options: &Options, churn_ops: usize, larson_ops: usize) {
+    let threads = options.threads.iter().copied().max().unwrap_or(1);
+    let mut workloads = vec![Workload::Churn {
+        threads: 1,
+        ops: churn_ops,
+    }];
+    if threads > 1 {
+        workloads.push(Workload::Churn {
+            threads,
+            ops: churn_ops,
+        });
+    }
+    workloads.push(Workload::Larson {
+        threads,
+        ops: larson_ops,
+    });
+    println!(
+        "memory: peak resident bytes / peak live requested bytes of the churn runs (one child \
+         process per cell, VmHWM after the run minus VmHWM before it)"
+    );
+    let mut head = format!("  {:<27}", "allocator");
+    for w in &workloads {
+        head += &format!(" {:>18}", w.key().rsplit_once(':').unwrap().0);
+    }
+    println!("{head}");
+    let Ok(exe) = std::env::current_exe() else {
+        println!("  n/a (current_exe unavailable)");
+        return;
+    };
+    let mut pages_line = format!("  {:<27}", "  StdHeap SystemPages peak");
+    let mut live_line = format!("  {:<27}", "  (live requested peak)");
+    for (i, c) in Contestant::PROBED.into_iter().enumerate() {
+        let mut line = format!(
+            "  {:<27}",
+            format!("{}{}", if c.ours() { "* " } else { "  " }, c.name())
+        );
+        for w in &workloads {
+            let out = Command::new(&exe)
+                .args(["--rss-probe", c.key(), &w.key()])
+                .output();
+            let probe = out
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| Probe::parse(&String::from_utf8_lossy(&o.stdout)));
+            let cell = match &probe {
+                Some(p) => match p.rss {
+                    Some(rss) => format!("{:.2}x", rss as f64 / p.live as f64),
+                    None => "n/a".to_owned(),
+                },
+                None => "failed".to_owned(),
+            };
+            line += &format!(" {cell:>18}");
+            if let Some(p) = &probe {
+                if c == Contestant::Ours {
+                    let cell = p.pages.map_or("n/a".to_owned(), |pages| {
+                        format!("{:.2}x", pages as f64 / p.live as f64)
+                    });
+                    pages_line += &format!(" {cell:>18}");
+                }
+                if i == 0 {
+                    live_line += &format!(" {:>15} KiB", p.live / 1024);
+                }
+            }
+        }
+        println!("{line}");
+    }
+    println!("{pages_line}");
+    println!("{live_line}");
+    println!(
+        "  (RSS includes each allocator's metadata and the probe's own thread stacks, the same \
+         for all; the live sets are small, so fixed costs weigh heavily)"
+    );
+    println!();
+}
+
+/// What a probe printed: `rss=<bytes|n/a> live=<bytes> pages=<bytes|n/a>`.
+struct Probe {
+    rss: Option<usize>,
+    live: usize,
+    pages: Option<usize>,
+}
+
+impl Probe {
+    fn parse(text: &str) -> Option<Self> {
+        let field = |name: &str| {
+            text.split_whitespace()
+                .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))
+        };
+        Some(Probe {
+            rss: field("rss")?.parse().ok(),
+            live: field("live")?.parse().ok().filter(|&l| l > 0)?,
+            pages: field("pages")?.parse().ok(),
+        })
+    }
+}
+
+/// VmHWM (peak resident set) of this process in bytes, if /proc says.
+fn vm_hwm() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `showcase --rss-probe <allocator> <workload>`: runs that allocator's workload alone in this
+/// process and prints the growth of the peak resident set during it, the peak live requested
+/// bytes and, for our heap, the peak bytes its page source took from the OS.
+pub(crate) fn rss_probe(args: &[String]) -> ExitCode {
+    let (Some(c), Some(w)) = (
+        args.first().and_then(|k| Contestant::from_key(k)),
+        args.get(1).and_then(|k| Workload::from_key(k)),
+    ) else {
+        eprintln!("showcase: --rss-probe <allocator> <workload:threads:ops>");
+        return ExitCode::from(2);
+    };
+    let before = vm_hwm();
+    let run = c.with(w);
+    let after = vm_hwm();
+    let rss = match (before, after) {
+        (Some(b), Some(a)) => (a - b).to_string(),
+        _ => "n/a".to_owned(),
+    };
+    let pages = if c == Contestant::Ours {
+        contestants::ours_peak_bytes().to_string()
+    } else {
+        "n/a".to_owned()
+    };
+    println!("rss={rss} live={} pages={pages}", run.peak_live);
+    ExitCode::SUCCESS
+}
