@@ -147,9 +147,10 @@ pub(crate) struct OursBuddy(Box<smpalloc::BuddyByteAllocator>);
 /// `smpalloc::SlabByteAllocator`.
 pub(crate) struct OursSlab(Box<smpalloc::SlabByteAllocator>);
 /// axallocator's `BuddyByteAllocator` (buddy_system_allocator 0.10 inside).
-pub(crate) struct AxBuddy(Box<axallocator::BuddyByteAllocator>);
-/// axallocator's `SlabByteAllocator` (ax_slab_allocator 0.4 inside).
-pub(crate) struct AxSlab(Box<axallocator::SlabByteAllocator>);
+pub(crate) type AxBuddy = Ax<axallocator::BuddyByteAllocator>;
+/// axallocator's `SlabByteAllocator` (ax_slab_allocator 0.4 inside: slabs of 64..4096 B over a
+/// buddy heap).
+pub(crate) type AxSlab = Ax<axallocator::SlabByteAllocator>;
 
 /// `Bytes` for a type with arceos' traits (`$base`, `$bytes`: the crate's trait paths).
 macro_rules! arceos_bytes {
@@ -187,18 +188,6 @@ arceos_bytes!(
     smpalloc::SlabByteAllocator,
     smpalloc::BaseAllocator,
     smpalloc::ByteAllocator
-);
-arceos_bytes!(
-    AxBuddy,
-    axallocator::BuddyByteAllocator,
-    axallocator::BaseAllocator,
-    axallocator::ByteAllocator
-);
-arceos_bytes!(
-    AxSlab,
-    axallocator::SlabByteAllocator,
-    axallocator::BaseAllocator,
-    axallocator::ByteAllocator
 );
 
 impl Bytes for OursTlsf {
