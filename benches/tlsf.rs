@@ -120,7 +120,11 @@ fn arceos(c: &mut Criterion) {
     for workload in Collections::ALL {
         let name = format!("tlsf_arceos_{}", workload.name().split(' ').next().unwrap());
         let mut group = configure(c, &name, 10);
-        for kind in [Kind::OursByte, Kind::OursHeap, Kind::AxTlsf, Kind::System] {
+        let issue7 = Kind::BUDDY_SLAB.into_iter().filter(|&k| k != Kind::System);
+        for kind in [Kind::OursByte, Kind::OursHeap, Kind::AxTlsf, Kind::System]
+            .into_iter()
+            .chain(issue7)
+        {
             kind.with(Arceos {
                 group: &mut group,
                 workload,

@@ -23,6 +23,7 @@ use smpalloc::heap::{MAGAZINE, SmpHeap, SystemPages};
 use smpalloc::percpu::set_model_cpu;
 
 type Heap = SmpHeap<SystemPages, 3>;
+type OneSlot = SmpHeap<SystemPages, 1>;
 
 const SMALL: Layout = match Layout::from_size_align(8, 8) {
     Ok(layout) => layout,
@@ -58,19 +59,19 @@ impl Obj {
     }
 }
 
-fn alloc(heap: &Heap) -> Obj {
+fn alloc<const CPUS: usize>(heap: &SmpHeap<SystemPages, CPUS>) -> Obj {
     let p = heap.allocate(SMALL).expect("one slab is enough");
     Obj(p.as_ptr().expose_provenance())
 }
 
-fn free(heap: &Heap, obj: Obj) {
+fn free<const CPUS: usize>(heap: &SmpHeap<SystemPages, CPUS>, obj: Obj) {
     // SAFETY: every model frees each object it allocated exactly once.
     unsafe { heap.deallocate(obj.ptr(), SMALL) };
 }
 
 /// The end state: invariants, `live` objects allocated, and everything back with the pages
 /// once the live ones are freed and the caches drained and reclaimed.
-fn finish(heap: &Heap, live: Vec<Obj>) {
+fn finish<const CPUS: usize>(heap: &SmpHeap<SystemPages, CPUS>, live: Vec<Obj>) {
     heap.check().unwrap();
     assert_eq!(heap.class_stats(0).allocated, live.len());
     for obj in live {
@@ -207,12 +208,13 @@ fn drain_races_free() {
     });
 }
 
-/// Two threads on the same CPU slot (a migrated thread): one finds the slot busy and takes the
-/// direct path through the class lock; nothing is lost or duplicated.
+/// Two threads on the same CPU slot of a one-slot heap (a migrated thread with nowhere to
+/// probe): one finds the slot busy and takes the direct path through the class lock; nothing
+/// is lost or duplicated. (With more slots it would probe the next one first.)
 #[test]
 fn two_threads_on_one_slot() {
     model(|| {
-        let heap = Arc::new(Heap::new(SystemPages::new()));
+        let heap = Arc::new(OneSlot::new(SystemPages::new()));
         let other = {
             let heap = heap.clone();
             thread::spawn(move || {
@@ -229,6 +231,33 @@ fn two_threads_on_one_slot() {
         free(&heap, d);
         let b = other.join().unwrap();
         let live = distinct(vec![b, c]);
+        finish(&heap, live);
+    });
+}
+
+/// Two threads on CPU 0 of a three-slot heap: the one that finds slot 0 busy probes slot 1 and
+/// uses its magazines; the counters of both slots add up and nothing is lost.
+#[test]
+fn busy_slot_probes_the_next() {
+    model(|| {
+        let heap = Arc::new(Heap::new(SystemPages::new()));
+        let other = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                set_model_cpu(0);
+                let a = alloc(&heap);
+                free(&heap, a);
+                alloc(&heap)
+            })
+        };
+        set_model_cpu(0);
+        let c = alloc(&heap);
+        let b = other.join().unwrap();
+        let live = distinct(vec![b, c]);
+        let net: isize = (0..3)
+            .map(|cpu| heap.cpu_stats(cpu, 0).net_allocations)
+            .sum();
+        assert_eq!(net, 2);
         finish(&heap, live);
     });
 }

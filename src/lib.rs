@@ -8,8 +8,8 @@
 //! | PID table | [`RadixTree`], [`PidTable`], NexaOS [`compat`](radix::compat) | `radix` | built |
 //! | pages | [`BitmapPageAllocator`], [`BuddyPageAllocator`] with per-CPU page caches | `page` | built |
 //! | bytes | `Tlsf` (rlsf API), `TlsfByteAllocator`, `TlsfHeap` (per-CPU arenas, `GlobalAlloc`) | `tlsf` | built |
-//! | bytes | `SlabByteAllocator`, `BuddyByteAllocator` | `slab`, `buddy` | planned |
-//! | SMP heap | per-CPU magazines over the page layer, TLSF for the rest | `heap` | planned |
+//! | bytes | `SlabByteAllocator`, `BuddyByteAllocator` (arceos API) | `slab`, `buddy` | built |
+//! | SMP heap | [`SmpHeap`]: per-CPU magazines over slabs from the page layer, TLSF for the rest; `GlobalAlloc` | `heap` | built |
 //!
 //! The foundation every family uses: [`SpinLock`] (the one lock), [`percpu`] (the CPU-id
 //! source and cache-padded per-CPU slots) and [`traits`] (arceos' allocator traits, so a kernel
@@ -70,6 +70,10 @@ pub use page::{BitmapPageAllocator, BuddyPageAllocator};
 // Issue 6 (TLSF) and issue 7 (slab, buddy bytes): the byte allocators.
 #[cfg(any(feature = "tlsf", feature = "slab", feature = "buddy"))]
 pub mod byte;
+#[cfg(feature = "buddy")]
+pub use byte::BuddyByteAllocator;
+#[cfg(feature = "slab")]
+pub use byte::SlabByteAllocator;
 #[cfg(feature = "tlsf")]
 pub use byte::{Tlsf, TlsfByteAllocator, TlsfHeap};
 

@@ -253,3 +253,37 @@ fn free(
     // SAFETY: allocated with `layout`, freed once (the ownership table says so).
     unsafe { heap.deallocate(p, layout) };
 }
+
+/// Huge blocks over the buddy: a resize within the same page count stays in place, a larger
+/// one moves with its contents; every page returns.
+#[test]
+fn huge_blocks_resize_and_return() {
+    let _serial = serial();
+    let pages = pages(8 << 20);
+    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let layout = Layout::from_size_align(300 * 1024 - 1000, 8).unwrap();
+    assert_eq!(Route::of(layout), Route::Huge);
+    let p = heap.allocate(layout).unwrap();
+    // SAFETY: a fresh block of `layout.size()` bytes.
+    unsafe { p.as_ptr().write_bytes(0x5a, layout.size()) };
+    // SAFETY: a live huge block of this heap.
+    let same = unsafe { heap.reallocate(p, layout, layout.size() + 500) }.unwrap();
+    assert_eq!(same, p, "same page count: in place");
+    let layout = Layout::from_size_align(layout.size() + 500, 8).unwrap();
+    // SAFETY: as above.
+    let moved = unsafe { heap.reallocate(same, layout, 900 * 1024) }.unwrap();
+    // SAFETY: the first `layout.size()` bytes were copied.
+    let kept = unsafe { core::slice::from_raw_parts(moved.as_ptr(), 300 * 1024 - 1000) };
+    assert!(kept.iter().all(|&b| b == 0x5a));
+    assert_eq!(
+        heap.stats().huge_bytes,
+        (900 * 1024usize).next_multiple_of(4096)
+    );
+    let layout = Layout::from_size_align(900 * 1024, 8).unwrap();
+    // SAFETY: live, freed once.
+    unsafe { heap.deallocate(moved, layout) };
+    assert_eq!(heap.stats().huge_bytes, 0);
+    heap.drain_cpu_caches();
+    heap.reclaim();
+    assert_eq!(pages.available_pages(), pages.total_pages());
+}

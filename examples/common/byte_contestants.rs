@@ -6,7 +6,10 @@
 //!   API) and `TlsfHeap` (arenas behind spin locks, what `#[global_allocator]` uses);
 //! - peers: `rlsf` 0.2 (`Tlsf<u32, u32, 28, 32>`, arceos' configuration), `talc` 4
 //!   (`Talc<ErrOnOom>`), `buddy_system_allocator` 0.13 (`Heap<32>`), `linked_list_allocator`
-//!   0.10 (`Heap`), axallocator 0.2's `TlsfByteAllocator` (rlsf inside) and `std::alloc::System`.
+//!   0.10 (`Heap`), axallocator 0.2's `TlsfByteAllocator` (rlsf inside) and `std::alloc::System`;
+//! - issue 7 (the arceos set only): ours `BuddyByteAllocator` and `SlabByteAllocator` against
+//!   axallocator 0.2's `BuddyByteAllocator` (buddy_system_allocator 0.10 inside) and
+//!   `SlabByteAllocator` (ax_slab_allocator 0.4 inside).
 //!
 //! The workload is one seeded sequence of steps over `SLOTS` slots: each step picks a slot and
 //! frees its block if it holds one, otherwise allocates there (70% 8..128 B, 25% 129 B..4 KiB,
@@ -139,6 +142,53 @@ pub(crate) struct Ax<T>(Box<T>);
 pub(crate) type AxTlsf = Ax<axallocator::TlsfByteAllocator>;
 /// `std::alloc::System` (ignores the pool).
 pub(crate) struct System;
+/// `smpalloc::BuddyByteAllocator`.
+pub(crate) struct OursBuddy(Box<smpalloc::BuddyByteAllocator>);
+/// `smpalloc::SlabByteAllocator`.
+pub(crate) struct OursSlab(Box<smpalloc::SlabByteAllocator>);
+/// axallocator's `BuddyByteAllocator` (buddy_system_allocator 0.10 inside).
+pub(crate) type AxBuddy = Ax<axallocator::BuddyByteAllocator>;
+/// axallocator's `SlabByteAllocator` (ax_slab_allocator 0.4 inside: slabs of 64..4096 B over a
+/// buddy heap).
+pub(crate) type AxSlab = Ax<axallocator::SlabByteAllocator>;
+
+/// `Bytes` for a type with arceos' traits (`$base`, `$bytes`: the crate's trait paths).
+macro_rules! arceos_bytes {
+    ($name:ident, $ty:ty, $base:path, $bytes:path) => {
+        impl Bytes for $name {
+            unsafe fn over(pool: NonNull<[u8]>) -> Self {
+                let mut a = Box::new(<$ty>::new());
+                <$ty as $base>::init(
+                    &mut a,
+                    pool.cast::<u8>().as_ptr().expose_provenance(),
+                    pool.len(),
+                );
+                Self(a)
+            }
+            #[inline]
+            fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+                <$ty as $bytes>::alloc(&mut *self.0, layout).ok()
+            }
+            #[inline]
+            unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+                <$ty as $bytes>::dealloc(&mut *self.0, ptr, layout);
+            }
+        }
+    };
+}
+
+arceos_bytes!(
+    OursBuddy,
+    smpalloc::BuddyByteAllocator,
+    smpalloc::BaseAllocator,
+    smpalloc::ByteAllocator
+);
+arceos_bytes!(
+    OursSlab,
+    smpalloc::SlabByteAllocator,
+    smpalloc::BaseAllocator,
+    smpalloc::ByteAllocator
+);
 
 impl Bytes for OursTlsf {
     unsafe fn over(pool: NonNull<[u8]>) -> Self {
@@ -314,6 +364,10 @@ pub(crate) enum Kind {
     LinkedList,
     AxTlsf,
     System,
+    OursBuddy,
+    OursSlab,
+    AxBuddy,
+    AxSlab,
 }
 
 /// Runs something generic over one contestant.
@@ -335,6 +389,15 @@ impl Kind {
         Kind::System,
     ];
 
+    /// The issue 7 contestants (the arceos set only; not in `ALL`).
+    pub(crate) const BUDDY_SLAB: [Kind; 5] = [
+        Kind::OursBuddy,
+        Kind::OursSlab,
+        Kind::AxBuddy,
+        Kind::AxSlab,
+        Kind::System,
+    ];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::OursTlsf => "smpalloc Tlsf",
@@ -346,11 +409,18 @@ impl Kind {
             Kind::LinkedList => "linked_list_allocator 0.10",
             Kind::AxTlsf => "axallocator 0.2 TLSF",
             Kind::System => "std System",
+            Kind::OursBuddy => "smpalloc BuddyByteAllocator",
+            Kind::OursSlab => "smpalloc SlabByteAllocator",
+            Kind::AxBuddy => "axallocator 0.2 buddy",
+            Kind::AxSlab => "axallocator 0.2 slab",
         }
     }
 
     pub(crate) fn ours(self) -> bool {
-        matches!(self, Kind::OursTlsf | Kind::OursByte | Kind::OursHeap)
+        matches!(
+            self,
+            Kind::OursTlsf | Kind::OursByte | Kind::OursHeap | Kind::OursBuddy | Kind::OursSlab
+        )
     }
 
     pub(crate) fn with<V: Visit>(self, v: V) -> V::Out {
@@ -364,6 +434,10 @@ impl Kind {
             Kind::LinkedList => v.visit::<LinkedList>(self),
             Kind::AxTlsf => v.visit::<AxTlsf>(self),
             Kind::System => v.visit::<System>(self),
+            Kind::OursBuddy => v.visit::<OursBuddy>(self),
+            Kind::OursSlab => v.visit::<OursSlab>(self),
+            Kind::AxBuddy => v.visit::<AxBuddy>(self),
+            Kind::AxSlab => v.visit::<AxSlab>(self),
         }
     }
 }

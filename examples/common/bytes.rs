@@ -1,7 +1,7 @@
 //! The showcase section for the bytes family: `smpalloc::Tlsf`, `TlsfByteAllocator` and
 //! `TlsfHeap` against rlsf, talc, buddy_system_allocator, linked_list_allocator, axallocator's
 //! TLSF and `std::alloc::System` (contestants and workloads: `byte_contestants.rs`, shared with
-//! `benches/tlsf.rs`).
+//! `benches/tlsf.rs`); then the arceos set for the slab and buddy byte allocators (issue 7).
 
 use crate::byte_contestants as contestants;
 use contestants::{Bytes, Collections, Kind, Locked, Rlsf, Visit};
@@ -217,6 +217,46 @@ pub(crate) fn section(options: &Options) {
         for (kind, m) in kinds.iter().zip(&results) {
             table.row(kind.name(), !kind.ours(), *m);
         }
+        table.print();
+    }
+    buddy_slab(options);
+}
+
+/// The arceos set for `BuddyByteAllocator` and `SlabByteAllocator` (issue 7) against
+/// axallocator's buddy and slab allocators and `System`.
+fn buddy_slab(options: &Options) {
+    println!("Bytes: slab and buddy (issue 7)");
+    println!("-------------------------------");
+    println!("ours (*): BuddyByteAllocator (binary buddy, O(1) merges), SlabByteAllocator (32");
+    println!(
+        "  classes of slabs carved from our buddy); peers: axallocator 0.2 BuddyByteAllocator"
+    );
+    println!("  (buddy_system_allocator 0.10: scans a free list per merge), SlabByteAllocator");
+    println!(
+        "  (ax_slab_allocator 0.4: 7 classes over that buddy), std System. Same workloads and"
+    );
+    println!("  128 MiB pool as the TLSF section's arceos set.");
+    let rounds = options.rounds();
+    let kinds = Kind::BUDDY_SLAB;
+    for workload in Collections::ALL {
+        let mut table = Table::new(format!("{} (ns per run)", workload.name()))
+            .reference("axallocator 0.2 buddy")
+            .target("BuddyByteAllocator at most axallocator's buddy", 1.0);
+        let results = rotate(&kinds, rounds, |kind| kind.with(CollectionsRun(workload)));
+        for (kind, m) in kinds.iter().zip(&results) {
+            table.row(kind.name(), !kind.ours(), *m);
+        }
+        let slab = table.ns("smpalloc SlabByteAllocator").unwrap();
+        let ax_slab = table.ns("axallocator 0.2 slab").unwrap();
+        table.note(format!(
+            "SlabByteAllocator / axallocator's slab: {:.2}x ({})",
+            slab / ax_slab,
+            if slab <= ax_slab {
+                "at most: met"
+            } else {
+                "slower"
+            }
+        ));
         table.print();
     }
 }

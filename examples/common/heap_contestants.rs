@@ -40,7 +40,9 @@ use crossbeam_utils::CachePadded;
 use smpalloc::TlsfHeap;
 use smpalloc::heap::{StdHeap, SystemPages};
 
-use crate::byte_contestants::{self as bytes, Ax, AxTlsf, Bytes, Collections, Locked, Rng, Talc};
+use crate::byte_contestants::{
+    self as bytes, AxSlab, AxTlsf, Bytes, Collections, Locked, Rng, Talc,
+};
 
 /// Live blocks per thread of [`churn`] and [`larson`].
 pub(crate) const LIVE: usize = 1_000;
@@ -49,9 +51,6 @@ const SEED: u64 = 0x5eed_4ea9;
 
 // ---------------------------------------------------------------------------------------------
 // The contestants
-
-/// axallocator's `SlabByteAllocator` (slabs of 64..4096 B over a buddy heap).
-pub(crate) type AxSlab = Ax<axallocator::SlabByteAllocator>;
 
 // SAFETY: `Locked` serializes every call into `B`; blocks come from `B`'s pool and stay valid
 // until freed; a failed allocation is a null pointer.

@@ -99,10 +99,14 @@ impl Regions {
 
     /// The entry containing `addr`: `((region start, region end), owner)`.
     #[inline]
-    fn find(&self, addr: usize) -> Option<((usize, usize), usize)> {
-        self.entries().find_map(|(start, len, owner)| {
-            let start = start.addr();
-            (start <= addr && addr - start < len).then_some(((start, start + len), owner))
+    fn find(&self, addr: usize) -> Option<(*mut u8, (usize, usize), usize)> {
+        self.entries().find_map(|(start_ptr, len, owner)| {
+            let start = start_ptr.addr();
+            (start <= addr && addr - start < len).then_some((
+                start_ptr,
+                (start, start + len),
+                owner,
+            ))
         })
     }
 
@@ -385,8 +389,14 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
 
     /// The region `(start, end)` containing `ptr` and the arena owning it.
     #[inline]
-    fn owner(&self, ptr: NonNull<u8>) -> Option<((usize, usize), usize)> {
-        self.regions.find(ptr.as_ptr().addr())
+    ///
+    /// Also returns `ptr` re-derived from the region's own pointer: a caller's pointer may
+    /// carry provenance for its block only (a `Box` retags it to its size), while freeing reads
+    /// the header before the block.
+    fn owner(&self, ptr: NonNull<u8>) -> Option<(NonNull<u8>, (usize, usize), usize)> {
+        let (start, region, owner) = self.regions.find(ptr.as_ptr().addr())?;
+        let ptr = NonNull::new(start.with_addr(ptr.as_ptr().addr()))?;
+        Some((ptr, region, owner))
     }
 
     /// Frees `ptr`, allocated with `layout`, into the arena that owns it. Zero-size layouts
@@ -403,7 +413,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         if layout.size() == 0 {
             return;
         }
-        let Some((region, owner)) = self.owner(ptr) else {
+        let Some((ptr, region, owner)) = self.owner(ptr) else {
             return;
         };
         // SAFETY: `ptr` lies in `region`, a region of `owner`.
@@ -444,7 +454,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             }
             return Some(new);
         }
-        let (_, owner) = self.owner(ptr)?;
+        let (ptr, _, owner) = self.owner(ptr)?;
         {
             let mut arena = self.arenas.get(owner).lock();
             // Only the in-place cases here: a move inside the owner would wait on its lock

@@ -7,7 +7,9 @@
 //!   `GlobalAlloc` (`#[global_allocator]` over a static pool) and an `Allocator`
 //!   (`allocator-api2` on stable, `core`'s with `nightly`).
 //!
-//! Slab and buddy byte allocators (issue 7) will sit beside these.
+//! - [`BuddyByteAllocator`]: arceos' buddy byte allocator API, binary buddy with O(1) merges.
+//! - [`SlabByteAllocator`]: arceos' slab byte allocator API, 32 size classes of slabs carved
+//!   from a `BuddyByteAllocator`, which also serves the large and strongly aligned requests.
 //!
 //! [`ByteAllocator`]: crate::ByteAllocator
 //! [`SpinLock`]: crate::SpinLock
@@ -32,9 +34,14 @@ pub use tlsf::{BitmapWord, BlockInfo, CheckError, GRANULARITY, PoolStats, Tlsf};
 #[cfg(feature = "tlsf")]
 pub use tlsf_allocator::{DefaultTlsf, TlsfByteAllocator};
 
+#[cfg(feature = "buddy")]
+pub use buddy::{BuddyByteAllocator, BuddyCheckError, MIN_BLOCK as BUDDY_MIN_BLOCK};
+#[cfg(feature = "slab")]
+pub use slab::{SlabByteAllocator, SlabByteCheckError};
+
 /// A non-null pointer aligned to `align` that owns no memory: what zero-size allocations get.
 /// Freeing it is a no-op everywhere in this module.
-#[cfg(feature = "tlsf")]
+#[cfg(any(feature = "tlsf", feature = "buddy"))]
 #[inline]
 pub(crate) fn dangling(align: usize) -> core::ptr::NonNull<u8> {
     // SAFETY: a `Layout`'s alignment is a non-zero power of two.

@@ -15,7 +15,7 @@ mod source;
 
 pub use smp::{
     ClassStats, CpuClassStats, DEPOT, HEAP_CLASSES, HUGE, HeapCheckError, HeapStats, MAGAZINE,
-    Route, SmpHeap, depot_limit,
+    PROBES, Route, SmpHeap, depot_limit,
 };
 pub use source::PageSource;
 #[cfg(feature = "std")]

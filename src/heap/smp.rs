@@ -9,8 +9,9 @@
 //!   object pointers), all behind one `SpinLock` per slot that is only ever taken with
 //!   `try_lock` on the fast path: the lock word is on the slot's own cache line, so the common
 //!   alloc (pop) and free (push) touch only this CPU's lines. A thread that migrated, or shares
-//!   a slot with another thread, and finds the slot busy goes straight to the class layer for
-//!   that one operation: it never waits on, and never corrupts, another CPU's magazines.
+//!   a slot with another thread, and finds the slot busy tries the next [`PROBES`] slots, then
+//!   goes straight to the class layer for that one operation: it never waits on, and never
+//!   corrupts, another CPU's magazines.
 //! - **Magazine rule** (Bonwick and Adams 2001). The previous magazine is always full or empty.
 //!   Alloc from an empty loaded magazine swaps with a full previous one, else takes a full
 //!   magazine from the depot, else fills one from the slabs. Free into a full loaded magazine
@@ -33,10 +34,11 @@ use arrayvec::ArrayVec;
 use crossbeam_utils::CachePadded;
 
 use super::PageSource;
+use super::source::huge_bytes;
 use crate::TlsfHeap;
 use crate::byte::slab::class::{CLASSES, MAX_SMALL, SLAB_PAGE, class_for, class_size, slab_bytes};
 use crate::byte::slab::{SlabCache, SlabCheckError};
-use crate::lock::SpinLock;
+use crate::lock::{SpinLock, SpinLockGuard};
 use crate::percpu::{self, PerCpu};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::loom_const_fn;
@@ -51,6 +53,9 @@ pub const DEPOT: usize = if cfg!(loom) { 1 } else { 16 };
 /// Classes the heap serves from slabs (the first 4 under loom: 8..32 B; larger sizes go to
 /// TLSF there), all 32 otherwise.
 pub const HEAP_CLASSES: usize = if cfg!(loom) { 4 } else { CLASSES };
+
+/// Other slots a thread tries when its own is busy, before the class lock.
+pub const PROBES: usize = 2;
 
 /// Requests above this many bytes skip TLSF and go to the page source.
 pub const HUGE: usize = 256 * 1024;
@@ -84,7 +89,7 @@ pub enum Route {
     Small(usize),
     /// The TLSF arenas: sizes above the slab classes up to [`HUGE`], and odd alignments.
     Tlsf,
-    /// Straight from the page source, rounded up to whole 4 KiB pages.
+    /// Straight from the page source ([`PageSource::alloc_huge`]).
     Huge,
 }
 
@@ -116,6 +121,15 @@ impl Magazine {
     const fn new() -> Self {
         Self(ArrayVec::new_const())
     }
+
+    /// Moves every object into the empty magazine `to` (the "swap" of the magazine rule: one
+    /// copy of the valid pointers instead of exchanging two whole arrays).
+    #[inline]
+    fn move_into(&mut self, to: &mut Magazine) {
+        debug_assert!(to.0.is_empty());
+        let _ = to.0.try_extend_from_slice(&self.0);
+        self.0.clear();
+    }
 }
 
 /// One CPU's magazines of one class.
@@ -139,14 +153,16 @@ struct CpuClassCounters {
     /// Allocations minus frees on this CPU (wrapping; a CPU that frees what others allocated
     /// goes negative).
     net: AtomicUsize,
-    /// Objects in the two magazines.
-    fill: AtomicUsize,
+    /// Objects moved into the slot's magazines from the class layer minus objects moved back
+    /// (wrapping). Changes only on exchanges, so the fast path updates `net` alone; the
+    /// magazines hold `moved - net` objects.
+    moved: AtomicUsize,
 }
 
 impl CpuClassCounters {
     loom_const_fn! {
         fn new() -> Self {
-            Self { net: AtomicUsize::new(0), fill: AtomicUsize::new(0) }
+            Self { net: AtomicUsize::new(0), moved: AtomicUsize::new(0) }
         }
     }
 }
@@ -442,8 +458,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     /// Resizes `ptr` to `new_size` bytes (same alignment). In place when the size class stays
-    /// the same, when TLSF can grow or shrink the block where it is, or when a huge block keeps
-    /// its page count; otherwise allocate, copy, free. `None` (out of memory, or `new_size`
+    /// the same or when TLSF can grow or shrink the block where it is; a huge block goes to
+    /// [`PageSource::realloc_huge`] (in place when its page count holds; `SystemPages`: the
+    /// system's `realloc`); otherwise allocate, copy, free. `None` (out of memory, or `new_size`
     /// overflowing a `Layout`) leaves the old block untouched.
     ///
     /// # Safety
@@ -464,8 +481,15 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                     return Some(moved);
                 }
             }
-            (Route::Huge, Route::Huge) if huge_bytes(layout.size()) == huge_bytes(new_size) => {
-                return Some(ptr);
+            (Route::Huge, Route::Huge) => {
+                // SAFETY: caller: a huge block of this heap with `layout`; `new_layout` formed.
+                if let Some(moved) = unsafe { self.pages.realloc_huge(ptr, layout, new_size) } {
+                    self.huge_bytes
+                        .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+                    self.huge_bytes
+                        .fetch_add(huge_bytes(new_size), Ordering::Relaxed);
+                    return Some(moved);
+                }
             }
             _ => {}
         }
@@ -483,31 +507,54 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     #[inline(always)]
     fn alloc_small(&self, class: usize) -> Option<NonNull<u8>> {
-        let slot = self.cpus.current();
-        let Some(mut caches) = slot.caches.try_lock() else {
+        let Some((slot, mut caches)) = self.lock_slot() else {
             return self.alloc_direct(class);
         };
         let cache = &mut caches[class];
+        let counters = &slot.counters[class];
         let object = match cache.loaded.0.pop() {
             Some(object) => object,
-            None => self.refill(cache, class)?,
+            None => self.refill(cache, counters, class)?,
         };
-        let counters = &slot.counters[class];
-        // Plain updates by the slot's only writer (we hold its lock).
+        // A plain update by the slot's only writer (we hold its lock).
         store(&counters.net, load(&counters.net).wrapping_add(1));
-        store(
-            &counters.fill,
-            cache.loaded.0.len() + cache.previous.0.len(),
-        );
         Some(object)
+    }
+
+    /// This CPU's slot, locked with `try_lock`; when it is busy (a migrated thread, or more
+    /// threads than slots) the next [`PROBES`] slots in turn; `None` when all are busy.
+    #[inline(always)]
+    fn lock_slot(&self) -> Option<(&CpuSlot, SpinLockGuard<'_, [CpuClass; HEAP_CLASSES]>)> {
+        let cpu = percpu::current_cpu();
+        let slot = self.cpus.get(cpu);
+        match slot.caches.try_lock() {
+            Some(caches) => Some((slot, caches)),
+            None => self.probe_slots(cpu),
+        }
+    }
+
+    #[cold]
+    fn probe_slots(
+        &self,
+        cpu: usize,
+    ) -> Option<(&CpuSlot, SpinLockGuard<'_, [CpuClass; HEAP_CLASSES]>)> {
+        (1..=PROBES.min(CPUS - 1)).find_map(|k| {
+            let slot = self.cpus.get(cpu.wrapping_add(k));
+            slot.caches.try_lock().map(|caches| (slot, caches))
+        })
     }
 
     /// The loaded magazine is empty: swap with a full previous one, else load a full magazine
     /// from the depot, else fill one from the slabs; then pop.
     #[cold]
-    fn refill(&self, cache: &mut CpuClass, class: usize) -> Option<NonNull<u8>> {
+    fn refill(
+        &self,
+        cache: &mut CpuClass,
+        counters: &CpuClassCounters,
+        class: usize,
+    ) -> Option<NonNull<u8>> {
         if !cache.previous.0.is_empty() {
-            mem::swap(&mut cache.loaded, &mut cache.previous);
+            cache.previous.move_into(&mut cache.loaded);
             return cache.loaded.0.pop();
         }
         let c = &self.classes[class];
@@ -531,6 +578,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         }
         self.publish(class, &state);
         drop(state);
+        add_moved(counters, cache.loaded.0.len(), 0);
         cache.loaded.0.pop()
     }
 
@@ -538,10 +586,12 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// `ptr` is an object of `class` allocated from this heap and not freed since.
     #[inline(always)]
     unsafe fn free_small(&self, ptr: NonNull<u8>, class: usize) {
+        // Magazines re-issue objects: keep the slab's exposed provenance, not the caller's
+        // (which may cover only the caller's layout; see `SlabCache::init_slab`).
+        let ptr = reissue(ptr);
         #[cfg(debug_assertions)]
         self.debug_check_owned(ptr, class);
-        let slot = self.cpus.current();
-        let Some(mut caches) = slot.caches.try_lock() else {
+        let Some((slot, mut caches)) = self.lock_slot() else {
             // SAFETY: caller.
             return unsafe { self.free_direct(ptr, class) };
         };
@@ -550,16 +600,12 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             !cache.loaded.0.contains(&ptr),
             "SmpHeap::deallocate: double free"
         );
+        let counters = &slot.counters[class];
         if cache.loaded.0.try_push(ptr).is_err() {
             // SAFETY: caller.
-            unsafe { self.spill(cache, class, ptr) };
+            unsafe { self.spill(cache, counters, class, ptr) };
         }
-        let counters = &slot.counters[class];
         store(&counters.net, load(&counters.net).wrapping_sub(1));
-        store(
-            &counters.fill,
-            cache.loaded.0.len() + cache.previous.0.len(),
-        );
     }
 
     /// The loaded magazine is full: swap with an empty previous one, else hand the full
@@ -569,12 +615,19 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// # Safety
     /// `ptr` is an object of `class` allocated from this heap and not freed since.
     #[cold]
-    unsafe fn spill(&self, cache: &mut CpuClass, class: usize, ptr: NonNull<u8>) {
+    unsafe fn spill(
+        &self,
+        cache: &mut CpuClass,
+        counters: &CpuClassCounters,
+        class: usize,
+        ptr: NonNull<u8>,
+    ) {
         if !cache.previous.0.is_empty() {
             let c = &self.classes[class];
             let mut released = Released::new();
             let mut state = c.state.lock();
             let full = mem::replace(&mut cache.previous, Magazine::new());
+            add_moved(counters, 0, full.0.len());
             if state.depot.len() < depot_limit(class) {
                 state.depot.push(full);
             } else {
@@ -587,7 +640,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             drop(state);
             self.release(class, released);
         }
-        mem::swap(&mut cache.loaded, &mut cache.previous);
+        cache.loaded.move_into(&mut cache.previous);
         cache.loaded.0.push(ptr);
     }
 
@@ -719,25 +772,20 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
-        let bytes = huge_bytes(layout.size());
-        let ptr = self
-            .pages
-            .alloc_pages(bytes, layout.align().max(SLAB_PAGE))?;
+        let ptr = self.pages.alloc_huge(layout)?;
         // Statistics only; huge blocks are rare.
-        self.huge_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.huge_bytes
+            .fetch_add(huge_bytes(layout.size()), Ordering::Relaxed);
         Some(ptr)
     }
 
     /// # Safety
     /// `ptr` is a huge block of this heap allocated with `layout`.
     unsafe fn free_huge(&self, ptr: NonNull<u8>, layout: Layout) {
-        let bytes = huge_bytes(layout.size());
-        // SAFETY: caller: taken with exactly these arguments.
-        unsafe {
-            self.pages
-                .free_pages(ptr, bytes, layout.align().max(SLAB_PAGE));
-        }
-        self.huge_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        // SAFETY: caller: taken with exactly this layout.
+        unsafe { self.pages.free_huge(ptr, layout) };
+        self.huge_bytes
+            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
     }
 
     // ----- reclaim, statistics, check ------------------------------------------------------
@@ -754,6 +802,8 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                 }
                 let mut released = Released::new();
                 let mut state = self.classes[class].state.lock();
+                let counters = &slot.counters[class];
+                add_moved(counters, 0, cache.loaded.0.len() + cache.previous.0.len());
                 for magazine in [&mut cache.loaded, &mut cache.previous] {
                     for object in magazine.0.drain(..) {
                         // SAFETY: magazine objects are in-use objects of this class.
@@ -766,7 +816,6 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                 self.publish(class, &state);
                 drop(state);
                 self.release(class, released);
-                store(&slot.counters[class].fill, 0);
             }
         }
     }
@@ -815,7 +864,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         let mut magazine_objects = 0;
         for slot in self.cpus.iter() {
             allocated = allocated.wrapping_add(load(&slot.counters[class].net));
-            magazine_objects += load(&slot.counters[class].fill);
+            magazine_objects += fill(&slot.counters[class]);
         }
         let depot_objects = load(&c.depot_objects);
         let empty_slabs = load(&c.empty_slabs);
@@ -837,7 +886,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         let counters = &self.cpus.get(cpu).counters[class];
         CpuClassStats {
             net_allocations: load(&counters.net) as isize,
-            magazine_fill: load(&counters.fill),
+            magazine_fill: fill(counters),
         }
     }
 
@@ -858,7 +907,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     /// Checks the heap, holding every CPU slot's lock and then each class's lock in turn: each
-    /// class's slabs ([`SlabCache::check`]); every magazine object an in-use object of its class,
+    /// class's slabs (`SlabCache::check`); every magazine object an in-use object of its class,
     /// held once across all magazines; previous magazines full or empty; depot
     /// magazines full; the published counters equal to the slabs'; the TLSF arenas.
     pub fn check(&self) -> Result<HeapStats, HeapCheckError> {
@@ -872,10 +921,14 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                 .map_err(|error| HeapCheckError::Slab { class, error })?;
             let mut cached = 0;
             let mut objects = Objects::new();
-            for caches in &slots {
-                let previous = caches[class].previous.0.len();
+            for (caches, slot) in slots.iter().zip(self.cpus.iter()) {
+                let cache = &caches[class];
+                let previous = cache.previous.0.len();
                 if previous != 0 && previous != MAGAZINE {
                     return Err(error("a previous magazine is neither full nor empty"));
+                }
+                if fill(&slot.counters[class]) != cache.loaded.0.len() + previous {
+                    return Err(error("a slot's counters disagree with its magazines"));
                 }
             }
             if state.depot.iter().any(|m| m.0.len() != MAGAZINE) {
@@ -964,16 +1017,34 @@ unsafe fn free_to_slabs(slabs: &mut SlabCache, object: NonNull<u8>, released: &m
     }
 }
 
-/// Bytes of a huge block of `size` bytes: whole 4 KiB pages.
-#[inline]
-const fn huge_bytes(size: usize) -> usize {
-    size.next_multiple_of(SLAB_PAGE)
+/// `ptr` with the provenance its slab exposed (a no-op at run time).
+#[inline(always)]
+fn reissue(ptr: NonNull<u8>) -> NonNull<u8> {
+    // SAFETY: the address is `ptr`'s, which is non-null.
+    unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(ptr.as_ptr().addr())) }
 }
 
 /// A dangling pointer aligned to `align`, for size 0.
 #[inline]
 fn dangling(align: usize) -> NonNull<u8> {
     crate::byte::dangling(align)
+}
+
+/// Records objects moved into (`inward`) and out of (`outward`) a slot's magazines; by the
+/// slot's lock holder.
+fn add_moved(counters: &CpuClassCounters, inward: usize, outward: usize) {
+    store(
+        &counters.moved,
+        load(&counters.moved)
+            .wrapping_add(inward)
+            .wrapping_sub(outward),
+    );
+}
+
+/// Objects in a slot's two magazines (a recent value while the slot is busy: the two loads
+/// are not one snapshot).
+fn fill(counters: &CpuClassCounters) -> usize {
+    load(&counters.moved).wrapping_sub(load(&counters.net))
 }
 
 #[inline]

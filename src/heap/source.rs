@@ -9,7 +9,11 @@
 //! A reference to a source is a source too, so one page allocator in a `static` can feed the
 //! heap and the rest of the kernel.
 
+use core::alloc::Layout;
 use core::ptr::NonNull;
+
+#[cfg(feature = "std")]
+use core::alloc::GlobalAlloc;
 
 #[cfg(feature = "std")]
 use crate::sync::atomic::{AtomicUsize, Ordering};
@@ -34,6 +38,48 @@ pub unsafe trait PageSource: Sync {
 
     /// Hands memory parked in the source's own caches back (the buddy's per-CPU page lists).
     fn drain(&self) {}
+
+    /// Allocates a huge block for `layout` (the heap's blocks above 256 KiB or aligned above
+    /// 4 KiB). The default takes whole pages aligned to at least 4 KiB.
+    fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.alloc_pages(huge_bytes(layout.size()), layout.align().max(PAGE))
+    }
+
+    /// Frees a block from [`alloc_huge`](Self::alloc_huge).
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc_huge(layout)` (or `realloc_huge` to `layout.size()`) on this
+    /// source and is not used afterwards.
+    unsafe fn free_huge(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the default `alloc_huge` took exactly these pages (caller).
+        unsafe { self.free_pages(ptr, huge_bytes(layout.size()), layout.align().max(PAGE)) }
+    }
+
+    /// Resizes a huge block to `new_size` bytes, keeping its alignment and contents: `Some`
+    /// with the (possibly moved) block, or `None` when this source cannot, leaving the block
+    /// untouched (the heap then allocates, copies and frees). The default keeps the block when
+    /// its page count does not change.
+    ///
+    /// # Safety
+    /// As for [`free_huge`](Self::free_huge); `new_size` is non-zero and forms a `Layout` with
+    /// `layout.align()`.
+    unsafe fn realloc_huge(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        (huge_bytes(layout.size()) == huge_bytes(new_size)).then_some(ptr)
+    }
+}
+
+/// The page granule of the heap's requests.
+const PAGE: usize = 4096;
+
+/// Bytes of the default huge block for `size` bytes: whole 4 KiB pages.
+#[inline]
+pub(crate) const fn huge_bytes(size: usize) -> usize {
+    size.next_multiple_of(PAGE)
 }
 
 // SAFETY: forwards to `T`, which upholds the contract.
@@ -51,6 +97,25 @@ unsafe impl<T: PageSource + ?Sized> PageSource for &T {
 
     fn drain(&self) {
         (**self).drain();
+    }
+
+    fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
+        (**self).alloc_huge(layout)
+    }
+
+    unsafe fn free_huge(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { (**self).free_huge(ptr, layout) }
+    }
+
+    unsafe fn realloc_huge(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { (**self).realloc_huge(ptr, layout, new_size) }
     }
 }
 
@@ -142,6 +207,12 @@ impl SystemPages {
     pub fn peak_bytes(&self) -> usize {
         self.peak.load(Ordering::Relaxed)
     }
+
+    /// Counts `bytes` more held (statistics only: `Relaxed`).
+    fn add_held(&self, bytes: usize) {
+        let held = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(held, Ordering::Relaxed);
+    }
 }
 
 #[cfg(feature = "std")]
@@ -156,25 +227,40 @@ impl Default for SystemPages {
 #[cfg(feature = "std")]
 unsafe impl PageSource for SystemPages {
     fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
-        use core::alloc::{GlobalAlloc, Layout};
-        let layout = Layout::from_size_align(bytes, align).ok()?;
-        // SAFETY: `bytes` is non-zero (contract).
-        let ptr = NonNull::new(unsafe { std::alloc::System.alloc(layout) })?;
-        // Statistics only: Relaxed.
-        let held = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.peak.fetch_max(held, Ordering::Relaxed);
-        Some(ptr)
+        self.alloc_huge(Layout::from_size_align(bytes, align).ok()?)
     }
 
     unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, align: usize) {
-        use core::alloc::{GlobalAlloc, Layout};
         // SAFETY: `alloc_pages` built this layout from the same arguments (caller).
-        unsafe {
-            std::alloc::System.dealloc(
-                ptr.as_ptr(),
-                Layout::from_size_align_unchecked(bytes, align),
-            );
-        }
-        self.held.fetch_sub(bytes, Ordering::Relaxed);
+        unsafe { self.free_huge(ptr, Layout::from_size_align_unchecked(bytes, align)) }
+    }
+
+    /// Huge blocks are the system allocator's own (glibc maps them straight from the kernel).
+    fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: `layout.size()` is non-zero (the heap routes size 0 elsewhere).
+        let ptr = NonNull::new(unsafe { std::alloc::System.alloc(layout) })?;
+        self.add_held(layout.size());
+        Some(ptr)
+    }
+
+    unsafe fn free_huge(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: allocated by `System` with `layout` (caller).
+        unsafe { std::alloc::System.dealloc(ptr.as_ptr(), layout) };
+        self.held.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    /// `System.realloc`: glibc moves a mapped block with `mremap`, without copying.
+    unsafe fn realloc_huge(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: allocated by `System` with `layout`; `new_size` is valid (caller).
+        let moved =
+            NonNull::new(unsafe { std::alloc::System.realloc(ptr.as_ptr(), layout, new_size) })?;
+        self.held.fetch_sub(layout.size(), Ordering::Relaxed);
+        self.add_held(new_size);
+        Some(moved)
     }
 }

@@ -48,7 +48,7 @@ struct Header {
 const _: () = assert!(size_of::<Header>() <= HEADER_BYTES);
 const _: () = assert!(HEADER_BYTES % align_of::<Header>() == 0);
 
-/// Why [`SlabCache::free`] refused a pointer. Nothing was changed.
+/// Why `SlabCache::free` refused a pointer. Nothing was changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlabError {
     /// The pointer is not in a slab of this class (bad magic or class), or not at an object
@@ -67,7 +67,7 @@ impl fmt::Display for SlabError {
     }
 }
 
-/// A violated invariant found by [`SlabCache::check`].
+/// A violated invariant found by `SlabCache::check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlabCheckError(pub &'static str);
 
@@ -188,6 +188,10 @@ impl SlabCache {
     /// # Safety
     /// `slab` is a new slab of this class, owned by the cache.
     unsafe fn init_slab(&mut self, slab: *mut u8) -> *mut Header {
+        // Freed objects arrive with the caller's provenance, which may cover the object only
+        // (a `Box` retags it to its own size): `locate` reaches the header, and the magazines
+        // re-issue objects, through the slab's exposed provenance instead.
+        let _ = slab.expose_provenance();
         let h = self.header_of(slab);
         // SAFETY: the header lies inside the slab (caller), aligned (slab alignment ≥ 4 KiB,
         // header offset a multiple of its alignment).
@@ -217,7 +221,8 @@ impl SlabCache {
         let size = self.size();
         let per_slab = self.per_slab();
         let slab = self.slab_of(h);
-        // SAFETY: caller: a live header, owned by us (`&mut self`).
+        // SAFETY: caller: a live header, owned by us (`&mut self`). The borrow ends before
+        // `unlink` writes through `h`.
         let header = unsafe { &mut *h };
         let object = if header.free.is_null() {
             debug_assert!((header.carved as usize) < per_slab);
@@ -235,9 +240,11 @@ impl SlabCache {
         header.used[index / 64] |= 1 << (index % 64);
         header.inuse += 1;
         if header.inuse as usize == per_slab {
-            // SAFETY: on the partial list (caller).
-            unsafe { self.unlink(h) };
-            header.list = FULL;
+            // SAFETY: on the partial list (caller); `header` is not used after this.
+            unsafe {
+                self.unlink(h);
+                (*h).list = FULL;
+            }
         }
         // SAFETY: inside a non-null slab.
         unsafe { NonNull::new_unchecked(object) }
@@ -250,7 +257,8 @@ impl SlabCache {
     /// of any `SlabCache` of the same class).
     unsafe fn locate(&self, ptr: NonNull<u8>) -> Result<(*mut Header, usize), SlabError> {
         let bytes = self.slab_bytes();
-        let slab = ptr.as_ptr().map_addr(|a| a & !(bytes - 1));
+        // The slab's provenance, exposed by `init_slab` (see there).
+        let slab = ptr::with_exposed_provenance_mut::<u8>(ptr.as_ptr().addr() & !(bytes - 1));
         let h = self.header_of(slab);
         // SAFETY: readable (caller); fields are plain integers and pointers.
         let header = unsafe { &*h };
@@ -283,25 +291,31 @@ impl SlabCache {
     ) -> Result<Option<NonNull<u8>>, SlabError> {
         // SAFETY: caller.
         let (h, index) = unsafe { self.locate(ptr)? };
-        // SAFETY: a live header of ours (validated above), `&mut self`.
-        let header = unsafe { &mut *h };
-        header.used[index / 64] &= !(1 << (index % 64));
-        // SAFETY: the object is ours and no longer in use; aligned to 8.
-        unsafe { ptr.as_ptr().cast::<*mut u8>().write(header.free) };
-        header.free = ptr.as_ptr();
-        header.inuse -= 1;
+        // The header is reached through `h` in short borrows only: `push`/`unlink` write
+        // through `h` too, so no `&mut Header` may live across them.
+        let (was_full, now_empty) = {
+            // SAFETY: a live header of ours (validated above), `&mut self`.
+            let header = unsafe { &mut *h };
+            header.used[index / 64] &= !(1 << (index % 64));
+            // SAFETY: the object is ours and no longer in use; aligned to 8.
+            unsafe { ptr.as_ptr().cast::<*mut u8>().write(header.free) };
+            header.free = ptr.as_ptr();
+            header.inuse -= 1;
+            (header.list == FULL, header.inuse == 0)
+        };
         self.counts.inuse -= 1;
-        if header.list == FULL {
+        if was_full {
             // SAFETY: on no list.
             unsafe { self.push(h, PARTIAL) };
         }
-        if header.inuse == 0 {
+        if now_empty {
             // SAFETY: on the partial list.
             unsafe { self.unlink(h) };
             if self.counts.empty_slabs >= self.keep_empty {
                 self.counts.slabs -= 1;
                 // A stale pointer into a released slab must not pass `locate`.
-                header.magic = 0;
+                // SAFETY: a live header of ours, on no list.
+                unsafe { (*h).magic = 0 };
                 // SAFETY: a slab of ours, now on no list and with no object in use.
                 return Ok(Some(unsafe { NonNull::new_unchecked(self.slab_of(h)) }));
             }

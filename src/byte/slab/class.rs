@@ -9,7 +9,8 @@
 //! O(1) with one `leading_zeros`.
 //!
 //! Each class carves slabs of `2^order` pages (4 KiB to 32 KiB), the smallest order whose tail
-//! waste (slab bytes minus header minus whole objects) is at most 1/8 of the slab.
+//! waste (slab bytes minus header minus whole objects) is at most 1/8 of the slab and that holds
+//! at least 8 objects (so a magazine refill takes a few slabs, not 32).
 
 /// Number of size classes.
 pub const CLASSES: usize = 32;
@@ -23,9 +24,41 @@ pub const SLAB_PAGE: usize = 4096;
 /// Bytes reserved at the end of every slab for its header.
 pub(crate) const HEADER_BYTES: usize = 128;
 
+/// `index_of` for sizes up to 1 KiB, by 8-byte granule: one load on the hot path.
+const GRANULE_CLASS: [u8; 129] = {
+    let mut table = [0u8; 129];
+    let mut granules = 1;
+    while granules <= 128 {
+        table[granules] = index_of_computed(granules * 8) as u8;
+        granules += 1;
+    }
+    table
+};
+
+/// `class_align` by class: one load.
+const CLASS_ALIGN: [u16; CLASSES] = {
+    let mut table = [0u16; CLASSES];
+    let mut i = 0;
+    while i < CLASSES {
+        let size = class_size(i);
+        table[i] = (size & size.wrapping_neg()) as u16;
+        i += 1;
+    }
+    table
+};
+
 /// The size class serving `size` bytes (1..=`MAX_SMALL`), ignoring alignment.
 #[inline]
 pub(crate) const fn index_of(size: usize) -> usize {
+    if size <= 1024 {
+        GRANULE_CLASS[size.div_ceil(8)] as usize
+    } else {
+        index_of_computed(size)
+    }
+}
+
+/// `index_of` computed: 8-byte steps to 64, then a quarter of each power of two.
+const fn index_of_computed(size: usize) -> usize {
     debug_assert!(size >= 1 && size <= MAX_SMALL);
     if size <= 64 {
         size.div_ceil(8) - 1
@@ -54,8 +87,7 @@ pub const fn class_size(index: usize) -> usize {
 /// class size from the slab's start).
 #[inline]
 pub const fn class_align(index: usize) -> usize {
-    let size = class_size(index);
-    size & size.wrapping_neg()
+    CLASS_ALIGN[index] as usize
 }
 
 /// The class serving a request of `size` bytes aligned to `align`, or `None` when the slab
@@ -67,6 +99,10 @@ pub const fn class_for(size: usize, align: usize) -> Option<usize> {
         return None;
     }
     let mut index = index_of(size);
+    if align <= 8 {
+        // Every class is a multiple of 8: the common case needs no alignment lookup.
+        return Some(index);
+    }
     let mut steps = 0;
     while class_align(index) < align {
         index += 1;
@@ -86,7 +122,7 @@ pub const fn slab_order(index: usize) -> usize {
     while order < 3 {
         let bytes = SLAB_PAGE << order;
         let waste = (bytes - HEADER_BYTES) % size + HEADER_BYTES;
-        if waste * 8 <= bytes {
+        if waste * 8 <= bytes && (bytes - HEADER_BYTES) / size >= 8 {
             break;
         }
         order += 1;
@@ -117,6 +153,17 @@ mod tests {
         for i in 1..CLASSES {
             assert!(class_size(i) > class_size(i - 1));
             assert_eq!(class_size(i) % 8, 0);
+        }
+    }
+
+    #[test]
+    fn tables_match_the_formulas() {
+        for size in 1..=MAX_SMALL {
+            assert_eq!(index_of(size), index_of_computed(size), "size {size}");
+        }
+        for i in 0..CLASSES {
+            let size = class_size(i);
+            assert_eq!(class_align(i), size & size.wrapping_neg());
         }
     }
 
@@ -172,6 +219,7 @@ mod tests {
             let bytes = slab_bytes(i);
             let waste = bytes - objects_per_slab(i) * class_size(i);
             assert!(waste * 8 <= bytes || slab_order(i) == 3, "class {i}");
+            assert!(objects_per_slab(i) >= 8 || slab_order(i) == 3, "class {i}");
             assert!(
                 objects_per_slab(i) >= 1 && objects_per_slab(i) <= 512,
                 "class {i}"
