@@ -1,7 +1,7 @@
 //! The smpalloc showcase: our allocators side by side with the crates people use today.
 //!
 //! ```text
-//! cargo run --release --example showcase                      # every section, about 2 minutes
+//! cargo run --release --example showcase                      # every section, about 3 minutes
 //! cargo run --release --example showcase -- --quick           # fewer repetitions (smoke run)
 //! cargo run --release --example showcase -- --threads 1,2,4,8 # thread counts of the scaling table
 //! cargo run --release --example showcase -- --only pages,bytes # some sections (ids, radix, pages, bytes, heap)
