@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use smpalloc::byte::slab::class::{CLASSES, class_for, class_size, slab_bytes};
 use smpalloc::{AllocError, BaseAllocator, ByteAllocator, SlabByteAllocator};
 
-const POOL: usize = if cfg!(miri) { 256 * 1024 } else { 4 << 20 };
+const POOL: usize = if cfg!(miri) { 1 << 20 } else { 4 << 20 };
 const MAX_SIZE: usize = if cfg!(miri) { 8 * 1024 } else { 64 * 1024 };
 const OPS: usize = if cfg!(miri) { 30 } else { 300 };
 
