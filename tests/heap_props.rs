@@ -257,3 +257,32 @@ fn cross_cpu_frees_flow_back_to_the_pages() {
     assert_eq!(heap.stats().slab_bytes, 0);
     assert_eq!(heap.pages().held_bytes(), heap.stats().tlsf_pool_bytes);
 }
+
+/// Dropping a heap returns everything it holds to its page source: magazines, depots and empty
+/// slabs, and the TLSF pools it grew.
+#[test]
+fn drop_returns_every_page() {
+    smpalloc::percpu::set_cpu_id_source(cpu_source);
+    let pages: &'static SystemPages = Box::leak(Box::new(SystemPages::new()));
+    let heap: Box<SmpHeap<&'static SystemPages, CPUS>> = Box::new(SmpHeap::new(pages));
+    let layouts = [
+        Layout::from_size_align(24, 8).unwrap(),
+        Layout::from_size_align(10_000, 8).unwrap(),
+        Layout::from_size_align(300_000, 8).unwrap(),
+    ];
+    let blocks: Vec<_> = layouts
+        .iter()
+        .map(|&l| (heap.allocate(l).unwrap(), l))
+        .collect();
+    assert!(pages.held_bytes() > 300_000);
+    for (p, l) in blocks {
+        // SAFETY: allocated above, freed once.
+        unsafe { heap.deallocate(p, l) };
+    }
+    assert!(
+        heap.stats().tlsf_pool_bytes > 0,
+        "the 10,000-byte block grew the TLSF arenas"
+    );
+    drop(heap);
+    assert_eq!(pages.held_bytes(), 0);
+}

@@ -272,6 +272,14 @@ fn new_cpus<const CPUS: usize>() -> PerCpu<CpuSlot, CPUS> {
 /// Slabs to give back after the class lock is dropped.
 type Released = ArrayVec<NonNull<u8>, MAGAZINE>;
 
+/// The TLSF pools a heap took from its page source: `(start, bytes)`, each taken with
+/// `alloc_pages(bytes, 4096)`. At most as many as `TlsfHeap` has regions.
+struct Pools(ArrayVec<(NonNull<u8>, usize), 16>);
+
+// SAFETY: the pointers name memory the heap owns; only the `tlsf_grow` lock holder (or `drop`)
+// reads them.
+unsafe impl Send for Pools {}
+
 /// The SMP heap: sizes up to 4 KiB from per-CPU slab magazines, odd alignments and sizes up to
 /// 256 KiB from TLSF arenas ([`TlsfHeap`]) that grow from the page source, larger blocks
 /// straight from the page source. `CPUS` slots of per-CPU magazines (ids reduced modulo `CPUS`).
@@ -295,8 +303,8 @@ pub struct SmpHeap<P: PageSource, const CPUS: usize = 16> {
     cpus: PerCpu<CpuSlot, CPUS>,
     classes: [CachePadded<Class>; HEAP_CLASSES],
     tlsf: TlsfHeap<4>,
-    /// Serialises TLSF growth; holds the number of pools taken.
-    tlsf_grow: SpinLock<usize>,
+    /// Serialises TLSF growth; holds the pools taken from the page source (returned on drop).
+    tlsf_grow: SpinLock<Pools>,
     tlsf_bytes: AtomicUsize,
     huge_bytes: AtomicUsize,
     pages: P,
@@ -396,7 +404,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                 cpus: new_cpus(),
                 classes: new_classes(),
                 tlsf: TlsfHeap::new(),
-                tlsf_grow: SpinLock::new(0),
+                tlsf_grow: SpinLock::new(Pools(ArrayVec::new_const())),
                 tlsf_bytes: AtomicUsize::new(0),
                 huge_bytes: AtomicUsize::new(0),
                 pages,
@@ -737,14 +745,18 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// and retries.
     #[cold]
     fn grow_tlsf(&self, layout: Layout) -> Option<NonNull<u8>> {
-        let mut grown = self.tlsf_grow.lock();
+        let mut pools = self.tlsf_grow.lock();
         // Someone may have grown the arenas while we waited.
         if let Some(ptr) = self.tlsf.allocate(layout) {
             return Some(ptr);
         }
+        if pools.0.is_full() {
+            return None;
+        }
+        let grown = pools.0.len();
         let need = (layout.size() + layout.align() + 256).next_multiple_of(SLAB_PAGE);
         let mut chunk = TLSF_CHUNK
-            .checked_shl(u32::try_from(*grown).ok()?)
+            .checked_shl(u32::try_from(grown).ok()?)
             .unwrap_or(usize::MAX)
             .max(need.next_power_of_two());
         loop {
@@ -760,7 +772,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                     unsafe { self.pages.free_pages(pool, chunk, SLAB_PAGE) };
                     return None;
                 }
-                *grown += 1;
+                pools.0.push((pool, chunk));
                 self.tlsf_bytes.fetch_add(chunk, Ordering::Relaxed);
                 return self.tlsf.allocate(layout);
             }
@@ -991,6 +1003,22 @@ impl Objects {
     fn has_repeats(&mut self) -> bool {
         self.seen.sort_unstable();
         self.seen.windows(2).any(|w| w[0] == w[1])
+    }
+}
+
+/// Returns what the heap holds to its page source: every CPU's magazines and the depots go back
+/// to the slabs, empty slabs and the TLSF pools to the pages. Slabs that still hold live objects
+/// (a heap dropped with allocations outstanding) stay with the page source's caller.
+impl<P: PageSource, const CPUS: usize> Drop for SmpHeap<P, CPUS> {
+    fn drop(&mut self) {
+        self.drain_cpu_caches();
+        self.reclaim();
+        let pools = mem::replace(&mut self.tlsf_grow.lock().0, ArrayVec::new_const());
+        for (pool, bytes) in pools {
+            // SAFETY: taken with `alloc_pages(bytes, SLAB_PAGE)`; the TLSF arenas over it are
+            // dropped with the heap and never used again (`&mut self`).
+            unsafe { self.pages.free_pages(pool, bytes, SLAB_PAGE) };
+        }
     }
 }
 
