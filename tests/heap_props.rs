@@ -263,7 +263,8 @@ fn cross_cpu_frees_flow_back_to_the_pages() {
 #[test]
 fn drop_returns_every_page() {
     smpalloc::percpu::set_cpu_id_source(cpu_source);
-    let pages: &'static SystemPages = Box::leak(Box::new(SystemPages::new()));
+    static PAGES: SystemPages = SystemPages::new();
+    let pages = &PAGES;
     let heap: Box<SmpHeap<&'static SystemPages, CPUS>> = Box::new(SmpHeap::new(pages));
     let layouts = [
         Layout::from_size_align(24, 8).unwrap(),
