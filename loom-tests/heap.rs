@@ -73,7 +73,7 @@ fn free<const CPUS: usize>(heap: &SmpHeap<SystemPages, CPUS>, obj: Obj) {
 /// once the live ones are freed and the caches drained and reclaimed.
 fn finish<const CPUS: usize>(heap: &SmpHeap<SystemPages, CPUS>, live: Vec<Obj>) {
     heap.check().unwrap();
-    assert_eq!(heap.class_stats(0).allocated, live.len());
+    assert_eq!(heap.class_stats(0).unwrap().allocated, live.len());
     for obj in live {
         free(heap, obj);
     }
@@ -144,7 +144,7 @@ fn cross_cpu_free() {
                     }
                 };
                 free(&heap, Obj(addr));
-                heap.cpu_stats(1, 0).net_allocations
+                heap.cpu_stats(1, 0).unwrap().net_allocations
             })
         };
         set_model_cpu(0);
@@ -152,7 +152,7 @@ fn cross_cpu_free() {
         mailbox.store(first.0, Ordering::Release);
         let second = alloc(&heap);
         assert_eq!(consumer.join().unwrap(), -1);
-        assert_eq!(heap.cpu_stats(0, 0).net_allocations, 2);
+        assert_eq!(heap.cpu_stats(0, 0).unwrap().net_allocations, 2);
         assert_ne!(first, second);
         finish(&heap, vec![second]);
     });
@@ -255,7 +255,7 @@ fn busy_slot_probes_the_next() {
         let b = other.join().unwrap();
         let live = distinct(vec![b, c]);
         let net: isize = (0..3)
-            .map(|cpu| heap.cpu_stats(cpu, 0).net_allocations)
+            .map(|cpu| heap.cpu_stats(cpu, 0).unwrap().net_allocations)
             .sum();
         assert_eq!(net, 2);
         finish(&heap, live);

@@ -180,7 +180,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let small: usize = live
             .iter()
             .filter_map(|l| match Route::of(l.layout) {
-                Route::Small(c) => Some(heap.class_stats(c).size),
+                Route::Small(c) => Some(heap.class_stats(c).unwrap().size),
                 _ => None,
             })
             .sum();
@@ -198,7 +198,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     prop_assert_eq!(stats.huge_bytes, 0);
     prop_assert_eq!(stats.parked_bytes, 0);
     for class in 0..HEAP_CLASSES {
-        let c = heap.class_stats(class);
+        let c = heap.class_stats(class).unwrap();
         prop_assert_eq!((c.allocated, c.slabs, c.slab_inuse), (0, 0, 0));
     }
     // Only TLSF pools are still held from the system.
@@ -237,15 +237,21 @@ fn cross_cpu_frees_flow_back_to_the_pages() {
     let Route::Small(class) = Route::of(layout) else {
         panic!("48 B is a slab class")
     };
-    assert_eq!(heap.class_stats(class).allocated, n);
-    assert_eq!(heap.cpu_stats(0, class).net_allocations, n as isize);
+    assert_eq!(heap.class_stats(class).unwrap().allocated, n);
+    assert_eq!(
+        heap.cpu_stats(0, class).unwrap().net_allocations,
+        n as isize
+    );
     CPU.with(|c| c.set(1));
     for b in blocks {
         // SAFETY: allocated above, freed once.
         unsafe { heap.deallocate(b, layout) };
     }
-    assert_eq!(heap.cpu_stats(1, class).net_allocations, -(n as isize));
-    let stats = heap.class_stats(class);
+    assert_eq!(
+        heap.cpu_stats(1, class).unwrap().net_allocations,
+        -(n as isize)
+    );
+    let stats = heap.class_stats(class).unwrap();
     assert_eq!(stats.allocated, 0);
     // Bounded parking: two magazines, the depot limit and two empty slabs.
     assert!(
@@ -286,4 +292,17 @@ fn drop_returns_every_page() {
     );
     drop(heap);
     assert_eq!(pages.held_bytes(), 0);
+}
+
+/// Statistics of a class that does not exist are `None`, not a panic.
+#[test]
+fn statistics_of_an_unknown_class_are_none() {
+    let heap: Box<Heap> = Box::new(SmpHeap::new(SystemPages::new()));
+    assert!(heap.class_stats(HEAP_CLASSES).is_none());
+    assert!(heap.cpu_stats(0, HEAP_CLASSES).is_none());
+    assert!(heap.class_stats(HEAP_CLASSES - 1).is_some());
+    assert!(
+        heap.cpu_stats(CPUS + 1, 0).is_some(),
+        "CPU ids are reduced modulo the slots"
+    );
 }

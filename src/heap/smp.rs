@@ -435,7 +435,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     pub fn allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
         match Route::of(layout) {
             Route::Small(class) => self.alloc_small(class),
-            Route::Zero => Some(dangling(layout.align())),
+            Route::Zero => Some(crate::byte::dangling(layout.align())),
             Route::Tlsf => self.alloc_tlsf(layout),
             Route::Huge => self.alloc_huge(layout),
         }
@@ -868,9 +868,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         self.release(class, mem::take(released));
     }
 
-    /// Statistics of class `class` (panics if `class >= HEAP_CLASSES`).
-    pub fn class_stats(&self, class: usize) -> ClassStats {
-        let c = &self.classes[class].counters;
+    /// Statistics of class `class`; `None` when `class >= HEAP_CLASSES`.
+    pub fn class_stats(&self, class: usize) -> Option<ClassStats> {
+        let c = &self.classes.get(class)?.counters;
         let size = class_size(class);
         let mut allocated = load(&c.direct_net);
         let mut magazine_objects = 0;
@@ -880,7 +880,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         }
         let depot_objects = load(&c.depot_objects);
         let empty_slabs = load(&c.empty_slabs);
-        ClassStats {
+        Some(ClassStats {
             size,
             allocated,
             slabs: load(&c.slabs),
@@ -890,16 +890,17 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             depot_objects,
             parked_bytes: (magazine_objects + depot_objects) * size
                 + empty_slabs * slab_bytes(class),
-        }
+        })
     }
 
-    /// Statistics of CPU slot `cpu` (reduced modulo `CPUS`) and class `class`.
-    pub fn cpu_stats(&self, cpu: usize, class: usize) -> CpuClassStats {
-        let counters = &self.cpus.get(cpu).counters[class];
-        CpuClassStats {
+    /// Statistics of CPU slot `cpu` (reduced modulo `CPUS`) and class `class`; `None` when
+    /// `class >= HEAP_CLASSES`.
+    pub fn cpu_stats(&self, cpu: usize, class: usize) -> Option<CpuClassStats> {
+        let counters = self.cpus.get(cpu).counters.get(class)?;
+        Some(CpuClassStats {
             net_allocations: load(&counters.net) as isize,
             magazine_fill: fill(counters),
-        }
+        })
     }
 
     /// Whole-heap statistics.
@@ -910,7 +911,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             ..HeapStats::default()
         };
         for class in 0..HEAP_CLASSES {
-            let c = self.class_stats(class);
+            let Some(c) = self.class_stats(class) else {
+                continue;
+            };
             stats.slab_bytes += c.slabs * slab_bytes(class);
             stats.small_bytes += c.allocated.wrapping_mul(c.size);
             stats.parked_bytes += c.parked_bytes;
@@ -1050,12 +1053,6 @@ unsafe fn free_to_slabs(slabs: &mut SlabCache, object: NonNull<u8>, released: &m
 fn reissue(ptr: NonNull<u8>) -> NonNull<u8> {
     // SAFETY: the address is `ptr`'s, which is non-null.
     unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(ptr.as_ptr().addr())) }
-}
-
-/// A dangling pointer aligned to `align`, for size 0.
-#[inline]
-fn dangling(align: usize) -> NonNull<u8> {
-    crate::byte::dangling(align)
 }
 
 /// Records objects moved into (`inward`) and out of (`outward`) a slot's magazines; by the
