@@ -1,0 +1,150 @@
+//! A small riscv64 SMP kernel that runs on smpalloc: it boots on QEMU's `virt` machine under
+//! OpenSBI, starts every hart, hands its RAM to smpalloc's page allocators, makes the SMP heap
+//! its global allocator, and runs a process storm on all harts at once (see `storm.rs`).
+//!
+//! Build and boot from this directory: `cargo run --release` (the runner in
+//! `.cargo/config.toml` starts QEMU with 4 harts).
+
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+extern crate alloc;
+
+mod arch;
+mod storm;
+
+use core::sync::atomic::Ordering;
+
+use smpalloc::heap::SmpHeap;
+use smpalloc::page::{BitmapPageAllocator256M, BuddyPageAllocator, PageMeta};
+use smpalloc::radix::NexaPidTable;
+use smpalloc::{PidAllocator, Policy, percpu};
+
+use arch::{MAX_CPUS, sbi};
+
+/// Bytes per page.
+pub const PAGE: usize = 4096;
+/// Where RAM starts on QEMU's virt machine, and where the buddy allocator's window starts.
+pub const RAM_BASE: usize = 0x8000_0000;
+/// The RAM the buddy window can describe: 1 GiB (3 MiB of page metadata, in `.bss`).
+pub const WINDOW_PAGES: usize = (1 << 30) / PAGE;
+/// Bytes at the end of RAM given to the bitmap page allocator instead of the buddy.
+const BITMAP_BYTES: usize = 16 << 20;
+
+/// The buddy allocator's per-page metadata: a `static`, so the allocator needs no heap.
+static BUDDY_META: [PageMeta; WINDOW_PAGES] = [const { PageMeta::new() }; WINDOW_PAGES];
+/// Physical pages: the buddy zone with a page cache per CPU.
+pub type Buddy = BuddyPageAllocator<PAGE, 10, MAX_CPUS>;
+pub static BUDDY: Buddy = Buddy::with_metadata(RAM_BASE, &BUDDY_META);
+/// A second page allocator over its own region (page-table pages in the storm).
+pub static BITMAP: BitmapPageAllocator256M<PAGE> = BitmapPageAllocator256M::new();
+/// The kernel heap: per-CPU magazines over slabs from the buddy allocator, TLSF above 4 KiB.
+#[global_allocator]
+pub static HEAP: SmpHeap<&Buddy, MAX_CPUS> = SmpHeap::new(&BUDDY);
+/// PIDs and the PID -> process-table-slot map (Linux's order: PIDs below 300 are not reused
+/// after the first wrap).
+pub static PIDS: NexaPidTable = NexaPidTable::with_reserved_after_wrap(300);
+/// Process-table slots (1,024).
+pub static SLOTS: PidAllocator<16> = PidAllocator::new().with_policy(Policy::PerCpuNextFit);
+
+/// What the device tree says about the machine.
+pub struct Machine {
+    /// Hart ids, in device-tree order (at most [`MAX_CPUS`]).
+    pub harts: [usize; MAX_CPUS],
+    pub hart_count: usize,
+    /// RAM `[start, end)` (the first memory region).
+    pub ram: (usize, usize),
+    /// `time` CSR ticks per second.
+    pub timebase: u64,
+}
+
+impl Machine {
+    fn from_device_tree(dtb: usize) -> Machine {
+        // SAFETY: OpenSBI passes the device tree's address in a1; the blob stays intact until
+        // the memory holding it is handed to the allocators, after this function returns.
+        let fdt = unsafe { fdt::Fdt::from_ptr(dtb as *const u8) }
+            .unwrap_or_else(|e| arch::fail(format_args!("bad device tree: {e:?}")));
+        let mut harts = [0; MAX_CPUS];
+        let mut hart_count = 0;
+        let mut timebase = 10_000_000;
+        for cpu in fdt.cpus() {
+            timebase = cpu.timebase_frequency() as u64;
+            if hart_count < MAX_CPUS {
+                harts[hart_count] = cpu.ids().first();
+                hart_count += 1;
+            }
+        }
+        let region = fdt
+            .memory()
+            .regions()
+            .next()
+            .unwrap_or_else(|| arch::fail(format_args!("no memory in the device tree")));
+        let start = region.starting_address as usize;
+        let size = region.size.unwrap_or(0);
+        Machine {
+            harts,
+            hart_count,
+            ram: (start, start + size),
+            timebase,
+        }
+    }
+}
+
+/// The boot hart, on its stack, with `.bss` not yet zeroed.
+extern "C" fn kernel_boot(hartid: usize, dtb: usize) -> ! {
+    arch::zero_bss();
+    let machine = Machine::from_device_tree(dtb);
+
+    // 1. CPU ids: `tp` holds this hart's CPU index (the entry code set it); smpalloc's
+    //    per-CPU caches and magazines read it through this function.
+    percpu::set_cpu_id_source(arch::cpu_id);
+    percpu::set_cpu_count(machine.hart_count);
+
+    // 2. Memory: RAM after the kernel image to the buddy allocator, the last 16 MiB to the
+    //    bitmap allocator. The device tree is not read after this point.
+    let start = arch::kernel_end().next_multiple_of(PAGE);
+    let end = machine.ram.1.min(RAM_BASE + WINDOW_PAGES * PAGE);
+    let split = end - BITMAP_BYTES;
+    if let Err(e) = BUDDY.add_memory(start, split - start) {
+        arch::fail(format_args!("buddy add_memory: {e:?}"));
+    }
+    if let Err(e) = BITMAP.add_memory(split, BITMAP_BYTES) {
+        arch::fail(format_args!("bitmap add_memory: {e:?}"));
+    }
+    // 3. The heap is `HEAP`, a `static` over `BUDDY`: nothing to call. `alloc` works from here.
+
+    println!(
+        "smpalloc kernel: boot hart {hartid}, {} harts, RAM {:#x}..{:#x}; buddy {} pages, bitmap {} pages",
+        machine.hart_count,
+        machine.ram.0,
+        machine.ram.1,
+        BUDDY.available_pages(),
+        BITMAP.available_pages(),
+    );
+
+    // Let the other harts in: they wait for this flag in the entry code, then take CPU
+    // indices 1, 2, ... Release: they must see `.bss` zeroed and the allocators set up.
+    storm::prepare(&machine);
+    arch::BOOT_READY.store(1, Ordering::Release);
+    unsafe extern "C" {
+        fn secondary_entry();
+    }
+    let mut started = 1;
+    for &hart in &machine.harts[..machine.hart_count] {
+        if hart == hartid {
+            continue;
+        }
+        match sbi::hart_start(hart, secondary_entry as *const () as usize, 0) {
+            sbi::SUCCESS | sbi::ALREADY_AVAILABLE => started += 1,
+            error => println!("hart {hart} did not start (SBI error {error})"),
+        }
+    }
+    storm::boot_hart(started)
+}
+
+/// A secondary hart, on its stack, with CPU index `tp`.
+extern "C" fn kernel_secondary(_hartid: usize) -> ! {
+    storm::secondary_hart()
+}
