@@ -487,6 +487,16 @@ fn buddy_static_with_caller_metadata() {
     assert_eq!(PAGES.check(), Ok(()));
 }
 
+/// Fresh metadata is all zero bytes, so a kernel's `static` metadata array (3 MiB for 1 GiB of
+/// RAM) lands in `.bss` instead of the kernel image (found by the riscv kernel in `kernel/`).
+#[test]
+fn fresh_page_metadata_is_all_zero_bytes() {
+    const BYTES: usize = size_of::<PageMeta>();
+    // SAFETY: `PageMeta` is three `AtomicU32`s: no padding, and every byte is initialised.
+    let bytes: [u8; BYTES] = unsafe { core::mem::transmute(PageMeta::new()) };
+    assert_eq!(bytes, [0; BYTES]);
+}
+
 /// Splitting, exact trimming, merging back to maximal blocks, and the per-CPU caches.
 #[test]
 fn buddy_split_merge_and_caches() {

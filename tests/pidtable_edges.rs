@@ -183,3 +183,43 @@ fn a_static_table_is_const() {
     TABLE.free_pid(pid).unwrap();
     TABLE.check().unwrap();
 }
+
+/// A kernel's table: the large node pool is its own all-zero `static` (in `.bss`) and the
+/// table, whose fields are not all zero, borrows it (found by the riscv kernel in `kernel/`,
+/// where an embedded pool put 2.3 MB into the kernel image).
+#[test]
+fn a_static_table_over_a_borrowed_zeroed_pool() {
+    const BYTES: usize = size_of::<NodePool<3>>();
+    // SAFETY: a `NodePool` is atomics of 64 bits only (no padding, every byte initialised).
+    let bytes: [u8; BYTES] = unsafe { core::mem::transmute(NodePool::<3>::new()) };
+    assert_eq!(
+        bytes, [0; BYTES],
+        "a new pool must be all zeros to land in .bss"
+    );
+
+    static NODES: NodePool<3> = NodePool::new();
+    static TABLE: PidTable<2, 2, &NodePool<3>> = PidTable::with_reserved(&NODES, 1);
+    let stats = TABLE.get_pid_stats();
+    assert_eq!(
+        (stats.allocated, stats.nodes_in_use),
+        (0, 1),
+        "only the root"
+    );
+    let pids: Vec<usize> = (0..100).map(|_| TABLE.allocate_pid().unwrap()).collect();
+    for &pid in &pids {
+        TABLE.register_pid_mapping(pid, pid + 7).unwrap();
+    }
+    assert_eq!(
+        TABLE.get_pid_stats().nodes_in_use,
+        3,
+        "root and both leaves"
+    );
+    assert_eq!(TABLE.lookup_pid(99), Some(106));
+    TABLE.check().unwrap();
+    for &pid in &pids {
+        assert_eq!(TABLE.free_pid(pid), Ok(Some(pid + 7)));
+    }
+    TABLE.reclaim();
+    assert_eq!(TABLE.get_pid_stats().nodes_in_use, 1);
+    TABLE.check().unwrap();
+}

@@ -19,7 +19,7 @@ use core::sync::atomic::Ordering;
 
 use smpalloc::heap::SmpHeap;
 use smpalloc::page::{BitmapPageAllocator256M, BuddyPageAllocator, PageMeta};
-use smpalloc::radix::NexaPidTable;
+use smpalloc::radix::{NEXA_POOL_NODES, NodePool, PidTable};
 use smpalloc::{PidAllocator, Policy, percpu};
 
 use arch::{MAX_CPUS, sbi};
@@ -43,9 +43,12 @@ pub static BITMAP: BitmapPageAllocator256M<PAGE> = BitmapPageAllocator256M::new(
 /// The kernel heap: per-CPU magazines over slabs from the buddy allocator, TLSF above 4 KiB.
 #[global_allocator]
 pub static HEAP: SmpHeap<&Buddy, MAX_CPUS> = SmpHeap::new(&BUDDY);
+/// The PID map's radix nodes: a separate all-zero `static`, so its 2.3 MB lands in `.bss`.
+static PID_NODES: NodePool<NEXA_POOL_NODES> = NodePool::new();
 /// PIDs and the PID -> process-table-slot map (Linux's order: PIDs below 300 are not reused
 /// after the first wrap).
-pub static PIDS: NexaPidTable = NexaPidTable::with_reserved_after_wrap(300);
+pub static PIDS: PidTable<4096, 3, &NodePool<NEXA_POOL_NODES>> =
+    PidTable::with_reserved(&PID_NODES, 300);
 /// Process-table slots (1,024).
 pub static SLOTS: PidAllocator<16> = PidAllocator::new().with_policy(Policy::PerCpuNextFit);
 

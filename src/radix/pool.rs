@@ -6,7 +6,7 @@
 //! and no pointer ever crosses an atomic word. Node 0 is the tree's root and is never freed.
 //!
 //! # Allocation
-//! Never-used nodes are handed out by a bump counter (`fresh`); freed nodes go on a Treiber
+//! Never-used nodes are handed out by a bump counter (`bumped`); freed nodes go on a Treiber
 //! stack threaded through each node's `next` word. The stack head packs a 32-bit tag with the
 //! top index, and every pop and push bumps the tag, so a pop that read `next` of a node that was
 //! popped and pushed back meanwhile fails its CAS (no ABA). The `next` word is an atomic, so a
@@ -86,9 +86,11 @@ impl core::fmt::Debug for Node {
 pub(crate) struct FreeList {
     /// `tag << 32 | (index + 1)` of the top free node; index part 0 = empty stack.
     head: AtomicU64,
-    /// Nodes `0..fresh` have been handed out at least once (node 0, the root, from the start).
-    fresh: AtomicUsize,
-    /// Nodes handed out and not freed (root included).
+    /// Nodes `1..=bumped` have been handed out at least once (node 0, the root, is in use from
+    /// the start). Counted without the root, like `in_use`, so that a new storage is all zeros
+    /// and a `static` pool lands in `.bss`, not in the kernel image.
+    bumped: AtomicUsize,
+    /// Nodes handed out and not freed, root excluded.
     in_use: AtomicUsize,
 }
 
@@ -99,8 +101,8 @@ impl FreeList {
         fn new() -> Self {
             Self {
                 head: AtomicU64::new(0),
-                fresh: AtomicUsize::new(1),
-                in_use: AtomicUsize::new(1),
+                bumped: AtomicUsize::new(0),
+                in_use: AtomicUsize::new(0),
             }
         }
     }
@@ -127,7 +129,7 @@ pub trait NodeStorage: sealed::Sealed + Sync {
 
     /// Nodes handed out and not yet freed (root included).
     fn nodes_in_use(&self) -> usize {
-        self.free_list().in_use.load(Ordering::Relaxed)
+        self.free_list().in_use.load(Ordering::Relaxed) + 1
     }
 }
 
@@ -162,23 +164,22 @@ pub(crate) fn alloc<S: NodeStorage + ?Sized>(storage: &S) -> Option<usize> {
             Err(now) => head = now,
         }
     }
-    let mut fresh = list.fresh.load(Ordering::Relaxed);
+    let mut bumped = list.bumped.load(Ordering::Relaxed);
     loop {
+        let fresh = bumped + 1;
         if fresh >= nodes.len() {
             return None;
         }
         // Relaxed: a never-used node is all zeros since construction.
-        match list.fresh.compare_exchange_weak(
-            fresh,
-            fresh + 1,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
+        match list
+            .bumped
+            .compare_exchange_weak(bumped, fresh, Ordering::Relaxed, Ordering::Relaxed)
+        {
             Ok(_) => {
                 list.in_use.fetch_add(1, Ordering::Relaxed);
                 return Some(fresh);
             }
-            Err(now) => fresh = now,
+            Err(now) => bumped = now,
         }
     }
 }
@@ -209,7 +210,8 @@ pub(crate) fn free<S: NodeStorage + ?Sized>(storage: &S, index: usize) {
     }
 }
 
-/// The free-stack length and the bump counter (quiescent use only, for `check`).
+/// The free-stack length and the number of nodes ever handed out, root included (quiescent
+/// use only, for `check`).
 pub(crate) fn census<S: NodeStorage + ?Sized>(storage: &S) -> (usize, usize) {
     let list = storage.free_list();
     let nodes = storage.nodes();
@@ -219,7 +221,7 @@ pub(crate) fn census<S: NodeStorage + ?Sized>(storage: &S) -> (usize, usize) {
         free += 1;
         at = nodes[at - 1].next.load(Ordering::Relaxed);
     }
-    (free, list.fresh.load(Ordering::Relaxed))
+    (free, list.bumped.load(Ordering::Relaxed) + 1)
 }
 
 /// `N` nodes in one array: no heap, `const`-constructible, zero-initialised (so a `static`
@@ -283,6 +285,23 @@ impl<const N: usize> NodeStorage for NodePool<N> {
     #[allow(private_interfaces)]
     fn free_list(&self) -> &FreeList {
         &self.list
+    }
+}
+
+impl<S: NodeStorage + ?Sized> sealed::Sealed for &S {}
+
+/// A storage lent by reference, so that a tree or [`PidTable`](crate::PidTable) (whose own
+/// fields are not all zero) can live in `.data` while its large pool, a separate `static`
+/// [`NodePool`], stays in `.bss`. A pool must serve one tree only: node 0 is every tree's root.
+impl<S: NodeStorage + ?Sized> NodeStorage for &S {
+    #[inline]
+    fn nodes(&self) -> &[Node] {
+        (**self).nodes()
+    }
+
+    #[allow(private_interfaces)]
+    fn free_list(&self) -> &FreeList {
+        (**self).free_list()
     }
 }
 
