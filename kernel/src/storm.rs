@@ -19,7 +19,7 @@ use crate::arch::{self, MAX_CPUS};
 use crate::{BITMAP, BUDDY, HEAP, Machine, PAGE, PIDS, RAM_BASE, SLOTS, WINDOW_PAGES, println};
 
 /// Storm iterations per hart.
-const ITERATIONS: u64 = 50_000;
+const ITERATIONS: u64 = 100_000;
 /// A hart keeps between `LIVE_MIN` and `LIVE_MAX` live processes.
 const LIVE_MIN: usize = 16;
 const LIVE_MAX: usize = 64;
@@ -494,6 +494,15 @@ fn report(harts: usize, before: &Counts, after: &Counts) -> ! {
         "storm: {harts} harts, {} forks, {} exits ({} on another hart), {} waits, {} allocator calls in {ms} ms (QEMU TCG): {per_hart} ops/s per hart",
         total.forks, total.exits, total.cross_exits, total.waits, total.allocator_calls,
     );
+    arch::print(format_args!("ops/s per hart:"));
+    for (cpu, p) in PUBLISHED[..harts].iter().enumerate() {
+        let ops = p.forks.load(Ordering::Relaxed)
+            + p.exits.load(Ordering::Relaxed)
+            + p.waits.load(Ordering::Relaxed);
+        let rate = ops * timebase / p.ticks.load(Ordering::Relaxed).max(1);
+        arch::print(format_args!(" cpu{cpu} {rate}"));
+    }
+    println!(" (QEMU TCG, {harts} harts on the host's cores)");
     println!(
         "counts before/after: PIDs {}/{}, slots {}/{}, buddy free pages {}/{}, bitmap free pages {}/{}, heap small bytes {}/{}, slab bytes {}/{}, huge bytes {}/{}, TLSF pool bytes {}/{}, radix nodes {}/{}",
         before.pids,
