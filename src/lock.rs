@@ -7,9 +7,13 @@
 //! `store(false, Release)`.
 //!
 //! Every later family (the buddy zone lock, TLSF arenas, per-CPU cache slots) uses this type; no
-//! other module rolls its own lock. It does not disable interrupts: a kernel that takes one of
-//! these locks from an interrupt handler must disable interrupts around the critical section
-//! itself, or use only `try_lock` there.
+//! other module rolls its own lock.
+//!
+//! Interrupts: once a kernel registers its hooks ([`percpu::set_interrupt_hooks`]), `lock` and
+//! `try_lock` hold interrupts off on this CPU from before the attempt until the guard has
+//! released the lock (Linux's `spin_lock_irqsave`), so an interrupt handler may take any of
+//! these locks. `try_lock_unmasked` leaves them as they are: the per-CPU fast paths use it for
+//! locks a handler only ever `try_lock`s. Without hooks (std programs) nothing is called.
 //!
 //! Correctness (DESIGN.md, "SpinLock"): mutual exclusion holds because only the CAS that reads
 //! `false` enters, and the `Release` store of the previous holder synchronizes with that
@@ -20,6 +24,7 @@ use core::fmt;
 use core::mem::ManuallyDrop;
 use core::ops::{Deref, DerefMut};
 
+use crate::percpu;
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Backoff, MutPtr, UnsafeCell, loom_const_fn};
 
@@ -53,14 +58,18 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// Acquires the lock, spinning until it is free.
+    /// Acquires the lock, spinning until it is free. With interrupt hooks registered
+    /// ([`percpu::set_interrupt_hooks`]), interrupts are off on this CPU from before the first
+    /// attempt until the guard has released the lock.
     ///
     /// # Time Complexity
     /// O(1) uncontended; unbounded under contention (the lock is not fair).
     #[inline]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        let interrupts_on = percpu::interrupts_off();
         loop {
-            if let Some(guard) = self.try_lock() {
+            if let Some(mut guard) = self.try_lock_unmasked() {
+                guard.interrupts_on = interrupts_on;
                 return guard;
             }
             let backoff = Backoff::new();
@@ -76,9 +85,31 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// Acquires the lock if it is free right now; never waits.
+    /// Acquires the lock if it is free right now; never waits. With interrupt hooks registered,
+    /// interrupts are off while the guard lives (as for [`lock`](Self::lock)).
     #[inline]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
+        let interrupts_on = percpu::interrupts_off();
+        let guard = self.try_lock_unmasked();
+        match (guard, interrupts_on) {
+            (Some(mut guard), on) => {
+                guard.interrupts_on = on;
+                Some(guard)
+            }
+            (None, Some(on)) => {
+                on();
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// [`try_lock`](Self::try_lock) that leaves interrupts as they are: for a lock that no
+    /// interrupt handler ever waits for (a handler may `try_lock` it and go elsewhere when it
+    /// is busy), such as a per-CPU cache slot. If a handler could wait for the lock, an
+    /// interrupt arriving while this guard lives would deadlock its CPU.
+    #[inline]
+    pub fn try_lock_unmasked(&self) -> Option<SpinLockGuard<'_, T>> {
         // Acquire on success: the previous holder's `Release` unlock happens before our
         // critical section. A failed attempt orders nothing.
         match self
@@ -88,6 +119,7 @@ impl<T> SpinLock<T> {
             Ok(_) => Some(SpinLockGuard {
                 lock: self,
                 data: ManuallyDrop::new(self.data.get_mut()),
+                interrupts_on: None,
             }),
             Err(_) => None,
         }
@@ -134,6 +166,9 @@ pub struct SpinLockGuard<'a, T> {
     lock: &'a SpinLock<T>,
     /// Dropped before the unlocking store, so loom sees this access end inside the lock.
     data: ManuallyDrop<MutPtr<T>>,
+    /// The kernel's "interrupts back on" hook, called after the unlock (when the lock was
+    /// taken with interrupts masked).
+    interrupts_on: Option<fn()>,
 }
 
 impl<T> Deref for SpinLockGuard<'_, T> {
@@ -160,6 +195,9 @@ impl<T> Drop for SpinLockGuard<'_, T> {
         // SAFETY: `data` is dropped exactly once, here, and never used afterwards.
         unsafe { ManuallyDrop::drop(&mut self.data) };
         self.lock.locked.store(false, Ordering::Release);
+        if let Some(on) = self.interrupts_on {
+            on();
+        }
     }
 }
 

@@ -45,6 +45,53 @@ pub fn set_cpu_count(count: usize) {
     CPU_COUNT.store(count.max(1), Ordering::Release);
 }
 
+/// The kernel's "interrupts off" hook (a `fn()`), or null.
+static INTERRUPTS_OFF: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// The kernel's "interrupts back on" hook (a `fn()`), or null.
+static INTERRUPTS_ON: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers how the crate's locks mask interrupts on the current CPU, so that an interrupt
+/// handler may allocate and free (heap, pages, IDs) without deadlocking against the code it
+/// interrupted. Call it once at boot, before other CPUs run and before interrupts are enabled.
+///
+/// Every [`SpinLock::lock`](crate::SpinLock::lock) and
+/// [`try_lock`](crate::SpinLock::try_lock) calls `off` before it tries the lock, and the guard
+/// calls `on` after it has released it (a failed `try_lock` calls `on` at once). The hooks
+/// must nest the way xv6's `push_off`/`pop_off` do: a per-CPU depth counter, interrupts
+/// disabled by the first `off` and restored to their earlier state when the depth returns to
+/// 0, because guards may be dropped in any order. Both must be cheap and must not allocate or
+/// take a crate lock.
+///
+/// The per-CPU fast paths (heap magazines, page caches) use
+/// [`try_lock_unmasked`](crate::SpinLock::try_lock_unmasked) and pay nothing: an interrupt
+/// handler that finds such a slot busy never waits for it (DESIGN.md section 3).
+pub fn set_interrupt_hooks(off: fn(), on: fn()) {
+    // `on` first: a lock that sees the new `off` (Acquire) also sees the `on` to pair it with.
+    INTERRUPTS_ON.store(on as *mut (), Ordering::Release);
+    INTERRUPTS_OFF.store(off as *mut (), Ordering::Release);
+}
+
+/// Runs the kernel's "interrupts off" hook, if any, and returns the hook that undoes it.
+#[inline]
+pub(crate) fn interrupts_off() -> Option<fn()> {
+    let off = INTERRUPTS_OFF.load(Ordering::Acquire);
+    if off.is_null() {
+        return None;
+    }
+    // SAFETY: the only non-null values ever stored in these two cells are `fn()` pointers cast
+    // to `*mut ()` by `set_interrupt_hooks`, which stores `on` before `off`; the Acquire load
+    // above makes that `on` visible, so it is non-null here. Function and data pointers have
+    // the same size on every target the crate supports.
+    let (off, on) = unsafe {
+        (
+            core::mem::transmute::<*mut (), fn()>(off),
+            core::mem::transmute::<*mut (), fn()>(INTERRUPTS_ON.load(Ordering::Acquire)),
+        )
+    };
+    off();
+    Some(on)
+}
+
 /// The number of CPUs the system was configured with (see [`set_cpu_count`]).
 pub fn cpu_count() -> usize {
     match CPU_COUNT.load(Ordering::Acquire) {

@@ -535,7 +535,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     fn lock_slot(&self) -> Option<(&CpuSlot, SpinLockGuard<'_, [CpuClass; HEAP_CLASSES]>)> {
         let cpu = percpu::current_cpu();
         let slot = self.cpus.get(cpu);
-        match slot.caches.try_lock() {
+        match slot.caches.try_lock_unmasked() {
             Some(caches) => Some((slot, caches)),
             None => self.probe_slots(cpu),
         }
@@ -548,7 +548,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     ) -> Option<(&CpuSlot, SpinLockGuard<'_, [CpuClass; HEAP_CLASSES]>)> {
         (1..=PROBES.min(CPUS - 1)).find_map(|k| {
             let slot = self.cpus.get(cpu.wrapping_add(k));
-            slot.caches.try_lock().map(|caches| (slot, caches))
+            slot.caches.try_lock_unmasked().map(|caches| (slot, caches))
         })
     }
 

@@ -614,7 +614,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     #[inline]
     fn alloc_page(&self) -> AllocResult<usize> {
         let meta = self.meta();
-        let Some(mut cache) = self.caches.current().try_lock() else {
+        let Some(mut cache) = self.caches.current().try_lock_unmasked() else {
             return self.alloc_block(0, ALLOC);
         };
         let index = match cache.pages.pop() {
@@ -786,7 +786,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     #[inline]
     fn free_page(&self, index: usize) {
         let meta = self.meta();
-        let Some(mut cache) = self.caches.current().try_lock() else {
+        let Some(mut cache) = self.caches.current().try_lock_unmasked() else {
             self.zone.lock().free_block(meta, index, 0, MAX_ORDER);
             return;
         };
