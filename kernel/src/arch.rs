@@ -34,7 +34,7 @@ static NEXT_CPU: AtomicU32 = AtomicU32::new(1);
 // vector; the CPU index is what `cpu_id` gives smpalloc's `percpu`.
 global_asm!(
     r#"
-    .option arch, +a, +m
+    .option arch, +a, +m, +f, +d
     .section .text.entry
     .globl _start
 _start:
@@ -43,6 +43,8 @@ _start:
     amoswap.w.aqrl t1, t1, (t0)
     bnez t1, secondary_entry
     li tp, 0
+    li t0, 1 << 13
+    csrs sstatus, t0
     la sp, __kernel_stacks
     li t0, {stack_bytes}
     add sp, sp, t0
@@ -64,6 +66,8 @@ secondary_entry:
     li t1, {max_cpus}
     bgeu t2, t1, 4f
     mv tp, t2
+    li t1, 1 << 13
+    csrs sstatus, t1
     addi t2, t2, 1
     li t1, {stack_bytes}
     mul t2, t2, t1
@@ -75,9 +79,94 @@ secondary_entry:
 4:  wfi
     j 4b
 
+    # Traps. An interrupt saves the caller-saved registers (integer and floating point: the
+    # handler is Rust code) on the interrupted stack, calls the handler and returns with
+    # `sret`. An exception is a bug: switch to this hart's trap stack and report it.
     .align 2
 trap_entry:
-    la sp, __trap_stacks
+    addi sp, sp, -{frame}
+    sd ra, 0(sp)
+    sd t0, 8(sp)
+    sd t1, 16(sp)
+    sd t2, 24(sp)
+    sd t3, 32(sp)
+    sd t4, 40(sp)
+    sd t5, 48(sp)
+    sd t6, 56(sp)
+    sd a0, 64(sp)
+    sd a1, 72(sp)
+    sd a2, 80(sp)
+    sd a3, 88(sp)
+    sd a4, 96(sp)
+    sd a5, 104(sp)
+    sd a6, 112(sp)
+    sd a7, 120(sp)
+    fsd ft0, 128(sp)
+    fsd ft1, 136(sp)
+    fsd ft2, 144(sp)
+    fsd ft3, 152(sp)
+    fsd ft4, 160(sp)
+    fsd ft5, 168(sp)
+    fsd ft6, 176(sp)
+    fsd ft7, 184(sp)
+    fsd ft8, 192(sp)
+    fsd ft9, 200(sp)
+    fsd ft10, 208(sp)
+    fsd ft11, 216(sp)
+    fsd fa0, 224(sp)
+    fsd fa1, 232(sp)
+    fsd fa2, 240(sp)
+    fsd fa3, 248(sp)
+    fsd fa4, 256(sp)
+    fsd fa5, 264(sp)
+    fsd fa6, 272(sp)
+    fsd fa7, 280(sp)
+    frcsr t0
+    sd t0, 288(sp)
+    csrr t0, scause
+    bgez t0, 6f
+    call {interrupt}
+    ld t0, 288(sp)
+    fscsr t0
+    fld ft0, 128(sp)
+    fld ft1, 136(sp)
+    fld ft2, 144(sp)
+    fld ft3, 152(sp)
+    fld ft4, 160(sp)
+    fld ft5, 168(sp)
+    fld ft6, 176(sp)
+    fld ft7, 184(sp)
+    fld ft8, 192(sp)
+    fld ft9, 200(sp)
+    fld ft10, 208(sp)
+    fld ft11, 216(sp)
+    fld fa0, 224(sp)
+    fld fa1, 232(sp)
+    fld fa2, 240(sp)
+    fld fa3, 248(sp)
+    fld fa4, 256(sp)
+    fld fa5, 264(sp)
+    fld fa6, 272(sp)
+    fld fa7, 280(sp)
+    ld ra, 0(sp)
+    ld t1, 16(sp)
+    ld t2, 24(sp)
+    ld t3, 32(sp)
+    ld t4, 40(sp)
+    ld t5, 48(sp)
+    ld t6, 56(sp)
+    ld a0, 64(sp)
+    ld a1, 72(sp)
+    ld a2, 80(sp)
+    ld a3, 88(sp)
+    ld a4, 96(sp)
+    ld a5, 104(sp)
+    ld a6, 112(sp)
+    ld a7, 120(sp)
+    ld t0, 8(sp)
+    addi sp, sp, {frame}
+    sret
+6:  la sp, __trap_stacks
     addi t0, tp, 1
     li t1, {trap_stack_bytes}
     mul t0, t0, t1
@@ -98,6 +187,8 @@ __trap_stacks:
     boot = sym crate::kernel_boot,
     secondary = sym crate::kernel_secondary,
     trap = sym kernel_trap,
+    interrupt = sym crate::storm::interrupt,
+    frame = const 304,
     stack_bytes = const STACK_BYTES,
     trap_stack_bytes = const TRAP_STACK_BYTES,
     max_cpus = const MAX_CPUS,
@@ -146,6 +237,74 @@ pub fn ticks() -> u64 {
     t
 }
 
+/// `sstatus.SIE`: supervisor interrupts enabled.
+const SIE: usize = 1 << 1;
+/// `sie.STIE`: supervisor timer interrupt enabled.
+const STIE: usize = 1 << 5;
+
+/// Per-CPU nesting of [`interrupts_off`], and whether interrupts were on at the outermost call
+/// (xv6's `noff` and `intena`). Touched only by their own hart with interrupts off.
+static OFF_DEPTH: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+static WERE_ON: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// smpalloc's "interrupts off" hook: disables supervisor interrupts on this hart and counts.
+pub fn interrupts_off() {
+    let before: usize;
+    // SAFETY: clears `sstatus.SIE` and reads the old value; no memory access.
+    unsafe { asm!("csrrc {}, sstatus, {}", out(reg) before, in(reg) SIE, options(nomem, nostack)) };
+    let cpu = cpu_id();
+    if OFF_DEPTH[cpu].load(Ordering::Relaxed) == 0 {
+        WERE_ON[cpu].store(before & SIE != 0, Ordering::Relaxed);
+    }
+    OFF_DEPTH[cpu].fetch_add(1, Ordering::Relaxed);
+}
+
+/// smpalloc's "interrupts back on" hook: undoes one [`interrupts_off`], enabling interrupts
+/// again when the outermost one is undone and they were on before it.
+pub fn interrupts_on() {
+    let cpu = cpu_id();
+    let depth = OFF_DEPTH[cpu].load(Ordering::Relaxed);
+    if depth == 0 {
+        fail(format_args!("interrupts_on without interrupts_off"));
+    }
+    OFF_DEPTH[cpu].store(depth - 1, Ordering::Relaxed);
+    if depth == 1 && WERE_ON[cpu].load(Ordering::Relaxed) {
+        // SAFETY: sets `sstatus.SIE`; no memory access.
+        unsafe { asm!("csrs sstatus, {}", in(reg) SIE, options(nomem, nostack)) };
+    }
+}
+
+/// `scause` of a supervisor timer interrupt.
+pub const TIMER_INTERRUPT: usize = (1 << 63) | 5;
+
+/// The cause of the trap being handled.
+pub fn scause() -> usize {
+    let cause: usize;
+    // SAFETY: reads `scause`.
+    unsafe { asm!("csrr {}, scause", out(reg) cause, options(nomem, nostack)) };
+    cause
+}
+
+/// Starts this hart's timer interrupts, the first `delay` ticks from now.
+pub fn start_timer(delay: u64) {
+    sbi::set_timer(ticks() + delay);
+    // SAFETY: enables the timer interrupt source, then interrupts; the trap vector is set.
+    unsafe {
+        asm!("csrs sie, {}", in(reg) STIE, options(nomem, nostack));
+        asm!("csrs sstatus, {}", in(reg) SIE, options(nomem, nostack));
+    }
+}
+
+/// Stops this hart's timer interrupts (and masks interrupts).
+pub fn stop_timer() {
+    // SAFETY: disables interrupts, then the timer interrupt source.
+    unsafe {
+        asm!("csrc sstatus, {}", in(reg) SIE, options(nomem, nostack));
+        asm!("csrc sie, {}", in(reg) STIE, options(nomem, nostack));
+    }
+    sbi::set_timer(u64::MAX);
+}
+
 /// Waits for an interrupt (none are enabled: used only to park a hart for good).
 pub fn park() -> ! {
     loop {
@@ -181,6 +340,14 @@ pub mod sbi {
             );
         }
         (error, value)
+    }
+
+    /// The Timer extension ("TIME").
+    const TIME: usize = 0x5449_4d45;
+
+    /// `sbi_set_timer`: the next timer interrupt at `time` (clears the pending one).
+    pub fn set_timer(time: u64) {
+        call(TIME, 0, time as usize, 0, 0);
     }
 
     /// `sbi_hart_start`: starts stopped hart `hartid` at physical address `start` with
@@ -235,6 +402,7 @@ fn print_urgent(args: fmt::Arguments) {
 
 #[macro_export]
 macro_rules! println {
+    () => { $crate::arch::print(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::arch::print(format_args!("{}\n", format_args!($($arg)*))) };
 }
 

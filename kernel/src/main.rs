@@ -104,6 +104,9 @@ extern "C" fn kernel_boot(hartid: usize, dtb: usize) -> ! {
     //    per-CPU caches and magazines read it through this function.
     percpu::set_cpu_id_source(arch::cpu_id);
     percpu::set_cpu_count(machine.hart_count);
+    // Interrupts: smpalloc's locks mask them through these hooks (nesting per hart), so the
+    // timer interrupt handler may allocate.
+    percpu::set_interrupt_hooks(arch::interrupts_off, arch::interrupts_on);
 
     // 2. Memory: RAM after the kernel image to the buddy allocator, the last 16 MiB to the
     //    bitmap allocator. The device tree is not read after this point.

@@ -10,7 +10,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::ptr;
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 use smpalloc::SpinLock;
 use smpalloc::heap::HeapStats;
@@ -31,6 +34,12 @@ const CROSS_EXIT: u64 = 4;
 const MAILBOX_MAX: usize = 32;
 /// One fork in `BIG` also allocates a TLSF-sized buffer (8-32 KiB).
 const BIG: u64 = 16;
+
+/// Timer ticks between interrupts on each hart (200 µs at QEMU's 10 MHz).
+const TIMER_INTERVAL: u64 = 2_000;
+
+/// The owner recorded for pages taken by interrupt handlers (above every PID).
+const INTERRUPT_OWNER: usize = 1 << 20;
 
 /// PID -> 1 + the CPU that forked it (0 = free).
 static PID_OWNER: [AtomicU8; 1 << 18] = [const { AtomicU8::new(0) }; 1 << 18];
@@ -55,6 +64,55 @@ static ONLINE: AtomicUsize = AtomicUsize::new(0);
 static GO: AtomicBool = AtomicBool::new(false);
 static FINISHED: AtomicUsize = AtomicUsize::new(0);
 static DONE: AtomicUsize = AtomicUsize::new(0);
+
+/// Timer interrupts taken by each hart.
+static INTERRUPTS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The object each hart's interrupt handler keeps until its next interrupt.
+static PARKED: [AtomicPtr<Parked>; MAX_CPUS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
+
+/// A heap object allocated in one interrupt and freed in the next.
+struct Parked {
+    cpu: usize,
+    words: Vec<u64>,
+}
+
+/// The timer interrupt handler (called by the trap vector with interrupts off): allocates and
+/// frees heap objects and a page while the code it interrupted may be anywhere in the same
+/// allocators, holding their per-CPU slots. smpalloc's locks mask interrupts
+/// (`percpu::set_interrupt_hooks`), so it never waits for a lock its own hart holds.
+pub extern "C" fn interrupt() {
+    let cause = arch::scause();
+    if cause != arch::TIMER_INTERRUPT {
+        arch::fail(format_args!("unexpected interrupt, scause={cause:#x}"));
+    }
+    arch::sbi::set_timer(arch::ticks() + TIMER_INTERVAL);
+    let cpu = arch::cpu_id();
+    let n = INTERRUPTS[cpu].fetch_add(1, Ordering::Relaxed) + 1;
+    let fresh = Box::new(Parked {
+        cpu,
+        words: vec![n; 1 + n as usize % 100],
+    });
+    let old = PARKED[cpu].swap(Box::into_raw(fresh), Ordering::Relaxed);
+    if !old.is_null() {
+        // SAFETY: every non-null pointer in `PARKED[cpu]` came from `Box::into_raw` above, and
+        // only this hart (its handler, or its storm loop with interrupts off) takes it out.
+        let old = unsafe { Box::from_raw(old) };
+        if old.cpu != cpu || old.words.iter().any(|&w| w != n - 1) {
+            arch::fail(format_args!(
+                "the interrupt handler's object was overwritten"
+            ));
+        }
+    }
+    let page = BUDDY
+        .alloc_order(0)
+        .unwrap_or_else(|e| arch::fail(format_args!("page in an interrupt: {e:?}")));
+    claim_pages(page, 1, INTERRUPT_OWNER);
+    release_pages(page, 1, INTERRUPT_OWNER);
+    if let Err(e) = BUDDY.free_order(page, 0) {
+        arch::fail(format_args!("free a page in an interrupt: {e:?}"));
+    }
+}
 
 /// What each hart did, published when it is done.
 struct Published {
@@ -280,6 +338,7 @@ fn storm(cpu: usize) {
     let mut counters = Counters::default();
     let mut live: BTreeMap<usize, Box<Process>> = BTreeMap::new();
     let start = arch::ticks();
+    arch::start_timer(TIMER_INTERVAL);
     for i in 0..ITERATIONS {
         let grow = match live.len() {
             n if n < LIVE_MIN => true,
@@ -318,6 +377,13 @@ fn storm(cpu: usize) {
         if i % 16 == 0 {
             reap(cpu, &mut counters);
         }
+    }
+    arch::stop_timer();
+    let parked = PARKED[cpu].swap(ptr::null_mut(), Ordering::Relaxed);
+    if !parked.is_null() {
+        // SAFETY: from `Box::into_raw` in `interrupt`; this hart's interrupts are stopped, so
+        // its handler no longer uses the cell.
+        drop(unsafe { Box::from_raw(parked) });
     }
     for (_, process) in core::mem::take(&mut live) {
         exit(process, &mut counters);
@@ -503,6 +569,11 @@ fn report(harts: usize, before: &Counts, after: &Counts) -> ! {
         arch::print(format_args!(" cpu{cpu} {rate}"));
     }
     println!(" (QEMU TCG, {harts} harts on the host's cores)");
+    arch::print(format_args!("timer interrupts that allocated:"));
+    for (cpu, n) in INTERRUPTS[..harts].iter().enumerate() {
+        arch::print(format_args!(" cpu{cpu} {}", n.load(Ordering::Relaxed)));
+    }
+    println!();
     println!(
         "counts before/after: PIDs {}/{}, slots {}/{}, buddy free pages {}/{}, bitmap free pages {}/{}, heap small bytes {}/{}, slab bytes {}/{}, huge bytes {}/{}, TLSF pool bytes {}/{}, radix nodes {}/{}",
         before.pids,
