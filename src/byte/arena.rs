@@ -11,9 +11,15 @@
 //!   address names the arena that allocated it: `deallocate` finds it by scanning the table
 //!   (at most `MAX_REGIONS` entries, O(1)) and frees under that arena's lock, whichever CPU
 //!   frees.
-//! - **Publication.** Regions are added under the `grow` lock: entry fields are written, then
-//!   `len` is stored with `Release`; only then is the memory inserted into the arena. A reader
-//!   loads `len` with `Acquire` and reads entries below it, which are never changed again.
+//! - **Publication and reuse.** Each entry carries a sequence number `seq`: even while it
+//!   holds a live region, odd while vacant. Under the `grow` lock a region is added to the
+//!   lowest vacant entry (a `Release` fence, the fields, then `seq` made even with `Release`)
+//!   before its memory is inserted into the arena; [`TlsfHeap::remove_pool`] takes a wholly
+//!   free region out of its arena and makes `seq` odd in one critical section of that arena's
+//!   lock. Lock-free readers (`deallocate`, `reallocate`) take a consistent snapshot of each
+//!   entry (`seq` with `Acquire`, the fields, a fence, `seq` again) and *skip* entries that
+//!   are vacant or changed meanwhile: the region of a live block never changes, so they never
+//!   wait and never match a torn or stale entry (DESIGN.md 12.5, E1-E4).
 //! - **Lazy start.** A heap built with [`TlsfHeap::with_pool`] (a `const fn`, for
 //!   `#[global_allocator]` statics) carves its pool into regions on first use: `state` goes
 //!   `UNINIT -> STARTING` by one CAS (the winner adds the pool, then stores `READY` with
