@@ -698,3 +698,39 @@ fn release(heap: &TlsfHeap<2>, owners: &Ownership, Sent(p, layout, tag): Sent) {
 struct Ranges(Vec<NonNull<[u8]>>);
 // SAFETY: plain ranges of a test buffer; the memory is reached only through the heap.
 unsafe impl Sync for Ranges {}
+
+/// A stale free of a block whose pool was removed is not found in the region table: ignored
+/// (in every build), and the memory, the caller's again, is not touched.
+#[test]
+fn stale_free_into_a_removed_pool_is_ignored() {
+    const POOL: usize = 4096;
+    let buffer = Buffer::new(2 * POOL);
+    let heap: TlsfHeap<2> = TlsfHeap::new();
+    // SAFETY: disjoint parts of the buffer, each the heap's while added.
+    unsafe {
+        heap.add_pool(buffer.slice(0, POOL)).unwrap();
+        heap.add_pool(buffer.slice(POOL, POOL)).unwrap();
+    }
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    let p = heap.allocate(layout).unwrap();
+    // SAFETY: live, freed once (the second free below is the stale one under test).
+    unsafe { heap.deallocate(p, layout) };
+    let offset = p.as_ptr().addr() - buffer.ptr.as_ptr().addr();
+    let pool = offset / POOL * POOL;
+    heap.remove_pool(buffer.slice(pool, POOL)).unwrap();
+    // SAFETY: removed: the memory is ours again.
+    unsafe { buffer.ptr.as_ptr().add(pool).write_bytes(0x77, POOL) };
+    // SAFETY: deliberately stale (the contract is broken); the heap must ignore it.
+    unsafe { heap.deallocate(p, layout) };
+    // SAFETY: the removed pool, overwritten above and not used by the heap.
+    let bytes = unsafe { core::slice::from_raw_parts(buffer.ptr.as_ptr().add(pool), POOL) };
+    assert!(
+        bytes.iter().all(|&b| b == 0x77),
+        "the heap wrote to a removed pool"
+    );
+    assert_eq!(heap.check().unwrap(), 0);
+    let q = heap.allocate(layout).expect("the other pool serves");
+    assert_ne!(q.as_ptr().addr() / POOL, p.as_ptr().addr() / POOL);
+    // SAFETY: live, freed once.
+    unsafe { heap.deallocate(q, layout) };
+}
