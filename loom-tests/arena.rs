@@ -1,8 +1,9 @@
 //! Loom models of `TlsfHeap`'s arena protocols (DESIGN.md section 12): two CPUs allocating in
 //! their own arenas, a free on the CPU that does not own the block, borrowing from the other
-//! arena when one is exhausted, a region added while another CPU allocates and frees, and the
-//! lazy start of a `with_pool` heap raced by two first users. Tiny pools (one or two blocks
-//! per arena). Empty unless built with `--cfg loom`.
+//! arena when one is exhausted, a region added while another CPU allocates and frees, the
+//! lazy start of a `with_pool` heap raced by two first users, and pools removed (their region
+//! entries vacated and reused) while other CPUs free, look up and allocate. Tiny pools (one or
+//! two blocks per arena). Empty unless built with `--cfg loom`.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target-loom LOOM_MAX_PREEMPTIONS=5 \
 //!   cargo test --release --test loom_arena`
@@ -13,7 +14,7 @@ use core::ptr::NonNull;
 
 use loom::sync::Arc;
 use loom::thread;
-use smpalloc::{TlsfHeap, percpu};
+use smpalloc::{AllocError, TlsfHeap, percpu};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
@@ -46,7 +47,7 @@ impl Fixture {
     /// `pools` regions of `ARENA_POOL` bytes: region `i` goes to arena `i % 2`. With
     /// `lazy`, the first region is instead the heap's `with_pool` pool.
     fn new(pools: usize, lazy: bool) -> Arc<Self> {
-        let len = 4 * ARENA_POOL;
+        let len = 8 * ARENA_POOL;
         let layout = Layout::from_size_align(len, 64).unwrap();
         // SAFETY: non-zero size; freed in `drop`.
         let buffer = NonNull::new(unsafe { std::alloc::alloc(layout) }).unwrap();
@@ -65,8 +66,14 @@ impl Fixture {
     }
 
     fn region(&self, i: usize) -> NonNull<[u8]> {
-        // SAFETY: `i < 4`, inside the buffer.
-        NonNull::slice_from_raw_parts(unsafe { self.buffer.add(i * ARENA_POOL) }, ARENA_POOL)
+        self.range(i, 1)
+    }
+
+    /// `n` region slots from slot `i`, as one range.
+    fn range(&self, i: usize, n: usize) -> NonNull<[u8]> {
+        assert!((i + n) * ARENA_POOL <= self.len);
+        // SAFETY: inside the buffer (checked above).
+        NonNull::slice_from_raw_parts(unsafe { self.buffer.add(i * ARENA_POOL) }, n * ARENA_POOL)
     }
 
     /// Which region a block lies in.
@@ -245,6 +252,119 @@ fn lazy_start_once() {
         for p in [mine, theirs.0] {
             // SAFETY: live, freed once.
             unsafe { f.heap.deallocate(p, BLOCK) };
+        }
+        f.assert_drained();
+    });
+}
+
+/// CPU 0 removes region 0 (arena 0's, wholly free) while CPU 1 frees a block of region 1 (its
+/// lookup scans the entry being vacated first) and allocates and frees again in arena 1. The
+/// free lands in arena 1, the removal succeeds, and nothing is served from region 0 after.
+#[test]
+fn removal_races_free_in_another_region() {
+    model(|| {
+        let f = Fixture::new(2, false);
+        percpu::set_model_cpu(1);
+        let b = Block(f.heap.allocate(BLOCK).unwrap());
+        assert_eq!(f.region_of(b.0), 1);
+        let remover = {
+            let f = f.clone();
+            thread::spawn(move || {
+                percpu::set_model_cpu(0);
+                f.heap.remove_pool(f.region(0)).expect("region 0 is free");
+            })
+        };
+        // SAFETY: live, freed once.
+        unsafe { f.heap.deallocate(b.0, BLOCK) };
+        let q = f.heap.allocate(BLOCK).expect("arena 1 has room");
+        assert_eq!(f.region_of(q), 1);
+        // SAFETY: live, freed once.
+        unsafe { f.heap.deallocate(q, BLOCK) };
+        remover.join().unwrap();
+        f.assert_drained();
+        assert_eq!(
+            f.heap.remove_pool(f.region(0)),
+            Err(AllocError::InvalidParam),
+            "removed once"
+        );
+        percpu::set_model_cpu(0);
+        let p = f.heap.allocate(BLOCK).expect("borrowed from arena 1");
+        assert_eq!(f.region_of(p), 1, "served from a removed region");
+        // SAFETY: live, freed once.
+        unsafe { f.heap.deallocate(p, BLOCK) };
+    });
+}
+
+/// Entry 0 (region 0, arena 0) is vacated and reused for a longer region (slots 2-3, arena 0
+/// again) while CPU 1 frees a block of region 1 (entry 1, arena 1). A torn read of entry 0
+/// (region 0's start with the new length) would cover the block and name arena 0: the free
+/// must still go to arena 1 (`check` fails if arena 0 lists it), in every interleaving.
+#[test]
+fn reuse_races_lookup() {
+    model(|| {
+        let f = Fixture::new(0, false);
+        // SAFETY: (each) a part of the buffer, added once while it is the heap's.
+        unsafe {
+            f.heap.add_pool(f.region(0)).unwrap(); // entry 0, arena 0
+            f.heap.add_pool(f.region(1)).unwrap(); // entry 1, arena 1
+            f.heap.add_pool(f.region(5)).unwrap(); // entry 2, arena 0
+        }
+        percpu::set_model_cpu(1);
+        let b = Block(f.heap.allocate(BLOCK).unwrap());
+        assert_eq!(f.region_of(b.0), 1);
+        let freer = {
+            let f = f.clone();
+            thread::spawn(move || {
+                percpu::set_model_cpu(1);
+                let b = b;
+                // SAFETY: the block was handed to this thread to free, once.
+                unsafe { f.heap.deallocate(b.0, BLOCK) };
+            })
+        };
+        percpu::set_model_cpu(0);
+        f.heap.remove_pool(f.region(0)).expect("region 0 is free");
+        // SAFETY: slots 2-3, never added before.
+        unsafe { f.heap.add_pool(f.range(2, 2)).unwrap() };
+        freer.join().unwrap();
+        f.assert_drained();
+    });
+}
+
+/// CPU 1 allocates and frees in arena 0 (region 0) while CPU 0 removes region 0: the removal
+/// either sees the block and is refused, or takes the region first and the allocation is
+/// served elsewhere (borrowed from arena 1). After a successful removal the memory is the
+/// caller's: CPU 0 overwrites it, and the other thread's block stays intact.
+#[test]
+fn removal_races_allocation_in_its_arena() {
+    model(|| {
+        let f = Fixture::new(2, false);
+        let user = {
+            let f = f.clone();
+            thread::spawn(move || {
+                percpu::set_model_cpu(0);
+                let p = f.heap.allocate(BLOCK).expect("one arena has room");
+                // SAFETY: a live block of `BLOCK.size()` bytes owned by this thread.
+                unsafe { p.as_ptr().write_bytes(9, BLOCK.size()) };
+                // Let the removal (and its overwrite) run between the write and the check.
+                thread::yield_now();
+                write_and_check(p, 9);
+                // SAFETY: live, freed once.
+                unsafe { f.heap.deallocate(p, BLOCK) };
+            })
+        };
+        percpu::set_model_cpu(1);
+        let removed = f.heap.remove_pool(f.region(0));
+        if removed.is_ok() {
+            let r = f.region(0);
+            // SAFETY: removed: the heap no longer uses this memory.
+            unsafe { r.cast::<u8>().as_ptr().write_bytes(0xee, r.len()) };
+        } else {
+            assert_eq!(removed, Err(AllocError::MemoryOverlap));
+        }
+        user.join().unwrap();
+        f.assert_drained();
+        if removed.is_err() {
+            f.heap.remove_pool(f.region(0)).expect("free now");
         }
         f.assert_drained();
     });

@@ -1,7 +1,8 @@
 //! Loom models of the SMP heap's protocols (DESIGN.md 13.3-13.6): a magazine exchange with the
 //! depot racing another CPU's exchange; a cross-CPU free; a slab released to the page source
 //! racing an allocation from the same slab; a drain racing a free (and a thread that finds its
-//! slot busy). Empty unless built with `--cfg loom`.
+//! slot busy); a TLSF pool returned by `reclaim` racing a TLSF allocation. Empty unless built
+//! with `--cfg loom`.
 //!
 //! Under loom the heap is shrunk: magazines of 2 objects, a depot of 1 magazine, no empty slab
 //! kept (a slab goes back to the pages the moment it empties), and 4 slab classes (8..32 B).
@@ -37,6 +38,9 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(3);
     }
+    // The TLSF model's executions run long (statistics, check and reclaim of every class);
+    // loom's default stops at 1,000 branches.
+    builder.max_branches = builder.max_branches.max(10_000);
     let f = std::sync::Arc::new(f);
     builder.check(move || {
         let f = f.clone();
@@ -259,5 +263,51 @@ fn busy_slot_probes_the_next() {
             .sum();
         assert_eq!(net, 2);
         finish(&heap, live);
+    });
+}
+
+/// A TLSF-routed layout under loom (above the 4 slab classes of 8..32 B).
+const MEDIUM: Layout = match Layout::from_size_align(64, 8) {
+    Ok(layout) => layout,
+    Err(_) => panic!(),
+};
+
+/// CPU 0 grows a TLSF pool, frees its block and reclaims, which returns the (now wholly free)
+/// pool to the pages, while CPU 1 allocates a TLSF block: it is served from the pool before
+/// the return (and the return is refused while it lives) or from a pool grown again after it
+/// (reusing the region entry). The lock order (`tlsf_grow`, the arenas' `grow`, an arena, the
+/// pages) admits no deadlock; at the end every pool is back. (One CPU slot, to keep the long
+/// executions of `reclaim` few.)
+#[test]
+fn tlsf_pool_return_races_allocation() {
+    model(|| {
+        let heap = Arc::new(OneSlot::new(SystemPages::new()));
+        set_model_cpu(0);
+        let first = heap.allocate(MEDIUM).expect("grows a pool");
+        // SAFETY: allocated above, freed once.
+        unsafe { heap.deallocate(first, MEDIUM) };
+        let user = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                set_model_cpu(1);
+                let p = heap.allocate(MEDIUM).expect("a pool, old or grown again");
+                // SAFETY: a live block of `MEDIUM.size()` bytes.
+                unsafe { p.as_ptr().write_bytes(0x5a, MEDIUM.size()) };
+                Obj(p.as_ptr().expose_provenance())
+            })
+        };
+        heap.reclaim();
+        let p = user.join().unwrap().ptr();
+        assert!(
+            heap.stats().tlsf_pool_bytes > 0,
+            "a pool with a live block went back"
+        );
+        // SAFETY: the live block of the user thread.
+        let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), MEDIUM.size()) };
+        assert!(bytes.iter().all(|&b| b == 0x5a));
+        // SAFETY: allocated by the user thread, freed once.
+        unsafe { heap.deallocate(p, MEDIUM) };
+        finish(&heap, vec![]);
+        assert_eq!(heap.stats().tlsf_pool_bytes, 0);
     });
 }

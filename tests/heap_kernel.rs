@@ -1,7 +1,8 @@
 //! `SmpHeap` as a kernel uses it: over a `BuddyPageAllocator` (per-CPU page caches) that owns a
 //! fixed region of memory, with the CPU id from a registered source. Covers out of memory
 //! (null, heap intact, usable again after frees), bad input, several threads with cross-thread
-//! frees and an ownership table, and every page back with the buddy at the end.
+//! frees and an ownership table, and every page back with the buddy at the end (TLSF pools
+//! included: `reclaim` returns the wholly free ones, never memory given with `add_memory`).
 
 use core::alloc::Layout;
 use core::cell::Cell;
@@ -229,11 +230,11 @@ fn threads_with_cross_cpu_frees() {
         (stats.slab_bytes, stats.huge_bytes, stats.parked_bytes),
         (0, 0, 0)
     );
-    // Only the TLSF pools are still out of the buddy.
+    assert_eq!(stats.tlsf_pool_bytes, 0, "every TLSF pool is back");
     assert_eq!(
-        pages.used_pages() * 4096,
-        stats.tlsf_pool_bytes,
-        "every slab page is back with the buddy"
+        pages.available_pages(),
+        pages.total_pages(),
+        "every page is back with the buddy"
     );
 }
 
@@ -286,4 +287,182 @@ fn huge_blocks_resize_and_return() {
     heap.drain_cpu_caches();
     heap.reclaim();
     assert_eq!(pages.available_pages(), pages.total_pages());
+}
+
+/// TLSF blocks of 8..200 KiB: the size of each, freed in a scrambled order.
+const TLSF_SIZES: [usize; 12] = [
+    8 << 10,
+    200 << 10,
+    50 << 10,
+    120 << 10,
+    17 << 10,
+    199 << 10,
+    64 << 10,
+    9000,
+    150 << 10,
+    33 << 10,
+    100 << 10,
+    180 << 10,
+];
+
+fn tlsf_layout(size: usize) -> Layout {
+    let layout = Layout::from_size_align(size, 16).unwrap();
+    assert_eq!(Route::of(layout), Route::Tlsf);
+    layout
+}
+
+/// Allocates every size of `TLSF_SIZES`, filled with its index.
+fn grow_tlsf(heap: &Heap) -> Vec<(NonNull<u8>, Layout, u8)> {
+    TLSF_SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            let layout = tlsf_layout(size);
+            let p = heap.allocate(layout).expect("the buddy has room");
+            // SAFETY: a fresh block of `size` bytes.
+            unsafe { p.as_ptr().write_bytes(i as u8, size) };
+            heap.check().unwrap();
+            (p, layout, i as u8)
+        })
+        .collect()
+}
+
+fn free_tlsf(heap: &Heap, (p, layout, tag): (NonNull<u8>, Layout, u8)) {
+    // SAFETY: a live block of `layout.size()` bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(p.as_ptr(), layout.size()) };
+    assert!(bytes.iter().all(|&b| b == tag), "TLSF block changed");
+    // SAFETY: allocated with `layout`, freed once.
+    unsafe { heap.deallocate(p, layout) };
+    heap.check().unwrap();
+}
+
+/// The TLSF pools a heap grew go back to the buddy once they are empty: after drain and
+/// reclaim the heap holds no pool and the buddy has every page.
+#[test]
+fn empty_tlsf_pools_go_back_to_the_buddy() {
+    let _serial = serial();
+    smpalloc::percpu::set_cpu_id_source(cpu_source);
+    CPU.with(|c| c.set(0));
+    let pages = pages(16 << 20);
+    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let blocks = grow_tlsf(&heap);
+    let grown = heap.stats().tlsf_pool_bytes;
+    assert!(grown >= 1 << 20, "several pools grown ({grown} bytes)");
+    assert_eq!(pages.used_pages() * 4096, grown);
+    let mut blocks = blocks;
+    let mut order = 5;
+    while !blocks.is_empty() {
+        order = (order * 7 + 3) % 97;
+        let block = blocks.swap_remove(order % blocks.len());
+        free_tlsf(&heap, block);
+    }
+    heap.drain_cpu_caches();
+    heap.reclaim();
+    let stats = heap.check().unwrap();
+    assert_eq!(stats.tlsf_pool_bytes, 0);
+    assert_eq!(pages.available_pages(), pages.total_pages());
+}
+
+/// A pool that still holds a live block is not returned; the others are. Once the block is
+/// freed, its pool goes back too.
+#[test]
+fn a_pool_with_a_live_block_stays() {
+    let _serial = serial();
+    smpalloc::percpu::set_cpu_id_source(cpu_source);
+    CPU.with(|c| c.set(1));
+    let pages = pages(16 << 20);
+    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let mut blocks = grow_tlsf(&heap);
+    assert!(heap.stats().tlsf_pool_bytes > 256 << 10);
+    // The first block grew the first pool (256 KiB); keep it.
+    let kept = blocks.remove(0);
+    for block in blocks {
+        free_tlsf(&heap, block);
+    }
+    heap.drain_cpu_caches();
+    heap.reclaim();
+    let stats = heap.check().unwrap();
+    assert_eq!(
+        stats.tlsf_pool_bytes,
+        256 << 10,
+        "only the first pool stays"
+    );
+    assert_eq!(pages.used_pages() * 4096, 256 << 10);
+    free_tlsf(&heap, kept);
+    heap.reclaim();
+    assert_eq!(heap.check().unwrap().tlsf_pool_bytes, 0);
+    assert_eq!(pages.available_pages(), pages.total_pages());
+}
+
+/// Growth keeps working after pools are returned: 40 grow / return cycles of several pools each
+/// (more than the 16 region entries: entries are reused), on changing CPUs.
+#[test]
+fn tlsf_growth_after_return_reuses_region_entries() {
+    let _serial = serial();
+    smpalloc::percpu::set_cpu_id_source(cpu_source);
+    let pages = pages(16 << 20);
+    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let cycles = if cfg!(miri) { 18 } else { 40 };
+    for cycle in 0..cycles {
+        CPU.with(|c| c.set(cycle % 4));
+        let blocks = grow_tlsf(&heap);
+        assert!(heap.stats().tlsf_pool_bytes >= 1 << 20, "cycle {cycle}");
+        for block in blocks.into_iter().rev() {
+            free_tlsf(&heap, block);
+        }
+        heap.reclaim();
+        let stats = heap.check().unwrap();
+        assert_eq!(stats.tlsf_pool_bytes, 0, "cycle {cycle}");
+        assert_eq!(
+            pages.available_pages(),
+            pages.total_pages(),
+            "cycle {cycle}"
+        );
+    }
+}
+
+/// Memory a kernel gives the TLSF arenas with `add_memory` is never returned by `reclaim`
+/// (only pools grown from the page source are): after growth beyond it and a full reclaim,
+/// the next TLSF allocation is served from that memory without growing.
+#[test]
+fn add_memory_regions_are_never_returned() {
+    let _serial = serial();
+    smpalloc::percpu::set_cpu_id_source(cpu_source);
+    CPU.with(|c| c.set(2));
+    let pages = pages(16 << 20);
+    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let user_len = 1 << 20;
+    let user_layout = Layout::from_size_align(user_len, 4096).unwrap();
+    // SAFETY: non-zero size; leaked (the heap keeps using it).
+    let user = unsafe { std::alloc::alloc(user_layout) };
+    assert!(!user.is_null());
+    let user_start = user.expose_provenance();
+    heap.tlsf().add_memory(user_start, user_len).unwrap();
+    let in_user = |p: NonNull<u8>| (user_start..user_start + user_len).contains(&p.as_ptr().addr());
+    let mut blocks = Vec::new();
+    while heap.stats().tlsf_pool_bytes == 0 {
+        blocks.extend(grow_tlsf(&heap));
+    }
+    assert!(
+        blocks.iter().any(|b| in_user(b.0)),
+        "the user memory served"
+    );
+    assert!(blocks.iter().any(|b| !in_user(b.0)), "and growth did");
+    for block in blocks {
+        free_tlsf(&heap, block);
+    }
+    heap.drain_cpu_caches();
+    heap.reclaim();
+    assert_eq!(heap.check().unwrap().tlsf_pool_bytes, 0);
+    assert_eq!(pages.available_pages(), pages.total_pages());
+    // The user memory is still there, intact as heap memory.
+    let layout = tlsf_layout(100 << 10);
+    let p = heap.allocate(layout).unwrap();
+    assert!(in_user(p), "served from the memory added at boot");
+    assert_eq!(heap.stats().tlsf_pool_bytes, 0, "no growth needed");
+    // SAFETY: a fresh block of `layout.size()` bytes.
+    unsafe { p.as_ptr().write_bytes(0xa5, layout.size()) };
+    free_tlsf(&heap, (p, layout, 0xa5));
+    heap.reclaim();
+    assert_eq!(heap.check().unwrap().tlsf_pool_bytes, 0);
 }

@@ -1,8 +1,9 @@
 //! `SmpHeap` against a shadow model: random allocate / free / reallocate sequences, each step on
 //! an explicit CPU (the CPU-id source reads a thread-local the test sets), over real memory
 //! from the system. After every step: no overlap, alignment, contents intact, `check()`. At
-//! the end everything is freed, and after `drain_cpu_caches()` + `reclaim()` every slab and
-//! huge block is back with the page source (only the TLSF pools stay).
+//! the end everything is freed, and after `drain_cpu_caches()` + `reclaim()` every slab, huge
+//! block and TLSF pool is back with the page source: it holds nothing. A `Reclaim` step with no
+//! live TLSF block returns every TLSF pool; with one, keeps at least one.
 
 use core::alloc::Layout;
 use core::cell::Cell;
@@ -170,7 +171,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 fill(&live[i]);
             }
             Op::Drain => heap.drain_cpu_caches(),
-            Op::Reclaim => heap.reclaim(),
+            Op::Reclaim => {
+                heap.reclaim();
+                let tlsf_live = live.iter().any(|l| Route::of(l.layout) == Route::Tlsf);
+                let pools = heap.stats().tlsf_pool_bytes;
+                prop_assert_eq!(
+                    pools > 0,
+                    tlsf_live,
+                    "TLSF pools held after reclaim: {} bytes",
+                    pools
+                );
+            }
             _ => {}
         }
         prop_assert!(no_overlap(&live), "two live blocks overlap");
@@ -184,7 +195,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 _ => None,
             })
             .sum();
-        prop_assert_eq!(stats.unwrap().small_bytes, small);
+        let stats = stats.unwrap();
+        prop_assert_eq!(stats.small_bytes, small);
+        // Everything held from the system is a slab, a TLSF pool or a huge block (which
+        // `SystemPages` counts at its layout's size).
+        let huge: usize = live
+            .iter()
+            .filter(|l| Route::of(l.layout) == Route::Huge)
+            .map(|l| l.layout.size())
+            .sum();
+        prop_assert_eq!(
+            heap.pages().held_bytes(),
+            stats.slab_bytes + stats.tlsf_pool_bytes + huge
+        );
     }
     for l in live.drain(..) {
         prop_assert!(intact(&l));
@@ -201,8 +224,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let c = heap.class_stats(class).unwrap();
         prop_assert_eq!((c.allocated, c.slabs, c.slab_inuse), (0, 0, 0));
     }
-    // Only TLSF pools are still held from the system.
-    prop_assert_eq!(heap.pages().held_bytes(), stats.tlsf_pool_bytes);
+    // Nothing is held from the system, TLSF pools included.
+    prop_assert_eq!(stats.tlsf_pool_bytes, 0);
+    prop_assert_eq!(heap.pages().held_bytes(), 0);
     Ok(())
 }
 
@@ -261,7 +285,8 @@ fn cross_cpu_frees_flow_back_to_the_pages() {
     heap.drain_cpu_caches();
     heap.reclaim();
     assert_eq!(heap.stats().slab_bytes, 0);
-    assert_eq!(heap.pages().held_bytes(), heap.stats().tlsf_pool_bytes);
+    assert_eq!(heap.stats().tlsf_pool_bytes, 0);
+    assert_eq!(heap.pages().held_bytes(), 0);
 }
 
 /// Dropping a heap returns everything it holds to its page source: magazines, depots and empty

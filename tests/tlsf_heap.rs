@@ -1,6 +1,7 @@
 //! `TlsfHeap`: threads allocating and freeing each other's blocks (an ownership table checks
 //! that no block is handed out twice), borrowing from other arenas when one is exhausted,
-//! reallocation, bad input, and (feature `allocator-api2`) collections living in the heap.
+//! reallocation, bad input, pools removed and their region entries reused (also while other
+//! threads free), and (feature `allocator-api2`) collections living in the heap.
 //! Runs under Miri with fewer rounds.
 
 mod tlsf_shadow;
@@ -446,4 +447,290 @@ mod collections {
         }
         assert_eq!(heap.check().unwrap(), 0, "the collections leaked");
     }
+}
+
+/// `remove_pool` takes back a whole region with nothing allocated in it, refuses anything else
+/// (heap unchanged), and the memory it returned can be added again.
+#[test]
+fn remove_pool_takes_back_only_a_free_whole_region() {
+    const POOL: usize = 4096;
+    let buffer = Buffer::new(4 * POOL + 256 * 1024);
+    let heap: TlsfHeap<2> = TlsfHeap::new();
+    // SAFETY: disjoint parts of the buffer, each added once while it is the heap's.
+    unsafe {
+        heap.add_pool(buffer.slice(0, POOL)).unwrap();
+        heap.add_pool(buffer.slice(POOL, POOL)).unwrap();
+    }
+    for not_a_region in [
+        buffer.slice(2 * POOL, POOL),
+        buffer.slice(0, POOL / 2),
+        buffer.slice(0, 2 * POOL),
+        buffer.slice(16, POOL - 16),
+    ] {
+        assert_eq!(
+            heap.remove_pool(not_a_region),
+            Err(AllocError::InvalidParam)
+        );
+    }
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    let p = heap.allocate(layout).unwrap();
+    fill(p, 64, 0x11);
+    let in_first = p.as_ptr().addr() - buffer.ptr.as_ptr().addr() < POOL;
+    let (own, other) = if in_first { (0, POOL) } else { (POOL, 0) };
+    let used = heap.check().unwrap();
+    assert_eq!(
+        heap.remove_pool(buffer.slice(own, POOL)),
+        Err(AllocError::MemoryOverlap),
+        "a pool with a live block"
+    );
+    assert_eq!(
+        heap.check().unwrap(),
+        used,
+        "a refused removal changed the heap"
+    );
+    heap.remove_pool(buffer.slice(other, POOL)).unwrap();
+    assert_eq!(heap.check().unwrap(), used);
+    assert_eq!(
+        heap.remove_pool(buffer.slice(other, POOL)),
+        Err(AllocError::InvalidParam),
+        "removed twice"
+    );
+    // Everything now comes from the pool that stayed, until it is full.
+    let mut more = Vec::new();
+    while let Some(q) = heap.allocate(layout) {
+        let offset = q.as_ptr().addr() - buffer.ptr.as_ptr().addr();
+        assert!(
+            (own..own + POOL).contains(&offset),
+            "served from a removed pool"
+        );
+        more.push(q);
+    }
+    assert!(more.len() > 10);
+    for q in more {
+        // SAFETY: live, freed once.
+        unsafe { heap.deallocate(q, layout) };
+    }
+    assert!(intact(p, 64, 0x11));
+    // SAFETY: live, freed once.
+    unsafe { heap.deallocate(p, layout) };
+    heap.remove_pool(buffer.slice(own, POOL)).unwrap();
+    assert!(heap.allocate(layout).is_none(), "an empty heap allocated");
+    assert_eq!(heap.check().unwrap(), 0);
+    // The memory is the caller's again: overwrite it, then give it back as one pool.
+    // SAFETY: both pools were removed; nothing else uses the buffer.
+    unsafe { buffer.ptr.as_ptr().write_bytes(0xee, 2 * POOL) };
+    // SAFETY: the first two pages of the buffer, the heap's from now on.
+    unsafe { heap.add_pool(buffer.slice(0, 2 * POOL)).unwrap() };
+    let big = Layout::from_size_align(POOL + 1000, 8).unwrap();
+    let q = heap.allocate(big).expect("the merged range is one block");
+    // SAFETY: live, freed once.
+    unsafe { heap.deallocate(q, big) };
+    // A pool split across the arenas is several regions: not removable as one.
+    // SAFETY: the rest of the buffer, once.
+    unsafe { heap.add_pool(buffer.slice(4 * POOL, 256 * 1024)).unwrap() };
+    assert_eq!(
+        heap.remove_pool(buffer.slice(4 * POOL, 256 * 1024)),
+        Err(AllocError::InvalidParam)
+    );
+    assert_eq!(heap.check().unwrap(), 0);
+}
+
+/// The 16 region entries are reused: with the table full, 100 cycles of removing a pool and
+/// adding another (at another address and length) keep working; the heap serves from the new
+/// pools and never from removed ones.
+#[test]
+fn region_entries_are_reused_beyond_sixteen() {
+    const SLOT: usize = 4096;
+    let buffer = Buffer::new(48 * SLOT);
+    let base = buffer.ptr.as_ptr().addr();
+    let heap: TlsfHeap<4> = TlsfHeap::new();
+    // Region k lives at slot 3k (one page) or 3k + 1 (two pages), alternating.
+    let range = |k: usize, moved: bool| {
+        if moved {
+            buffer.slice((3 * k + 1) * SLOT, 2 * SLOT)
+        } else {
+            buffer.slice(3 * k * SLOT, SLOT)
+        }
+    };
+    let mut moved = [false; 16];
+    for k in 0..16 {
+        // SAFETY: disjoint parts of the buffer, each the heap's while added.
+        unsafe { heap.add_pool(range(k, false)).unwrap() };
+    }
+    // SAFETY: a part of the buffer no region uses (and refused: the table is full).
+    let refused = unsafe { heap.add_pool(buffer.slice(47 * SLOT, SLOT)) };
+    assert_eq!(refused, Err(AllocError::NoMemory));
+    let layout = Layout::from_size_align(100, 8).unwrap();
+    let cycles = if cfg!(miri) { 20 } else { 100 };
+    for cycle in 0..cycles {
+        let k = (cycle * 7) % 16;
+        heap.remove_pool(range(k, moved[k])).unwrap();
+        moved[k] = !moved[k];
+        // SAFETY: the other range of region k, free since its removal (or never added).
+        unsafe { heap.add_pool(range(k, moved[k])).unwrap() };
+        let blocks: Vec<_> = (0..8).map(|_| heap.allocate(layout).unwrap()).collect();
+        for &p in &blocks {
+            let slot = (p.as_ptr().addr() - base) / SLOT;
+            let region = slot / 3;
+            let current = (slot % 3 != 0) == moved[region];
+            assert!(current, "cycle {cycle}: a block of a removed pool");
+        }
+        assert_eq!(heap.check().unwrap(), blocks.len() * 128);
+        for p in blocks {
+            // SAFETY: live, freed once.
+            unsafe { heap.deallocate(p, layout) };
+        }
+        assert_eq!(heap.check().unwrap(), 0);
+    }
+}
+
+/// Frees and lookups stay right while pools come and go: two threads allocate, free their own
+/// blocks and each other's (ownership table), while a third adds and removes spare pools
+/// (reusing region entries, at changing addresses and lengths). Every removal the third thread
+/// makes succeeds only for a pool nobody holds a block of; at the end all are removed.
+#[test]
+fn frees_stay_right_while_pools_come_and_go() {
+    const BASE: usize = 64 * 1024;
+    const SPARE: usize = 8 * 1024;
+    let buffer = Buffer::new(2 * BASE + 6 * SPARE);
+    let heap: TlsfHeap<2> = TlsfHeap::new();
+    // SAFETY: the first two parts of the buffer, the heap's for good.
+    unsafe {
+        heap.add_pool(buffer.slice(0, BASE)).unwrap();
+        heap.add_pool(buffer.slice(BASE, BASE)).unwrap();
+    }
+    // Spare pool k: at `2 * BASE + k * SPARE`, one or (odd k) just under one spare long.
+    let spares = Ranges(
+        (0..6)
+            .map(|k| buffer.slice(2 * BASE + k * SPARE, SPARE - (k % 2) * 512))
+            .collect(),
+    );
+    let owners = Ownership::default();
+    let rounds = ROUNDS / 4;
+    let (to_0, from_1) = mpsc::channel::<Sent>();
+    let (to_1, from_0) = mpsc::channel::<Sent>();
+    let done = core::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| {
+        let workers: Vec<_> = [(to_1, from_1), (to_0, from_0)]
+            .into_iter()
+            .enumerate()
+            .map(|(t, (send, recv))| {
+                let (heap, owners) = (&heap, &owners);
+                s.spawn(move || {
+                    let mut rng = Rng::new(t as u64 + 7);
+                    let mut mine: Vec<Sent> = Vec::new();
+                    for i in 0..rounds {
+                        let size = 16 + rng.below(1500);
+                        let layout = Layout::from_size_align(size, 8).unwrap();
+                        if let Some(p) = heap.allocate(layout) {
+                            owners.take(p, size, t);
+                            let tag = (i % 250) as u8 + 1;
+                            fill(p, size, tag);
+                            mine.push(Sent(p, layout, tag));
+                        }
+                        if mine.len() > 40 || (i % 3 == 0 && !mine.is_empty()) {
+                            let b = mine.swap_remove(rng.below(mine.len()));
+                            if i % 2 == 0 {
+                                send.send(b).unwrap();
+                            } else {
+                                release(heap, owners, b);
+                            }
+                        }
+                        while let Ok(b) = recv.try_recv() {
+                            release(heap, owners, b);
+                        }
+                    }
+                    for b in mine {
+                        release(heap, owners, b);
+                    }
+                    drop(send);
+                    // The other thread's last blocks, until it hangs up.
+                    while let Ok(b) = recv.recv() {
+                        release(heap, owners, b);
+                    }
+                })
+            })
+            .collect();
+        let (heap, done, spares) = (&heap, &done, &spares);
+        let spare = |k: usize| spares.0[k];
+        s.spawn(move || {
+            let mut present = [false; 6];
+            let mut k = 0;
+            while !done.load(core::sync::atomic::Ordering::Acquire) {
+                k = (k + 1) % 6;
+                if present[k] {
+                    present[k] = heap.remove_pool(spare(k)).is_err();
+                } else {
+                    // SAFETY: spare `k` is not in the heap (never added, or removed since).
+                    unsafe { heap.add_pool(spare(k)).unwrap() };
+                    present[k] = true;
+                }
+                thread::yield_now();
+            }
+            for (k, present) in present.into_iter().enumerate() {
+                if present {
+                    // Both workers are done: every spare is free again.
+                    heap.remove_pool(spare(k)).unwrap();
+                }
+            }
+        });
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        done.store(true, core::sync::atomic::Ordering::Release);
+    });
+    assert!(owners.0.lock().unwrap().is_empty());
+    assert_eq!(heap.check().unwrap(), 0);
+}
+
+/// Frees a block owned by the caller after checking its contents.
+fn release(heap: &TlsfHeap<2>, owners: &Ownership, Sent(p, layout, tag): Sent) {
+    assert!(
+        intact(p, layout.size(), tag),
+        "contents changed while owned"
+    );
+    owners.give_back(p);
+    // SAFETY: live, owned by the caller, freed once.
+    unsafe { heap.deallocate(p, layout) };
+}
+
+/// Pool ranges shared with a thread that adds and removes them.
+struct Ranges(Vec<NonNull<[u8]>>);
+// SAFETY: plain ranges of a test buffer; the memory is reached only through the heap.
+unsafe impl Sync for Ranges {}
+
+/// A stale free of a block whose pool was removed is not found in the region table: ignored
+/// (in every build), and the memory, the caller's again, is not touched.
+#[test]
+fn stale_free_into_a_removed_pool_is_ignored() {
+    const POOL: usize = 4096;
+    let buffer = Buffer::new(2 * POOL);
+    let heap: TlsfHeap<2> = TlsfHeap::new();
+    // SAFETY: disjoint parts of the buffer, each the heap's while added.
+    unsafe {
+        heap.add_pool(buffer.slice(0, POOL)).unwrap();
+        heap.add_pool(buffer.slice(POOL, POOL)).unwrap();
+    }
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    let p = heap.allocate(layout).unwrap();
+    // SAFETY: live, freed once (the second free below is the stale one under test).
+    unsafe { heap.deallocate(p, layout) };
+    let offset = p.as_ptr().addr() - buffer.ptr.as_ptr().addr();
+    let pool = offset / POOL * POOL;
+    heap.remove_pool(buffer.slice(pool, POOL)).unwrap();
+    // SAFETY: removed: the memory is ours again.
+    unsafe { buffer.ptr.as_ptr().add(pool).write_bytes(0x77, POOL) };
+    // SAFETY: deliberately stale (the contract is broken); the heap must ignore it.
+    unsafe { heap.deallocate(p, layout) };
+    // SAFETY: the removed pool, overwritten above and not used by the heap.
+    let bytes = unsafe { core::slice::from_raw_parts(buffer.ptr.as_ptr().add(pool), POOL) };
+    assert!(
+        bytes.iter().all(|&b| b == 0x77),
+        "the heap wrote to a removed pool"
+    );
+    assert_eq!(heap.check().unwrap(), 0);
+    let q = heap.allocate(layout).expect("the other pool serves");
+    assert_ne!(q.as_ptr().addr() / POOL, p.as_ptr().addr() / POOL);
+    // SAFETY: live, freed once.
+    unsafe { heap.deallocate(q, layout) };
 }

@@ -11,9 +11,15 @@
 //!   address names the arena that allocated it: `deallocate` finds it by scanning the table
 //!   (at most `MAX_REGIONS` entries, O(1)) and frees under that arena's lock, whichever CPU
 //!   frees.
-//! - **Publication.** Regions are added under the `grow` lock: entry fields are written, then
-//!   `len` is stored with `Release`; only then is the memory inserted into the arena. A reader
-//!   loads `len` with `Acquire` and reads entries below it, which are never changed again.
+//! - **Publication and reuse.** Each entry carries a sequence number `seq`: even while it
+//!   holds a live region, odd while vacant. Under the `grow` lock a region is added to the
+//!   lowest vacant entry (a `Release` fence, the fields, then `seq` made even with `Release`)
+//!   before its memory is inserted into the arena; [`TlsfHeap::remove_pool`] takes a wholly
+//!   free region out of its arena and makes `seq` odd in one critical section of that arena's
+//!   lock. Lock-free readers (`deallocate`, `reallocate`) take a consistent snapshot of each
+//!   entry (`seq` with `Acquire`, the fields, a fence, `seq` again) and *skip* entries that
+//!   are vacant or changed meanwhile: the region of a live block never changes, so they never
+//!   wait and never match a torn or stale entry (DESIGN.md 12.5, E1-E4).
 //! - **Lazy start.** A heap built with [`TlsfHeap::with_pool`] (a `const fn`, for
 //!   `#[global_allocator]` statics) carves its pool into regions on first use: `state` goes
 //!   `UNINIT -> STARTING` by one CAS (the winner adds the pool, then stores `READY` with
@@ -29,7 +35,7 @@ use super::dangling;
 use super::tlsf::{CheckError, GRANULARITY, Tlsf};
 use crate::lock::SpinLock;
 use crate::percpu::{self, PerCpu};
-use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering, fence};
 use crate::sync::{Backoff, loom_const_fn};
 use crate::traits::{AllocError, AllocResult};
 
@@ -50,75 +56,170 @@ const UNINIT: usize = 0;
 const STARTING: usize = 1;
 const READY: usize = 2;
 
-/// The table of regions: which arena owns which address range.
-struct Regions {
-    /// Entry `i < len`: the region's first byte (carrying the pool's provenance).
-    starts: [AtomicPtr<u8>; MAX_REGIONS],
-    /// Entry `i < len`: the region's length in bytes.
-    lens: [AtomicUsize; MAX_REGIONS],
-    /// Entry `i < len`: the arena owning the region.
-    owners: [AtomicUsize; MAX_REGIONS],
-    /// Published entries. Written only under the heap's `grow` lock (`Release`), after the
-    /// entry's fields; entries below it never change.
+/// One entry of the region table. `seq` even: the entry holds a live region; odd: vacant (or
+/// being rewritten). Fields change only while `seq` is odd (DESIGN.md 12.5, E1-E4).
+struct Entry {
+    seq: AtomicUsize,
+    /// The region's first byte (carrying the pool's provenance).
+    start: AtomicPtr<u8>,
+    /// The region's length in bytes.
     len: AtomicUsize,
+    /// The arena owning the region.
+    owner: AtomicUsize,
+}
+
+impl Entry {
+    loom_const_fn! {
+        fn vacant() -> Self {
+            Self {
+                seq: AtomicUsize::new(1),
+                start: AtomicPtr::new(ptr::null_mut()),
+                len: AtomicUsize::new(0),
+                owner: AtomicUsize::new(0),
+            }
+        }
+    }
+}
+
+/// A consistent snapshot of a live entry.
+#[derive(Clone, Copy)]
+struct Region {
+    /// The entry's index and the (even) `seq` the snapshot was taken at.
+    index: usize,
+    seq: usize,
+    start: *mut u8,
+    len: usize,
+    owner: usize,
+}
+
+impl Region {
+    /// `(start, end)` addresses.
+    fn bounds(&self) -> (usize, usize) {
+        (self.start.addr(), self.start.addr() + self.len)
+    }
+}
+
+/// The table of regions: which arena owns which address range. Entries are reused after a
+/// region is removed; lock-free readers take consistent snapshots by `seq` (a per-entry
+/// seqlock whose readers skip, never wait: DESIGN.md 12.5).
+struct Regions {
+    entries: [Entry; MAX_REGIONS],
+    /// Entries ever used (a high-water mark): readers scan below it. Written only under the
+    /// heap's `grow` lock (`Release`), after the new entry is live.
+    used: AtomicUsize,
 }
 
 impl Regions {
     #[cfg(not(loom))]
     const fn new() -> Self {
         Self {
-            starts: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_REGIONS],
-            lens: [const { AtomicUsize::new(0) }; MAX_REGIONS],
-            owners: [const { AtomicUsize::new(0) }; MAX_REGIONS],
-            len: AtomicUsize::new(0),
+            entries: [const { Entry::vacant() }; MAX_REGIONS],
+            used: AtomicUsize::new(0),
         }
     }
 
     #[cfg(loom)]
     fn new() -> Self {
         Self {
-            starts: core::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            lens: core::array::from_fn(|_| AtomicUsize::new(0)),
-            owners: core::array::from_fn(|_| AtomicUsize::new(0)),
-            len: AtomicUsize::new(0),
+            entries: core::array::from_fn(|_| Entry::vacant()),
+            used: AtomicUsize::new(0),
         }
     }
 
-    /// The published entries.
-    fn entries(&self) -> impl Iterator<Item = (*mut u8, usize, usize)> + '_ {
-        // Acquire: pairs with the Release in `push`, so the entry fields below it are visible.
-        let len = self.len.load(Ordering::Acquire);
-        (0..len).map(move |i| {
-            (
-                self.starts[i].load(Ordering::Relaxed),
-                self.lens[i].load(Ordering::Relaxed),
-                self.owners[i].load(Ordering::Relaxed),
-            )
-        })
-    }
-
-    /// The entry containing `addr`: `((region start, region end), owner)`.
+    /// A consistent snapshot of entry `index`, or `None` when it is vacant or was rewritten
+    /// while we read it (E4). Lock-free readers use it; it never waits.
     #[inline]
-    fn find(&self, addr: usize) -> Option<(*mut u8, (usize, usize), usize)> {
-        self.entries().find_map(|(start_ptr, len, owner)| {
-            let start = start_ptr.addr();
-            (start <= addr && addr - start < len).then_some((
-                start_ptr,
-                (start, start + len),
-                owner,
-            ))
+    fn snapshot(&self, index: usize) -> Option<Region> {
+        let entry = &self.entries[index];
+        // Acquire: pairs with the Release store that made this `seq` live, so the field loads
+        // below return the values stored before it, or later ones.
+        let seq = entry.seq.load(Ordering::Acquire);
+        if seq % 2 != 0 {
+            return None;
+        }
+        let start = entry.start.load(Ordering::Relaxed);
+        let len = entry.len.load(Ordering::Relaxed);
+        let owner = entry.owner.load(Ordering::Relaxed);
+        // Acquire fence: if a field load above returned a later rewrite's value, that rewrite's
+        // Release fence synchronizes with this one, so the odd `seq` stored before that
+        // rewrite is visible to the load below and the snapshot is refused.
+        fence(Ordering::Acquire);
+        (entry.seq.load(Ordering::Relaxed) == seq).then_some(Region {
+            index,
+            seq,
+            start,
+            len,
+            owner,
         })
     }
 
-    /// Appends an entry. The caller holds the heap's `grow` lock (one writer) and has checked
-    /// there is room.
-    fn push(&self, start: *mut u8, len: usize, owner: usize) {
-        let i = self.len.load(Ordering::Relaxed);
-        self.starts[i].store(start, Ordering::Relaxed);
-        self.lens[i].store(len, Ordering::Relaxed);
-        self.owners[i].store(owner, Ordering::Relaxed);
-        // Release: a reader that sees `i + 1` sees the fields above.
-        self.len.store(i + 1, Ordering::Release);
+    /// Whether entry `region.index` still holds the snapshot `region` (its `seq` unchanged).
+    /// Exact when the caller holds the region's owner's arena lock (vacating happens under it).
+    #[inline]
+    fn still_holds(&self, region: &Region) -> bool {
+        self.entries[region.index].seq.load(Ordering::Relaxed) == region.seq
+    }
+
+    /// Consistent snapshots of the live entries. Exact for the `grow` lock holder (no entry
+    /// changes meanwhile); for anyone else, entries live at some point during the scan.
+    fn live(&self) -> impl Iterator<Item = Region> + '_ {
+        // Acquire: pairs with the Release in `insert`, so the new entries below it are visible.
+        let used = self.used.load(Ordering::Acquire);
+        (0..used).filter_map(|i| self.snapshot(i))
+    }
+
+    /// The live region containing `addr`. For the address of a live block it is the block's
+    /// region (E2-E4); a pointer of no live block may find nothing.
+    #[inline]
+    fn find(&self, addr: usize) -> Option<Region> {
+        let used = self.used.load(Ordering::Acquire);
+        (0..used).find_map(|i| {
+            self.snapshot(i)
+                .filter(|r| r.start.addr() <= addr && addr - r.start.addr() < r.len)
+        })
+    }
+
+    /// Live entries. Exact for the `grow` lock holder.
+    fn count(&self) -> usize {
+        self.live().count()
+    }
+
+    /// Makes `(start, len, owner)` a live region in the lowest vacant entry. The caller holds
+    /// the heap's `grow` lock (one writer) and has checked there is a vacant entry (fewer than
+    /// `MAX_REGIONS` live).
+    fn insert(&self, start: *mut u8, len: usize, owner: usize) {
+        let used = self.used.load(Ordering::Relaxed);
+        let index = (0..used)
+            .find(|&i| self.entries[i].seq.load(Ordering::Relaxed) % 2 != 0)
+            .unwrap_or(used);
+        let entry = &self.entries[index];
+        let seq = entry.seq.load(Ordering::Relaxed);
+        debug_assert!(seq % 2 != 0, "inserting into a live entry");
+        // Release fence: the odd `seq` (stored when the entry was vacated, which happens before
+        // this under the `grow` lock) is ordered before the field stores for any reader that
+        // sees one of them and then fences (E4).
+        fence(Ordering::Release);
+        entry.start.store(start, Ordering::Relaxed);
+        entry.len.store(len, Ordering::Relaxed);
+        entry.owner.store(owner, Ordering::Relaxed);
+        // Release: a reader that loads this `seq` sees the fields above.
+        entry.seq.store(seq.wrapping_add(1), Ordering::Release);
+        if index == used {
+            // Release: a reader that sees `used` includes the live entry above.
+            self.used.store(used + 1, Ordering::Release);
+        }
+    }
+
+    /// Makes the entry of `region` vacant. The caller holds the `grow` lock and the region
+    /// owner's arena lock, and has just taken every block of the region out of the arena (E2).
+    fn vacate(&self, region: &Region) {
+        let entry = &self.entries[region.index];
+        debug_assert_eq!(entry.seq.load(Ordering::Relaxed), region.seq);
+        // Relaxed: readers that must see it are ordered by the `grow` lock (a later `insert`
+        // into this entry, whose Release fence follows) or the arena lock (re-validation).
+        entry
+            .seq
+            .store(region.seq.wrapping_add(1), Ordering::Relaxed);
     }
 }
 
@@ -315,14 +416,13 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             .checked_add(len)
             .ok_or(AllocError::InvalidParam)?;
         let _grow = self.grow.lock();
-        if self
-            .regions
-            .entries()
-            .any(|(s, l, _)| start.addr() < s.addr() + l && s.addr() < end)
-        {
+        if self.regions.live().any(|r| {
+            let (s, e) = r.bounds();
+            start.addr() < e && s < end
+        }) {
             return Err(AllocError::MemoryOverlap);
         }
-        let used = self.regions.len.load(Ordering::Relaxed);
+        let used = self.regions.count();
         let shares = if owner.is_none() && len / ARENAS >= MIN_SHARE && used + ARENAS <= MAX_REGIONS
         {
             ARENAS
@@ -348,7 +448,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             // SAFETY: `offset + share_len <= len`.
             let share_start = unsafe { start.add(offset) };
             // Publish the region before its memory can be handed out.
-            self.regions.push(share_start, share_len, owner);
+            self.regions.insert(share_start, share_len, owner);
             let block = NonNull::slice_from_raw_parts(
                 // SAFETY: inside `pool`, which is non-null.
                 unsafe { NonNull::new_unchecked(share_start) },
@@ -359,6 +459,44 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             let inserted = unsafe { self.arenas.get(owner).lock().insert_free_block_ptr(block) };
             debug_assert!(inserted.is_some(), "share long enough by the check above");
         }
+        Ok(())
+    }
+
+    /// Takes `pool` back from the heap when none of its memory is allocated: afterwards the
+    /// heap never touches it again and the caller owns it (e.g. returns it to the page source
+    /// it came from). `pool` must be exactly the range of one earlier
+    /// [`add_pool`](TlsfHeap::add_pool) / [`add_memory`](TlsfHeap::add_memory) call that went
+    /// whole to one arena (a pool split across the arenas is several regions and cannot be
+    /// removed as one), or the `with_pool` pool when it went whole to one arena. The region's
+    /// table entry is reused by later additions. Lookups by concurrent frees in other regions
+    /// stay correct (DESIGN.md 12.5).
+    ///
+    /// Errors (nothing changes): `InvalidParam` when no region of the heap is exactly `pool`;
+    /// `MemoryOverlap` when an allocated block lies in it.
+    ///
+    /// # Time Complexity
+    /// O(regions + blocks in the pool), under the `grow` lock and the owner arena's lock.
+    pub fn remove_pool(&self, pool: NonNull<[u8]>) -> AllocResult {
+        self.ensure_ready();
+        let start = pool.cast::<u8>().as_ptr().addr();
+        let _grow = self.grow.lock();
+        let region = self
+            .regions
+            .live()
+            .find(|r| r.start.addr() == start && r.len == pool.len())
+            .ok_or(AllocError::InvalidParam)?;
+        let mut arena = self.arenas.get(region.owner).lock();
+        let range = NonNull::slice_from_raw_parts(
+            NonNull::new(region.start).ok_or(AllocError::InvalidParam)?,
+            region.len,
+        );
+        // SAFETY: the region was inserted into this arena with exactly this range (E3), and
+        // we hold its lock.
+        if !unsafe { arena.take_free_pool(range) } {
+            return Err(AllocError::MemoryOverlap);
+        }
+        // E2: vacated in the critical section that took its blocks out of the arena.
+        self.regions.vacate(&region);
         Ok(())
     }
 
@@ -387,16 +525,16 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         (1..ARENAS).find_map(|k| self.arenas.get((home + k) % ARENAS).lock().allocate(layout))
     }
 
-    /// The region `(start, end)` containing `ptr` and the arena owning it.
-    #[inline]
+    /// The region containing `ptr` (a snapshot of its entry: bounds, owner).
     ///
     /// Also returns `ptr` re-derived from the region's own pointer: a caller's pointer may
     /// carry provenance for its block only (a `Box` retags it to its size), while freeing reads
     /// the header before the block.
-    fn owner(&self, ptr: NonNull<u8>) -> Option<(NonNull<u8>, (usize, usize), usize)> {
-        let (start, region, owner) = self.regions.find(ptr.as_ptr().addr())?;
-        let ptr = NonNull::new(start.with_addr(ptr.as_ptr().addr()))?;
-        Some((ptr, region, owner))
+    #[inline]
+    fn owner(&self, ptr: NonNull<u8>) -> Option<(NonNull<u8>, Region)> {
+        let region = self.regions.find(ptr.as_ptr().addr())?;
+        let ptr = NonNull::new(region.start.with_addr(ptr.as_ptr().addr()))?;
+        Some((ptr, region))
     }
 
     /// Frees `ptr`, allocated with `layout`, into the arena that owns it. Zero-size layouts
@@ -413,16 +551,20 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         if layout.size() == 0 {
             return;
         }
-        let Some((ptr, region, owner)) = self.owner(ptr) else {
+        let Some((ptr, region)) = self.owner(ptr) else {
             return;
         };
-        // SAFETY: `ptr` lies in `region`, a region of `owner`.
-        let freed = unsafe {
-            self.arenas
-                .get(owner)
-                .lock()
-                .try_deallocate_within(ptr, region)
-        };
+        let mut arena = self.arenas.get(region.owner).lock();
+        // Re-validation (DESIGN.md 12.5): a region is vacated only under its owner's lock, so
+        // an unchanged `seq` means the region is still this arena's. Always true for a live
+        // block; a stale pointer whose pool was just removed is ignored here.
+        if !self.regions.still_holds(&region) {
+            debug_assert!(false, "TlsfHeap::deallocate: a pointer into a removed pool");
+            return;
+        }
+        // SAFETY: `ptr` lies in `region`, a region of this arena (re-validated under its lock).
+        let freed = unsafe { arena.try_deallocate_within(ptr, region.bounds()) };
+        drop(arena);
         debug_assert!(
             freed.is_ok(),
             "TlsfHeap::deallocate: double free or not an allocation"
@@ -454,9 +596,13 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             }
             return Some(new);
         }
-        let (ptr, _, owner) = self.owner(ptr)?;
+        let (ptr, region) = self.owner(ptr)?;
         {
-            let mut arena = self.arenas.get(owner).lock();
+            let mut arena = self.arenas.get(region.owner).lock();
+            if !self.regions.still_holds(&region) {
+                // Not a live block (its pool was removed): the caller broke the contract.
+                return None;
+            }
             // Only the in-place cases here: a move inside the owner would wait on its lock
             // while another arena may have room.
             // SAFETY: a live allocation of this arena (caller).
@@ -481,18 +627,30 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
     pub fn check(&self) -> Result<usize, CheckError> {
         // No region may be half added (published, not yet inserted) while we walk.
         let _grow = self.grow.lock();
+        for (k, a) in self.regions.live().enumerate() {
+            let (a_start, a_end) = a.bounds();
+            if a.owner >= ARENAS {
+                return Err(CheckError("a region names no arena"));
+            }
+            if self.regions.live().skip(k + 1).any(|b| {
+                let (b_start, b_end) = b.bounds();
+                a_start < b_end && b_start < a_end
+            }) {
+                return Err(CheckError("two live regions overlap"));
+            }
+        }
         let mut used = 0;
         for (i, arena) in self.arenas.iter().enumerate() {
             let arena = arena.lock();
             let (blocks, bytes) = arena.check()?;
             let (mut seen_blocks, mut seen_bytes) = (0, 0);
-            for (start, len, owner) in self.regions.entries() {
-                if owner != i {
+            for region in self.regions.live() {
+                if region.owner != i {
                     continue;
                 }
                 let pool = NonNull::slice_from_raw_parts(
-                    NonNull::new(start).ok_or(CheckError("null region"))?,
-                    len,
+                    NonNull::new(region.start).ok_or(CheckError("null region"))?,
+                    region.len,
                 );
                 // SAFETY: the region was inserted into this arena with exactly this range.
                 let stats = unsafe { arena.check_pool(pool)? };
@@ -525,7 +683,7 @@ impl<const ARENAS: usize> fmt::Debug for TlsfHeap<ARENAS> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsfHeap")
             .field("arenas", &ARENAS)
-            .field("regions", &self.regions.len.load(Ordering::Relaxed))
+            .field("regions", &self.regions.count())
             .finish_non_exhaustive()
     }
 }

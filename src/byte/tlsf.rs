@@ -1020,6 +1020,40 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         })
     }
 
+    /// Takes a wholly free pool out of the allocator: when every block of `pool` is free,
+    /// unlinks them all from the free lists and returns `true` (the allocator then holds
+    /// nothing of `pool` and never touches it again); otherwise returns `false` and changes
+    /// nothing.
+    ///
+    /// # Safety
+    /// As for [`iter_blocks`](Tlsf::iter_blocks): `pool` starts where a pool of this allocator
+    /// starts.
+    ///
+    /// # Time Complexity
+    /// O(blocks in the pool).
+    pub(crate) unsafe fn take_free_pool(&mut self, pool: NonNull<[u8]>) -> bool {
+        // SAFETY: caller.
+        if unsafe { self.iter_blocks(pool) }.any(|block| block.used) {
+            return false;
+        }
+        let start = pool.cast::<u8>().as_ptr();
+        let first = (start.addr() + GRANULARITY - 1) & !(GRANULARITY - 1);
+        // SAFETY: the pool's blocks tile it up to its sentinel (invariant 1, caller); every one
+        // is free (just walked), so on its list; unlinking leaves the headers' sizes intact.
+        unsafe {
+            let mut b = start.add(first - start.addr()).cast::<BlockHdr>();
+            loop {
+                let size = (*b).size;
+                if size & SENTINEL != 0 {
+                    break;
+                }
+                self.unlink(b, size);
+                b = b.byte_add(size);
+            }
+        }
+        true
+    }
+
     /// Checks the free lists and bitmaps: every bit against its list, every listed block's
     /// links, flags, size class and physical neighbours (invariants 2 and 3). Returns the
     /// number of free blocks and their total size.

@@ -64,7 +64,8 @@ pub const HUGE: usize = 256 * 1024;
 /// single slab goes back as soon as it empties).
 const KEEP_EMPTY: usize = if cfg!(loom) { 0 } else { 2 };
 
-/// The first TLSF pool taken from the pages; each later one doubles.
+/// The first TLSF pool taken from the pages; each one taken while others are held is twice the
+/// size for each held one (`TLSF_CHUNK << held`).
 const TLSF_CHUNK: usize = 256 * 1024;
 
 /// Full magazines the depot of `class` may hold: about 256 KiB of objects, 1 to [`DEPOT`].
@@ -272,8 +273,9 @@ fn new_cpus<const CPUS: usize>() -> PerCpu<CpuSlot, CPUS> {
 /// Slabs to give back after the class lock is dropped.
 type Released = ArrayVec<NonNull<u8>, MAGAZINE>;
 
-/// The TLSF pools a heap took from its page source: `(start, bytes)`, each taken with
-/// `alloc_pages(bytes, 4096)`. At most as many as `TlsfHeap` has regions.
+/// The TLSF pools a heap took from its page source and still holds: `(start, bytes)`, each
+/// taken with `alloc_pages(bytes, 4096)`. At most as many as `TlsfHeap` has regions. Only these
+/// are ever returned by `reclaim` (never memory a kernel gave with `TlsfHeap::add_memory`).
 struct Pools(ArrayVec<(NonNull<u8>, usize), 16>);
 
 // SAFETY: the pointers name memory the heap owns; only the `tlsf_grow` lock holder (or `drop`)
@@ -303,7 +305,8 @@ pub struct SmpHeap<P: PageSource, const CPUS: usize = 16> {
     cpus: PerCpu<CpuSlot, CPUS>,
     classes: [CachePadded<Class>; HEAP_CLASSES],
     tlsf: TlsfHeap<4>,
-    /// Serialises TLSF growth; holds the pools taken from the page source (returned on drop).
+    /// Serialises TLSF growth and pool return; holds the pools taken from the page source and
+    /// not yet returned (`reclaim` returns the free ones, drop the rest).
     tlsf_grow: SpinLock<Pools>,
     tlsf_bytes: AtomicUsize,
     huge_bytes: AtomicUsize,
@@ -389,7 +392,8 @@ pub struct HeapStats {
     pub small_bytes: usize,
     /// Bytes parked in magazines, depots and empty slabs.
     pub parked_bytes: usize,
-    /// Bytes of TLSF pools taken from the page source (kept for the heap's life).
+    /// Bytes of TLSF pools taken from the page source (and not yet returned: `reclaim` returns
+    /// the wholly free ones).
     pub tlsf_pool_bytes: usize,
     /// Bytes of huge blocks allocated straight from the page source.
     pub huge_bytes: usize,
@@ -740,7 +744,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         self.grow_tlsf(layout)
     }
 
-    /// Takes one more pool from the page source (256 KiB, doubling with each pool, at least
+    /// Takes one more pool from the page source (256 KiB, doubling with each pool held, at least
     /// the request plus TLSF's overhead; halved down to that when the source cannot give more)
     /// and retries.
     #[cold]
@@ -832,9 +836,10 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         }
     }
 
-    /// Returns depot magazines to the slabs and every empty slab to the page source, then
-    /// drains the source's own caches. TLSF pools stay (TLSF keeps no per-pool counts to tell
-    /// an empty pool); huge blocks are returned on free already.
+    /// Returns depot magazines to the slabs, every empty slab and every TLSF pool the heap grew
+    /// that is wholly free to the page source, then drains the source's own caches. Memory
+    /// given to the arenas with [`TlsfHeap::add_memory`] stays; huge blocks are returned on
+    /// free already.
     pub fn reclaim(&self) {
         for class in 0..HEAP_CLASSES {
             let mut released = Released::new();
@@ -859,7 +864,30 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             drop(state);
             self.release(class, released);
         }
+        self.return_tlsf_pools();
         self.pages.drain();
+    }
+
+    /// Returns every TLSF pool in `tlsf_grow` that holds no allocated block to the page source
+    /// (`TlsfHeap::remove_pool` takes it out of its arena and vacates its region entry).
+    fn return_tlsf_pools(&self) {
+        let mut pools = self.tlsf_grow.lock();
+        let mut k = 0;
+        while let Some(&(pool, bytes)) = pools.0.get(k) {
+            if self
+                .tlsf
+                .remove_pool(NonNull::slice_from_raw_parts(pool, bytes))
+                .is_err()
+            {
+                k += 1;
+                continue;
+            }
+            pools.0.remove(k);
+            // SAFETY: taken with `alloc_pages(bytes, SLAB_PAGE)`; the arenas no longer hold any
+            // of it and never touch it again (removed above).
+            unsafe { self.pages.free_pages(pool, bytes, SLAB_PAGE) };
+            self.tlsf_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Releases slabs while holding the class lock (only when the batch is full: lock order
