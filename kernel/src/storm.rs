@@ -143,6 +143,8 @@ struct Process {
     kstack: usize,
     /// One page from the bitmap allocator.
     page_table: usize,
+    /// One page from the buddy allocator's per-CPU page lists.
+    trap_frame: usize,
     name: String,
     files: Vec<u32>,
     buffer: Option<Vec<u64>>,
@@ -257,14 +259,19 @@ fn fork(cpu: usize, rng: &mut Rng, counters: &mut Counters) -> Box<Process> {
         .alloc_pages(1, PAGE)
         .unwrap_or_else(|e| arch::fail(format_args!("page-table page: {e:?}")));
     claim_pages(page_table, 1, pid);
+    let trap_frame = BUDDY
+        .alloc_order(0)
+        .unwrap_or_else(|e| arch::fail(format_args!("trap-frame page: {e:?}")));
+    claim_pages(trap_frame, 1, pid);
     let files = vec![pid as u32; rng.below(24) as usize];
     let buffer = (rng.below(BIG) == 0).then(|| vec![pid as u64; 1024 << rng.below(3)]);
-    counters.allocator_calls += 6 + u64::from(!files.is_empty()) + u64::from(buffer.is_some());
+    counters.allocator_calls += 7 + u64::from(!files.is_empty()) + u64::from(buffer.is_some());
     let process = Box::new(Process {
         pid,
         slot,
         kstack,
         page_table,
+        trap_frame,
         name: format!("proc-{pid}"),
         files,
         buffer,
@@ -283,6 +290,7 @@ fn exit(process: Box<Process>, counters: &mut Counters) {
         slot,
         kstack,
         page_table,
+        trap_frame,
         ref name,
         ref files,
         ref buffer,
@@ -320,13 +328,17 @@ fn exit(process: Box<Process>, counters: &mut Counters) {
     if let Err(e) = BITMAP.try_dealloc_pages(page_table, 1) {
         arch::fail(format_args!("free page-table page {page_table:#x}: {e:?}"));
     }
+    release_pages(trap_frame, 1, pid);
+    if let Err(e) = BUDDY.free_order(trap_frame, 0) {
+        arch::fail(format_args!("free trap-frame page {trap_frame:#x}: {e:?}"));
+    }
     if PID_OWNER[pid].swap(0, Ordering::AcqRel) == 0 {
         arch::fail(format_args!("PID {pid} exited twice"));
     }
     if let Err(e) = PIDS.free_pid(pid) {
         arch::fail(format_args!("free PID {pid}: {e:?}"));
     }
-    counters.allocator_calls += 6 + u64::from(!files.is_empty()) + u64::from(buffer.is_some());
+    counters.allocator_calls += 7 + u64::from(!files.is_empty()) + u64::from(buffer.is_some());
     counters.exits += 1;
     drop(process);
 }
