@@ -11,11 +11,11 @@
 //! The hooks are process-wide, so this file is its own test binary and every test in it runs
 //! with them.
 
-use std::alloc::Layout;
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use core::alloc::Layout;
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
 use std::sync::{LazyLock, Mutex, Once};
-use std::time::Duration;
 
 use smpalloc::heap::{SmpHeap, SystemPages};
 use smpalloc::page::BuddyPageAllocator;
@@ -84,7 +84,11 @@ fn lock_and_try_lock_hold_interrupts_off_until_the_guard_is_gone() {
     let gb = b.try_lock().expect("b is free");
     assert_eq!(depth(), 2);
     assert!(a.try_lock().is_none());
-    assert_eq!(depth(), 2, "a failed try_lock turns interrupts back on at once");
+    assert_eq!(
+        depth(),
+        2,
+        "a failed try_lock turns interrupts back on at once"
+    );
     // Out of order: the depth counter, not a saved state, decides when interrupts return.
     drop(ga);
     assert_eq!(depth(), 1);
@@ -92,7 +96,11 @@ fn lock_and_try_lock_hold_interrupts_off_until_the_guard_is_gone() {
     assert_eq!(depth(), 0);
     let before = off_calls();
     let g = a.try_lock_unmasked().expect("a is free");
-    assert_eq!((depth(), off_calls()), (0, before), "try_lock_unmasked calls no hook");
+    assert_eq!(
+        (depth(), off_calls()),
+        (0, before),
+        "try_lock_unmasked calls no hook"
+    );
     drop(g);
     assert_eq!(depth(), 0);
 }
@@ -111,7 +119,11 @@ static PAGES: LazyLock<BuddyPageAllocator<4096, 4, 4>> = LazyLock::new(|| {
 
 /// The simulated handler: allocates and frees on every route a kernel's handler might use.
 fn handler() {
-    assert_eq!(depth(), 0, "entered with interrupts off but no lock counted");
+    assert_eq!(
+        depth(),
+        0,
+        "entered with interrupts off but no lock counted"
+    );
     let small = Layout::from_size_align(48, 8).unwrap();
     let odd = Layout::from_size_align(6000, 64).unwrap();
     for layout in [small, odd] {
@@ -169,7 +181,7 @@ fn a_handler_that_allocates_whenever_interrupts_come_on_never_deadlocks() {
             std::thread::spawn(move || {
                 HANDLER.set(Some(handler));
                 let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (t as u64 + 1);
-                let mut live: Vec<(std::ptr::NonNull<u8>, Layout)> = Vec::new();
+                let mut live: Vec<(core::ptr::NonNull<u8>, Layout)> = Vec::new();
                 let mut pages = Vec::new();
                 for _ in 0..20_000 {
                     rng ^= rng << 13;

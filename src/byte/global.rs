@@ -129,7 +129,10 @@ macro_rules! resize {
     };
 }
 
-#[allow(unused_imports, reason = "used by the SMP heap only with the `heap` feature")]
+#[allow(
+    unused_imports,
+    reason = "used by the SMP heap only with the `heap` feature"
+)]
 pub(crate) use heap_traits;
 #[allow(unused_imports, reason = "used only when an Allocator feature is on")]
 pub(crate) use {allocator_impl, resize};
