@@ -78,10 +78,9 @@ pub(crate) fn interrupts_off() -> Option<fn()> {
     if off.is_null() {
         return None;
     }
-    // SAFETY: the only non-null values ever stored in these two cells are `fn()` pointers cast
-    // to `*mut ()` by `set_interrupt_hooks`, which stores `on` before `off`; the Acquire load
-    // above makes that `on` visible, so it is non-null here. Function and data pointers have
-    // the same size on every target the crate supports.
+    // Function and data pointers have the same size on every target the crate supports.
+    // SAFETY: only `set_interrupt_hooks` stores non-null values here: `fn()`s cast to `*mut ()`,
+    // `on` before `off`; the Acquire load of `off` above makes that `on` visible (non-null).
     let (off, on) = unsafe {
         (
             core::mem::transmute::<*mut (), fn()>(off),
