@@ -39,6 +39,12 @@ fn pages(bytes: usize) -> &'static Pages {
     pages
 }
 
+/// A heap over a fresh buddy allocator of `bytes`, and that allocator.
+fn heap_over(bytes: usize) -> (&'static Pages, Box<Heap>) {
+    let pages = pages(bytes);
+    (pages, Box::new(SmpHeap::new(pages)))
+}
+
 /// Tests share the process-wide CPU-id source; each sets it and runs serially.
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -51,8 +57,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn out_of_memory_is_null_and_harmless() {
     let _serial = serial();
     smpalloc::percpu::set_cpu_id_source(cpu_source);
-    let pages = pages(4 << 20);
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let (pages, heap) = heap_over(4 << 20);
     let small = Layout::from_size_align(64, 8).unwrap();
     let mut held = Vec::new();
     while let Some(p) = heap.allocate(small) {
@@ -91,8 +96,7 @@ fn out_of_memory_is_null_and_harmless() {
 #[test]
 fn bad_layouts_are_refused() {
     let _serial = serial();
-    let pages = pages(4 << 20);
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let (pages, heap) = heap_over(4 << 20);
     // Zero size: a dangling, aligned pointer; freeing it is a no-op.
     let zero = Layout::from_size_align(0, 64).unwrap();
     let p = heap.allocate(zero).unwrap();
@@ -120,8 +124,7 @@ fn bad_layouts_are_refused() {
 #[test]
 #[should_panic(expected = "not an object of this heap")]
 fn foreign_pointer_is_caught_in_debug_builds() {
-    let pages = pages(1 << 20);
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let (_, heap) = heap_over(1 << 20);
     let layout = Layout::from_size_align(64, 8).unwrap();
     // A 4 KiB-aligned buffer that no slab header describes.
     let foreign = Box::leak(Box::new(Aligned([0u8; 8192])));
@@ -136,8 +139,7 @@ fn foreign_pointer_is_caught_in_debug_builds() {
 fn double_free_into_the_same_magazine_is_caught_in_debug_builds() {
     let _serial = serial();
     smpalloc::percpu::set_cpu_id_source(cpu_source);
-    let pages = pages(1 << 20);
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let (_, heap) = heap_over(1 << 20);
     let layout = Layout::from_size_align(64, 8).unwrap();
     let p = heap.allocate(layout).unwrap();
     // SAFETY: the first free is valid; the second is the bug under test.
@@ -260,8 +262,7 @@ fn free(
 #[test]
 fn huge_blocks_resize_and_return() {
     let _serial = serial();
-    let pages = pages(8 << 20);
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let (pages, heap) = heap_over(8 << 20);
     let layout = Layout::from_size_align(300 * 1024 - 1000, 8).unwrap();
     assert_eq!(Route::of(layout), Route::Huge);
     let p = heap.allocate(layout).unwrap();
@@ -343,8 +344,7 @@ fn empty_tlsf_pools_go_back_to_the_buddy() {
     let _serial = serial();
     smpalloc::percpu::set_cpu_id_source(cpu_source);
     CPU.with(|c| c.set(0));
-    let pages = pages(16 << 20);
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let (pages, heap) = heap_over(16 << 20);
     let blocks = grow_tlsf(&heap);
     let grown = heap.stats().tlsf_pool_bytes;
     assert!(grown >= 1 << 20, "several pools grown ({grown} bytes)");
@@ -370,8 +370,7 @@ fn a_pool_with_a_live_block_stays() {
     let _serial = serial();
     smpalloc::percpu::set_cpu_id_source(cpu_source);
     CPU.with(|c| c.set(1));
-    let pages = pages(16 << 20);
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let (pages, heap) = heap_over(16 << 20);
     let mut blocks = grow_tlsf(&heap);
     assert!(heap.stats().tlsf_pool_bytes > 256 << 10);
     // The first block grew the first pool (256 KiB); keep it.
@@ -400,8 +399,7 @@ fn a_pool_with_a_live_block_stays() {
 fn tlsf_growth_after_return_reuses_region_entries() {
     let _serial = serial();
     smpalloc::percpu::set_cpu_id_source(cpu_source);
-    let pages = pages(16 << 20);
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let (pages, heap) = heap_over(16 << 20);
     let cycles = if cfg!(miri) { 18 } else { 40 };
     for cycle in 0..cycles {
         CPU.with(|c| c.set(cycle % 4));
@@ -429,8 +427,7 @@ fn add_memory_regions_are_never_returned() {
     let _serial = serial();
     smpalloc::percpu::set_cpu_id_source(cpu_source);
     CPU.with(|c| c.set(2));
-    let pages = pages(16 << 20);
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let (pages, heap) = heap_over(16 << 20);
     let user_len = 1 << 20;
     let user_layout = Layout::from_size_align(user_len, 4096).unwrap();
     // SAFETY: non-zero size; leaked (the heap keeps using it).
