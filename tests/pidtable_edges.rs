@@ -173,6 +173,40 @@ fn empty_nodes_are_reclaimed() {
     assert_eq!(table.get_pid_stats().nodes_in_use, start);
 }
 
+/// Issue 14, defect 6: `tree()` used to hand out the `RadixTree` itself, so safe code could
+/// `insert(pid, usize::MAX - 1)` (the table's tombstone) and wedge `register_pid_mapping` and
+/// leak the PID in `free_pid`. The view is read-only (the `compile_fail` doctest on
+/// `PidTable::tree` is the regression test that the write no longer compiles); what it reads
+/// agrees with the table.
+#[test]
+fn tree_view_reads_what_the_table_maps() {
+    let table = Tiny::new(NodePool::new());
+    let a = table.allocate_pid().unwrap();
+    let b = table.allocate_pid().unwrap();
+    table.register_pid_mapping(a, MAX_PID_VALUE).unwrap();
+    table.register_pid_mapping(b, 7).unwrap();
+    let view = table.tree();
+    assert_eq!(view.get(a), Some(MAX_PID_VALUE));
+    assert_eq!(view.get(b), Some(7));
+    assert!(view.contains_key(b));
+    assert_eq!(view.get(b + 1), None);
+    assert!(!view.contains_key(0));
+    let mut seen = Vec::new();
+    view.for_each(|pid, value| seen.push((pid, value)));
+    assert_eq!(seen, [(a, MAX_PID_VALUE), (b, 7)]);
+    assert_eq!(view.check().unwrap().values, 2);
+    assert_eq!(
+        view.stats().nodes_in_use,
+        table.get_pid_stats().nodes_in_use
+    );
+    assert_eq!(table.free_pid(a), Ok(Some(MAX_PID_VALUE)));
+    assert_eq!(table.free_pid(b), Ok(Some(7)));
+    assert_eq!(table.tree().get(b), None);
+    table.tree().reclaim();
+    table.check().unwrap();
+    assert_eq!(table.get_pid_stats().nodes_in_use, 1);
+}
+
 #[test]
 fn a_static_table_is_const() {
     static TABLE: NexaPidTable = NexaPidTable::with_reserved_after_wrap(300);

@@ -21,7 +21,9 @@ pub use pool::HeapNodePool;
 pub use pool::{FANOUT, Node, NodePool, NodeStorage, RADIX_BITS, full_tree_nodes};
 #[cfg(not(loom))]
 pub use table::NexaPidTable;
-pub use table::{MAX_PID_VALUE, NEXA_POOL_NODES, PidError, PidInvariantError, PidStats, PidTable};
+pub use table::{
+    MAX_PID_VALUE, NEXA_POOL_NODES, PidError, PidInvariantError, PidStats, PidTable, TreeView,
+};
 pub use tree::{
     Census, MAX_LEVELS, RadixError, RadixInvariantError, RadixStats, RadixTree, Reclaim,
 };

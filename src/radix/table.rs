@@ -24,7 +24,7 @@
 use core::fmt;
 
 use super::pool::NodeStorage;
-use super::tree::{RadixInvariantError, RadixTree, Reclaim};
+use super::tree::{Census, RadixInvariantError, RadixStats, RadixTree, Reclaim};
 use crate::bitmap::{
     AtomicBitmap, BITS, BitmapError, CyclicCursor, DEFAULT_SUMMARY_WORDS, InvariantError,
 };
@@ -220,9 +220,24 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
         }
     }
 
-    /// The tree holding the mapping (for its statistics and invariant check).
-    pub fn tree(&self) -> &RadixTree<LEVELS, S> {
-        &self.map
+    /// A read-only view of the tree holding the mapping (its statistics, invariant check,
+    /// lookups and node reclamation).
+    ///
+    /// The view offers no way to write the tree: a mapping written behind the table's back
+    /// could plant the value a free in progress uses as its tombstone (wedging
+    /// [`register_pid_mapping`](Self::register_pid_mapping) and leaking the PID in
+    /// [`free_pid`](Self::free_pid)), or map a PID that is not allocated. Change mappings
+    /// through the table's own methods.
+    ///
+    /// ```compile_fail
+    /// use smpalloc::radix::NexaPidTable;
+    /// let table = NexaPidTable::with_reserved_after_wrap(1);
+    /// let pid = table.allocate_pid().unwrap();
+    /// // No `insert` on the view: the tombstone cannot be planted from safe code.
+    /// table.tree().insert(pid, usize::MAX - 1).unwrap();
+    /// ```
+    pub fn tree(&self) -> TreeView<'_, LEVELS, S> {
+        TreeView { map: &self.map }
     }
 
     fn valid_pid(pid: usize) -> Result<(), PidError> {
@@ -541,6 +556,83 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
             Some(pid) => Err(PidInvariantError::StaleMapping { pid }),
             None => Ok(()),
         }
+    }
+}
+
+/// A read-only view of a [`PidTable`]'s tree ([`PidTable::tree`]): what the tree says about
+/// itself, and the mappings as the table reports them (a free in progress shows as no mapping,
+/// as in [`PidTable::lookup_pid`]). It has no method that writes a mapping.
+pub struct TreeView<'a, const LEVELS: usize, S: NodeStorage> {
+    map: &'a RadixTree<LEVELS, S>,
+}
+
+impl<const LEVELS: usize, S: NodeStorage> TreeView<'_, LEVELS, S> {
+    /// The value `key` maps to ([`RadixTree::get`]); `None` while a free of it is in progress.
+    #[inline]
+    pub fn get(&self, key: usize) -> Option<usize> {
+        self.map.get(key).filter(|&value| value != TOMBSTONE)
+    }
+
+    /// [`RadixTree::get_unvalidated`] (benchmarks only; not part of the API).
+    #[doc(hidden)]
+    #[inline]
+    pub fn get_unvalidated(&self, key: usize) -> Option<usize> {
+        self.map
+            .get_unvalidated(key)
+            .filter(|&value| value != TOMBSTONE)
+    }
+
+    /// Whether `key` has a mapping (see [`get`](Self::get)).
+    #[inline]
+    pub fn contains_key(&self, key: usize) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Calls `f(key, value)` for every mapping in key order ([`RadixTree::for_each`]).
+    pub fn for_each(&self, mut f: impl FnMut(usize, usize)) {
+        self.map.for_each(|key, value| {
+            if value != TOMBSTONE {
+                f(key, value);
+            }
+        });
+    }
+
+    /// The tree's memory use ([`RadixTree::stats`]).
+    pub fn stats(&self) -> RadixStats {
+        self.map.stats()
+    }
+
+    /// The tree's reclamation policy.
+    pub fn reclaim_policy(&self) -> Reclaim {
+        self.map.reclaim_policy()
+    }
+
+    /// The tree's node storage.
+    pub fn storage(&self) -> &S {
+        self.map.storage()
+    }
+
+    /// Frees the tree's empty nodes ([`RadixTree::reclaim`]; the same as
+    /// [`PidTable::reclaim`]): no mapping changes.
+    pub fn reclaim(&self) -> usize {
+        self.map.reclaim()
+    }
+
+    /// The tree's own invariants ([`RadixTree::check`]); the table's are
+    /// [`PidTable::check`].
+    ///
+    /// # Errors
+    /// The first broken invariant found.
+    pub fn check(&self) -> Result<Census, RadixInvariantError> {
+        self.map.check()
+    }
+}
+
+impl<const LEVELS: usize, S: NodeStorage> fmt::Debug for TreeView<'_, LEVELS, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TreeView")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
