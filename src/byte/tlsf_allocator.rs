@@ -323,7 +323,7 @@ impl BaseAllocator for TlsfByteAllocator {
             .checked_next_multiple_of(GRANULARITY)
             .ok_or(AllocError::InvalidParam)?;
         let pool_end = Region::pool_end_for(first, end);
-        if pool_end < first + MIN_POOL {
+        if pool_end - first < MIN_POOL {
             return Err(AllocError::InvalidParam);
         }
         let region = Region {
