@@ -58,6 +58,12 @@
 //!    (otherwise they are merged).
 //! 3. A free block is in exactly the list of its size class; a list's bit is set iff the list is
 //!    non-empty; a first-level bit is set iff its second-level word is non-zero.
+//!
+//! And the header rule, a property of memory contents that the checks cannot walk: a word pair
+//! the allocator wrote reads as a used, non-sentinel header whose successor points back only in
+//! front of a live allocation (`release` clears a header it merges into its predecessor). It is
+//! what makes [`Tlsf::try_deallocate`] refuse every double or stale free of a pointer it
+//! returned (DESIGN.md 12.1).
 
 use core::alloc::Layout;
 use core::fmt;
