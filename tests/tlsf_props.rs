@@ -1,9 +1,10 @@
 //! `Tlsf` against a shadow model, for several (bitmap type, FLLEN, SLLEN) configurations: random
 //! allocate / reallocate / free / grow-pool programs over 1..4 pools of odd sizes and offsets,
-//! with the allocator's own `check` and a `check_pool` walk of every pool after every step;
-//! plus the scenario tests (rlsf's example, rlsf issue #15, bad input, double free, in-place
-//! reallocation, pool growth, alignments up to 4096). Runs under Miri (strict provenance) with
-//! fewer and shorter cases.
+//! and double/stale frees of earlier pointers (which must be refused and change nothing), with
+//! the allocator's own `check` and a `check_pool` walk of every pool after every step; plus the
+//! scenario tests (rlsf's example, rlsf issue #15, bad input, double free, double free after a
+//! merge (issue 14), in-place reallocation, pool growth, alignments up to 4096). Runs under
+//! Miri (strict provenance) with fewer and shorter cases.
 
 mod tlsf_shadow;
 
@@ -36,6 +37,8 @@ enum Op {
     Free(usize),
     Realloc(usize, u32),
     Grow(usize),
+    /// Free a pointer freed earlier (double / stale free): must be refused, nothing changed.
+    BadFree(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,6 +47,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<usize>().prop_map(Op::Free),
         2 => (any::<usize>(), any::<u32>()).prop_map(|(i, s)| Op::Realloc(i, s)),
         1 => any::<usize>().prop_map(Op::Grow),
+        2 => any::<usize>().prop_map(Op::BadFree),
     ]
 }
 
@@ -173,13 +177,28 @@ fn run<FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usize>(
         shadow.verify_all();
     };
     verify(&tlsf, &shadow, &pools);
+    // Pointers freed since and not handed out again whose header the test has not written
+    // since (`try_deallocate`'s contract): every free of one must be refused.
+    let mut stale: Vec<NonNull<u8>> = Vec::new();
+    // A fresh allocation `[p, p + size)`: stale pointers at `p`, or whose header it covers
+    // (the shadow fills it), leave the list.
+    let covered = |stale: &mut Vec<NonNull<u8>>, p: NonNull<u8>, size: usize| {
+        let (s, e) = (p.as_ptr().addr(), p.as_ptr().addr() + size.max(1));
+        stale.retain(|q| {
+            let q = q.as_ptr().addr();
+            q != s && (q <= s || q - GRANULARITY >= e)
+        });
+    };
     for op in ops {
         match *op {
             Op::Alloc(size, align) => {
                 let layout =
                     Layout::from_size_align(size_of_raw(size), align_of_raw(align)).unwrap();
                 match tlsf.allocate(layout) {
-                    Some(ptr) => shadow.allocated(ptr, layout),
+                    Some(ptr) => {
+                        covered(&mut stale, ptr, layout.size());
+                        shadow.allocated(ptr, layout);
+                    }
                     None => {
                         // Good fit finds any block one class step above the search size, and
                         // the head check (rlsf #15) serves a lone fitting free block.
@@ -218,6 +237,7 @@ fn run<FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usize>(
                     shadow.freeing(l.ptr);
                     // SAFETY: a live allocation, freed once.
                     unsafe { tlsf.deallocate(l.ptr, l.layout.align()) };
+                    stale.push(l.ptr);
                 }
             }
             Op::Realloc(k, size) => {
@@ -227,7 +247,13 @@ fn run<FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usize>(
                     shadow.freeing(old.ptr);
                     // SAFETY: a live allocation.
                     match unsafe { tlsf.reallocate(old.ptr, new_layout) } {
-                        Some(new) => shadow.reallocated(old, new, new_layout),
+                        Some(new) => {
+                            if new != old.ptr {
+                                stale.push(old.ptr);
+                            }
+                            covered(&mut stale, new, new_layout.size());
+                            shadow.reallocated(old, new, new_layout);
+                        }
                         None => shadow.restore(old),
                     }
                 }
@@ -252,6 +278,26 @@ fn run<FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usize>(
                     p.capacity += added;
                     shadow.set_pool(i, p.start, new_end);
                 }
+            }
+            Op::BadFree(k) => {
+                if stale.is_empty() {
+                    continue;
+                }
+                let q = stale[k % stale.len()];
+                let before = tlsf.check().unwrap();
+                // SAFETY: `q` was returned by this allocator and freed since; its header
+                // bytes were not written by the test since (`covered`).
+                let r = unsafe { tlsf.try_deallocate(q) };
+                assert_eq!(
+                    r,
+                    Err(AllocError::NotAllocated),
+                    "stale {q:p} was freed again"
+                );
+                assert_eq!(
+                    tlsf.check().unwrap(),
+                    before,
+                    "a refused free changed the heap"
+                );
             }
         }
         verify(&tlsf, &shadow, &pools);
@@ -409,6 +455,62 @@ macro_rules! suite {
                 unsafe {
                     tlsf.deallocate(a, 8);
                     tlsf.deallocate(a, 8);
+                }
+            }
+
+            /// Issue 14, defect 1: `b` merges into its free predecessor `a` and successor `c`;
+            /// a second free of `b` must be refused (its absorbed header used to keep `USED`,
+            /// with the merged successor's stale back-link pointing at it) and change nothing.
+            #[test]
+            fn double_free_after_a_merge_is_refused() {
+                // One pool of one free block (496 bytes fit every configuration's largest).
+                let buffer = Buffer::new(512);
+                let mut tlsf = T::new();
+                // SAFETY: the buffer, once.
+                unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 512)).unwrap() };
+                let layout = Layout::from_size_align(64, 8).unwrap();
+                let a = tlsf.allocate(layout).unwrap();
+                let b = tlsf.allocate(layout).unwrap();
+                let c = tlsf.allocate(layout).unwrap();
+                // Physical order a, b, c: b merges with both.
+                assert_eq!(b.as_ptr().addr() - a.as_ptr().addr(), block_for(64));
+                assert_eq!(c.as_ptr().addr() - b.as_ptr().addr(), block_for(64));
+                // SAFETY: live, each freed once; the second free of `b` is the test (its
+                // header bytes were never written by us).
+                unsafe {
+                    tlsf.try_deallocate(a).unwrap();
+                    tlsf.try_deallocate(c).unwrap();
+                    tlsf.try_deallocate(b).unwrap();
+                    let before = tlsf.check().unwrap();
+                    assert_eq!(before, (1, 512 - GRANULARITY), "one free block again");
+                    assert_eq!(tlsf.try_deallocate(b), Err(AllocError::NotAllocated));
+                    assert_eq!(tlsf.try_deallocate(c), Err(AllocError::NotAllocated));
+                    assert_eq!(tlsf.check().unwrap(), before, "a refused free changed the heap");
+                    let stats = tlsf.check_pool(buffer.slice(0, 512)).unwrap();
+                    assert_eq!((stats.used_blocks, stats.free_blocks), (0, 1));
+                }
+            }
+
+            /// `deallocate` panics on the same double free in debug builds.
+            #[test]
+            #[cfg(debug_assertions)]
+            #[should_panic(expected = "double free")]
+            fn double_free_after_a_merge_panics_in_debug() {
+                // One pool of one free block (496 bytes fit every configuration's largest).
+                let buffer = Buffer::new(512);
+                let mut tlsf = T::new();
+                // SAFETY: the buffer, once.
+                unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 512)).unwrap() };
+                let layout = Layout::from_size_align(64, 8).unwrap();
+                let a = tlsf.allocate(layout).unwrap();
+                let b = tlsf.allocate(layout).unwrap();
+                let c = tlsf.allocate(layout).unwrap();
+                // SAFETY: deliberately `b` twice; the second is caught before any write.
+                unsafe {
+                    tlsf.deallocate(a, 8);
+                    tlsf.deallocate(c, 8);
+                    tlsf.deallocate(b, 8);
+                    tlsf.deallocate(b, 8);
                 }
             }
 

@@ -6,14 +6,21 @@
 //!   threads contending, so Miri's data-race detector checks the lock's orderings;
 //! - `PerCpu::new` (the `const` union construction) with values that own heap memory, so Miri
 //!   sees any double drop or leak;
-//! - `Pid::from_raw` / `into_raw`, and two threads sharing a `PidAllocator`.
+//! - `Pid::from_raw` / `into_raw`, and two threads sharing a `PidAllocator`;
+//! - `TlsfHeap::deallocate` of a block freed twice after it merged with both neighbours
+//!   (issue 14): the header check reads only the block's own header and successor, refuses it
+//!   (a panic in debug builds), and the heap keeps serving from its pool only.
 
+use core::alloc::Layout;
+use core::panic::AssertUnwindSafe;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::catch_unwind;
 use std::thread;
 
 use smpalloc::bitmap::BITS;
 use smpalloc::percpu::PerCpu;
-use smpalloc::{Pid, PidAllocator, Policy, SpinLock};
+use smpalloc::{Pid, PidAllocator, Policy, SpinLock, TlsfHeap};
 
 const ROUNDS: usize = if cfg!(miri) { 50 } else { 5_000 };
 
@@ -139,4 +146,63 @@ fn two_threads_share_a_small_allocator() {
         assert_eq!(pids.used(), 0, "{policy:?}");
         pids.check().unwrap();
     }
+}
+
+/// Issue 14, defect 1, through `TlsfHeap`: allocate `a`, `b`, `c` (64 B), free `a`, `c`, then
+/// `b` (merging with both neighbours), then `b` again. The second free must be refused: a
+/// panic in debug builds, ignored in release builds; the heap stays intact and never hands out
+/// a block outside its pool (it used to, past the pool's end).
+#[test]
+fn tlsf_heap_double_free_after_a_merge_is_refused() {
+    const LEN: usize = if cfg!(miri) { 8 * 1024 } else { 64 * 1024 };
+    let mut pool = vec![0u8; LEN].into_boxed_slice();
+    let range = pool.as_mut_ptr_range();
+    let (lo, hi) = (range.start.addr(), range.end.addr());
+    let heap: TlsfHeap<1> = TlsfHeap::new();
+    // SAFETY: the pool outlives the heap's use below and nothing else touches it meanwhile.
+    unsafe { heap.add_pool(NonNull::from(&mut *pool)).unwrap() };
+    let layout = Layout::from_size_align(64, 8).unwrap();
+    let a = heap.allocate(layout).unwrap();
+    let b = heap.allocate(layout).unwrap();
+    let c = heap.allocate(layout).unwrap();
+    // SAFETY: live, each freed once.
+    unsafe {
+        heap.deallocate(a, layout);
+        heap.deallocate(c, layout);
+        heap.deallocate(b, layout);
+    }
+    assert_eq!(heap.check(), Ok(0));
+    let again = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: deliberately a double free: the contract is broken on purpose, and the
+        // heap's check must catch it before any write.
+        unsafe { heap.deallocate(b, layout) }
+    }));
+    assert_eq!(
+        again.is_err(),
+        cfg!(debug_assertions),
+        "a debug build panics on the double free; a release build ignores it"
+    );
+    assert_eq!(heap.check(), Ok(0), "the refused free changed the heap");
+    // Fill the heap: every block lies inside the pool, none overlaps another.
+    let mut blocks = Vec::new();
+    while let Some(p) = heap.allocate(layout) {
+        let addr = p.as_ptr().addr();
+        assert!(
+            lo <= addr && addr + layout.size() <= hi,
+            "block {addr:#x} outside the pool {lo:#x}..{hi:#x}"
+        );
+        // SAFETY: 64 fresh bytes.
+        unsafe { p.as_ptr().write_bytes(0x5a, layout.size()) };
+        blocks.push(addr);
+    }
+    blocks.sort_unstable();
+    assert!(blocks.windows(2).all(|w| w[0] + layout.size() <= w[1]));
+    assert!(
+        blocks.len() >= (LEN - 1024) / 96,
+        "only {} blocks",
+        blocks.len()
+    );
+    assert!(heap.check().is_ok());
+    // The pool outlives every use of the heap (its blocks are never touched again).
+    drop(pool);
 }

@@ -58,6 +58,12 @@
 //!    (otherwise they are merged).
 //! 3. A free block is in exactly the list of its size class; a list's bit is set iff the list is
 //!    non-empty; a first-level bit is set iff its second-level word is non-zero.
+//!
+//! And the header rule, a property of memory contents that the checks cannot walk: a word pair
+//! the allocator wrote reads as a used, non-sentinel header whose successor points back only in
+//! front of a live allocation (`release` clears a header it merges into its predecessor). It is
+//! what makes [`Tlsf::try_deallocate`] refuse every double or stale free of a pointer it
+//! returned (DESIGN.md 12.1).
 
 use core::alloc::Layout;
 use core::fmt;
@@ -416,6 +422,11 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// Frees block `b` of `size` bytes: merges it with free physical neighbours (invariant 2)
     /// and links the result.
     ///
+    /// A header absorbed into its predecessor is cleared (size 0, no flags): otherwise it would
+    /// keep `USED`, and with the merged successor's stale `prev_phys` still pointing at it, a
+    /// second free of the same pointer would pass the header check and corrupt the heap
+    /// (issue 14). A header absorbed as the successor was already a free header.
+    ///
     /// # Safety
     /// `b` is a block of one of our pools, not on any list, whose `prev_phys` is valid and
     /// whose physical successor at `b + size` has a valid header; `size` is a multiple of the
@@ -436,6 +447,8 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 if prev_size & USED == 0 && prev_size + size <= Self::MAX_BLOCK_SIZE {
                     self.unlink(prev, prev_size);
                     size += prev_size;
+                    // No longer a block: it must not look `USED` (see above).
+                    (*b).size = 0;
                     b = prev;
                 }
             }
@@ -556,15 +569,42 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// # Time Complexity
     /// O(block.len() / MAX_BLOCK_SIZE).
     pub unsafe fn append_free_block_ptr(&mut self, block: NonNull<[u8]>) -> usize {
-        let start = block.cast::<u8>().as_ptr();
-        let addr = start.addr();
-        let Some(end) = addr.checked_add(block.len()) else {
+        // SAFETY: caller.
+        let Some((sentinel, body)) = (unsafe { self.append_plan(block) }) else {
             return 0;
         };
-        let end = end & !(GRANULARITY - 1);
+        // SAFETY: `[sentinel, sentinel + body + HDR)` is the old sentinel and `block`'s
+        // granule-rounded memory (caller), ours from now on.
+        unsafe {
+            let prev = (*sentinel).prev_phys;
+            self.carve(sentinel.cast::<u8>(), body, prev);
+        }
+        body
+    }
+
+    /// The bytes [`append_free_block_ptr`](Tlsf::append_free_block_ptr) would add for `block`
+    /// (0: it would add nothing and change nothing). Reads only the pool's sentinel and last
+    /// block; writes nothing.
+    ///
+    /// # Safety
+    /// As for `append_free_block_ptr`.
+    pub(crate) unsafe fn append_len(&self, block: NonNull<[u8]>) -> usize {
+        // SAFETY: caller.
+        unsafe { self.append_plan(block) }.map_or(0, |(_, body)| body)
+    }
+
+    /// The old sentinel and the body (bytes added) of an append of `block`, or `None` when it
+    /// would add nothing.
+    ///
+    /// # Safety
+    /// As for `append_free_block_ptr`.
+    unsafe fn append_plan(&self, block: NonNull<[u8]>) -> Option<(*mut BlockHdr, usize)> {
+        let start = block.cast::<u8>().as_ptr();
+        let addr = start.addr();
+        let end = addr.checked_add(block.len())? & !(GRANULARITY - 1);
         let old_end = addr & !(GRANULARITY - 1);
         if end <= old_end {
-            return 0;
+            return None;
         }
         // SAFETY: the pool before `block` ends in a sentinel whose end is `old_end`, the granule
         // boundary at or below `addr` (caller; `insert_free_block_ptr` rounds ends down).
@@ -575,17 +615,16 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 "append: no pool ends here"
             );
             if (*sentinel).size & SENTINEL == 0 {
-                return 0;
+                return None;
             }
             let prev = (*sentinel).prev_phys;
             let body = end - old_end;
             let prev_size = (*prev).size;
             let merges = prev_size & USED == 0 && prev_size + body <= Self::MAX_BLOCK_SIZE;
             if body < MIN_BLOCK && !merges {
-                return 0;
+                return None;
             }
-            self.carve(sentinel.cast::<u8>(), body, prev);
-            body
+            Some((sentinel, body))
         }
     }
 
@@ -814,7 +853,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// (the header always sits right before the payload).
     ///
     /// In debug builds the header is checked first (as [`try_deallocate`](Tlsf::try_deallocate)
-    /// does): a double free before the block was reused or merged, and most wild pointers,
+    /// does, with the same guarantee): a double free, a stale pointer and most wild pointers
     /// panic. Release builds trust the caller, as rlsf does (the check costs about 10 % of a
     /// free on the churn benchmark); use `try_deallocate` to check in every build.
     ///
@@ -834,21 +873,43 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 "Tlsf::deallocate: double free or not a block of ours"
             );
         } else {
-            // SAFETY: a live allocation's header precedes it, and its neighbours' headers are
-            // valid (caller, invariant 1).
-            unsafe {
-                let b = ptr.as_ptr().sub(HDR).cast::<BlockHdr>();
-                self.release(b, (*b).size & !FLAGS);
-            }
+            // SAFETY: a live allocation (caller).
+            unsafe { self.free_live(ptr) };
         }
     }
 
-    /// Frees the allocation at `ptr` like [`deallocate`](Tlsf::deallocate), but reports a
-    /// header that is not a live block as `Err(NotAllocated)` (heap unchanged) in all builds.
+    /// Frees the allocation at `ptr` like [`deallocate`](Tlsf::deallocate), but first checks
+    /// that the header in front of `ptr` is a live block's and reports anything else as
+    /// `Err(NotAllocated)`, changing nothing, in all builds.
+    ///
+    /// **What it detects.** The check accepts `ptr` iff the two words before it read as a used,
+    /// non-sentinel header of at least a minimum block whose physical successor's `prev_phys`
+    /// points back at it. The allocator keeps such a header only in front of a live
+    /// allocation: a freed block's header becomes a free header, a header absorbed by a merge
+    /// into its predecessor is cleared, free-list links never carry the `USED` bit, and the
+    /// sentinel carries `SENTINEL`. So, for any pointer this allocator returned, `Ok` means it
+    /// is live now, and every double free, every free of a stale pointer (its block since
+    /// merged, split or reused by other blocks) and every free of a merged block's former
+    /// payload is refused, unless the caller wrote the header bytes itself (below).
+    ///
+    /// **What it cannot detect.** The allocator keeps no record of its blocks outside their
+    /// headers (rlsf's interface knows no pool bounds), and a header is ordinary memory. Bytes
+    /// the caller writes into a live allocation, or left there before freeing it, that mimic a
+    /// used header and its successor's back-link (say, at an interior pointer of a live
+    /// allocation, or where a stale pointer's header used to be) are indistinguishable from a
+    /// real block; a pointer whose header is such bytes is accepted and its "block" freed,
+    /// and a forged size can send the successor read outside the pool. A stale pointer that
+    /// the allocator has since handed out again is live, and is freed. For a complete check
+    /// of any pointer, use [`TlsfByteAllocator::try_dealloc`](crate::TlsfByteAllocator::try_dealloc),
+    /// which keeps a bitmap of block starts outside the blocks.
     ///
     /// # Safety
-    /// As for `deallocate`; the check reads the header before `ptr`, so `ptr` must at least
-    /// point into one of this allocator's pools, past its first granule.
+    /// `ptr` is a pointer returned by `allocate`/`reallocate` of this allocator (live, or
+    /// freed since: the double and stale frees this function exists to refuse), and the caller
+    /// has not written the [`GRANULARITY`] bytes in front of `ptr` since it was freed
+    /// (through a later allocation covering them). Any other pointer must at least point into
+    /// one of this allocator's pools, past its first granule, with those bytes initialized and
+    /// not caller-written.
     ///
     /// # Time Complexity
     /// O(1).
@@ -878,6 +939,27 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
             let (b, size) = Self::used_header(ptr, limit).ok_or(AllocError::NotAllocated)?;
             self.release(b, size);
             Ok(size)
+        }
+    }
+
+    /// Frees the live allocation at `ptr` without checking its header; returns the freed
+    /// block's size (header included).
+    ///
+    /// # Safety
+    /// `ptr` is a live allocation of this allocator.
+    #[inline]
+    pub(crate) unsafe fn free_live(&mut self, ptr: NonNull<u8>) -> usize {
+        // SAFETY: a live allocation's header precedes it, and its neighbours' headers are
+        // valid (caller, invariant 1).
+        unsafe {
+            let b = ptr.as_ptr().sub(HDR).cast::<BlockHdr>();
+            let size = (*b).size & !FLAGS;
+            debug_assert!(
+                (*b).size & FLAGS == USED && (*b.byte_add(size)).prev_phys == b,
+                "Tlsf::free_live: not a live block"
+            );
+            self.release(b, size);
+            size
         }
     }
 
