@@ -628,6 +628,13 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         true
     }
 
+    /// Whether the region table has a vacant entry (a hint: exact only while nothing adds or
+    /// removes regions).
+    #[cfg(feature = "heap")]
+    pub(crate) fn has_room(&self) -> bool {
+        self.regions.count() < MAX_REGIONS
+    }
+
     /// Whether a live region contains `ptr` (exact for a live block, as
     /// [`deallocate_in_region`](TlsfHeap::deallocate_in_region)).
     #[cfg(feature = "heap")]

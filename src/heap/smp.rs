@@ -22,6 +22,10 @@
 //!   released to the page source are freed after the class lock is dropped.
 //! - **Cross-CPU frees** go into the freeing CPU's magazine (Bonwick's choice); the depot carries
 //!   them back to allocating CPUs a magazine at a time (DESIGN.md 13.4 has the figures).
+//! - **TLSF growth** (DESIGN.md 13.5, G1-G2, D1-D3) allocates the grower's block from its new
+//!   pool in the critical section that adds the pool, so no other thread takes it first; when
+//!   no pool can be added the request is a *direct block* from the page source, which a free
+//!   recognises by its address lying in no TLSF region while the direct count is non-zero.
 
 use core::alloc::Layout;
 use core::fmt;
@@ -441,7 +445,10 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         &self.tlsf
     }
 
-    /// Allocates `layout`. `None` when out of memory (nothing changed). Size 0 gets a dangling
+    /// Allocates `layout`. `None` only when the page source refuses (nothing changed): a
+    /// TLSF-route request the arenas cannot serve grows them, or, when they cannot grow (16
+    /// pools held, or no pool of the size needed), is served straight from the page source
+    /// (a *direct block*, DESIGN.md 13.5). Size 0 gets a dangling
     /// pointer aligned to the layout (freeing it is a no-op). Any alignment a `Layout` can hold
     /// is honoured; alignments above 4 KiB are served by the page source, which refuses what it
     /// cannot align.
@@ -465,7 +472,10 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// behaviour for small sizes in release builds (the magazines do not look at the object,
     /// which is what makes them fast); debug builds check the slab header of every small free
     /// (panic on a foreign pointer) and refuse a double free into the same magazine. TLSF
-    /// frees check the block header in every build (ignored in release, panic in debug).
+    /// frees check the block header in every build (ignored in release, panic in debug). A
+    /// TLSF-route pointer in no TLSF region is a direct block when direct blocks are live (then
+    /// a bad one reaches the page source's `free_huge`, as a bad huge free does), and is
+    /// ignored otherwise (panic in debug).
     ///
     /// # Safety
     /// `ptr` was returned by this heap's `allocate` (or `reallocate`) for `layout` and has not
@@ -501,26 +511,27 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         match (Route::of(layout), Route::of(new_layout)) {
             (Route::Small(a), Route::Small(b)) if a == b => return Some(ptr),
             (Route::Tlsf, Route::Tlsf) => {
-                if self.tlsf.in_region(ptr) {
-                    // SAFETY: caller: a TLSF block of this heap, in an arena (the lookup is
-                    // exact for a live block). `None` leaves it untouched; then the move below
-                    // may grow the arenas.
-                    if let Some(moved) = unsafe { self.tlsf.reallocate(ptr, layout, new_size) } {
-                        return Some(moved);
+                // SAFETY: caller: a TLSF-route block of this heap. `None` leaves it untouched
+                // (also when no region holds it: then it is a direct block); the move below
+                // may grow the arenas.
+                if let Some(moved) = unsafe { self.tlsf.reallocate(ptr, layout, new_size) } {
+                    return Some(moved);
+                }
+                if !self.tlsf.in_region(ptr) {
+                    if load(&self.tlsf_direct) == 0 {
+                        // No live block of this heap (D3: the caller broke the contract).
+                        return None;
                     }
-                } else if load(&self.tlsf_direct) != 0 {
                     // A direct block (D2): the page source resizes it as a huge block.
                     // SAFETY: caller: taken with `alloc_huge(layout)`; `new_layout` formed.
                     if let Some(moved) = unsafe { self.pages.realloc_huge(ptr, layout, new_size) } {
+                        // New size first: the count stays non-zero throughout (D1).
                         self.tlsf_direct
                             .fetch_add(huge_bytes(new_size), Ordering::Relaxed);
                         self.tlsf_direct
                             .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
                         return Some(moved);
                     }
-                } else {
-                    // Not a live block of this heap (the caller broke the contract): untouched.
-                    return None;
                 }
             }
             (Route::Huge, Route::Huge) => {
@@ -789,7 +800,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             if let Some(ptr) = self.tlsf.allocate(layout) {
                 return Some(ptr);
             }
-            if !pools.0.is_full() {
+            // `has_room` is a hint (a kernel's `add_memory` may fill the table meanwhile; then
+            // adding the pool fails and it goes back): it saves taking a pool for nothing.
+            if !pools.0.is_full() && self.tlsf.has_room() {
                 if let Some(ptr) = self.grow_pool(&mut pools, layout) {
                     return Some(ptr);
                 }
