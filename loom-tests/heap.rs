@@ -1,7 +1,8 @@
 //! Loom models of the SMP heap's protocols (DESIGN.md 13.3-13.6): a magazine exchange with the
 //! depot racing another CPU's exchange; a cross-CPU free; a slab released to the page source
 //! racing an allocation from the same slab; a drain racing a free (and a thread that finds its
-//! slot busy); a TLSF pool returned by `reclaim` racing a TLSF allocation. Empty unless built
+//! slot busy); a TLSF pool returned by `reclaim` racing a TLSF allocation; two TLSF growths
+//! racing each other's first tries; a direct block freed on another CPU. Empty unless built
 //! with `--cfg loom`.
 //!
 //! Under loom the heap is shrunk: magazines of 2 objects, a depot of 1 magazine, no empty slab
@@ -307,6 +308,91 @@ fn tlsf_pool_return_races_allocation() {
         assert!(bytes.iter().all(|&b| b == 0x5a));
         // SAFETY: allocated by the user thread, freed once.
         unsafe { heap.deallocate(p, MEDIUM) };
+        finish(&heap, vec![]);
+        assert_eq!(heap.stats().tlsf_pool_bytes, 0);
+    });
+}
+
+/// A TLSF-routed layout under loom that a fresh 8 KiB pool serves once: a second one needs
+/// another pool.
+const BIG: Layout = match Layout::from_size_align(5000, 8) {
+    Ok(layout) => layout,
+    Err(_) => panic!(),
+};
+
+/// Issue 14, defect 2: two CPUs each allocate a `BIG` TLSF block from a fresh heap, so both
+/// need growth. The grower allocates from its new pool in the same critical section of the
+/// arena lock that adds it, so the other CPU's first try (borrowing every arena) cannot take
+/// it first: both are served from pools, never `None` and never a direct block while a pool
+/// can be added.
+#[test]
+fn tlsf_growth_races_first_try() {
+    model(|| {
+        let heap = Arc::new(Heap::new(SystemPages::new()));
+        let other = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                set_model_cpu(1);
+                let p = heap.allocate(BIG).expect("a pool for each");
+                Obj(p.as_ptr().expose_provenance())
+            })
+        };
+        set_model_cpu(0);
+        let mine = heap.allocate(BIG).expect("a pool for each");
+        let theirs = other.join().unwrap().ptr();
+        let stats = heap.stats();
+        assert_eq!(stats.tlsf_direct_bytes, 0, "a pool could be added");
+        assert!(stats.tlsf_pool_bytes >= 2 * 8192);
+        // SAFETY: both live, allocated with `BIG`, freed once.
+        unsafe {
+            heap.deallocate(mine, BIG);
+            heap.deallocate(theirs, BIG);
+        }
+        finish(&heap, vec![]);
+        assert_eq!(heap.stats().tlsf_pool_bytes, 0);
+    });
+}
+
+/// A TLSF-routed layout under loom larger than an arena's largest block (8 KiB): a fresh pool
+/// cannot serve it, so it is a direct block from the page source.
+const DIRECT: Layout = match Layout::from_size_align(12 << 10, 8) {
+    Ok(layout) => layout,
+    Err(_) => panic!(),
+};
+
+/// Issue 14, defect 3 (D1-D3): CPU 0 allocates a direct block (a pool is taken, added, found
+/// unable to serve it and taken out again in one critical section, then the block comes from
+/// the pages) and hands it to CPU 1, which frees it (its region lookup misses, the direct
+/// count says a direct block is live, so it goes back to the pages) while CPU 0 grows a pool
+/// for a `MEDIUM` block and frees it. Everything is back with the pages at the end.
+#[test]
+fn direct_block_freed_on_another_cpu() {
+    model(|| {
+        let heap = Arc::new(OneSlot::new(SystemPages::new()));
+        let mailbox = Arc::new(AtomicUsize::new(0));
+        let freer = {
+            let (heap, mailbox) = (heap.clone(), mailbox.clone());
+            thread::spawn(move || {
+                set_model_cpu(1);
+                let addr = loop {
+                    match mailbox.load(Ordering::Acquire) {
+                        0 => thread::yield_now(),
+                        addr => break addr,
+                    }
+                };
+                // SAFETY: the direct block CPU 0 allocated with `DIRECT`, freed once.
+                unsafe { heap.deallocate(Obj(addr).ptr(), DIRECT) };
+            })
+        };
+        set_model_cpu(0);
+        let direct = heap.allocate(DIRECT).expect("a direct block");
+        assert_eq!(heap.stats().tlsf_pool_bytes, 0, "no pool kept for it");
+        mailbox.store(direct.as_ptr().expose_provenance(), Ordering::Release);
+        let p = heap.allocate(MEDIUM).expect("grows a pool");
+        // SAFETY: allocated above, freed once.
+        unsafe { heap.deallocate(p, MEDIUM) };
+        freer.join().unwrap();
+        assert_eq!(heap.stats().tlsf_direct_bytes, 0);
         finish(&heap, vec![]);
         assert_eq!(heap.stats().tlsf_pool_bytes, 0);
     });

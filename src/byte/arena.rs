@@ -184,10 +184,10 @@ impl Regions {
         self.live().count()
     }
 
-    /// Makes `(start, len, owner)` a live region in the lowest vacant entry. The caller holds
-    /// the heap's `grow` lock (one writer) and has checked there is a vacant entry (fewer than
-    /// `MAX_REGIONS` live).
-    fn insert(&self, start: *mut u8, len: usize, owner: usize) {
+    /// Makes `(start, len, owner)` a live region in the lowest vacant entry and returns its
+    /// snapshot. The caller holds the heap's `grow` lock (one writer) and has checked there is
+    /// a vacant entry (fewer than `MAX_REGIONS` live).
+    fn insert(&self, start: *mut u8, len: usize, owner: usize) -> Region {
         let used = self.used.load(Ordering::Relaxed);
         let index = (0..used)
             .find(|&i| self.entries[i].seq.load(Ordering::Relaxed) % 2 != 0)
@@ -207,6 +207,13 @@ impl Regions {
         if index == used {
             // Release: a reader that sees `used` includes the live entry above.
             self.used.store(used + 1, Ordering::Release);
+        }
+        Region {
+            index,
+            seq: seq.wrapping_add(1),
+            start,
+            len,
+            owner,
         }
     }
 
@@ -389,26 +396,46 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
     /// O(ARENAS + regions).
     pub unsafe fn add_pool(&self, pool: NonNull<[u8]>) -> AllocResult {
         // SAFETY: the caller's contract, forwarded.
-        unsafe { self.add_pool_inner(pool, None) }
+        unsafe { self.add_pool_inner(pool, None, None) }.map(|_| ())
     }
 
     /// Adds `pool` whole to arena `arena % ARENAS` (the SMP heap's growth: one region per
-    /// pool). Errors as [`add_pool`](TlsfHeap::add_pool).
+    /// pool) and allocates `layout` from it in the same critical section of that arena's lock,
+    /// so no other thread can take the new memory first (DESIGN.md 13.5, issue 14). `Ok(Some)`:
+    /// the pool is the heap's, the block the caller's. `Ok(None)`: the fresh pool cannot serve
+    /// `layout` (larger than an arena's largest block); it is taken out again in that same
+    /// critical section (its entry vacated, E2) and is the caller's again. Errors as
+    /// [`add_pool`](TlsfHeap::add_pool) (nothing changes, the pool stays the caller's).
     ///
     /// # Safety
     /// As for [`add_pool`](TlsfHeap::add_pool).
     #[cfg(feature = "heap")]
-    pub(crate) unsafe fn add_pool_to(&self, pool: NonNull<[u8]>, arena: usize) -> AllocResult {
+    pub(crate) unsafe fn add_pool_and_allocate(
+        &self,
+        pool: NonNull<[u8]>,
+        arena: usize,
+        layout: Layout,
+    ) -> Result<Option<NonNull<u8>>, AllocError> {
         // SAFETY: the caller's contract, forwarded.
-        unsafe { self.add_pool_inner(pool, Some(arena % ARENAS)) }
+        unsafe { self.add_pool_inner(pool, Some(arena % ARENAS), Some(layout)) }
     }
 
     /// `add_pool`, split across the arenas (`owner == None`, when large enough) or whole to
-    /// one arena.
+    /// one arena; with `serve` (only with an `owner`: one share), also allocates that layout
+    /// from the pool under the same arena lock, and takes the pool out again if it cannot.
     ///
     /// # Safety
     /// As for [`add_pool`](TlsfHeap::add_pool).
-    unsafe fn add_pool_inner(&self, pool: NonNull<[u8]>, owner: Option<usize>) -> AllocResult {
+    unsafe fn add_pool_inner(
+        &self,
+        pool: NonNull<[u8]>,
+        owner: Option<usize>,
+        serve: Option<Layout>,
+    ) -> Result<Option<NonNull<u8>>, AllocError> {
+        debug_assert!(
+            serve.is_none() || owner.is_some(),
+            "serving needs one share"
+        );
         let start = pool.cast::<u8>().as_ptr();
         let len = pool.len();
         let end = start
@@ -448,18 +475,33 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             // SAFETY: `offset + share_len <= len`.
             let share_start = unsafe { start.add(offset) };
             // Publish the region before its memory can be handed out.
-            self.regions.insert(share_start, share_len, owner);
+            let region = self.regions.insert(share_start, share_len, owner);
             let block = NonNull::slice_from_raw_parts(
                 // SAFETY: inside `pool`, which is non-null.
                 unsafe { NonNull::new_unchecked(share_start) },
                 share_len,
             );
+            let mut arena = self.arenas.get(owner).lock();
             // SAFETY: disjoint from every other region (checked above; shares are disjoint);
             // the caller gives us the memory.
-            let inserted = unsafe { self.arenas.get(owner).lock().insert_free_block_ptr(block) };
+            let inserted = unsafe { arena.insert_free_block_ptr(block) };
             debug_assert!(inserted.is_some(), "share long enough by the check above");
+            if let Some(layout) = serve {
+                // One share (`owner` given). Still under the arena lock that inserted it: no
+                // other thread has seen this memory in the arena yet.
+                if let Some(ptr) = arena.allocate(layout) {
+                    return Ok(Some(ptr));
+                }
+                // SAFETY: inserted into this arena with exactly this range just above, under
+                // the lock we hold; nothing was allocated from it.
+                let taken = unsafe { arena.take_free_pool(block) };
+                debug_assert!(taken, "a fresh pool is wholly free");
+                // E2: vacated in the critical section that took its blocks out of the arena.
+                self.regions.vacate(&region);
+                return Ok(None);
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Takes `pool` back from the heap when none of its memory is allocated: afterwards the
@@ -551,8 +593,22 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         if layout.size() == 0 {
             return;
         }
+        // SAFETY: the caller's contract, forwarded.
+        let _ = unsafe { self.deallocate_in_region(ptr) };
+    }
+
+    /// Frees `ptr` into the arena owning the region that contains it, as
+    /// [`deallocate`](TlsfHeap::deallocate) (size non-zero); returns `false`, touching nothing,
+    /// when no live region contains `ptr`. For the address of a live block of this heap the
+    /// region lookup is exact (DESIGN.md 12.5, E2-E4), and so is a miss for memory that lies
+    /// in no region of it (the SMP heap's direct blocks, 13.5).
+    ///
+    /// # Safety
+    /// As for [`deallocate`](TlsfHeap::deallocate).
+    #[inline]
+    pub(crate) unsafe fn deallocate_in_region(&self, ptr: NonNull<u8>) -> bool {
         let Some((ptr, region)) = self.owner(ptr) else {
-            return;
+            return false;
         };
         let mut arena = self.arenas.get(region.owner).lock();
         // Re-validation (DESIGN.md 12.5): a region is vacated only under its owner's lock, so
@@ -560,7 +616,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         // block; a stale pointer whose pool was just removed is ignored here.
         if !self.regions.still_holds(&region) {
             debug_assert!(false, "TlsfHeap::deallocate: a pointer into a removed pool");
-            return;
+            return true;
         }
         // SAFETY: `ptr` lies in `region`, a region of this arena (re-validated under its lock).
         let freed = unsafe { arena.try_deallocate_within(ptr, region.bounds()) };
@@ -569,6 +625,21 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             freed.is_ok(),
             "TlsfHeap::deallocate: double free or not an allocation"
         );
+        true
+    }
+
+    /// Whether the region table has a vacant entry (a hint: exact only while nothing adds or
+    /// removes regions).
+    #[cfg(feature = "heap")]
+    pub(crate) fn has_room(&self) -> bool {
+        self.regions.count() < MAX_REGIONS
+    }
+
+    /// Whether a live region contains `ptr` (exact for a live block, as
+    /// [`deallocate_in_region`](TlsfHeap::deallocate_in_region)).
+    #[cfg(feature = "heap")]
+    pub(crate) fn in_region(&self, ptr: NonNull<u8>) -> bool {
+        self.regions.find(ptr.as_ptr().addr()).is_some()
     }
 
     /// Resizes the allocation at `ptr` to `new_size` bytes (same alignment): in place under

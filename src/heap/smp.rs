@@ -22,6 +22,10 @@
 //!   released to the page source are freed after the class lock is dropped.
 //! - **Cross-CPU frees** go into the freeing CPU's magazine (Bonwick's choice); the depot carries
 //!   them back to allocating CPUs a magazine at a time (DESIGN.md 13.4 has the figures).
+//! - **TLSF growth** (DESIGN.md 13.5, G1-G2, D1-D3) allocates the grower's block from its new
+//!   pool in the critical section that adds the pool, so no other thread takes it first; when
+//!   no pool can be added the request is a *direct block* from the page source, which a free
+//!   recognises by its address lying in no TLSF region while the direct count is non-zero.
 
 use core::alloc::Layout;
 use core::fmt;
@@ -65,8 +69,9 @@ pub const HUGE: usize = 256 * 1024;
 const KEEP_EMPTY: usize = if cfg!(loom) { 0 } else { 2 };
 
 /// The first TLSF pool taken from the pages; each one taken while others are held is twice the
-/// size for each held one (`TLSF_CHUNK << held`).
-const TLSF_CHUNK: usize = 256 * 1024;
+/// size for each held one (`TLSF_CHUNK << held`). 8 KiB under loom, so a model's pool holds
+/// one block of a few KiB and growths race for it.
+const TLSF_CHUNK: usize = if cfg!(loom) { 8 * 1024 } else { 256 * 1024 };
 
 /// Full magazines the depot of `class` may hold: about 256 KiB of objects, 1 to [`DEPOT`].
 pub const fn depot_limit(class: usize) -> usize {
@@ -274,8 +279,11 @@ fn new_cpus<const CPUS: usize>() -> PerCpu<CpuSlot, CPUS> {
 type Released = ArrayVec<NonNull<u8>, MAGAZINE>;
 
 /// The TLSF pools a heap took from its page source and still holds: `(start, bytes)`, each
-/// taken with `alloc_pages(bytes, 4096)`. At most as many as `TlsfHeap` has regions. Only these
-/// are ever returned by `reclaim` (never memory a kernel gave with `TlsfHeap::add_memory`).
+/// taken with `alloc_pages(bytes, 4096)`. At most as many as `TlsfHeap` has regions (16); when
+/// they are all held (or the source has no pool of the size needed), TLSF-route requests the
+/// arenas cannot serve are *direct blocks* from the page source (DESIGN.md 13.5). Only these
+/// pools are ever returned by `reclaim` (never memory a kernel gave with
+/// `TlsfHeap::add_memory`).
 struct Pools(ArrayVec<(NonNull<u8>, usize), 16>);
 
 // SAFETY: the pointers name memory the heap owns; only the `tlsf_grow` lock holder (or `drop`)
@@ -283,8 +291,10 @@ struct Pools(ArrayVec<(NonNull<u8>, usize), 16>);
 unsafe impl Send for Pools {}
 
 /// The SMP heap: sizes up to 4 KiB from per-CPU slab magazines, odd alignments and sizes up to
-/// 256 KiB from TLSF arenas ([`TlsfHeap`]) that grow from the page source, larger blocks
-/// straight from the page source. `CPUS` slots of per-CPU magazines (ids reduced modulo `CPUS`).
+/// 256 KiB from TLSF arenas ([`TlsfHeap`]) that grow from the page source (or, once they hold
+/// 16 pools or the source has no pool of the size needed, straight from the page source),
+/// larger blocks straight from the page source. It returns `None` only when the page source
+/// refuses. `CPUS` slots of per-CPU magazines (ids reduced modulo `CPUS`).
 ///
 /// `const fn new`, so it can be a `static` and a `#[global_allocator]`:
 ///
@@ -309,6 +319,10 @@ pub struct SmpHeap<P: PageSource, const CPUS: usize = 16> {
     /// not yet returned (`reclaim` returns the free ones, drop the rest).
     tlsf_grow: SpinLock<Pools>,
     tlsf_bytes: AtomicUsize,
+    /// Bytes of live direct blocks (TLSF-route blocks from `PageSource::alloc_huge`, each
+    /// counted as `huge_bytes(size)`, at least one page): non-zero exactly while one is live,
+    /// which gates a TLSF free that finds no region (DESIGN.md 13.5, D1-D3).
+    tlsf_direct: AtomicUsize,
     huge_bytes: AtomicUsize,
     pages: P,
 }
@@ -395,6 +409,9 @@ pub struct HeapStats {
     /// Bytes of TLSF pools taken from the page source (and not yet returned: `reclaim` returns
     /// the wholly free ones).
     pub tlsf_pool_bytes: usize,
+    /// Bytes of TLSF-route blocks served straight from the page source (whole pages each),
+    /// because the arenas could not grow: 16 pools held, or no pool of the size needed.
+    pub tlsf_direct_bytes: usize,
     /// Bytes of huge blocks allocated straight from the page source.
     pub huge_bytes: usize,
 }
@@ -410,6 +427,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                 tlsf: TlsfHeap::new(),
                 tlsf_grow: SpinLock::new(Pools(ArrayVec::new_const())),
                 tlsf_bytes: AtomicUsize::new(0),
+                tlsf_direct: AtomicUsize::new(0),
                 huge_bytes: AtomicUsize::new(0),
                 pages,
             }
@@ -427,7 +445,10 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         &self.tlsf
     }
 
-    /// Allocates `layout`. `None` when out of memory (nothing changed). Size 0 gets a dangling
+    /// Allocates `layout`. `None` only when the page source refuses (nothing changed): a
+    /// TLSF-route request the arenas cannot serve grows them, or, when they cannot grow (16
+    /// pools held, or no pool of the size needed), is served straight from the page source
+    /// (a *direct block*, DESIGN.md 13.5). Size 0 gets a dangling
     /// pointer aligned to the layout (freeing it is a no-op). Any alignment a `Layout` can hold
     /// is honoured; alignments above 4 KiB are served by the page source, which refuses what it
     /// cannot align.
@@ -451,7 +472,10 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// behaviour for small sizes in release builds (the magazines do not look at the object,
     /// which is what makes them fast); debug builds check the slab header of every small free
     /// (panic on a foreign pointer) and refuse a double free into the same magazine. TLSF
-    /// frees check the block header in every build (ignored in release, panic in debug).
+    /// frees check the block header in every build (ignored in release, panic in debug). A
+    /// TLSF-route pointer in no TLSF region is a direct block when direct blocks are live (then
+    /// a bad one reaches the page source's `free_huge`, as a bad huge free does), and is
+    /// ignored otherwise (panic in debug).
     ///
     /// # Safety
     /// `ptr` was returned by this heap's `allocate` (or `reallocate`) for `layout` and has not
@@ -463,7 +487,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             Route::Small(class) => unsafe { self.free_small(ptr, class) },
             Route::Zero => {}
             // SAFETY: caller: a TLSF block of this heap.
-            Route::Tlsf => unsafe { self.tlsf.deallocate(ptr, layout) },
+            Route::Tlsf => unsafe { self.free_tlsf(ptr, layout) },
             // SAFETY: caller: a huge block of this heap.
             Route::Huge => unsafe { self.free_huge(ptr, layout) },
         }
@@ -487,10 +511,27 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         match (Route::of(layout), Route::of(new_layout)) {
             (Route::Small(a), Route::Small(b)) if a == b => return Some(ptr),
             (Route::Tlsf, Route::Tlsf) => {
-                // SAFETY: caller: a TLSF block of this heap. `None` leaves it untouched; then
-                // the move below may grow the arenas.
+                // SAFETY: caller: a TLSF-route block of this heap. `None` leaves it untouched
+                // (also when no region holds it: then it is a direct block); the move below
+                // may grow the arenas.
                 if let Some(moved) = unsafe { self.tlsf.reallocate(ptr, layout, new_size) } {
                     return Some(moved);
+                }
+                if !self.tlsf.in_region(ptr) {
+                    if load(&self.tlsf_direct) == 0 {
+                        // No live block of this heap (D3: the caller broke the contract).
+                        return None;
+                    }
+                    // A direct block (D2): the page source resizes it as a huge block.
+                    // SAFETY: caller: taken with `alloc_huge(layout)`; `new_layout` formed.
+                    if let Some(moved) = unsafe { self.pages.realloc_huge(ptr, layout, new_size) } {
+                        // New size first: the count stays non-zero throughout (D1).
+                        self.tlsf_direct
+                            .fetch_add(huge_bytes(new_size), Ordering::Relaxed);
+                        self.tlsf_direct
+                            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+                        return Some(moved);
+                    }
                 }
             }
             (Route::Huge, Route::Huge) => {
@@ -737,6 +778,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     // ----- TLSF and huge -------------------------------------------------------------------
 
+    #[inline]
     fn alloc_tlsf(&self, layout: Layout) -> Option<NonNull<u8>> {
         if let Some(ptr) = self.tlsf.allocate(layout) {
             return Some(ptr);
@@ -744,47 +786,117 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         self.grow_tlsf(layout)
     }
 
-    /// Takes one more pool from the page source (256 KiB, doubling with each pool held, at least
-    /// the request plus TLSF's overhead; halved down to that when the source cannot give more)
-    /// and retries.
+    /// The arenas cannot serve `layout`: under `tlsf_grow`, retries (someone may have grown
+    /// them meanwhile), else takes one more pool from the page source (256 KiB, doubling with
+    /// each pool held, at least the request plus TLSF's overhead; halved down to that when the
+    /// source cannot give more) and allocates from it in the same critical section that adds
+    /// it, so no other thread can take it first (issue 14, defect 2). When no pool can be
+    /// added (16 held, or the source has none of that size), the request is a direct block
+    /// from the page source. `None` only when the page source refuses.
     #[cold]
     fn grow_tlsf(&self, layout: Layout) -> Option<NonNull<u8>> {
-        let mut pools = self.tlsf_grow.lock();
-        // Someone may have grown the arenas while we waited.
-        if let Some(ptr) = self.tlsf.allocate(layout) {
-            return Some(ptr);
+        {
+            let mut pools = self.tlsf_grow.lock();
+            if let Some(ptr) = self.tlsf.allocate(layout) {
+                return Some(ptr);
+            }
+            // `has_room` is a hint (a kernel's `add_memory` may fill the table meanwhile; then
+            // adding the pool fails and it goes back): it saves taking a pool for nothing.
+            if !pools.0.is_full() && self.tlsf.has_room() {
+                if let Some(ptr) = self.grow_pool(&mut pools, layout) {
+                    return Some(ptr);
+                }
+            }
         }
-        if pools.0.is_full() {
-            return None;
-        }
+        self.alloc_tlsf_direct(layout)
+    }
+
+    /// Takes a pool for `layout` from the page source and serves `layout` from it (see
+    /// [`grow_tlsf`](Self::grow_tlsf)); `None` when the source has no pool of the size needed,
+    /// or the arenas cannot take one, or a fresh pool cannot serve `layout` (nothing held
+    /// then). The caller holds `tlsf_grow` (`pools`) and has checked there is room.
+    fn grow_pool(&self, pools: &mut Pools, layout: Layout) -> Option<NonNull<u8>> {
         let grown = pools.0.len();
         let need = (layout.size() + layout.align() + 256).next_multiple_of(SLAB_PAGE);
         let mut chunk = TLSF_CHUNK
             .checked_shl(u32::try_from(grown).ok()?)
             .unwrap_or(usize::MAX)
             .max(need.next_power_of_two());
-        loop {
+        let pool = loop {
             if let Some(pool) = self.pages.alloc_pages(chunk, SLAB_PAGE) {
-                let arena = percpu::current_cpu() % self.tlsf.arena_count();
-                // SAFETY: fresh pages from the source, owned by the heap from now on.
-                let added = unsafe {
-                    self.tlsf
-                        .add_pool_to(NonNull::slice_from_raw_parts(pool, chunk), arena)
-                };
-                if added.is_err() {
-                    // SAFETY: not handed to TLSF; back to the source as taken.
-                    unsafe { self.pages.free_pages(pool, chunk, SLAB_PAGE) };
-                    return None;
-                }
-                pools.0.push((pool, chunk));
-                self.tlsf_bytes.fetch_add(chunk, Ordering::Relaxed);
-                return self.tlsf.allocate(layout);
+                break pool;
             }
             if chunk / 2 < need {
                 return None;
             }
             chunk /= 2;
+        };
+        let arena = percpu::current_cpu() % self.tlsf.arena_count();
+        // SAFETY: fresh pages from the source, owned by the heap from now on if added.
+        let added = unsafe {
+            self.tlsf.add_pool_and_allocate(
+                NonNull::slice_from_raw_parts(pool, chunk),
+                arena,
+                layout,
+            )
+        };
+        match added {
+            Ok(Some(ptr)) => {
+                pools.0.push((pool, chunk));
+                self.tlsf_bytes.fetch_add(chunk, Ordering::Relaxed);
+                Some(ptr)
+            }
+            // Not added (the region table is full of `add_memory` regions), or added and taken
+            // out again (the request is larger than an arena's largest block).
+            Ok(None) | Err(_) => {
+                // SAFETY: not held by the arenas; back to the source as taken.
+                unsafe { self.pages.free_pages(pool, chunk, SLAB_PAGE) };
+                None
+            }
         }
+    }
+
+    /// A direct block: `layout` straight from the page source (whole pages), when the arenas
+    /// cannot grow. Its address lies in no TLSF region, which is how a free recognises it
+    /// (D1-D3 in DESIGN.md 13.5).
+    #[cold]
+    fn alloc_tlsf_direct(&self, layout: Layout) -> Option<NonNull<u8>> {
+        let ptr = self.pages.alloc_huge(layout)?;
+        // D1: counted before the block is handed out (RMW: exact under concurrency).
+        self.tlsf_direct
+            .fetch_add(huge_bytes(layout.size()), Ordering::Relaxed);
+        Some(ptr)
+    }
+
+    /// Frees a TLSF-route block: into its arena when a region contains it, else (a direct
+    /// block, D2) to the page source.
+    ///
+    /// # Safety
+    /// `ptr` is a TLSF-route block of this heap allocated with `layout`, not freed since.
+    #[inline]
+    unsafe fn free_tlsf(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: caller.
+        if !unsafe { self.tlsf.deallocate_in_region(ptr) } {
+            // SAFETY: caller.
+            unsafe { self.free_tlsf_direct(ptr, layout) };
+        }
+    }
+
+    /// # Safety
+    /// As for [`free_tlsf`](Self::free_tlsf); no TLSF region contains `ptr`.
+    #[cold]
+    unsafe fn free_tlsf_direct(&self, ptr: NonNull<u8>, layout: Layout) {
+        // D2: with no direct block live, `ptr` is no live block of this heap (a stale or
+        // foreign pointer): ignored, as `TlsfHeap` ignores it.
+        if load(&self.tlsf_direct) == 0 {
+            debug_assert!(false, "SmpHeap::deallocate: not a TLSF block of this heap");
+            return;
+        }
+        // SAFETY: caller and D2: a live TLSF-route block in no region is a direct block,
+        // taken with `alloc_huge(layout)`.
+        unsafe { self.pages.free_huge(ptr, layout) };
+        self.tlsf_direct
+            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
     }
 
     fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
@@ -935,6 +1047,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     pub fn stats(&self) -> HeapStats {
         let mut stats = HeapStats {
             tlsf_pool_bytes: load(&self.tlsf_bytes),
+            tlsf_direct_bytes: load(&self.tlsf_direct),
             huge_bytes: load(&self.huge_bytes),
             ..HeapStats::default()
         };
