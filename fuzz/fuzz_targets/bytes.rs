@@ -504,7 +504,7 @@ impl Run {
                 } else {
                     let l = layout(
                         (off as usize >> 4) % 5000 + 1,
-                        1 << (off as usize & 15) % 14,
+                        1 << ((off as usize & 15) % 14),
                     );
                     let same = match &self.subject {
                         Subject::Buddy(_) => buddy_block(l) == buddy_block(b.layout),

@@ -136,7 +136,7 @@ impl Model {
         match at {
             Addr::Near { base, page, byte } => {
                 let b = BASES[base as usize % BASES.len()];
-                let byte = if byte % 4 == 0 {
+                let byte = if byte.is_multiple_of(4) {
                     0
                 } else {
                     byte as usize % PAGE
@@ -186,7 +186,11 @@ fn align_of(log: u8) -> usize {
 }
 
 fn count_of(c: u8) -> usize {
-    if c % 16 == 0 { 0 } else { c as usize % 40 }
+    if c.is_multiple_of(16) {
+        0
+    } else {
+        c as usize % 40
+    }
 }
 
 enum Subject {
@@ -302,8 +306,12 @@ fuzz_target!(|input: Input| {
         match *op {
             Op::AddMemory { at, pages, tail } => {
                 let start = m.resolve(at);
-                let size =
-                    (pages as usize % 300) * PAGE + if tail % 2 == 0 { 0 } else { tail as usize };
+                let size = (pages as usize % 300) * PAGE
+                    + if tail.is_multiple_of(2) {
+                        0
+                    } else {
+                        tail as usize
+                    };
                 let got = subject.add_memory(start, size);
                 let expect = region_pages(start, size).and_then(|(first, end)| {
                     if m.overlaps(first, end) {
@@ -370,26 +378,27 @@ fuzz_target!(|input: Input| {
             } => {
                 let (base, n, align) = (m.resolve(at), count_of(count), align_of(align_log));
                 let got = subject.alloc_pages_at(base, n, align);
-                let expect =
-                    if !align.is_power_of_two() || align < PAGE || n == 0 || base % align != 0 {
-                        Err(AllocError::InvalidParam)
-                    } else {
-                        let first = base / PAGE;
-                        let in_window = match &subject {
-                            Subject::Bitmap(_) => true,
-                            Subject::Buddy(_, wb, wl) => first >= *wb && first - wb + n <= *wl,
-                        };
-                        if first.checked_add(n).is_none()
-                            || !in_window
-                            || !m.covered(first, first + n)
-                        {
-                            Err(AllocError::InvalidParam)
-                        } else if m.any_allocated(first, first + n) {
-                            Err(AllocError::MemoryOverlap)
-                        } else {
-                            Ok(base)
-                        }
+                let expect = if !align.is_power_of_two()
+                    || align < PAGE
+                    || n == 0
+                    || !base.is_multiple_of(align)
+                {
+                    Err(AllocError::InvalidParam)
+                } else {
+                    let first = base / PAGE;
+                    let in_window = match &subject {
+                        Subject::Bitmap(_) => true,
+                        Subject::Buddy(_, wb, wl) => first >= *wb && first - wb + n <= *wl,
                     };
+                    if first.checked_add(n).is_none() || !in_window || !m.covered(first, first + n)
+                    {
+                        Err(AllocError::InvalidParam)
+                    } else if m.any_allocated(first, first + n) {
+                        Err(AllocError::MemoryOverlap)
+                    } else {
+                        Ok(base)
+                    }
+                };
                 assert_eq!(got, expect, "alloc_pages_at({base:#x}, {n}, {align:#x})");
                 if got.is_ok() {
                     m.take(base / PAGE, n);
@@ -422,7 +431,7 @@ fuzz_target!(|input: Input| {
                 };
                 let got = subject.try_dealloc(pos, n);
                 let first = pos / PAGE;
-                let expect = if n == 0 || pos % PAGE != 0 {
+                let expect = if n == 0 || !pos.is_multiple_of(PAGE) {
                     Err(AllocError::InvalidParam)
                 } else {
                     let in_window = match &subject {
@@ -481,7 +490,7 @@ fuzz_target!(|input: Input| {
             }
             Op::IsAllocated { at } => {
                 let a = m.resolve(at);
-                let expect = a % PAGE == 0 && m.pages.contains(&(a / PAGE));
+                let expect = a.is_multiple_of(PAGE) && m.pages.contains(&(a / PAGE));
                 assert_eq!(subject.is_allocated(a), expect, "is_allocated({a:#x})");
             }
             Op::Drain => {
