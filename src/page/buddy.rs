@@ -35,10 +35,11 @@
 //! A free first wins the CAS `ALLOC | links | k -> HELD | k` (a double free loses it and gets
 //! `NotAllocated`, nothing changed); from then on the page is the freeing thread's to park in
 //! its CPU cache or give to the zone. Blocks being allocated are `HELD` until their final
-//! state is stored (under the zone lock), so no free can claim a block half-way. `FREE` is written and cleared only under the zone lock,
-//! so under that lock a `Relaxed` load of a buddy's state is exact (DESIGN.md 11.2). Page
-//! *contents* change hands through the zone lock or a cache lock (`Acquire`/`Release`), never
-//! through the state word, so every state access is `Relaxed`.
+//! state is stored (under the zone lock), so no free can claim a block half-way. `FREE` is
+//! written and cleared only under the zone lock, so under that lock a `Relaxed` load of a
+//! buddy's state is exact (DESIGN.md 11.2). Page *contents* change hands through the zone
+//! lock or a cache lock (`Acquire`/`Release`), never through the state word, so every state
+//! access is `Relaxed`.
 //!
 //! # Locks
 //! The zone [`SpinLock`] guards the free lists, counters and region table. Each CPU cache has
@@ -481,12 +482,13 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         (self.base + index) * PAGE_SIZE
     }
 
-    /// Adds the region `[start, start + size)` (whole pages inside it). It must lie in the
-    /// metadata window.
+    /// Adds the region `[start, start + size)` (whole pages inside it; never the page at
+    /// address 0, so no call returns address 0: a region starting there starts at the next
+    /// page). It must lie in the metadata window.
     ///
     /// # Errors
-    /// - [`AllocError::InvalidParam`]: no whole page, overflow, or (part of) it outside the
-    ///   window (or no metadata at all);
+    /// - [`AllocError::InvalidParam`]: no whole page (page 0 alone counts as none), overflow,
+    ///   or (part of) it outside the window (or no metadata at all);
     /// - [`AllocError::MemoryOverlap`]: it overlaps a region already added;
     /// - [`AllocError::NoMemory`]: [`MAX_REGIONS`](super::MAX_REGIONS) regions exist already.
     ///
@@ -548,7 +550,9 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// - [`AllocError::InvalidParam`]: `num_pages == 0`, or `align_pow2` not a power of two or
     ///   smaller than `PAGE_SIZE`;
     /// - [`AllocError::NoMemory`]: no block large enough is free (after draining the CPU
-    ///   caches), or the request exceeds a maximal block.
+    ///   caches that are not busy: the drain never waits, so this is safe in an interrupt
+    ///   handler; see [`drain_cpu_caches`](Self::drain_cpu_caches)), or the request exceeds a
+    ///   maximal block.
     ///
     /// # Time Complexity
     /// One page: O(1) from the cache, O(batch * MAX_ORDER) on a refill. Otherwise
@@ -743,8 +747,10 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// # Errors
     /// - [`AllocError::InvalidParam`]: `num_pages == 0`, `pos` not page-aligned, or a page of
     ///   the range outside every region;
-    /// - [`AllocError::NotAllocated`]: the range is not one allocation (a double free, memory
-    ///   never allocated, a part of an allocation).
+    /// - [`AllocError::NotAllocated`]: the range is not exactly one allocation: a double free,
+    ///   memory never allocated, a part of an allocation (3 pages allocated, 2 freed), two or
+    ///   more neighbouring allocations at once, a range running past an allocation. Each
+    ///   allocation's blocks carry links that only a free of its exact range matches.
     ///
     /// Nothing changes on error, also when two threads race to free the same pages (one wins).
     ///
@@ -758,7 +764,6 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             return Err(AllocError::InvalidParam);
         }
         let index = self.index(pos, num_pages)?;
-        let meta = self.meta();
         let end = index + num_pages;
         if num_pages == 1 {
             if self.claim(index, 0) {
@@ -767,6 +772,13 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             }
             return Err(self.free_error(index, end));
         }
+        self.free_range(index, end)
+    }
+
+    /// Frees the allocation `[index, end)` of more than one page.
+    #[inline(always)]
+    fn free_range(&self, index: usize, end: usize) -> AllocResult {
+        let meta = self.meta();
         // Claim every block (ALLOC with the links of exactly this range -> HELD), or none.
         let mut claimed_to = index;
         let mut failed = false;
