@@ -156,7 +156,8 @@ fn shared_slot_falls_back_to_zone() {
 /// A free of the first 2 pages of a 3-page allocation (blocks `0..2` with `MORE`, `2` with
 /// `CONT`) races the exact free: the partial one never claims a block (its one block expects
 /// `ALLOC | 1` without links), so it always fails and the exact one always succeeds.
-/// Mutation: claiming with `ALLOC | k` regardless of the links lets the partial free win.
+/// Mutation: allocation states without links (every block `ALLOC | k`, as before issue 14) let
+/// the partial free win.
 #[test]
 fn partial_free_races_exact_free() {
     model(|| {
@@ -223,7 +224,7 @@ fn on() {
 #[test]
 fn failing_allocation_in_a_handler_skips_the_held_cache() {
     static HOOKS: std::sync::Once = std::sync::Once::new();
-    static DELIVERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static DELIVERED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
     HOOKS.call_once(|| set_interrupt_hooks(off, on));
     model(|| {
         let pages = setup(2, 1);
@@ -242,7 +243,7 @@ fn failing_allocation_in_a_handler_skips_the_held_cache() {
         pages.try_dealloc_pages(all[2], 1).unwrap();
         HANDLER.with(|h| h.borrow_mut().take());
         if let Some(result) = HANDLER_RESULT.with(Cell::take) {
-            DELIVERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            DELIVERED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             assert!(
                 matches!(result, Ok(_) | Err(AllocError::NoMemory)),
                 "{result:?}"
@@ -251,5 +252,5 @@ fn failing_allocation_in_a_handler_skips_the_held_cache() {
         t.join().unwrap();
         assert_exact(&pages, 0);
     });
-    assert!(DELIVERED.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    assert!(DELIVERED.load(core::sync::atomic::Ordering::Relaxed) > 0);
 }

@@ -256,6 +256,8 @@ fn watchdog(what: &'static str) -> mpsc::Sender<()> {
 /// 2 and batch 1.
 type Tight = BuddyPageAllocator<4096, 4, 1>;
 type TightHeap = SmpHeap<&'static Tight, 2>;
+/// What a defect-4 handler does.
+type Action = fn(&'static Tight, &'static TightHeap);
 
 thread_local! {
     /// The allocator the one-shot handler of the current test uses.
@@ -263,8 +265,7 @@ thread_local! {
     /// The heap over it.
     static TIGHT_HEAP: Cell<Option<&'static TightHeap>> = const { Cell::new(None) };
     /// What the handler does (runs once, then the handler unregisters itself).
-    static TIGHT_ACTION: Cell<Option<fn(&'static Tight, &'static TightHeap)>> =
-        const { Cell::new(None) };
+    static TIGHT_ACTION: Cell<Option<Action>> = const { Cell::new(None) };
     /// The page the handler's one-page allocation got.
     static HANDLER_PAGE: Cell<Option<usize>> = const { Cell::new(None) };
 }
@@ -285,7 +286,7 @@ fn tight_handler() {
 /// CPU's cache at its high watermark, then a free that drains one page to the zone while it
 /// holds the cache; the interrupt arrives as the zone lock is released (interrupts back on),
 /// the cache still held. `action` runs in the handler after it took the zone's page.
-fn interrupted_free(what: &'static str, action: fn(&'static Tight, &'static TightHeap)) {
+fn interrupted_free(what: &'static str, action: Action) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     install();
     // Real memory: the heap writes its headers into whatever it gets (here: nothing).
