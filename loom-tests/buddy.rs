@@ -1,7 +1,9 @@
 //! Loom models of `BuddyPageAllocator`'s protocols (DESIGN.md 11.2-11.3): splits racing
 //! merges through the per-CPU caches, cache refill and drain racing a remote free, double
-//! frees racing, two threads on one CPU slot (a migrated thread), and exact counters at the
-//! end. Empty unless built with `--cfg loom`.
+//! frees racing, two threads on one CPU slot (a migrated thread), a partial free racing the
+//! exact free (allocation links), an interrupt handler whose allocation fails while its CPU
+//! holds its cache (the drain skips it), and exact counters at the end. Empty unless built
+//! with `--cfg loom`.
 //!
 //! The allocator is shrunk to a window of 4 pages (`MAX_ORDER = 2`, one maximal block), two
 //! CPU slots, caches of high watermark 2 and batch 1 (`PCP_*` under loom), so every
@@ -10,11 +12,13 @@
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_buddy`
 #![cfg(loom)]
 
+use core::cell::{Cell, RefCell};
+
 use loom::sync::Arc;
 use loom::thread;
 use smpalloc::AllocError;
 use smpalloc::page::BuddyPageAllocator;
-use smpalloc::percpu::set_model_cpu;
+use smpalloc::percpu::{set_interrupt_hooks, set_model_cpu};
 
 const P: usize = 4096;
 const BASE: usize = 0x10_0000;
@@ -147,4 +151,106 @@ fn shared_slot_falls_back_to_zone() {
         assert_ne!(mine, theirs, "one page handed out twice");
         assert_exact(&pages, 2);
     });
+}
+
+/// A free of the first 2 pages of a 3-page allocation (blocks `0..2` with `MORE`, `2` with
+/// `CONT`) races the exact free: the partial one never claims a block (its one block expects
+/// `ALLOC | 1` without links), so it always fails and the exact one always succeeds.
+/// Mutation: allocation states without links (every block `ALLOC | k`, as before issue 14) let
+/// the partial free win.
+#[test]
+fn partial_free_races_exact_free() {
+    model(|| {
+        let pages = setup(2, 1);
+        set_model_cpu(0);
+        let a = pages.alloc_pages(3, P).unwrap();
+        let other = pages.clone();
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            (
+                other.try_dealloc_pages(a, 2),
+                other.try_dealloc_pages(a + 2 * P, 1),
+            )
+        });
+        let exact = pages.try_dealloc_pages(a, 3);
+        let (part, tail) = t.join().unwrap();
+        assert_eq!(exact, Ok(()));
+        assert_eq!(part, Err(AllocError::NotAllocated));
+        assert_eq!(tail, Err(AllocError::NotAllocated));
+        assert_exact(&pages, 0);
+    });
+}
+
+// Simulated interrupts (as in tests/interrupt_hooks.rs): `off`/`on` count a per-thread depth,
+// and when it returns to 0 a pending handler runs right there, on the same model thread.
+loom::thread_local! {
+    static DEPTH: Cell<usize> = Cell::new(0);
+    static HANDLER: RefCell<Option<Arc<Pages>>> = RefCell::new(None);
+    static HANDLER_RESULT: Cell<Option<Result<usize, AllocError>>> = Cell::new(None);
+}
+
+fn off() {
+    DEPTH.with(|d| d.set(d.get() + 1));
+}
+
+fn on() {
+    let depth = DEPTH.with(|d| {
+        d.set(d.get() - 1);
+        d.get()
+    });
+    if depth == 0 {
+        // One shot: the handler is taken before it runs.
+        if let Some(pages) = HANDLER.with(|h| h.borrow_mut().take()) {
+            // Hardware enters a handler with interrupts off.
+            DEPTH.with(|d| d.set(1));
+            let result = pages.alloc_pages(2, P);
+            if let Ok(pair) = result {
+                pages.try_dealloc_pages(pair, 2).unwrap();
+            }
+            HANDLER_RESULT.with(|r| r.set(Some(result)));
+            DEPTH.with(|d| d.set(0));
+        }
+    }
+}
+
+/// Defect 4 of issue 14. CPU 0's cache is at its high watermark; a free on CPU 0 holds the
+/// cache, returns a batch to the zone, and is interrupted as the zone lock is released. The
+/// handler asks for 2 pages; meanwhile CPU 1 frees a page into its own cache and drains every
+/// cache. The handler's allocation may succeed (when CPU 1's drain made a free pair) or fail,
+/// but it never waits for CPU 0's cache (the drain skips it), and nothing is lost.
+/// (When CPU 1's drain empties CPU 0's cache first, the free does not touch the zone and no
+/// interrupt comes in it; the handler is then withdrawn.)
+/// Mutation: a drain that `lock`s the caches spins forever in the handler (loom reports it).
+#[test]
+fn failing_allocation_in_a_handler_skips_the_held_cache() {
+    static HOOKS: std::sync::Once = std::sync::Once::new();
+    static DELIVERED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    HOOKS.call_once(|| set_interrupt_hooks(off, on));
+    model(|| {
+        let pages = setup(2, 1);
+        set_model_cpu(0);
+        let all: Vec<usize> = (0..4).map(|_| pages.alloc_pages(1, P).unwrap()).collect();
+        pages.try_dealloc_pages(all[0], 1).unwrap();
+        pages.try_dealloc_pages(all[1], 1).unwrap();
+        let other = pages.clone();
+        let remote = all[3];
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            other.try_dealloc_pages(remote, 1).unwrap();
+            other.drain_cpu_caches();
+        });
+        HANDLER.with(|h| *h.borrow_mut() = Some(pages.clone()));
+        pages.try_dealloc_pages(all[2], 1).unwrap();
+        HANDLER.with(|h| h.borrow_mut().take());
+        if let Some(result) = HANDLER_RESULT.with(Cell::take) {
+            DELIVERED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            assert!(
+                matches!(result, Ok(_) | Err(AllocError::NoMemory)),
+                "{result:?}"
+            );
+        }
+        t.join().unwrap();
+        assert_exact(&pages, 0);
+    });
+    assert!(DELIVERED.load(core::sync::atomic::Ordering::Relaxed) > 0);
 }

@@ -13,13 +13,15 @@
 
 use core::alloc::Layout;
 use core::cell::Cell;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
+use std::sync::mpsc;
 use std::sync::{LazyLock, Mutex, Once};
 
 use smpalloc::heap::{SmpHeap, SystemPages};
 use smpalloc::page::BuddyPageAllocator;
-use smpalloc::{SpinLock, percpu};
+use smpalloc::{AllocError, SpinLock, percpu};
 
 thread_local! {
     /// `off` calls not yet matched by `on`.
@@ -231,4 +233,165 @@ fn a_handler_that_allocates_whenever_interrupts_come_on_never_deadlocks() {
     FINISHED.store(true, Ordering::Relaxed);
     HEAP.check().unwrap();
     PAGES.check().unwrap();
+}
+
+// -------------------------------------------------------------------------------------------
+// Issue 14, defect 4: an allocation that fails inside a handler must not wait for the page
+// cache the interrupted code holds.
+
+/// Fails the test binary (abort: a spinning thread cannot be unwound) unless the returned
+/// sender is dropped within a minute: a deadlocked handler spins forever.
+fn watchdog(what: &'static str) -> mpsc::Sender<()> {
+    let (done, wait) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(Duration::from_secs(60)) {
+            eprintln!("hang detected: {what}: an interrupt handler waits for a lock its CPU holds");
+            std::process::abort();
+        }
+    });
+    done
+}
+
+/// One CPU slot, so every thread uses the same page cache; 16 pages, caches of high watermark
+/// 2 and batch 1.
+type Tight = BuddyPageAllocator<4096, 4, 1>;
+type TightHeap = SmpHeap<&'static Tight, 2>;
+/// What a defect-4 handler does.
+type Action = fn(&'static Tight, &'static TightHeap);
+
+thread_local! {
+    /// The allocator the one-shot handler of the current test uses.
+    static TIGHT: Cell<Option<&'static Tight>> = const { Cell::new(None) };
+    /// The heap over it.
+    static TIGHT_HEAP: Cell<Option<&'static TightHeap>> = const { Cell::new(None) };
+    /// What the handler does (runs once, then the handler unregisters itself).
+    static TIGHT_ACTION: Cell<Option<Action>> = const { Cell::new(None) };
+    /// The page the handler's one-page allocation got.
+    static HANDLER_PAGE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The handler of the defect-4 tests: first takes the one page the zone holds (its CPU's cache
+/// is busy, so it comes from the zone), then runs the test's action on an empty zone.
+fn tight_handler() {
+    HANDLER.set(None); // one shot
+    let pages = TIGHT.get().unwrap();
+    let heap = TIGHT_HEAP.get().unwrap();
+    let page = pages.alloc_pages(1, 4096).expect("the zone holds one page");
+    HANDLER_PAGE.set(Some(page));
+    (TIGHT_ACTION.get().unwrap())(pages, heap);
+    pages.try_dealloc_pages(page, 1).unwrap();
+}
+
+/// Sets up the state of the issue and delivers an interrupt into it: every page allocated, the
+/// CPU's cache at its high watermark, then a free that drains one page to the zone while it
+/// holds the cache; the interrupt arrives as the zone lock is released (interrupts back on),
+/// the cache still held. `action` runs in the handler after it took the zone's page.
+fn interrupted_free(what: &'static str, action: Action) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    install();
+    // Real memory: the heap writes its headers into whatever it gets (here: nothing).
+    let layout = Layout::from_size_align(16 * 4096, 16 * 4096).unwrap();
+    // SAFETY: a non-zero layout; leaked (the allocator lives for the rest of the test).
+    let base = unsafe { std::alloc::alloc(layout) }.expose_provenance();
+    assert_ne!(base, 0);
+    let pages: &'static Tight = Box::leak(Box::new(
+        Tight::with_window(base, 16 * 4096).with_watermarks(2, 1),
+    ));
+    pages.add_memory(base, 16 * 4096).unwrap();
+    let heap: &'static TightHeap = Box::leak(Box::new(SmpHeap::new(pages)));
+    TIGHT.set(Some(pages));
+    TIGHT_HEAP.set(Some(heap));
+    TIGHT_ACTION.set(Some(action));
+    HANDLER_PAGE.set(None);
+    let all: Vec<usize> = (0..16)
+        .map(|_| pages.alloc_pages(1, 4096).unwrap())
+        .collect();
+    assert_eq!(pages.alloc_pages(1, 4096), Err(AllocError::NoMemory));
+    // Two frees fill the cache to its high watermark (no lock but the cache's: no interrupt).
+    pages.try_dealloc_pages(all[0], 1).unwrap();
+    pages.try_dealloc_pages(all[1], 1).unwrap();
+    let done = watchdog(what);
+    let delivered = DELIVERED.get();
+    HANDLER.set(Some(tight_handler));
+    // The third free holds the cache, drains its oldest page (`all[0]`) to the zone under the
+    // zone lock, and is interrupted when that lock is released.
+    pages.try_dealloc_pages(all[2], 1).unwrap();
+    drop(done);
+    assert_eq!(
+        DELIVERED.get(),
+        delivered + 1,
+        "the interrupt was delivered"
+    );
+    assert!(HANDLER.get().is_none(), "the handler ran once");
+    assert_eq!(
+        HANDLER_PAGE.get(),
+        Some(all[0]),
+        "the handler ran while the cache was held (its page came from the zone)"
+    );
+    pages.check().unwrap();
+    heap.check().unwrap();
+    // Nothing lost: the cache holds the second free's page and the interrupted free's.
+    assert_eq!(pages.cached_pages(), 2);
+    assert_eq!(pages.used_pages(), 13);
+    for &page in &all[3..] {
+        pages.try_dealloc_pages(page, 1).unwrap();
+    }
+    pages.drain_cpu_caches();
+    assert_eq!(pages.used_pages(), 0);
+    assert_eq!(pages.free_blocks()[4], 1);
+    pages.check().unwrap();
+}
+
+/// The issue's reproducer: the handler asks the buddy for 2 pages, which fails.
+#[test]
+fn a_failing_page_allocation_in_a_handler_does_not_wait_for_the_held_cache() {
+    interrupted_free("buddy alloc_pages(2)", |pages, _| {
+        assert_eq!(pages.alloc_pages(2, 4096), Err(AllocError::NoMemory));
+        assert_eq!(pages.alloc_pages(1, 4096), Err(AllocError::NoMemory));
+        assert_eq!(pages.alloc_order(1), Err(AllocError::NoMemory));
+        assert_eq!(pages.alloc_order(0), Err(AllocError::NoMemory));
+    });
+}
+
+/// `alloc_pages_at` drains the caches before reporting `MemoryOverlap`: the same path.
+#[test]
+fn a_failing_alloc_pages_at_in_a_handler_does_not_wait_for_the_held_cache() {
+    interrupted_free("buddy alloc_pages_at", |pages, _| {
+        let page = HANDLER_PAGE.get().unwrap();
+        assert_eq!(
+            pages.alloc_pages_at(page, 1, 4096),
+            Err(AllocError::MemoryOverlap)
+        );
+    });
+}
+
+/// The explicit drain, called from a handler, skips the busy cache instead of waiting for it.
+#[test]
+fn drain_cpu_caches_in_a_handler_skips_the_held_cache() {
+    interrupted_free("buddy drain_cpu_caches", |pages, _| {
+        assert!(!pages.drain_cpu_caches(), "the held cache is skipped");
+    });
+}
+
+/// The heap's slab refill over the exhausted buddy fails in the handler: the buddy's failure
+/// path must not wait either.
+#[test]
+fn a_failing_slab_refill_in_a_handler_does_not_wait_for_the_held_cache() {
+    interrupted_free("heap slab refill", |_, heap| {
+        for size in [8, 64, 1024, 4096] {
+            let layout = Layout::from_size_align(size, 8).unwrap();
+            assert_eq!(heap.allocate(layout), None::<NonNull<u8>>, "{size}");
+        }
+    });
+}
+
+/// TLSF growth and huge blocks over the exhausted buddy, in the handler.
+#[test]
+fn a_failing_tlsf_growth_or_huge_block_in_a_handler_does_not_wait_for_the_held_cache() {
+    interrupted_free("heap TLSF growth / huge block", |_, heap| {
+        for (size, align) in [(6000, 8), (100 << 10, 8), (300 << 10, 8), (64, 8192)] {
+            let layout = Layout::from_size_align(size, align).unwrap();
+            assert_eq!(heap.allocate(layout), None::<NonNull<u8>>, "{size}");
+        }
+    });
 }

@@ -520,7 +520,10 @@ fn buddy_split_merge_and_caches() {
     assert!(pages.cached_pages() <= 8, "{}", pages.cached_pages());
     assert_eq!(pages.used_pages(), 3);
     pages.try_dealloc_pages(three, 3).unwrap();
-    pages.drain_cpu_caches();
+    assert!(
+        pages.drain_cpu_caches(),
+        "no cache busy: every cache drained"
+    );
     assert_eq!(pages.cached_pages(), 0);
     assert_eq!(
         pages.free_blocks()[10],

@@ -197,6 +197,16 @@ enum Op {
     FreeMisaligned {
         which: usize,
     },
+    /// A part of a live allocation (the buddy refuses it; the bitmap, which frees pages, is
+    /// tested for it in `page_exact_free.rs`).
+    FreePart {
+        which: usize,
+        cut: usize,
+    },
+    /// Two neighbouring live allocations as one range (the buddy refuses it).
+    FreeNeighbours {
+        which: usize,
+    },
     BadAlign {
         count: usize,
         which: u8,
@@ -223,6 +233,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..3).prop_map(|which| Op::FreeOutside { which }),
         1 => any::<usize>().prop_map(|which| Op::FreeZero { which }),
         1 => any::<usize>().prop_map(|which| Op::FreeMisaligned { which }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(which, cut)| Op::FreePart { which, cut }),
+        1 => any::<usize>().prop_map(|which| Op::FreeNeighbours { which }),
         1 => (0usize..3, 0u8..3).prop_map(|(count, which)| Op::BadAlign { count, which }),
         1 => (0usize..4, 0usize..200, 1usize..50)
             .prop_map(|(region, offset, len)| Op::AddOverlap { region, offset, len }),
@@ -389,6 +401,40 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
             Op::FreeMisaligned { which } => {
                 if let Some((addr, count)) = pick(which, &model) {
                     assert_eq!(pages.free(addr + 8, count), Err(AllocError::InvalidParam));
+                }
+            }
+            Op::FreePart { which, cut } => {
+                if let Some((addr, count)) = pick(which, &model).filter(|&(_, c)| c > 1) {
+                    if !A::FIRST_FIT {
+                        // Any (start, len) inside the allocation but not all of it.
+                        let first = cut % count;
+                        let len = 1 + (cut / count) % (count - first);
+                        let len = if first == 0 && len == count {
+                            count - 1
+                        } else {
+                            len
+                        };
+                        assert_eq!(
+                            pages.free(addr + first * P, len),
+                            Err(AllocError::NotAllocated),
+                            "{context:?}"
+                        );
+                    }
+                }
+            }
+            Op::FreeNeighbours { which } => {
+                let pairs: Vec<(usize, usize)> = model
+                    .live
+                    .iter()
+                    .filter_map(|(&a, &c)| model.live.get(&(a + c * P)).map(|&d| (a, c + d)))
+                    .collect();
+                if !A::FIRST_FIT && !pairs.is_empty() {
+                    let (addr, count) = pairs[which % pairs.len()];
+                    assert_eq!(
+                        pages.free(addr, count),
+                        Err(AllocError::NotAllocated),
+                        "{context:?}"
+                    );
                 }
             }
             Op::BadAlign { count, which } => {

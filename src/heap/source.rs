@@ -120,13 +120,17 @@ unsafe impl<T: PageSource + ?Sized> PageSource for &T {
 }
 
 /// The kernel's address for a page number's address (direct map: the address is the pointer).
+/// Never `None` for the page allocators' addresses: neither ever manages the page at address 0
+/// (DESIGN.md 11.1), so every page they hand out is a non-null pointer and none is lost here.
 #[inline]
 fn address(addr: usize) -> Option<NonNull<u8>> {
+    debug_assert_ne!(addr, 0, "a page allocator handed out address 0");
     NonNull::new(core::ptr::with_exposed_provenance_mut(addr))
 }
 
 // SAFETY: the buddy hands out each page once until it is freed; it never touches the memory
-// (its metadata is outside the pages), and the kernel gave it memory it may use.
+// (its metadata is outside the pages), and the kernel gave it memory it may use. It never
+// manages the page at address 0, so a region starting there loses that page, not a leak.
 unsafe impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize> PageSource
     for BuddyPageAllocator<PAGE_SIZE, MAX_ORDER, CPUS>
 {

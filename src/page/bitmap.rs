@@ -194,13 +194,13 @@ where
     }
 
     /// Adds the region `[start, start + size)` (whole pages inside it; a partial page at
-    /// either end is left out). The first region fixes the window: page `start / PAGE_SIZE`
-    /// becomes bit 0, and every region must lie in `[first start, first start + CAPACITY
-    /// pages)`.
+    /// either end is left out, and so is the page at address 0, which is never managed, so
+    /// no call returns address 0). The first region fixes the window: its first page becomes
+    /// bit 0, and every region must lie in `[that page, that page + CAPACITY)`.
     ///
     /// # Errors
-    /// - [`AllocError::InvalidParam`]: the region holds no whole page, overflows the address
-    ///   space, or lies (partly) outside the window;
+    /// - [`AllocError::InvalidParam`]: the region holds no whole page (page 0 alone counts as
+    ///   none), overflows the address space, or lies (partly) outside the window;
     /// - [`AllocError::MemoryOverlap`]: it overlaps a region already added;
     /// - [`AllocError::NoMemory`]: [`MAX_REGIONS`](super::MAX_REGIONS) regions exist already.
     ///
@@ -343,11 +343,23 @@ where
     /// Frees the `num_pages` pages at `pos` (allocated by one or more calls), reporting bad
     /// input.
     ///
+    /// The bitmap keeps one bit per page and no allocation boundaries, so it frees *pages*:
+    /// any range of allocated pages is accepted, whatever calls allocated it. It detects every
+    /// range with a page that is free or unmanaged (below), but it cannot detect a range whose
+    /// pages are all allocated yet are not one allocation:
+    /// - a part of an allocation (3 pages allocated, the first 2 freed): `Ok`, exactly those
+    ///   pages are freed, and the rest stays allocated until a later call frees it;
+    /// - two or more neighbouring allocations freed as one range: `Ok`, all of them freed;
+    /// - pages allocated by someone else: freed (the caller's bug, as with any allocator).
+    ///
+    /// Nothing is corrupted either way (every bit freed was set; counts stay exact).
+    /// [`BuddyPageAllocator`](super::BuddyPageAllocator) refuses the first two.
+    ///
     /// # Errors
     /// - [`AllocError::InvalidParam`]: `num_pages == 0`, `pos` not page-aligned, or a page of
-    ///   the range outside every region;
-    /// - [`AllocError::NotAllocated`]: a page of the range is free (a double free, or memory
-    ///   never allocated).
+    ///   the range outside every region (address 0 included: it is never managed);
+    /// - [`AllocError::NotAllocated`]: a page of the range is free (a double free, memory
+    ///   never allocated, a range running past an allocation).
     ///
     /// Nothing changes on error. (Two threads freeing the same range at once is a double free:
     /// each page is freed once and one of them gets `NotAllocated`.)

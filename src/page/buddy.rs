@@ -21,19 +21,37 @@
 //! |---|---|---|
 //! | `NONE` | not a block head (interior page, or outside every region) | the zone lock holder |
 //! | `FREE \| k` | head of a free block in list `k` | the zone lock holder |
-//! | `ALLOC \| k` | head of a block the user owns | anyone, by CAS to `HELD` (a free) |
+//! | `ALLOC \| links \| k` | head of a block the user owns | anyone, by CAS to `HELD` (a free) |
 //! | `HELD \| k` | owned by the allocator in transit, or parked in a CPU cache | its owner |
 //!
-//! A free first wins the CAS `ALLOC | k -> HELD | k` (a double free loses it and gets
+//! An allocation of `n` pages is the canonical decomposition of its range into aligned blocks
+//! (`for_each_block`); `links` records its boundaries: `MORE` on every block but the last,
+//! `CONT` on every block but the first (a one-block allocation has neither). A free of
+//! `(pos, count)` decomposes its range the same way and expects exactly those states, so it
+//! matches one allocation, never a part of one or two neighbours (the first block has no
+//! `CONT`, the last no `MORE`, and each block in between is the next block of the same
+//! allocation). One page is `ALLOC | 0` exactly, so the one-page free stays one CAS.
+//!
+//! A free first wins the CAS `ALLOC | links | k -> HELD | k` (a double free loses it and gets
 //! `NotAllocated`, nothing changed); from then on the page is the freeing thread's to park in
-//! its CPU cache or give to the zone. `FREE` is written and cleared only under the zone lock,
-//! so under that lock a `Relaxed` load of a buddy's state is exact (DESIGN.md 11.2). Page
-//! *contents* change hands through the zone lock or a cache lock (`Acquire`/`Release`), never
-//! through the state word, so every state access is `Relaxed`.
+//! its CPU cache or give to the zone. Blocks being allocated are `HELD` until their final
+//! state is stored (under the zone lock), so no free can claim a block half-way. `FREE` is
+//! written and cleared only under the zone lock, so under that lock a `Relaxed` load of a
+//! buddy's state is exact (DESIGN.md 11.2). Page *contents* change hands through the zone
+//! lock or a cache lock (`Acquire`/`Release`), never through the state word, so every state
+//! access is `Relaxed`.
 //!
 //! # Locks
 //! The zone [`SpinLock`] guards the free lists, counters and region table. Each CPU cache has
-//! its own `SpinLock`, taken with `try_lock` only; the order is always cache, then zone.
+//! its own `SpinLock`, taken with `try_lock` only on every allocation, free and drain path (a
+//! busy cache is skipped, never waited for: an interrupt handler may have interrupted its
+//! holder); the order is always cache, then zone. Only `check` and the statistics
+//! (`cached_pages`, `used_pages`, `available_pages`) wait for the caches: not for handlers.
+//!
+//! # Page 0
+//! The page at address 0 is never managed: a region containing it starts at the next page
+//! (`region_pages`), so no call returns address 0 and every address converts to a non-null
+//! pointer (the heap's page source needs that).
 
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
@@ -58,7 +76,22 @@ const NONE: u32 = 0;
 const FREE: u32 = 1 << 8;
 const ALLOC: u32 = 2 << 8;
 const HELD: u32 = 3 << 8;
-const TAG: u32 = !0xff;
+/// The kind bits of a state (`NONE`, `FREE`, `ALLOC`, `HELD`).
+const KIND: u32 = 0xff00;
+/// The order bits of a state.
+const ORDER: u32 = 0xff;
+/// Allocation links of an `ALLOC` head: another block of the same allocation follows.
+const MORE: u32 = 1 << 16;
+/// Allocation links of an `ALLOC` head: another block of the same allocation precedes.
+const CONT: u32 = 1 << 17;
+
+/// The `ALLOC` state of block `block` of `order` in the allocation `[start, end)`.
+#[inline(always)]
+fn alloc_state(block: usize, order: usize, start: usize, end: usize) -> u32 {
+    let more = if block + (1 << order) == end { 0 } else { MORE };
+    let cont = if block == start { 0 } else { CONT };
+    ALLOC | more | cont | order as u32
+}
 /// Free lists the zone has room for (orders `0..ORDERS`); `MAX_ORDER < ORDERS`.
 const ORDERS: usize = 32;
 
@@ -235,7 +268,7 @@ impl Zone {
     }
 
     /// Takes exactly block `index` of `order` out of whatever free block contains it
-    /// (splitting around it) and marks it `ALLOC | order`; `false` if no free block does.
+    /// (splitting around it) and marks it `HELD | order`; `false` if no free block does.
     fn carve(&mut self, meta: &[PageMeta], index: usize, order: usize, max_order: usize) -> bool {
         for mut from in order..=max_order {
             let mut head = index & !((1 << from) - 1);
@@ -254,7 +287,7 @@ impl Zone {
                     self.push(meta, head + half, from);
                 }
             }
-            meta[index].set_state(ALLOC | order as u32);
+            meta[index].set_state(HELD | order as u32);
             return true;
         }
         false
@@ -449,12 +482,13 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         (self.base + index) * PAGE_SIZE
     }
 
-    /// Adds the region `[start, start + size)` (whole pages inside it). It must lie in the
-    /// metadata window.
+    /// Adds the region `[start, start + size)` (whole pages inside it; never the page at
+    /// address 0, so no call returns address 0: a region starting there starts at the next
+    /// page). It must lie in the metadata window.
     ///
     /// # Errors
-    /// - [`AllocError::InvalidParam`]: no whole page, overflow, or (part of) it outside the
-    ///   window (or no metadata at all);
+    /// - [`AllocError::InvalidParam`]: no whole page (page 0 alone counts as none), overflow,
+    ///   or (part of) it outside the window (or no metadata at all);
     /// - [`AllocError::MemoryOverlap`]: it overlaps a region already added;
     /// - [`AllocError::NoMemory`]: [`MAX_REGIONS`](super::MAX_REGIONS) regions exist already.
     ///
@@ -516,7 +550,9 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// - [`AllocError::InvalidParam`]: `num_pages == 0`, or `align_pow2` not a power of two or
     ///   smaller than `PAGE_SIZE`;
     /// - [`AllocError::NoMemory`]: no block large enough is free (after draining the CPU
-    ///   caches), or the request exceeds a maximal block.
+    ///   caches that are not busy: the drain never waits, so this is safe in an interrupt
+    ///   handler; see [`drain_cpu_caches`](Self::drain_cpu_caches)), or the request exceeds a
+    ///   maximal block.
     ///
     /// # Time Complexity
     /// One page: O(1) from the cache, O(batch * MAX_ORDER) on a refill. Otherwise
@@ -539,16 +575,16 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         // thread ever sees the tail pages outside both the free lists and an allocation.
         let attempt = || {
             let mut zone = self.zone.lock();
-            let index = zone.alloc_block(meta, order, ALLOC)?;
-            let end = index + num_pages;
-            if num_pages < 1 << order {
-                for_each_block(index, end, MAX_ORDER, |block, k| {
-                    meta[block].set_state(ALLOC | k as u32);
-                });
-                for_each_block(end, index + (1 << order), MAX_ORDER, |block, k| {
-                    zone.free_block(meta, block, k, MAX_ORDER);
-                });
+            if num_pages == 1 << order {
+                return zone.alloc_block(meta, order, ALLOC);
             }
+            // `HELD` (no free can claim it) until every block has its final state.
+            let index = zone.alloc_block(meta, order, HELD)?;
+            let end = index + num_pages;
+            mark_allocation(meta, index, end, MAX_ORDER);
+            for_each_block(end, index + (1 << order), MAX_ORDER, |block, k| {
+                zone.free_block(meta, block, k, MAX_ORDER);
+            });
             Some(index)
         };
         let index = match attempt() {
@@ -696,6 +732,8 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             for_each_block(start, carved_to, MAX_ORDER, |block, order| {
                 zone.free_block(meta, block, order, MAX_ORDER);
             });
+        } else {
+            mark_allocation(meta, start, end, MAX_ORDER);
         }
         !failed
     }
@@ -709,8 +747,10 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// # Errors
     /// - [`AllocError::InvalidParam`]: `num_pages == 0`, `pos` not page-aligned, or a page of
     ///   the range outside every region;
-    /// - [`AllocError::NotAllocated`]: the range is not one allocation (a double free, memory
-    ///   never allocated, a part of an allocation).
+    /// - [`AllocError::NotAllocated`]: the range is not exactly one allocation: a double free,
+    ///   memory never allocated, a part of an allocation (3 pages allocated, 2 freed), two or
+    ///   more neighbouring allocations at once, a range running past an allocation. Each
+    ///   allocation's blocks carry links that only a free of its exact range matches.
     ///
     /// Nothing changes on error, also when two threads race to free the same pages (one wins).
     ///
@@ -724,7 +764,6 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             return Err(AllocError::InvalidParam);
         }
         let index = self.index(pos, num_pages)?;
-        let meta = self.meta();
         let end = index + num_pages;
         if num_pages == 1 {
             if self.claim(index, 0) {
@@ -733,11 +772,18 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             }
             return Err(self.free_error(index, end));
         }
-        // Claim every block (ALLOC -> HELD), or none.
+        self.free_range(index, end)
+    }
+
+    /// Frees the allocation `[index, end)` of more than one page.
+    #[inline(always)]
+    fn free_range(&self, index: usize, end: usize) -> AllocResult {
+        let meta = self.meta();
+        // Claim every block (ALLOC with the links of exactly this range -> HELD), or none.
         let mut claimed_to = index;
         let mut failed = false;
         for_each_block(index, end, MAX_ORDER, |block, order| {
-            if !failed && self.claim(block, order) {
+            if !failed && self.claim_state(block, order, alloc_state(block, order, index, end)) {
                 claimed_to = block + (1 << order);
             } else {
                 failed = true;
@@ -745,7 +791,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         });
         if failed {
             for_each_block(index, claimed_to, MAX_ORDER, |block, order| {
-                meta[block].set_state(ALLOC | order as u32);
+                meta[block].set_state(alloc_state(block, order, index, end));
             });
             return Err(self.free_error(index, end));
         }
@@ -756,15 +802,22 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         Ok(())
     }
 
-    /// The right to free block `index` of `order`: CAS `ALLOC | order -> HELD | order`.
+    /// The right to free the one-block allocation `index` of `order`: CAS
+    /// `ALLOC | order -> HELD | order` (no links: a block of a longer allocation fails).
     #[inline(always)]
     fn claim(&self, index: usize, order: usize) -> bool {
-        let tag = order as u32;
+        self.claim_state(index, order, ALLOC | order as u32)
+    }
+
+    /// The right to free block `index` of `order` whose state must be exactly `expected`
+    /// (an `ALLOC` state): CAS `expected -> HELD | order`.
+    #[inline(always)]
+    fn claim_state(&self, index: usize, order: usize, expected: u32) -> bool {
         self.meta()[index]
             .state
             .compare_exchange(
-                ALLOC | tag,
-                HELD | tag,
+                expected,
+                HELD | order as u32,
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             )
@@ -807,23 +860,37 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         let _ = self.try_dealloc_pages(pos, num_pages);
     }
 
-    /// Returns every page parked in every CPU cache to the zone (for a CPU going offline, or
-    /// before reading exact free-block statistics). Waits for each cache's lock.
+    /// Returns the pages parked in the CPU caches to the zone (for a CPU going offline, memory
+    /// pressure, or before reading exact free-block statistics). Returns `true` when every
+    /// cache was drained, `false` when some cache was busy and skipped.
+    ///
+    /// Never waits for a cache: one whose lock is taken at this instant (an allocation or free
+    /// on its CPU in progress, or the code an interrupt handler interrupted) keeps its pages,
+    /// which stay free and reachable (its holder uses them; a later drain returns them). So
+    /// this is safe in an interrupt handler, like the allocation paths that call it before
+    /// reporting `NoMemory` (DESIGN.md 3 and 11.3). With no call running, it drains every
+    /// cache and returns `true`.
     ///
     /// # Time Complexity
     /// O(CPUS + parked pages * MAX_ORDER).
-    pub fn drain_cpu_caches(&self) {
+    pub fn drain_cpu_caches(&self) -> bool {
+        let meta = self.meta();
+        let mut complete = true;
         for slot in self.caches.iter() {
-            let mut cache = slot.lock();
+            // `try_lock`, masking interrupts while this CPU holds the cache.
+            let Some(mut cache) = slot.try_lock() else {
+                complete = false;
+                continue;
+            };
             if cache.pages.is_empty() {
                 continue;
             }
-            let meta = self.meta();
             let mut zone = self.zone.lock();
             for page in cache.pages.drain(..) {
                 zone.free_block(meta, page, 0, MAX_ORDER);
             }
         }
+        complete
     }
 
     // ---------------------------------------------------------------------------------------
@@ -834,7 +901,8 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         self.zone.lock().total_pages
     }
 
-    /// Pages parked in the CPU caches (free, but not in the zone).
+    /// Pages parked in the CPU caches (free, but not in the zone). Waits for each cache's
+    /// lock, like the other statistics and `check`: not for interrupt handlers.
     pub fn cached_pages(&self) -> usize {
         self.caches
             .iter()
@@ -871,7 +939,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         let meta = self.meta();
         (0..=MAX_ORDER).any(|order| {
             let head = index & !((1 << order) - 1);
-            meta[head].state() == ALLOC | order as u32
+            meta[head].state() & (KIND | ORDER) == ALLOC | order as u32
         })
     }
 
@@ -940,12 +1008,25 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         }
         // Every window page: heads of blocks, interior pages, parked pages, unmanaged pages.
         let (mut walked_free, mut held, mut pos) = (0, 0, 0);
+        // The allocation whose blocks are being walked: (first block, where the next starts).
+        let mut chain: Option<(usize, usize)> = None;
         while pos < meta.len() {
             let state = meta[pos].state();
             let bad = PageInvariantError::PageState { page: pos, state };
-            let order = (state & !TAG) as usize;
+            let order = (state & ORDER) as usize;
+            let (kind, links) = (state & KIND, state & (MORE | CONT));
+            if state & !(KIND | ORDER | MORE | CONT) != 0 || (links != 0 && kind != ALLOC) {
+                return Err(bad);
+            }
+            // Links: a `CONT` block continues the open allocation right where it stopped; any
+            // other page while one is open is an error.
+            match chain {
+                Some((_, next)) if kind == ALLOC && links & CONT != 0 && next == pos => {}
+                None if kind != ALLOC || links & CONT == 0 => {}
+                _ => return Err(bad),
+            }
             let in_regions = zone.covers(pos, pos + 1);
-            let span = match state & TAG {
+            let span = match kind {
                 NONE if !in_regions => {
                     pos += 1;
                     continue;
@@ -960,8 +1041,27 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             if pos % span != 0 || pos + span > meta.len() || !zone.covers(pos, pos + span) {
                 return Err(bad);
             }
-            if state & TAG == FREE {
+            if kind == FREE {
                 walked_free += span;
+            }
+            if kind == ALLOC {
+                let first = chain.map_or(pos, |(first, _)| first);
+                chain = if links & MORE != 0 {
+                    Some((first, pos + span))
+                } else {
+                    // The allocation `[first, pos + span)` ends here: its blocks must be the
+                    // canonical decomposition a free of that range expects.
+                    let mut canonical = true;
+                    for_each_block(first, pos + span, MAX_ORDER, |block, k| {
+                        canonical &=
+                            meta[block].state() == alloc_state(block, k, first, pos + span);
+                    });
+                    if !canonical {
+                        let state = meta[first].state();
+                        return Err(PageInvariantError::PageState { page: first, state });
+                    }
+                    None
+                };
             }
             let interior = &meta[pos + 1..pos + span];
             if let Some(i) = interior.iter().position(|page| page.state() != NONE) {
@@ -972,6 +1072,10 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 });
             }
             pos += span;
+        }
+        if let Some((first, _)) = chain {
+            let state = meta[first].state();
+            return Err(PageInvariantError::PageState { page: first, state });
         }
         if walked_free != free_pages {
             return Err(PageInvariantError::Count {
@@ -1008,6 +1112,16 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         }
         Ok(())
     }
+}
+
+/// Gives the blocks of the allocation `[start, end)` (the canonical decomposition, each head
+/// owned by the caller: `HELD`, or being handed out under the zone lock) their final `ALLOC`
+/// states, with the links that make a free match exactly this range.
+#[inline]
+fn mark_allocation(meta: &[PageMeta], start: usize, end: usize, max_order: usize) {
+    for_each_block(start, end, max_order, |block, order| {
+        meta[block].set_state(alloc_state(block, order, start, end));
+    });
 }
 
 impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize> Default

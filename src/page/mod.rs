@@ -15,7 +15,9 @@
 //!
 //! Addresses are `usize`, page-aligned; an alignment is a byte count, a power of two and a
 //! multiple of `PAGE_SIZE`. Every bad input returns an [`AllocError`] and
-//! changes nothing; DESIGN.md section 11 has the protocols and the loom models that check them.
+//! changes nothing (DESIGN.md 11.9 lists each case); DESIGN.md section 11 has the protocols and
+//! the loom models that check them. Neither allocator manages the page at address 0, so no
+//! call returns address 0.
 //!
 //! [`AtomicBitmap`]: crate::bitmap::AtomicBitmap
 
@@ -102,10 +104,14 @@ fn page_number(addr: usize, page_size: usize) -> AllocResult<usize> {
 }
 
 /// The page range `[first, end)` of a region `[start, start + size)`: whole pages only (the
-/// start rounded up, the end rounded down). `InvalidParam` if that is empty or overflows.
+/// start rounded up, the end rounded down), and never page 0: address 0 is the null pointer,
+/// which no caller can tell from "no page" once it becomes a pointer (the heap's page source
+/// needs `NonNull`), so neither allocator manages it and no call ever returns it. (On x86 the
+/// firmware reserves that page anyway; where it is RAM, as on some riscv and arm boards, 4 KiB
+/// is the price.) `InvalidParam` if the range is empty or overflows.
 fn region_pages(start: usize, size: usize, page_size: usize) -> AllocResult<(usize, usize)> {
     let end = start.checked_add(size).ok_or(AllocError::InvalidParam)?;
-    let first = start.div_ceil(page_size);
+    let first = start.div_ceil(page_size).max(1);
     let last = end / page_size;
     if first >= last {
         return Err(AllocError::InvalidParam);

@@ -11,7 +11,10 @@
 //! - Allocation pops; an empty cache is refilled with `batch` pages under one zone lock hold.
 //! - Free pushes; a cache at `high` pages first returns `batch` pages to the zone under one
 //!   zone lock hold.
-//! - `drain_cpu_caches` returns every parked page (a CPU going offline, or memory pressure).
+//! - `drain_cpu_caches` returns the parked pages (a CPU going offline, or memory pressure, and
+//!   every allocation before it reports `NoMemory`); it too only `try_lock`s, skipping a busy
+//!   cache, so no allocation or free path ever waits for a cache (an interrupt handler may
+//!   have interrupted its holder on this CPU).
 //!
 //! Pages parked in a cache are in state `HELD` in the page metadata: not free in the zone
 //! (never merged), not the user's (a double free of a parked page fails its CAS).

@@ -1,0 +1,262 @@
+//! Issue 14, defect 7: a page allocator managing the page at address 0, used as the heap's page
+//! source, leaked that page (`PageSource::alloc_pages` turned address 0 into `None` and left
+//! the page allocated).
+//!
+//! The choice (DESIGN.md 11.1/11.2, the allocators' rustdoc): neither page allocator ever hands
+//! out address 0. A region that contains it starts at the next page (its first page is not
+//! managed: not counted in `total_pages`, never allocated, never freed), so no API
+//! (`alloc_pages`, `alloc_pages_at`, `alloc_order`, the page-source methods, huge blocks) can
+//! return it, and every address they return is a valid non-null pointer.
+//!
+//! The addresses here are fake (never touched): the heap's huge route hands out the source's
+//! pages without writing to them.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+use smpalloc::AllocError;
+use smpalloc::heap::{PageSource, SmpHeap};
+use smpalloc::page::{BitmapPageAllocator, BuddyPageAllocator};
+
+const P: usize = 4096;
+type Buddy = BuddyPageAllocator<P, 4, 2>;
+type Bitmap = BitmapPageAllocator<P>;
+
+/// 64 pages from address 0: the buddy (window at 0, four maximal blocks of 16 pages).
+fn buddy_at_zero() -> Buddy {
+    let pages = Buddy::with_window(0, 64 * P).with_watermarks(4, 2);
+    pages.add_memory(0, 64 * P).unwrap();
+    pages
+}
+
+fn bitmap_at_zero() -> Bitmap {
+    let pages = Bitmap::new();
+    pages.add_memory(0, 64 * P).unwrap();
+    pages
+}
+
+/// What the tests need from both allocators.
+trait Pages: PageSource {
+    fn total(&self) -> usize;
+    fn used(&self) -> usize;
+    fn alloc(&self, count: usize, align: usize) -> Result<usize, AllocError>;
+    fn alloc_at(&self, addr: usize, count: usize) -> Result<usize, AllocError>;
+    fn free(&self, addr: usize, count: usize) -> Result<(), AllocError>;
+    fn invariants(&self);
+}
+
+macro_rules! impl_pages {
+    ($ty:ty) => {
+        impl Pages for $ty {
+            fn total(&self) -> usize {
+                self.total_pages()
+            }
+            fn used(&self) -> usize {
+                self.used_pages()
+            }
+            fn alloc(&self, count: usize, align: usize) -> Result<usize, AllocError> {
+                self.alloc_pages(count, align)
+            }
+            fn alloc_at(&self, addr: usize, count: usize) -> Result<usize, AllocError> {
+                self.alloc_pages_at(addr, count, P)
+            }
+            fn free(&self, addr: usize, count: usize) -> Result<(), AllocError> {
+                self.try_dealloc_pages(addr, count)
+            }
+            fn invariants(&self) {
+                assert_eq!(self.check(), Ok(()));
+            }
+        }
+    };
+}
+impl_pages!(Buddy);
+impl_pages!(Bitmap);
+
+/// The page at 0 is not managed: 63 pages, none of them address 0, and the direct calls that
+/// name it are refused.
+fn page_zero_is_never_managed(pages: &impl Pages) {
+    assert_eq!(pages.total(), 63);
+    assert_eq!(pages.alloc_at(0, 1), Err(AllocError::InvalidParam));
+    assert_eq!(pages.alloc_at(0, 2), Err(AllocError::InvalidParam));
+    assert_eq!(pages.free(0, 1), Err(AllocError::InvalidParam));
+    assert_eq!(pages.alloc_at(P, 1), Ok(P));
+    assert_eq!(pages.free(P, 1), Ok(()));
+    // Exhaust page by page: 63 pages, never address 0.
+    let mut all = Vec::new();
+    while let Ok(addr) = pages.alloc(1, P) {
+        assert_ne!(addr, 0);
+        all.push(addr);
+    }
+    assert_eq!(all.len(), 63);
+    assert_eq!(pages.used(), 63);
+    pages.invariants();
+    for addr in all {
+        pages.free(addr, 1).unwrap();
+    }
+    assert_eq!(pages.used(), 0);
+    pages.invariants();
+}
+
+#[test]
+fn buddy_never_manages_page_zero() {
+    let pages = buddy_at_zero();
+    page_zero_is_never_managed(&pages);
+    // The first maximal block lost its first page: pages 1..16 are blocks 1, 2..4, 4..8 and
+    // 8..16; the three other maximal blocks are whole.
+    let mut big = Vec::new();
+    while let Ok(addr) = pages.alloc_order(4) {
+        big.push(addr);
+    }
+    big.sort_unstable();
+    assert_eq!(big, [16 * P, 32 * P, 48 * P]);
+    let rest: Vec<usize> = (0..4)
+        .rev()
+        .map(|k| pages.alloc_order(k).unwrap())
+        .collect();
+    assert_eq!(rest, [8 * P, 4 * P, 2 * P, P]);
+    assert_eq!(pages.alloc_order(0), Err(AllocError::NoMemory));
+    assert_eq!(pages.used_pages(), 63);
+    for addr in big {
+        pages.free_order(addr, 4).unwrap();
+    }
+    for (k, addr) in (0..4).rev().zip(rest) {
+        pages.free_order(addr, k).unwrap();
+    }
+    pages.drain_cpu_caches();
+    assert_eq!(pages.used_pages(), 0);
+    assert_eq!(pages.free_blocks()[4], 3);
+    assert_eq!(pages.check(), Ok(()));
+}
+
+#[test]
+fn bitmap_never_manages_page_zero() {
+    page_zero_is_never_managed(&bitmap_at_zero());
+}
+
+/// A region made of page 0 only holds no page: refused like an empty region.
+#[test]
+fn a_region_of_page_zero_alone_is_empty() {
+    let buddy = Buddy::with_window(0, 64 * P);
+    assert_eq!(buddy.add_memory(0, P), Err(AllocError::InvalidParam));
+    assert_eq!(
+        buddy.add_memory(0, P + P / 2),
+        Err(AllocError::InvalidParam)
+    );
+    assert_eq!(buddy.total_pages(), 0);
+    buddy.add_memory(0, 2 * P).unwrap();
+    assert_eq!(buddy.total_pages(), 1);
+    assert_eq!(buddy.check(), Ok(()));
+    let bitmap = Bitmap::new();
+    assert_eq!(bitmap.add_memory(0, P), Err(AllocError::InvalidParam));
+    bitmap.add_memory(0, 2 * P).unwrap();
+    assert_eq!(bitmap.total_pages(), 1);
+    assert_eq!(bitmap.alloc_pages(1, P), Ok(P));
+    assert_eq!(bitmap.check(), Ok(()));
+}
+
+/// Through the page-source interface (what the heap calls): every request succeeds until the
+/// allocator itself has no room for it, no page is lost, and everything comes back.
+fn source_exhausts_without_leaking(pages: &impl Pages) {
+    for (bytes, align) in [(P, P), (2 * P, P), (P, 4 * P), (8 * P, 8 * P), (3 * P, P)] {
+        let count = bytes / P;
+        let mut taken: Vec<NonNull<u8>> = Vec::new();
+        while let Some(ptr) = PageSource::alloc_pages(pages, bytes, align) {
+            assert_eq!(ptr.as_ptr().addr() % align, 0);
+            taken.push(ptr);
+        }
+        assert_eq!(
+            pages.used(),
+            taken.len() * count,
+            "({bytes}, {align}): a page was lost"
+        );
+        assert_eq!(
+            pages.alloc(count, align),
+            Err(AllocError::NoMemory),
+            "({bytes}, {align}): the source stopped while the allocator had room"
+        );
+        for ptr in taken {
+            // SAFETY: each came from `alloc_pages(bytes, align)` on this source.
+            unsafe { pages.free_pages(ptr, bytes, align) };
+        }
+        pages.drain();
+        assert_eq!(pages.used(), 0, "({bytes}, {align})");
+        pages.invariants();
+    }
+    // Huge blocks (the trait's default: whole pages).
+    let layout = Layout::from_size_align(5 * P + 1, P).unwrap();
+    let mut huge = Vec::new();
+    while let Some(ptr) = pages.alloc_huge(layout) {
+        huge.push(ptr);
+    }
+    assert_eq!(pages.used(), huge.len() * 6, "huge: a page was lost");
+    assert_eq!(pages.alloc(6, P), Err(AllocError::NoMemory));
+    for ptr in huge {
+        // SAFETY: from `alloc_huge(layout)` on this source.
+        unsafe { pages.free_huge(ptr, layout) };
+    }
+    pages.drain();
+    assert_eq!(pages.used(), 0);
+    pages.invariants();
+}
+
+#[test]
+fn buddy_at_zero_as_a_page_source() {
+    source_exhausts_without_leaking(&buddy_at_zero());
+}
+
+#[test]
+fn bitmap_at_zero_as_a_page_source() {
+    source_exhausts_without_leaking(&bitmap_at_zero());
+}
+
+/// The heap over a source managing address 0, on its huge route (which hands out the source's
+/// pages untouched): it allocates until the source is exhausted, loses no page, and gives
+/// everything back.
+#[test]
+fn heap_over_a_buddy_at_zero() {
+    // 4 MiB from address 0: room for huge blocks.
+    let pages = BuddyPageAllocator::<P, 10, 2>::with_window(0, 4 << 20);
+    pages.add_memory(0, 4 << 20).unwrap();
+    assert_eq!(pages.total_pages(), 1023);
+    let heap: SmpHeap<&BuddyPageAllocator<P, 10, 2>, 2> = SmpHeap::new(&pages);
+    let layout = Layout::from_size_align(300 << 10, P).unwrap(); // 75 pages
+    let mut blocks = Vec::new();
+    while let Some(ptr) = heap.allocate(layout) {
+        assert_ne!(ptr.as_ptr().addr(), 0);
+        blocks.push(ptr);
+    }
+    // 75 pages take a 128-page block each (the unused tail goes back): the maximal block
+    // without page 0 is blocks of 1, 2, ..., 512 pages, so 4 + 2 + 1 of them.
+    assert_eq!(blocks.len(), 7);
+    assert_eq!(pages.used_pages(), blocks.len() * 75, "a page was lost");
+    for ptr in blocks {
+        // SAFETY: allocated above with `layout`, freed once.
+        unsafe { heap.deallocate(ptr, layout) };
+    }
+    heap.reclaim();
+    assert_eq!(pages.used_pages(), 0);
+    assert_eq!(pages.check(), Ok(()));
+}
+
+#[test]
+fn heap_over_a_bitmap_at_zero() {
+    let pages = BitmapPageAllocator::<P>::new();
+    pages.add_memory(0, 4 << 20).unwrap();
+    assert_eq!(pages.total_pages(), 1023);
+    let heap: SmpHeap<&BitmapPageAllocator<P>, 2> = SmpHeap::new(&pages);
+    let layout = Layout::from_size_align(300 << 10, P).unwrap(); // 75 pages
+    let mut blocks = Vec::new();
+    while let Some(ptr) = heap.allocate(layout) {
+        assert_ne!(ptr.as_ptr().addr(), 0);
+        blocks.push(ptr);
+    }
+    assert_eq!(blocks.len(), 1023 / 75);
+    assert_eq!(pages.used_pages(), blocks.len() * 75, "a page was lost");
+    for ptr in blocks {
+        // SAFETY: allocated above with `layout`, freed once.
+        unsafe { heap.deallocate(ptr, layout) };
+    }
+    heap.reclaim();
+    assert_eq!(pages.used_pages(), 0);
+    assert_eq!(pages.check(), Ok(()));
+}
