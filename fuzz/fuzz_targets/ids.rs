@@ -98,13 +98,31 @@ enum TreeOp {
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum TableOp {
     Allocate,
-    Specific { pid: u8 },
-    Free { pid: u8 },
-    Register { pid: u8, value: Value },
-    Update { pid: u8, value: Value },
-    Lookup { pid: u8 },
-    Unregister { pid: u8 },
-    TreeInsert { pid: u8, value: Value },
+    Specific {
+        pid: u8,
+    },
+    Free {
+        pid: u8,
+    },
+    Register {
+        pid: u8,
+        value: Value,
+    },
+    Update {
+        pid: u8,
+        value: Value,
+    },
+    Lookup {
+        pid: u8,
+    },
+    Unregister {
+        pid: u8,
+    },
+    /// Reads through the read-only `PidTable::tree()` view (it has no way to write: issue 14,
+    /// defect 6 planted the table's tombstone through it).
+    TreeRead {
+        pid: u8,
+    },
     Reclaim,
 }
 
@@ -641,26 +659,21 @@ fn run_table(reserved: u8, eager: bool, ops: &[TableOp]) {
                     "unregister({p})"
                 );
             }
-            TableOp::TreeInsert { pid: p, value } => {
-                // Only as a caller could plant a value: on an allocated PID without a mapping.
-                let (p, v) = (pid(p), value.get());
-                if !pids.contains(&p) || map.contains_key(&p) {
-                    continue;
-                }
-                if tree_insert(&table, p, v) {
-                    // Accepted: the table must treat it as the PID's mapping and stay usable.
-                    table
-                        .check()
-                        .expect("a value stored through tree() broke the table");
-                    assert_eq!(table.lookup_pid(p), Some(v), "tree() value not visible");
-                    map.insert(p, v);
-                } else {
-                    assert_eq!(
-                        table.lookup_pid(p),
-                        None,
-                        "a refused tree() insert changed it"
-                    );
-                }
+            TableOp::TreeRead { pid: p } => {
+                let p = pid(p);
+                let view = table.tree();
+                assert_eq!(view.get(p), map.get(&p).copied(), "tree().get({p})");
+                assert_eq!(
+                    view.contains_key(p),
+                    map.contains_key(&p),
+                    "tree().contains_key({p})"
+                );
+                let mut seen = 0;
+                view.for_each(|k, v| {
+                    assert_eq!(map.get(&k), Some(&v), "tree().for_each saw {k} -> {v}");
+                    seen += 1;
+                });
+                assert_eq!(seen, map.len(), "tree().for_each count");
             }
             TableOp::Reclaim => {
                 table.reclaim();
@@ -688,12 +701,6 @@ fn run_table(reserved: u8, eager: bool, ops: &[TableOp]) {
     }
     table.check().expect("PidTable::check");
     assert_eq!(table.allocated_pid_count(), 0);
-}
-
-/// Stores `v` under `p` through the table's `tree()` view; whether it was accepted. (Kept in
-/// one place: if the view becomes read-only, this is the one call to drop.)
-fn tree_insert(table: &Table, p: usize, v: usize) -> bool {
-    table.tree().insert(p, v).is_ok()
 }
 
 fuzz_target!(|input: Input| {
