@@ -39,8 +39,10 @@ pub unsafe trait PageSource: Sync {
     /// Hands memory parked in the source's own caches back (the buddy's per-CPU page lists).
     fn drain(&self) {}
 
-    /// Allocates a huge block for `layout` (the heap's blocks above 256 KiB or aligned above
-    /// 4 KiB). The default takes whole pages aligned to at least 4 KiB.
+    /// Allocates a huge block for `layout`: the heap's blocks above 256 KiB or aligned above
+    /// 4 KiB, and its *direct blocks* (TLSF-route requests served from whole pages when the
+    /// arenas cannot grow, DESIGN.md 13.5). The default takes whole pages aligned to at least
+    /// 4 KiB.
     fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.alloc_pages(huge_bytes(layout.size()), layout.align().max(PAGE))
     }
