@@ -290,6 +290,16 @@ fn huge_blocks_resize_and_return() {
     assert_eq!(pages.available_pages(), pages.total_pages());
 }
 
+/// With every block freed: drains and reclaims, checks the heap, and asserts that it holds no
+/// TLSF pool or direct block and that every page is back in the buddy.
+fn all_returned(heap: &Heap, pages: &Pages) {
+    heap.drain_cpu_caches();
+    heap.reclaim();
+    let stats = heap.check().unwrap();
+    assert_eq!((stats.tlsf_direct_bytes, stats.tlsf_pool_bytes), (0, 0));
+    assert_eq!(pages.available_pages(), pages.total_pages());
+}
+
 /// TLSF blocks of 8..200 KiB: the size of each, freed in a scrambled order.
 const TLSF_SIZES: [usize; 12] = [
     8 << 10,
@@ -356,11 +366,7 @@ fn empty_tlsf_pools_go_back_to_the_buddy() {
         let block = blocks.swap_remove(order % blocks.len());
         free_tlsf(&heap, block);
     }
-    heap.drain_cpu_caches();
-    heap.reclaim();
-    let stats = heap.check().unwrap();
-    assert_eq!(stats.tlsf_pool_bytes, 0);
-    assert_eq!(pages.available_pages(), pages.total_pages());
+    all_returned(&heap, pages);
 }
 
 /// A pool that still holds a live block is not returned; the others are. Once the block is
@@ -448,10 +454,7 @@ fn add_memory_regions_are_never_returned() {
     for block in blocks {
         free_tlsf(&heap, block);
     }
-    heap.drain_cpu_caches();
-    heap.reclaim();
-    assert_eq!(heap.check().unwrap().tlsf_pool_bytes, 0);
-    assert_eq!(pages.available_pages(), pages.total_pages());
+    all_returned(&heap, pages);
     // The user memory is still there, intact as heap memory.
     let layout = tlsf_layout(100 << 10);
     let p = heap.allocate(layout).unwrap();
@@ -521,11 +524,7 @@ fn tlsf_route_fills_the_buddy(layout: Layout) {
     }
     let stats = heap.check().unwrap();
     assert_eq!(stats.tlsf_direct_bytes, 0);
-    heap.drain_cpu_caches();
-    heap.reclaim();
-    let stats = heap.check().unwrap();
-    assert_eq!(stats.tlsf_pool_bytes, 0);
-    assert_eq!(pages.available_pages(), pages.total_pages());
+    all_returned(&heap, pages);
 }
 
 /// Issue 14, defect 3: the TLSF route stopped at 16 pools (812 blocks of 64 KiB, about 50 MiB
@@ -651,11 +650,7 @@ fn direct_blocks_reallocate_across_routes() {
         assert!(holds(q, odd.size(), 7));
         heap.deallocate(q, odd);
     }
-    heap.drain_cpu_caches();
-    heap.reclaim();
-    let stats = heap.check().unwrap();
-    assert_eq!((stats.tlsf_direct_bytes, stats.tlsf_pool_bytes), (0, 0));
-    assert_eq!(pages.available_pages(), pages.total_pages());
+    all_returned(&heap, pages);
 }
 
 /// A TLSF-route free of a pointer in no region while no direct block is live is no block of

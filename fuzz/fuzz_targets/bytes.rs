@@ -335,6 +335,11 @@ impl Run {
         self.next_tag = self.next_tag.wrapping_add(1);
         // SAFETY: a fresh block of `l.size()` bytes.
         unsafe { p.as_ptr().write_bytes(tag, l.size()) };
+        if matches!(self.subject, Subject::Tlsf(_)) {
+            // `Tlsf::try_deallocate` may only be given a stale pointer whose header bytes the
+            // caller has not written since (its `# Safety`): forget those the fill covered.
+            self.freed.retain(|&(a, _)| end <= a - 16 || a <= addr);
+        }
         self.live.push(Live {
             addr,
             layout: l,
