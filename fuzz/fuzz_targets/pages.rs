@@ -170,7 +170,9 @@ impl Model {
 /// `[first, end)` pages of a region, as the allocators compute it.
 fn region_pages(start: usize, size: usize) -> Result<(usize, usize), AllocError> {
     let end = start.checked_add(size).ok_or(AllocError::InvalidParam)?;
-    let (first, last) = (start.div_ceil(PAGE), end / PAGE);
+    // The page at address 0 is never managed (issue 14, defect 7): a region holding it
+    // starts at the next page.
+    let (first, last) = (start.div_ceil(PAGE).max(1), end / PAGE);
     if first >= last {
         return Err(AllocError::InvalidParam);
     }
