@@ -653,14 +653,9 @@ fn direct_blocks_reallocate_across_routes() {
     all_returned(&heap, pages);
 }
 
-/// A TLSF-route free of a pointer in no region while no direct block is live is no block of
-/// this heap (a double free after its pool went back, or a foreign pointer): nothing is
-/// touched, and debug builds panic.
-#[cfg(debug_assertions)]
-#[test]
-#[should_panic(expected = "not a TLSF block of this heap")]
-fn stale_tlsf_free_without_direct_blocks_is_caught_in_debug_builds() {
-    let _serial = serial();
+/// A heap over a buddy, and a TLSF block of it that was freed and whose pool `reclaim` then
+/// returned to the buddy (no direct block live).
+fn stale_tlsf_pointer() -> (&'static Pages, Box<Heap>, NonNull<u8>, Layout) {
     smpalloc::percpu::set_cpu_id_source(cpu_source);
     CPU.with(|c| c.set(0));
     let (pages, heap) = heap_over(4 << 20);
@@ -669,6 +664,18 @@ fn stale_tlsf_free_without_direct_blocks_is_caught_in_debug_builds() {
     // SAFETY: allocated above, freed once.
     unsafe { heap.deallocate(p, layout) };
     heap.reclaim();
+    (pages, heap, p, layout)
+}
+
+/// A TLSF-route free of a pointer in no region while no direct block is live is no block of
+/// this heap (a double free after its pool went back, or a foreign pointer): nothing is
+/// touched, and debug builds panic.
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "not a TLSF block of this heap")]
+fn stale_tlsf_free_without_direct_blocks_is_caught_in_debug_builds() {
+    let _serial = serial();
+    let (pages, heap, p, layout) = stale_tlsf_pointer();
     assert_eq!(pages.available_pages(), pages.total_pages());
     // SAFETY: deliberately wrong (its pool went back to the buddy), to see it refused.
     unsafe { heap.deallocate(p, layout) };
@@ -679,14 +686,7 @@ fn stale_tlsf_free_without_direct_blocks_is_caught_in_debug_builds() {
 #[test]
 fn stale_tlsf_free_without_direct_blocks_is_ignored() {
     let _serial = serial();
-    smpalloc::percpu::set_cpu_id_source(cpu_source);
-    CPU.with(|c| c.set(0));
-    let (pages, heap) = heap_over(4 << 20);
-    let layout = tlsf_layout(64 << 10);
-    let p = heap.allocate(layout).unwrap();
-    // SAFETY: allocated above, freed once.
-    unsafe { heap.deallocate(p, layout) };
-    heap.reclaim();
+    let (pages, heap, p, layout) = stale_tlsf_pointer();
     // The buddy hands the pages out again.
     let other = heap.allocate(Layout::from_size_align(1 << 20, 4096).unwrap());
     let used = pages.used_pages();

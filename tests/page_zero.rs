@@ -210,8 +210,30 @@ fn bitmap_at_zero_as_a_page_source() {
 }
 
 /// The heap over a source managing address 0, on its huge route (which hands out the source's
-/// pages untouched): it allocates until the source is exhausted, loses no page, and gives
-/// everything back.
+/// pages untouched): allocates 75-page blocks until the source is exhausted, checks that no
+/// page is lost (`used` reads the source's used pages) and gives everything back. Returns how
+/// many blocks it got.
+fn huge_blocks_until_exhausted<S: PageSource>(
+    heap: &SmpHeap<S, 2>,
+    used: impl Fn() -> usize,
+) -> usize {
+    let layout = Layout::from_size_align(300 << 10, P).unwrap(); // 75 pages
+    let mut blocks = Vec::new();
+    while let Some(ptr) = heap.allocate(layout) {
+        assert_ne!(ptr.as_ptr().addr(), 0);
+        blocks.push(ptr);
+    }
+    let count = blocks.len();
+    assert_eq!(used(), count * 75, "a page was lost");
+    for ptr in blocks {
+        // SAFETY: allocated above with `layout`, freed once.
+        unsafe { heap.deallocate(ptr, layout) };
+    }
+    heap.reclaim();
+    assert_eq!(used(), 0);
+    count
+}
+
 #[test]
 fn heap_over_a_buddy_at_zero() {
     // 4 MiB from address 0: room for huge blocks.
@@ -219,22 +241,9 @@ fn heap_over_a_buddy_at_zero() {
     pages.add_memory(0, 4 << 20).unwrap();
     assert_eq!(pages.total_pages(), 1023);
     let heap: SmpHeap<&BuddyPageAllocator<P, 10, 2>, 2> = SmpHeap::new(&pages);
-    let layout = Layout::from_size_align(300 << 10, P).unwrap(); // 75 pages
-    let mut blocks = Vec::new();
-    while let Some(ptr) = heap.allocate(layout) {
-        assert_ne!(ptr.as_ptr().addr(), 0);
-        blocks.push(ptr);
-    }
     // 75 pages take a 128-page block each (the unused tail goes back): the maximal block
     // without page 0 is blocks of 1, 2, ..., 512 pages, so 4 + 2 + 1 of them.
-    assert_eq!(blocks.len(), 7);
-    assert_eq!(pages.used_pages(), blocks.len() * 75, "a page was lost");
-    for ptr in blocks {
-        // SAFETY: allocated above with `layout`, freed once.
-        unsafe { heap.deallocate(ptr, layout) };
-    }
-    heap.reclaim();
-    assert_eq!(pages.used_pages(), 0);
+    assert_eq!(huge_blocks_until_exhausted(&heap, || pages.used_pages()), 7);
     assert_eq!(pages.check(), Ok(()));
 }
 
@@ -244,19 +253,9 @@ fn heap_over_a_bitmap_at_zero() {
     pages.add_memory(0, 4 << 20).unwrap();
     assert_eq!(pages.total_pages(), 1023);
     let heap: SmpHeap<&BitmapPageAllocator<P>, 2> = SmpHeap::new(&pages);
-    let layout = Layout::from_size_align(300 << 10, P).unwrap(); // 75 pages
-    let mut blocks = Vec::new();
-    while let Some(ptr) = heap.allocate(layout) {
-        assert_ne!(ptr.as_ptr().addr(), 0);
-        blocks.push(ptr);
-    }
-    assert_eq!(blocks.len(), 1023 / 75);
-    assert_eq!(pages.used_pages(), blocks.len() * 75, "a page was lost");
-    for ptr in blocks {
-        // SAFETY: allocated above with `layout`, freed once.
-        unsafe { heap.deallocate(ptr, layout) };
-    }
-    heap.reclaim();
-    assert_eq!(pages.used_pages(), 0);
+    assert_eq!(
+        huge_blocks_until_exhausted(&heap, || pages.used_pages()),
+        1023 / 75
+    );
     assert_eq!(pages.check(), Ok(()));
 }

@@ -458,20 +458,25 @@ macro_rules! suite {
                 }
             }
 
+            /// A pool of one free block over `buffer` (512 bytes; 496 fit every
+            /// configuration's largest block) and three 64-byte blocks cut from it in physical
+            /// order.
+            fn three_neighbours(buffer: &Buffer) -> (T, [NonNull<u8>; 3]) {
+                let mut tlsf = T::new();
+                // SAFETY: the buffer, once.
+                unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 512)).unwrap() };
+                let layout = Layout::from_size_align(64, 8).unwrap();
+                let blocks = [(); 3].map(|()| tlsf.allocate(layout).unwrap());
+                (tlsf, blocks)
+            }
+
             /// Issue 14, defect 1: `b` merges into its free predecessor `a` and successor `c`;
             /// a second free of `b` must be refused (its absorbed header used to keep `USED`,
             /// with the merged successor's stale back-link pointing at it) and change nothing.
             #[test]
             fn double_free_after_a_merge_is_refused() {
-                // One pool of one free block (496 bytes fit every configuration's largest).
                 let buffer = Buffer::new(512);
-                let mut tlsf = T::new();
-                // SAFETY: the buffer, once.
-                unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 512)).unwrap() };
-                let layout = Layout::from_size_align(64, 8).unwrap();
-                let a = tlsf.allocate(layout).unwrap();
-                let b = tlsf.allocate(layout).unwrap();
-                let c = tlsf.allocate(layout).unwrap();
+                let (mut tlsf, [a, b, c]) = three_neighbours(&buffer);
                 // Physical order a, b, c: b merges with both.
                 assert_eq!(b.as_ptr().addr() - a.as_ptr().addr(), block_for(64));
                 assert_eq!(c.as_ptr().addr() - b.as_ptr().addr(), block_for(64));
@@ -496,15 +501,8 @@ macro_rules! suite {
             #[cfg(debug_assertions)]
             #[should_panic(expected = "double free")]
             fn double_free_after_a_merge_panics_in_debug() {
-                // One pool of one free block (496 bytes fit every configuration's largest).
                 let buffer = Buffer::new(512);
-                let mut tlsf = T::new();
-                // SAFETY: the buffer, once.
-                unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 512)).unwrap() };
-                let layout = Layout::from_size_align(64, 8).unwrap();
-                let a = tlsf.allocate(layout).unwrap();
-                let b = tlsf.allocate(layout).unwrap();
-                let c = tlsf.allocate(layout).unwrap();
+                let (mut tlsf, [a, b, c]) = three_neighbours(&buffer);
                 // SAFETY: deliberately `b` twice; the second is caught before any write.
                 unsafe {
                     tlsf.deallocate(a, 8);
