@@ -9,6 +9,11 @@
 //! (`small_bytes` equals the class sizes of the live small blocks). `drain_cpu_caches` and
 //! `reclaim` run when the input asks. At the end everything is freed, the heap reclaimed and
 //! dropped, and every page must be back with the buddy.
+//!
+//! The input picks the buddy's largest block: 4 MiB (`MAX_ORDER` 10: huge blocks, pools that
+//! double), or 128 KiB (`MAX_ORDER` 5: a TLSF-route request too large for a 128 KiB pool, and
+//! every one once 16 pools are held, is a *direct block* from the pages, DESIGN.md 13.5; huge
+//! blocks fail there).
 #![no_main]
 
 use core::alloc::Layout;
@@ -21,8 +26,8 @@ use smpalloc::BuddyPageAllocator;
 use smpalloc::heap::{Route, SmpHeap};
 
 const MAX_OPS: usize = 256;
-type Pages = BuddyPageAllocator<4096, 10, 4>;
-type Heap = SmpHeap<&'static Pages, 4>;
+type Pages<const ORDER: usize> = BuddyPageAllocator<4096, ORDER, 4>;
+type Heap<const ORDER: usize> = SmpHeap<&'static Pages<ORDER>, 4>;
 /// The buddy's memory: 8 MiB, aligned to its largest block (4 MiB).
 const POOL: usize = 8 << 20;
 
@@ -32,6 +37,10 @@ enum Size {
     Small(u8),
     Medium(u16),
     Large(u16),
+    /// Just below the buddy's largest block (at most `HUGE`): with 128 KiB blocks, a TLSF-route
+    /// request whose pool (request plus TLSF's overhead, rounded to a power of two) would
+    /// exceed the largest block, so it is a direct block.
+    Edge(u16),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -46,6 +55,8 @@ enum Op {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
+    /// A buddy whose largest block is 128 KiB instead of 4 MiB (direct blocks reachable).
+    small_blocks: bool,
     ops: Vec<Op>,
 }
 
@@ -55,17 +66,19 @@ fn cpu_source() -> usize {
     CPU.load(Ordering::Relaxed)
 }
 
-fn size_of(s: Size) -> usize {
+/// The bytes of `s` over a buddy whose largest block is `max_block` bytes.
+fn size_of(s: Size, max_block: usize) -> usize {
     match s {
         Size::Zero => 0,
         Size::Small(x) => 1 + x as usize * 4, // up to ~1 KiB: the slab classes
         Size::Medium(x) => 1 + x as usize % 200_000, // TLSF
         Size::Large(x) => 200_000 + (x as usize) * 4, // up to ~460 KiB: TLSF top, huge
+        Size::Edge(x) => max_block.min(256 << 10) - x as usize % 256,
     }
 }
 
 /// A fresh buddy over the process's one pool (allocated once; every input returns all of it).
-fn pages() -> Box<Pages> {
+fn pages<const ORDER: usize>() -> Box<Pages<ORDER>> {
     static POOL_START: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let start = *POOL_START.get_or_init(|| {
         let layout = Layout::from_size_align(POOL, 4 << 20).unwrap();
@@ -111,7 +124,7 @@ fn verify(b: &Live) {
     }
 }
 
-fn small_bytes(heap: &Heap, live: &[Live]) -> usize {
+fn small_bytes<const ORDER: usize>(heap: &Heap<ORDER>, live: &[Live]) -> usize {
     live.iter()
         .map(|b| match Route::of(b.layout) {
             Route::Small(c) => heap.class_stats(c).unwrap().size,
@@ -147,17 +160,28 @@ fn admit(live: &mut Vec<Live>, p: NonNull<u8>, layout: Layout, tag: &mut u8) {
 fuzz_target!(|input: Input| {
     smpalloc::percpu::set_cpu_id_source(cpu_source);
     CPU.store(0, Ordering::Relaxed);
-    let owner = pages();
+    if input.small_blocks {
+        run::<5>(&input.ops);
+    } else {
+        run::<10>(&input.ops);
+    }
+});
+
+fn run<const ORDER: usize>(ops: &[Op]) {
+    let max_block: usize = 4096 << ORDER;
+    let owner = pages::<ORDER>();
     // SAFETY: `owner` outlives every use of this reference: the heap is dropped before it.
-    let pages: &'static Pages = unsafe { &*core::ptr::from_ref::<Pages>(&*owner) };
+    let pages: &'static Pages<ORDER> = unsafe { &*core::ptr::from_ref::<Pages<ORDER>>(&*owner) };
     let total = pages.total_pages();
-    let heap: Box<Heap> = Box::new(SmpHeap::new(pages));
+    let heap: Box<Heap<ORDER>> = Box::new(SmpHeap::new(pages));
     let mut live: Vec<Live> = Vec::new();
     let mut tag = 0u8;
-    for op in input.ops.iter().take(MAX_OPS) {
+    for op in ops.iter().take(MAX_OPS) {
         match *op {
             Op::Alloc { size, align_log } => {
-                let layout = Layout::from_size_align(size_of(size), 1 << (align_log % 17)).unwrap();
+                let layout =
+                    Layout::from_size_align(size_of(size, max_block), 1 << (align_log % 17))
+                        .unwrap();
                 if let Some(p) = heap.allocate(layout) {
                     admit(&mut live, p, layout, &mut tag);
                 }
@@ -178,7 +202,7 @@ fuzz_target!(|input: Input| {
                 let i = idx as usize % live.len();
                 let b = live[i];
                 verify(&b);
-                let new_size = size_of(size);
+                let new_size = size_of(size, max_block);
                 // SAFETY: allocated by this heap with `b.layout`, not freed.
                 let Some(q) = (unsafe { heap.reallocate(b.ptr, b.layout, new_size) }) else {
                     verify(&b); // refused: untouched
@@ -204,7 +228,8 @@ fuzz_target!(|input: Input| {
         assert_eq!(stats.small_bytes, small_bytes(&heap, &live), "small_bytes");
         pages.check().expect("BuddyPageAllocator::check");
         // Conservation: the heap holds no more pages than the buddy has handed out.
-        let held = stats.slab_bytes + stats.tlsf_pool_bytes + stats.huge_bytes;
+        let held =
+            stats.slab_bytes + stats.tlsf_pool_bytes + stats.tlsf_direct_bytes + stats.huge_bytes;
         assert!(
             held <= pages.used_pages() * 4096,
             "heap holds {held} > pages used"
@@ -221,10 +246,11 @@ fuzz_target!(|input: Input| {
     let stats = heap.check().expect("SmpHeap::check");
     assert_eq!(stats.small_bytes, 0);
     assert_eq!(stats.huge_bytes, 0, "huge bytes left");
+    assert_eq!(stats.tlsf_direct_bytes, 0, "direct blocks left");
     drop(heap);
     pages.drain_cpu_caches();
     pages.check().expect("BuddyPageAllocator::check");
     assert_eq!(pages.used_pages(), 0, "pages leaked by the heap");
     assert_eq!(pages.available_pages(), total);
     drop(owner);
-});
+}
