@@ -10,16 +10,21 @@
 //!
 //! DESIGN.md section 13 has the protocol, its invariants and the loom models that check them.
 
+mod cpu;
+mod depot;
+mod large;
+mod magazine;
+mod route;
 mod smp;
 mod source;
+mod stats;
 
-pub use smp::{
-    ClassStats, CpuClassStats, DEPOT, HEAP_CLASSES, HUGE, HeapCheckError, HeapStats, MAGAZINE,
-    PROBES, Route, SmpHeap, depot_limit,
-};
+pub use route::{DEPOT, HEAP_CLASSES, HUGE, MAGAZINE, PROBES, Route, depot_limit};
+pub use smp::SmpHeap;
 pub use source::PageSource;
 #[cfg(feature = "std")]
 pub use source::SystemPages;
+pub use stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
 
 /// The SMP heap over pages from the operating system: a std program's global allocator.
 ///

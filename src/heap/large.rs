@@ -1,0 +1,347 @@
+//! The TLSF route and huge blocks: odd alignments and sizes above the slab classes up to
+//! [`HUGE`](super::HUGE) from TLSF arenas that grow from the page source, larger blocks straight
+//! from the page source.
+//!
+//! **TLSF growth** (DESIGN.md 13.5, G1-G2, D1-D3) allocates the grower's block from its new pool
+//! in the critical section that adds the pool, so no other thread takes it first; when no pool
+//! can be added the request is a *direct block* from the page source, which a free recognises
+//! by its address lying in no TLSF region while the direct count is non-zero.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+
+use arrayvec::ArrayVec;
+
+use super::PageSource;
+use super::source::huge_bytes;
+use super::stats::load;
+use crate::TlsfHeap;
+use crate::byte::slab::class::SLAB_PAGE;
+use crate::lock::SpinLock;
+use crate::percpu;
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::loom_const_fn;
+
+/// The first TLSF pool taken from the pages; each one taken while others are held is twice the
+/// size for each held one (`TLSF_CHUNK << held`). 8 KiB under loom, so a model's pool holds
+/// one block of a few KiB and growths race for it.
+const TLSF_CHUNK: usize = if cfg!(loom) { 8 * 1024 } else { 256 * 1024 };
+
+/// The TLSF pools a heap took from its page source and still holds: `(start, bytes)`, each
+/// taken with `alloc_pages(bytes, 4096)`. At most as many as `TlsfHeap` has regions (16); when
+/// they are all held (or the source has no pool of the size needed), TLSF-route requests the
+/// arenas cannot serve are *direct blocks* from the page source (DESIGN.md 13.5). Only these
+/// pools are ever returned by `reclaim` (never memory a kernel gave with
+/// `TlsfHeap::add_memory`).
+struct Pools(ArrayVec<(NonNull<u8>, usize), 16>);
+
+// SAFETY: the pointers name memory the heap owns; only the `grow` lock holder (or `drop`)
+// reads them.
+unsafe impl Send for Pools {}
+
+/// What [`Large::realloc_tlsf`] did.
+pub(super) enum Resize {
+    /// Resized (in place or moved by the page source).
+    Done(NonNull<u8>),
+    /// Not resizable where it is: allocate, copy, free.
+    Move,
+    /// Not a live block of this heap: nothing changes, the reallocation fails.
+    Refuse,
+}
+
+/// The TLSF arenas with their growth, direct blocks and huge blocks.
+pub(super) struct Large {
+    tlsf: TlsfHeap<4>,
+    /// Serialises TLSF growth and pool return; holds the pools taken from the page source and
+    /// not yet returned (`return_pools` returns the free ones, `free_pools` the rest).
+    grow: SpinLock<Pools>,
+    pool_bytes: AtomicUsize,
+    /// Bytes of live direct blocks (TLSF-route blocks from `PageSource::alloc_huge`, each
+    /// counted as `huge_bytes(size)`, at least one page): non-zero exactly while one is live,
+    /// which gates a TLSF free that finds no region (DESIGN.md 13.5, D1-D3).
+    direct_bytes: AtomicUsize,
+    huge_bytes: AtomicUsize,
+}
+
+impl Large {
+    loom_const_fn! {
+        pub(super) fn new() -> Self {
+            Self {
+                tlsf: TlsfHeap::new(),
+                grow: SpinLock::new(Pools(ArrayVec::new_const())),
+                pool_bytes: AtomicUsize::new(0),
+                direct_bytes: AtomicUsize::new(0),
+                huge_bytes: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    pub(super) const fn tlsf(&self) -> &TlsfHeap<4> {
+        &self.tlsf
+    }
+
+    /// Bytes of TLSF pools held, of live direct blocks, of live huge blocks.
+    pub(super) fn bytes(&self) -> (usize, usize, usize) {
+        (
+            load(&self.pool_bytes),
+            load(&self.direct_bytes),
+            load(&self.huge_bytes),
+        )
+    }
+
+    #[inline]
+    pub(super) fn alloc_tlsf<P: PageSource>(
+        &self,
+        layout: Layout,
+        pages: &P,
+    ) -> Option<NonNull<u8>> {
+        if let Some(ptr) = self.tlsf.allocate(layout) {
+            return Some(ptr);
+        }
+        self.grow_tlsf(layout, pages)
+    }
+
+    /// The arenas cannot serve `layout`: under `grow`, retries (someone may have grown them
+    /// meanwhile), else takes one more pool from the page source (256 KiB, doubling with each
+    /// pool held, at least the request plus TLSF's overhead; halved down to that when the
+    /// source cannot give more) and allocates from it in the same critical section that adds
+    /// it, so no other thread can take it first (G2). When no pool can be added (16 held, or
+    /// the source has none of that size), the request is a direct block from the page source.
+    /// `None` only when the page source refuses.
+    #[cold]
+    fn grow_tlsf<P: PageSource>(&self, layout: Layout, pages: &P) -> Option<NonNull<u8>> {
+        {
+            let mut pools = self.grow.lock();
+            if let Some(ptr) = self.tlsf.allocate(layout) {
+                return Some(ptr);
+            }
+            // `has_room` is a hint (a kernel's `add_memory` may fill the table meanwhile; then
+            // adding the pool fails and it goes back): it saves taking a pool for nothing.
+            if !pools.0.is_full() && self.tlsf.has_room() {
+                if let Some(ptr) = self.grow_pool(&mut pools, layout, pages) {
+                    return Some(ptr);
+                }
+            }
+        }
+        self.alloc_direct(layout, pages)
+    }
+
+    /// Takes a pool for `layout` from the page source and serves `layout` from it (see
+    /// [`grow_tlsf`](Self::grow_tlsf)); `None` when the source has no pool of the size needed,
+    /// or the arenas cannot take one, or a fresh pool cannot serve `layout` (nothing held
+    /// then). The caller holds `grow` (`pools`) and has checked there is room.
+    fn grow_pool<P: PageSource>(
+        &self,
+        pools: &mut Pools,
+        layout: Layout,
+        pages: &P,
+    ) -> Option<NonNull<u8>> {
+        let grown = pools.0.len();
+        let need = (layout.size() + layout.align() + 256).next_multiple_of(SLAB_PAGE);
+        let mut chunk = TLSF_CHUNK
+            .checked_shl(u32::try_from(grown).ok()?)
+            .unwrap_or(usize::MAX)
+            .max(need.next_power_of_two());
+        let pool = loop {
+            if let Some(pool) = pages.alloc_pages(chunk, SLAB_PAGE) {
+                break pool;
+            }
+            if chunk / 2 < need {
+                return None;
+            }
+            chunk /= 2;
+        };
+        let arena = percpu::current_cpu() % self.tlsf.arena_count();
+        // SAFETY: fresh pages from the source, owned by the heap from now on if added.
+        let added = unsafe {
+            self.tlsf.add_pool_and_allocate(
+                NonNull::slice_from_raw_parts(pool, chunk),
+                arena,
+                layout,
+            )
+        };
+        match added {
+            Ok(Some(ptr)) => {
+                pools.0.push((pool, chunk));
+                self.pool_bytes.fetch_add(chunk, Ordering::Relaxed);
+                Some(ptr)
+            }
+            // Not added (the region table is full of `add_memory` regions), or added and taken
+            // out again (the request is larger than an arena's largest block).
+            Ok(None) | Err(_) => {
+                // SAFETY: not held by the arenas; back to the source as taken.
+                unsafe { pages.free_pages(pool, chunk, SLAB_PAGE) };
+                None
+            }
+        }
+    }
+
+    /// A direct block: `layout` straight from the page source (whole pages), when the arenas
+    /// cannot grow. Its address lies in no TLSF region, which is how a free recognises it
+    /// (D1-D3 in DESIGN.md 13.5).
+    #[cold]
+    fn alloc_direct<P: PageSource>(&self, layout: Layout, pages: &P) -> Option<NonNull<u8>> {
+        let ptr = pages.alloc_huge(layout)?;
+        // D1: counted before the block is handed out (RMW: exact under concurrency).
+        self.direct_bytes
+            .fetch_add(huge_bytes(layout.size()), Ordering::Relaxed);
+        Some(ptr)
+    }
+
+    /// Frees a TLSF-route block: into its arena when a region contains it, else (a direct
+    /// block, D2) to the page source.
+    ///
+    /// # Safety
+    /// `ptr` is a TLSF-route block of this heap allocated with `layout`, not freed since.
+    #[inline]
+    pub(super) unsafe fn free_tlsf<P: PageSource>(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        pages: &P,
+    ) {
+        // SAFETY: caller.
+        if !unsafe { self.tlsf.deallocate_in_region(ptr) } {
+            // SAFETY: caller.
+            unsafe { self.free_direct(ptr, layout, pages) };
+        }
+    }
+
+    /// # Safety
+    /// As for [`free_tlsf`](Self::free_tlsf); no TLSF region contains `ptr`.
+    #[cold]
+    unsafe fn free_direct<P: PageSource>(&self, ptr: NonNull<u8>, layout: Layout, pages: &P) {
+        // D2: with no direct block live, `ptr` is no live block of this heap (a stale or
+        // foreign pointer): ignored, as `TlsfHeap` ignores it.
+        if load(&self.direct_bytes) == 0 {
+            debug_assert!(false, "SmpHeap::deallocate: not a TLSF block of this heap");
+            return;
+        }
+        // SAFETY: caller and D2: a live TLSF-route block in no region is a direct block,
+        // taken with `alloc_huge(layout)`.
+        unsafe { pages.free_huge(ptr, layout) };
+        self.direct_bytes
+            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+    }
+
+    /// Resizes a TLSF-route block to `new_size` bytes where it lies (arena) or through the
+    /// page source (direct block). [`Resize::Move`]: the caller allocates, copies and frees;
+    /// [`Resize::Refuse`]: `ptr` is no live block of this heap (D3: the caller broke the
+    /// contract), nothing changes.
+    ///
+    /// # Safety
+    /// `ptr` is a TLSF-route block of this heap allocated with `layout`, not freed since;
+    /// `new_size` with `layout.align()` forms a TLSF-route layout.
+    pub(super) unsafe fn realloc_tlsf<P: PageSource>(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+        pages: &P,
+    ) -> Resize {
+        // SAFETY: caller. `None` leaves the block untouched (also when no region holds it:
+        // then it is a direct block).
+        if let Some(moved) = unsafe { self.tlsf.reallocate(ptr, layout, new_size) } {
+            return Resize::Done(moved);
+        }
+        if self.tlsf.in_region(ptr) {
+            return Resize::Move;
+        }
+        if load(&self.direct_bytes) == 0 {
+            return Resize::Refuse;
+        }
+        // A direct block (D2): the page source resizes it as a huge block.
+        // SAFETY: caller: taken with `alloc_huge(layout)`; the new layout is formed.
+        let Some(moved) = (unsafe { pages.realloc_huge(ptr, layout, new_size) }) else {
+            return Resize::Move;
+        };
+        // New size first: the count stays non-zero throughout (D1).
+        self.direct_bytes
+            .fetch_add(huge_bytes(new_size), Ordering::Relaxed);
+        self.direct_bytes
+            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+        Resize::Done(moved)
+    }
+
+    pub(super) fn alloc_huge<P: PageSource>(
+        &self,
+        layout: Layout,
+        pages: &P,
+    ) -> Option<NonNull<u8>> {
+        let ptr = pages.alloc_huge(layout)?;
+        // Statistics only; huge blocks are rare.
+        self.huge_bytes
+            .fetch_add(huge_bytes(layout.size()), Ordering::Relaxed);
+        Some(ptr)
+    }
+
+    /// # Safety
+    /// `ptr` is a huge block of this heap allocated with `layout`.
+    pub(super) unsafe fn free_huge<P: PageSource>(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        pages: &P,
+    ) {
+        // SAFETY: caller: taken with exactly this layout.
+        unsafe { pages.free_huge(ptr, layout) };
+        self.huge_bytes
+            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+    }
+
+    /// Resizes a huge block through the page source; `None` leaves it untouched.
+    ///
+    /// # Safety
+    /// `ptr` is a huge block of this heap allocated with `layout`; `new_size` with
+    /// `layout.align()` forms a huge-route layout.
+    pub(super) unsafe fn realloc_huge<P: PageSource>(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+        pages: &P,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: caller.
+        let moved = unsafe { pages.realloc_huge(ptr, layout, new_size) }?;
+        self.huge_bytes
+            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+        self.huge_bytes
+            .fetch_add(huge_bytes(new_size), Ordering::Relaxed);
+        Some(moved)
+    }
+
+    /// Returns every TLSF pool that holds no allocated block to the page source
+    /// (`TlsfHeap::remove_pool` takes it out of its arena and vacates its region entry).
+    pub(super) fn return_pools<P: PageSource>(&self, pages: &P) {
+        let mut pools = self.grow.lock();
+        let mut k = 0;
+        while let Some(&(pool, bytes)) = pools.0.get(k) {
+            if self
+                .tlsf
+                .remove_pool(NonNull::slice_from_raw_parts(pool, bytes))
+                .is_err()
+            {
+                k += 1;
+                continue;
+            }
+            pools.0.remove(k);
+            // SAFETY: taken with `alloc_pages(bytes, SLAB_PAGE)`; the arenas no longer hold any
+            // of it and never touch it again (removed above).
+            unsafe { pages.free_pages(pool, bytes, SLAB_PAGE) };
+            self.pool_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Returns every pool, free or not (the heap is being dropped).
+    ///
+    /// # Safety
+    /// The arenas are never used again.
+    pub(super) unsafe fn free_pools<P: PageSource>(&mut self, pages: &P) {
+        let pools = core::mem::replace(&mut self.grow.lock().0, ArrayVec::new_const());
+        for (pool, bytes) in pools {
+            // SAFETY: taken with `alloc_pages(bytes, SLAB_PAGE)`; the arenas over it are never
+            // used again (caller).
+            unsafe { pages.free_pages(pool, bytes, SLAB_PAGE) };
+        }
+    }
+}

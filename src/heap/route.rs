@@ -1,0 +1,70 @@
+//! Routing: which layer serves a `Layout` ([`Route`], a pure function, so a free goes where its
+//! allocation came from without looking anything up), and the heap's size constants.
+
+use core::alloc::Layout;
+
+use crate::byte::slab::class::{CLASSES, MAX_SMALL, class_for, class_size};
+
+/// Objects per magazine (2 under loom, so models reach every exchange quickly).
+pub const MAGAZINE: usize = if cfg!(loom) { 2 } else { 32 };
+
+/// The most full magazines a class's depot holds (its actual limit shrinks with the class size,
+/// see [`depot_limit`]).
+pub const DEPOT: usize = if cfg!(loom) { 1 } else { 16 };
+
+/// Classes the heap serves from slabs (the first 4 under loom: 8..32 B; larger sizes go to
+/// TLSF there), all 32 otherwise.
+pub const HEAP_CLASSES: usize = if cfg!(loom) { 4 } else { CLASSES };
+
+/// Other slots a thread tries when its own is busy, before the class lock.
+pub const PROBES: usize = 2;
+
+/// Requests above this many bytes skip TLSF and go to the page source.
+pub const HUGE: usize = 256 * 1024;
+
+/// Full magazines the depot of `class` may hold: about 256 KiB of objects, 1 to [`DEPOT`].
+pub const fn depot_limit(class: usize) -> usize {
+    let bytes = MAGAZINE * class_size(class);
+    let limit = (256 * 1024) / bytes;
+    if limit < 1 {
+        1
+    } else if limit > DEPOT {
+        DEPOT
+    } else {
+        limit
+    }
+}
+
+/// Where a layout is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Size 0: a dangling aligned pointer, nothing allocated.
+    Zero,
+    /// A slab class (index).
+    Small(usize),
+    /// The TLSF arenas: sizes above the slab classes up to [`HUGE`], and odd alignments.
+    Tlsf,
+    /// Straight from the page source ([`PageSource::alloc_huge`](super::PageSource::alloc_huge)).
+    Huge,
+}
+
+impl Route {
+    /// The route of `layout` (a pure function: frees and reallocs recompute it).
+    #[inline(always)]
+    pub const fn of(layout: Layout) -> Route {
+        let size = layout.size();
+        if size == 0 {
+            return Route::Zero;
+        }
+        if let Some(class) = class_for(size, layout.align()) {
+            if class < HEAP_CLASSES {
+                return Route::Small(class);
+            }
+        }
+        if size <= HUGE && layout.align() <= MAX_SMALL {
+            Route::Tlsf
+        } else {
+            Route::Huge
+        }
+    }
+}
