@@ -2,7 +2,9 @@
 //! depot racing another CPU's exchange; a cross-CPU free; a slab released to the page source
 //! racing an allocation from the same slab; a drain racing a free (and a thread that finds its
 //! slot busy); a TLSF pool returned by `reclaim` racing a TLSF allocation; two TLSF growths
-//! racing each other's first tries; a direct block freed on another CPU. Empty unless built
+//! racing each other's first tries; a direct block freed on another CPU; thread caches: a
+//! thread's exit racing frees of what it allocated, a heap dropped while its thread exits.
+//! Empty unless built
 //! with `--cfg loom`.
 //!
 //! Under loom the heap is shrunk: magazines of 2 objects, a depot of 1 magazine, no empty slab
@@ -400,5 +402,111 @@ fn direct_block_freed_on_another_cpu() {
         freer.join().unwrap();
         assert_eq!(heap.stats().tlsf_direct_bytes, 0);
         finish(&heap, vec![]);
+    });
+}
+
+/// Thread caches (DESIGN.md 13.10, T1-T5), thread exit racing remote frees: thread A (a std
+/// thread: no CPU id, so a thread cache) allocates `MAGAZINE + 1` objects, hands them over,
+/// allocates and frees one more (magazine writes after its last synchronisation with anyone)
+/// and exits, while thread B frees the objects into its own cache (spilling a magazine to the
+/// depot) and allocates one more. A's exit makes its cache an orphan (Release CAS) that B's
+/// bind or the final check collects (Acquire); nothing is lost or handed out twice, the
+/// counts add up, and each record goes back to the pool exactly once.
+#[test]
+fn thread_exit_races_remote_frees() {
+    model(|| {
+        set_model_cpu(0);
+        let (adopted, released) = smpalloc::heap::thread_cache_records();
+        let heap = Arc::new(OneSlot::new(SystemPages::new()));
+        let mailbox = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let owner = {
+            let (heap, mailbox) = (heap.clone(), mailbox.clone());
+            thread::spawn(move || {
+                let objs: Vec<Obj> = (0..=MAGAZINE).map(|_| alloc(&heap)).collect();
+                *mailbox.lock().unwrap() = objs;
+                // Magazine writes after the last synchronisation with anyone: only the exit
+                // hook's Release CAS publishes them to the collector (T2).
+                let obj = alloc(&heap);
+                free(&heap, obj);
+            })
+        };
+        let freer = {
+            let (heap, mailbox) = (heap.clone(), mailbox.clone());
+            thread::spawn(move || {
+                let objs = loop {
+                    let objs = core::mem::take(&mut *mailbox.lock().unwrap());
+                    if !objs.is_empty() {
+                        break objs;
+                    }
+                    thread::yield_now();
+                };
+                for obj in distinct(objs) {
+                    free(&heap, obj);
+                }
+                alloc(&heap)
+            })
+        };
+        let kept = freer.join().unwrap();
+        // A loom join (like a std scope's) returns before the thread's thread-locals are
+        // dropped, that is before its exit hook. Without joining the owner, wait for both
+        // caches to be orphaned and collected (`check` collects).
+        while heap.check().unwrap().thread_caches != 0 {
+            thread::yield_now();
+        }
+        owner.join().unwrap();
+        finish(&heap, vec![kept]);
+        let (adopted_now, released_now) = smpalloc::heap::thread_cache_records();
+        assert_eq!(adopted_now - adopted, 2);
+        assert_eq!(
+            released_now - released,
+            2,
+            "each record released exactly once"
+        );
+    });
+}
+
+/// Thread caches (T2, T3): a heap dropped while the thread bound to it exits. The heap's
+/// `Drop` moves the record `BOUND -> IDLE` and the exit hook `BOUND -> ORPHAN`, both by
+/// compare-and-swap on one word: whichever comes second releases the record, exactly once,
+/// and the heap takes the cached objects back either way.
+#[test]
+fn heap_drop_races_thread_exit() {
+    model(|| {
+        set_model_cpu(0);
+        let (adopted, released) = smpalloc::heap::thread_cache_records();
+        let heap = Arc::new(loom::sync::Mutex::new(Some(OneSlot::new(
+            SystemPages::new(),
+        ))));
+        let user = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                let guard = heap.lock().unwrap();
+                let heap = guard.as_ref().unwrap();
+                let obj = alloc(heap);
+                free(heap, obj);
+            })
+        };
+        let dropped = loop {
+            let mut guard = heap.lock().unwrap();
+            // Wait until the user has bound its cache and cached the object.
+            if guard.as_ref().unwrap().stats().thread_caches == 1 {
+                break guard.take().unwrap();
+            }
+            drop(guard);
+            thread::yield_now();
+        };
+        drop(dropped);
+        user.join().unwrap();
+        // The exit hook runs after the join returns (see above): wait for it.
+        while smpalloc::heap::thread_cache_records().1 == released {
+            thread::yield_now();
+        }
+        let (adopted_now, released_now) = smpalloc::heap::thread_cache_records();
+        assert_eq!(adopted_now - adopted, 1);
+        assert_eq!(
+            released_now - released,
+            1,
+            "the record released exactly once"
+        );
     });
 }

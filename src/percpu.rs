@@ -144,19 +144,36 @@ fn fallback_cpu() -> usize {
 
 #[cfg(loom)]
 fn fallback_cpu() -> usize {
-    MODEL_CPU.with(|cpu| cpu.get())
+    MODEL_CPU.with(|cpu| cpu.get().unwrap_or(0))
 }
 
 #[cfg(loom)]
 loom::thread_local! {
-    static MODEL_CPU: core::cell::Cell<usize> = core::cell::Cell::new(0);
+    static MODEL_CPU: core::cell::Cell<Option<usize>> = core::cell::Cell::new(None);
 }
 
 /// Under loom: makes the calling model thread report `cpu` from [`current_cpu`] (models run
-/// their threads on one OS thread, so std's thread slots cannot tell them apart).
+/// their threads on one OS thread, so std's thread slots cannot tell them apart). A model
+/// thread that never calls it is a std thread with no CPU-id source: the heap gives it a
+/// thread cache.
 #[cfg(loom)]
 pub fn set_model_cpu(cpu: usize) {
-    MODEL_CPU.with(|c| c.set(cpu));
+    MODEL_CPU.with(|c| c.set(Some(cpu)));
+}
+
+/// Whether the caller runs on a CPU the crate knows: a CPU-id source is registered (a kernel,
+/// or a program that reads its CPU id). When not, "this CPU" is only a thread slot, and the
+/// std heap gives each thread its own cache instead (DESIGN.md 13.10).
+#[cfg(not(loom))]
+#[cfg_attr(not(all(feature = "std", feature = "heap", unix)), allow(dead_code))]
+pub(crate) fn has_cpu_source() -> bool {
+    !CPU_ID_SOURCE.load(Ordering::Relaxed).is_null()
+}
+
+/// Under loom: whether the model thread called [`set_model_cpu`].
+#[cfg(loom)]
+pub(crate) fn has_cpu_source() -> bool {
+    MODEL_CPU.with(|cpu| cpu.get().is_some())
 }
 
 #[cfg(all(not(feature = "std"), not(loom)))]

@@ -164,6 +164,14 @@ impl CacheCounters {
         );
     }
 
+    /// Returns allocations minus frees and zeroes both counters (the magazines are empty).
+    pub(super) fn take_net(&self) -> usize {
+        let net = load(&self.net);
+        store(&self.net, 0);
+        store(&self.moved, 0);
+        net
+    }
+
     /// Allocations minus frees (two's complement: negative on a cache that frees more).
     pub(super) fn net(&self) -> usize {
         load(&self.net)

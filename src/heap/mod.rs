@@ -18,6 +18,7 @@ mod route;
 mod smp;
 mod source;
 mod stats;
+mod thread;
 
 pub use route::{DEPOT, HEAP_CLASSES, HUGE, MAGAZINE, PROBES, Route, depot_limit};
 pub use smp::SmpHeap;
@@ -25,6 +26,7 @@ pub use source::PageSource;
 #[cfg(feature = "std")]
 pub use source::SystemPages;
 pub use stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
+pub use thread::thread_cache_records;
 
 /// The SMP heap over pages from the operating system: a std program's global allocator.
 ///

@@ -12,12 +12,15 @@ use core::alloc::Layout;
 use core::fmt;
 use core::ptr::{self, NonNull};
 
+use arrayvec::ArrayVec;
+
 use super::PageSource;
 use super::cpu::{self, CpuCaches};
 use super::depot::Depot;
 use super::large::{Large, Resize};
 use super::route::{HEAP_CLASSES, Route};
 use super::stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
+use super::thread::Threads;
 use crate::TlsfHeap;
 use crate::byte::slab::class::{class_size, slab_bytes};
 use crate::sync::loom_const_fn;
@@ -44,6 +47,8 @@ use crate::sync::loom_const_fn;
 /// assert_eq!(HEAP.pages().held_bytes(), 0); // every slab went back to the system
 /// ```
 pub struct SmpHeap<P: PageSource, const CPUS: usize = 16> {
+    /// Per-thread caches (std, no CPU-id source registered; DESIGN.md 13.10).
+    threads: Threads,
     cpus: CpuCaches<CPUS>,
     depot: Depot,
     large: Large,
@@ -61,7 +66,13 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         /// A heap over `pages` with nothing allocated yet (`const`: a `static` or
         /// `#[global_allocator]`).
         pub fn new(pages: P) -> Self {
-            Self { cpus: CpuCaches::new(), depot: Depot::new(), large: Large::new(), pages }
+            Self {
+                threads: Threads::new(),
+                cpus: CpuCaches::new(),
+                depot: Depot::new(),
+                large: Large::new(),
+                pages,
+            }
         }
     }
 
@@ -173,6 +184,20 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     #[inline(always)]
     fn alloc_small(&self, class: usize) -> Option<NonNull<u8>> {
+        let record = match self.threads.current() {
+            Some(record) => record,
+            None => match self.threads.bind(&self.depot, &self.pages) {
+                Some(record) => record,
+                None => return self.alloc_small_cpu(class),
+            },
+        };
+        // SAFETY: the calling thread's record, bound to this heap.
+        unsafe { record.alloc(class, &self.depot, &self.pages) }
+    }
+
+    /// Allocation through this CPU's slot (a kernel, or a std thread without a thread cache).
+    #[inline(always)]
+    fn alloc_small_cpu(&self, class: usize) -> Option<NonNull<u8>> {
         let Some((slot, mut caches)) = self.cpus.lock_current() else {
             return self.depot.alloc_one(class, &self.pages);
         };
@@ -195,6 +220,24 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         let ptr = reissue(ptr);
         #[cfg(debug_assertions)]
         self.depot.debug_check_owned(ptr, class);
+        let record = match self.threads.current() {
+            Some(record) => record,
+            None => match self.threads.bind(&self.depot, &self.pages) {
+                Some(record) => record,
+                // SAFETY: caller.
+                None => return unsafe { self.free_small_cpu(ptr, class) },
+            },
+        };
+        // SAFETY: the calling thread's record, bound to this heap; `ptr` as the caller says.
+        unsafe { record.free(ptr, class, &self.depot, &self.pages) }
+    }
+
+    /// Free through this CPU's slot.
+    ///
+    /// # Safety
+    /// As for [`free_small`](Self::free_small); `ptr` re-issued.
+    #[inline(always)]
+    unsafe fn free_small_cpu(&self, ptr: NonNull<u8>, class: usize) {
         let Some((slot, mut caches)) = self.cpus.lock_current() else {
             // SAFETY: caller.
             return unsafe { self.depot.free_one(class, &self.pages, ptr) };
@@ -217,7 +260,13 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// Returns every CPU's magazines to the slabs (for each slot: its lock, then each class's
     /// lock), releasing slabs beyond the empty-slab hysteresis to the page source. The CPUs keep
     /// working: a CPU whose slot is being drained takes the direct path meanwhile.
+    ///
+    /// With thread caches (std, DESIGN.md 13.10): also the calling thread's cache and the
+    /// caches of threads that exited; other live threads keep theirs (at most two magazines
+    /// per class each) until they exit.
     pub fn drain_cpu_caches(&self) {
+        self.threads.flush_current(&self.depot, &self.pages);
+        self.threads.collect(&self.depot, &self.pages);
         self.cpus.drain(&self.depot, &self.pages);
     }
 
@@ -226,6 +275,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// given to the arenas with [`TlsfHeap::add_memory`] stays; huge blocks are returned on
     /// free already.
     pub fn reclaim(&self) {
+        self.threads.collect(&self.depot, &self.pages);
         self.depot.reclaim(&self.pages);
         self.large.return_pools(&self.pages);
         self.pages.drain();
@@ -238,8 +288,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         }
         let counts = self.depot.counts(class);
         let size = class_size(class);
-        let mut allocated = counts.direct_net;
-        let mut magazine_objects = 0;
+        let (thread_net, thread_fill, _) = self.threads.counts(class);
+        let mut allocated = counts.direct_net.wrapping_add(thread_net);
+        let mut magazine_objects = thread_fill;
         for slot in self.cpus.iter() {
             allocated = allocated.wrapping_add(slot.counters[class].net());
             magazine_objects += slot.counters[class].fill();
@@ -274,6 +325,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             tlsf_pool_bytes,
             tlsf_direct_bytes,
             huge_bytes,
+            thread_caches: self.threads.counts(0).2,
             ..HeapStats::default()
         };
         for class in 0..HEAP_CLASSES {
@@ -291,10 +343,18 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// class's slabs (`SlabCache::check`); every magazine object an in-use object of its class,
     /// held once across all magazines; previous magazines full or empty; depot
     /// magazines full; the published counters equal to the slabs'; the TLSF arenas.
+    ///
+    /// With thread caches: first collects the caches of threads that exited; checks the calling
+    /// thread's cache in full (other live threads' caches are theirs: their objects count as
+    /// handed out).
     pub fn check(&self) -> Result<HeapStats, HeapCheckError> {
+        self.threads.collect(&self.depot, &self.pages);
         let slots = self.cpus.lock_and_check()?;
         for class in 0..HEAP_CLASSES {
-            self.depot.check(class, cpu::cached(&slots, class))?;
+            let mut own = ArrayVec::new();
+            self.threads.check_current(class, &mut own)?;
+            self.depot
+                .check(class, cpu::cached(&slots, class).chain(own.iter()))?;
         }
         drop(slots);
         self.tlsf().check().map_err(HeapCheckError::Tlsf)?;
@@ -307,6 +367,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 /// (a heap dropped with allocations outstanding) stay with the page source's caller.
 impl<P: PageSource, const CPUS: usize> Drop for SmpHeap<P, CPUS> {
     fn drop(&mut self) {
+        self.threads.unbind_all(&self.depot, &self.pages);
         self.drain_cpu_caches();
         self.reclaim();
         // SAFETY: `&mut self`: the arenas are never used again.

@@ -91,6 +91,9 @@ pub struct HeapStats {
     pub tlsf_direct_bytes: usize,
     /// Bytes of huge blocks allocated straight from the page source.
     pub huge_bytes: usize,
+    /// Thread caches bound to the heap (std, DESIGN.md 13.10), including those of exited
+    /// threads not yet collected.
+    pub thread_caches: usize,
 }
 
 /// The magazine objects of one class collected by `check`, on the stack: `check` must not

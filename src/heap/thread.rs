@@ -1,0 +1,702 @@
+//! Thread caches for std programs (DESIGN.md 13.10): per thread, per class, two magazines in a
+//! *record* that one heap at a time uses, with no atomic read-modify-write on the fast path.
+//!
+//! Built in std builds on unix (records from `mmap`, the exit hook a pthread key) and under
+//! loom (records leaked boxes, the exit hook a loom thread-local's destructor); elsewhere
+//! [`Threads`] is empty and every thread uses the CPU slots.
+
+#[cfg(any(loom, all(feature = "std", unix)))]
+pub(super) use enabled::*;
+
+#[cfg(not(any(loom, all(feature = "std", unix))))]
+pub(super) use disabled::*;
+
+#[cfg(any(loom, all(feature = "std", unix)))]
+mod enabled {
+    use core::ptr::{self, NonNull};
+
+    use super::super::PageSource;
+    use super::super::depot::Depot;
+    use super::super::magazine::{CacheCounters, Magazines};
+    use super::super::route::{HEAP_CLASSES, MAGAZINE};
+    use super::super::stats::{HeapCheckError, load, store};
+    use super::os;
+    use crate::lock::SpinLock;
+    use crate::percpu;
+    use crate::sync::UnsafeCell;
+    use crate::sync::atomic::boot::AtomicUsize as BootUsize;
+    use crate::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Record states (DESIGN.md 13.10).
+    pub(super) const IDLE: usize = 0;
+    pub(super) const BOUND: usize = 1;
+    pub(super) const ORPHAN: usize = 2;
+
+    /// The heap id of a record bound to no heap (heap ids start at 1; an unnamed heap's is 0).
+    pub(super) const NO_HEAP: usize = usize::MAX;
+
+    /// The next heap id (never reused, so a dropped heap's id matches no record again).
+    static NEXT_HEAP_ID: BootUsize = BootUsize::new(1);
+
+    /// One thread's cache: per class two magazines and their counters.
+    pub(crate) struct Record {
+        /// The id of the heap the record is bound to, or `NO_HEAP`. Written by the owner when
+        /// it binds and by the heap's `Drop` when it unbinds; read on the owner's fast path.
+        pub(super) heap: AtomicUsize,
+        /// `IDLE`, `BOUND` or `ORPHAN` (T2, T3).
+        pub(super) state: AtomicUsize,
+        /// The next record of the list that holds this one (a heap's registry or the pool),
+        /// accessed under that list's lock.
+        pub(super) next: UnsafeCell<*mut Record>,
+        counters: [CacheCounters; HEAP_CLASSES],
+        /// Written only as T1 allows.
+        magazines: UnsafeCell<[Magazines; HEAP_CLASSES]>,
+    }
+
+    impl Record {
+        #[cfg(not(loom))]
+        pub(super) const fn new() -> Self {
+            Self {
+                heap: AtomicUsize::new(NO_HEAP),
+                state: AtomicUsize::new(IDLE),
+                next: UnsafeCell::new(ptr::null_mut()),
+                counters: [const { CacheCounters::new() }; HEAP_CLASSES],
+                magazines: UnsafeCell::new([const { Magazines::new() }; HEAP_CLASSES]),
+            }
+        }
+
+        #[cfg(loom)]
+        pub(super) fn new() -> Self {
+            Self {
+                heap: AtomicUsize::new(NO_HEAP),
+                state: AtomicUsize::new(IDLE),
+                next: UnsafeCell::new(ptr::null_mut()),
+                counters: core::array::from_fn(|_| CacheCounters::new()),
+                magazines: UnsafeCell::new([const { Magazines::new() }; HEAP_CLASSES]),
+            }
+        }
+
+        /// Pops an object of `class` (refilling from the depot when the magazines are empty).
+        ///
+        /// # Safety
+        /// The caller is the record's owner, bound to the heap of `depot` (T1).
+        #[inline(always)]
+        pub(crate) unsafe fn alloc<P: PageSource>(
+            &self,
+            class: usize,
+            depot: &Depot,
+            pages: &P,
+        ) -> Option<NonNull<u8>> {
+            let magazines = self.magazines.get_mut();
+            // SAFETY: T1 (caller); the reference ends before `magazines` does.
+            let m = unsafe { &mut magazines.deref()[class] };
+            let counters = &self.counters[class];
+            let object = match m.loaded.0.pop() {
+                Some(object) => object,
+                None => m.refill(counters, depot, class, pages)?,
+            };
+            counters.allocated();
+            Some(object)
+        }
+
+        /// Pushes `ptr` (spilling to the depot when the magazines are full).
+        ///
+        /// # Safety
+        /// As for [`alloc`](Self::alloc); `ptr` is an object of `class` of that heap, not
+        /// freed since.
+        #[inline(always)]
+        pub(crate) unsafe fn free<P: PageSource>(
+            &self,
+            ptr: NonNull<u8>,
+            class: usize,
+            depot: &Depot,
+            pages: &P,
+        ) {
+            let magazines = self.magazines.get_mut();
+            // SAFETY: T1 (caller); the reference ends before `magazines` does.
+            let m = unsafe { &mut magazines.deref()[class] };
+            debug_assert!(
+                !m.loaded.0.contains(&ptr),
+                "SmpHeap::deallocate: double free"
+            );
+            let counters = &self.counters[class];
+            if m.loaded.0.try_push(ptr).is_err() {
+                // SAFETY: caller.
+                unsafe { m.spill(counters, depot, class, pages, ptr) };
+            }
+            counters.freed();
+        }
+
+        /// Hands every cached object back to the class layer.
+        ///
+        /// # Safety
+        /// T1: the caller is the owner (bound), or holds the heap's registry lock and the
+        /// record is `ORPHAN`, or is the heap's `Drop`.
+        unsafe fn flush<P: PageSource>(&self, depot: &Depot, pages: &P) {
+            let magazines = self.magazines.get_mut();
+            // SAFETY: caller (T1).
+            let all = unsafe { magazines.deref() };
+            for (class, m) in all.iter_mut().enumerate() {
+                m.drain(&self.counters[class], depot, class, pages);
+            }
+        }
+
+        /// Folds the (flushed) record's counters into `retired` and zeroes them (T4).
+        fn retire(&self, retired: &[AtomicUsize; HEAP_CLASSES]) {
+            for (counters, total) in self.counters.iter().zip(retired) {
+                debug_assert_eq!(counters.fill(), 0, "a retired record holds objects");
+                store(total, load(total).wrapping_add(counters.take_net()));
+            }
+        }
+
+        /// Checks the record's magazines (the caller may read them: T1) and appends their
+        /// objects of `class` to `out`.
+        ///
+        /// # Safety
+        /// As for [`flush`](Self::flush).
+        unsafe fn check_class(
+            &self,
+            class: usize,
+            out: &mut arrayvec::ArrayVec<NonNull<u8>, { 2 * MAGAZINE }>,
+        ) -> Result<(), HeapCheckError> {
+            let error = |what| HeapCheckError::Magazine { class, what };
+            let magazines = self.magazines.get_mut();
+            // SAFETY: caller (T1); read only, and the reference ends before `magazines` does.
+            let m = unsafe { &magazines.deref()[class] };
+            let previous = m.previous.0.len();
+            if previous != 0 && previous != MAGAZINE {
+                return Err(error("a previous magazine is neither full nor empty"));
+            }
+            if self.counters[class].fill() != m.len() {
+                return Err(error(
+                    "a thread cache's counters disagree with its magazines",
+                ));
+            }
+            out.extend(m.objects().copied());
+            Ok(())
+        }
+    }
+
+    /// The records bound to one heap.
+    struct Registry {
+        head: *mut Record,
+        len: usize,
+    }
+
+    // SAFETY: the pointers name records, which live for the whole process and are shared under
+    // the registry lock and T1-T3.
+    unsafe impl Send for Registry {}
+
+    /// A heap's side of the thread caches: its id, the records bound to it, and the counts of
+    /// records that left.
+    pub(crate) struct Threads {
+        /// 0 until a record first binds, then unique.
+        id: AtomicUsize,
+        registry: SpinLock<Registry>,
+        /// Allocations minus frees of records that left the registry, per class (T4); written
+        /// under the registry lock.
+        retired: [AtomicUsize; HEAP_CLASSES],
+    }
+
+    impl Threads {
+        #[cfg(not(loom))]
+        pub(crate) const fn new() -> Self {
+            Self {
+                id: AtomicUsize::new(0),
+                registry: SpinLock::new(Registry {
+                    head: ptr::null_mut(),
+                    len: 0,
+                }),
+                retired: [const { AtomicUsize::new(0) }; HEAP_CLASSES],
+            }
+        }
+
+        #[cfg(loom)]
+        pub(crate) fn new() -> Self {
+            Self {
+                id: AtomicUsize::new(0),
+                registry: SpinLock::new(Registry {
+                    head: ptr::null_mut(),
+                    len: 0,
+                }),
+                retired: core::array::from_fn(|_| AtomicUsize::new(0)),
+            }
+        }
+
+        /// The calling thread's record when it is bound to this heap: one thread-local load,
+        /// two plain loads and a compare.
+        #[inline(always)]
+        pub(crate) fn current(&self) -> Option<&'static Record> {
+            let record = os::current();
+            if record.addr() <= os::DEAD {
+                return None;
+            }
+            // SAFETY: a thread-local record pointer that is neither null nor dead names this
+            // thread's record, which is never freed.
+            let record = unsafe { &*record };
+            (record.heap.load(Ordering::Relaxed) == self.id.load(Ordering::Relaxed))
+                .then_some(record)
+        }
+
+        /// Binds the calling thread's record (taking one first if it has none) to this heap,
+        /// collecting orphans on the way; `None` when the thread should use the CPU slots: a
+        /// CPU-id source is registered, the thread is exiting, its record serves another heap,
+        /// or no record could be had.
+        #[cold]
+        #[inline(never)]
+        pub(crate) fn bind<P: PageSource>(
+            &self,
+            depot: &Depot,
+            pages: &P,
+        ) -> Option<&'static Record> {
+            if percpu::has_cpu_source() {
+                return None;
+            }
+            let mut record = os::current();
+            if record.addr() == os::DEAD {
+                return None;
+            }
+            if record.is_null() {
+                record = os::adopt()?;
+            }
+            // SAFETY: this thread's record (never freed).
+            let r = unsafe { &*record };
+            if r.heap.load(Ordering::Relaxed) != NO_HEAP {
+                return None;
+            }
+            // T2: a heap's `Drop` emptied the magazines before its Release CAS to `IDLE`.
+            if r.state.load(Ordering::Acquire) != IDLE {
+                return None;
+            }
+            let id = self.id();
+            let mut registry = self.registry.lock();
+            self.collect_locked(&mut registry, depot, pages);
+            r.state.store(BOUND, Ordering::Relaxed);
+            r.heap.store(id, Ordering::Relaxed);
+            // SAFETY: the registry lock guards `next` of the records it holds; `r` joins it.
+            unsafe { *r.next.get_mut().deref() = registry.head };
+            registry.head = record;
+            registry.len += 1;
+            Some(r)
+        }
+
+        /// This heap's id, named on first use.
+        fn id(&self) -> usize {
+            let id = self.id.load(Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+            let fresh = NEXT_HEAP_ID.fetch_add(1, Ordering::Relaxed);
+            match self
+                .id
+                .compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => fresh,
+                Err(named) => named,
+            }
+        }
+
+        /// Flushes the calling thread's record when it is bound to this heap.
+        pub(crate) fn flush_current<P: PageSource>(&self, depot: &Depot, pages: &P) {
+            if let Some(record) = self.current() {
+                // SAFETY: T1: the owner, bound to this heap.
+                unsafe { record.flush(depot, pages) };
+            }
+        }
+
+        /// Collects the orphans: flushed, retired, unlinked, back to the pool (T2-T4).
+        pub(crate) fn collect<P: PageSource>(&self, depot: &Depot, pages: &P) {
+            let mut registry = self.registry.lock();
+            self.collect_locked(&mut registry, depot, pages);
+        }
+
+        fn collect_locked<P: PageSource>(&self, registry: &mut Registry, depot: &Depot, pages: &P) {
+            let mut record = core::mem::replace(&mut registry.head, ptr::null_mut());
+            let mut kept = ptr::null_mut();
+            while let Some(current) = NonNull::new(record) {
+                // SAFETY: records are never freed.
+                let r = unsafe { current.as_ref() };
+                // SAFETY: `next` is guarded by the registry lock we hold.
+                record = unsafe { *r.next.get_mut().deref() };
+                // T2: Acquire pairs with the exit hook's Release CAS.
+                if r.state.load(Ordering::Acquire) == ORPHAN {
+                    // SAFETY: T1: an orphan, under the registry lock.
+                    unsafe { r.flush(depot, pages) };
+                    r.retire(&self.retired);
+                    registry.len -= 1;
+                    // SAFETY: T3: the heap that collects an orphan releases it; no list holds
+                    // it any more and its owner is gone.
+                    unsafe { os::release(current.as_ptr()) };
+                } else {
+                    // SAFETY: as above.
+                    unsafe { *r.next.get_mut().deref() = kept };
+                    kept = current.as_ptr();
+                }
+            }
+            registry.head = kept;
+        }
+
+        /// Unbinds every record (the heap is being dropped): flushes them, then moves live
+        /// owners' records to `IDLE` and releases the orphans (T2, T3).
+        pub(crate) fn unbind_all<P: PageSource>(&self, depot: &Depot, pages: &P) {
+            let mut registry = self.registry.lock();
+            let mut record = core::mem::replace(&mut registry.head, ptr::null_mut());
+            registry.len = 0;
+            while let Some(current) = NonNull::new(record) {
+                // SAFETY: records are never freed.
+                let r = unsafe { current.as_ref() };
+                // SAFETY: `next` is guarded by the registry lock we hold.
+                record = unsafe { *r.next.get_mut().deref() };
+                // SAFETY: T1: the heap's `Drop` (no owner is inside a call on it).
+                unsafe { r.flush(depot, pages) };
+                r.retire(&self.retired);
+                r.heap.store(NO_HEAP, Ordering::Relaxed);
+                // T2/T3: Release publishes the emptied magazines to an owner that rebinds.
+                match r
+                    .state
+                    .compare_exchange(BOUND, IDLE, Ordering::Release, Ordering::Acquire)
+                {
+                    Ok(_) => {}
+                    // SAFETY: T3: the owner exited (ORPHAN): the heap releases the record.
+                    Err(_) => unsafe { os::release(current.as_ptr()) },
+                }
+            }
+        }
+
+        /// Allocations minus frees and cached objects of `class` over every record bound to
+        /// this heap and those that left; and the number of records bound.
+        pub(crate) fn counts(&self, class: usize) -> (usize, usize, usize) {
+            let registry = self.registry.lock();
+            let mut net = load(&self.retired[class]);
+            let mut fill = 0;
+            let mut record = registry.head;
+            while let Some(current) = NonNull::new(record) {
+                // SAFETY: records are never freed; `next` is guarded by the registry lock.
+                let r = unsafe { current.as_ref() };
+                net = net.wrapping_add(r.counters[class].net());
+                fill += r.counters[class].fill();
+                // SAFETY: as above.
+                record = unsafe { *r.next.get_mut().deref() };
+            }
+            (net, fill, registry.len)
+        }
+
+        /// Checks the calling thread's record (when bound here) and returns its objects of
+        /// each class; call [`collect`](Self::collect) first so that no orphan is left.
+        pub(crate) fn check_current(
+            &self,
+            class: usize,
+            out: &mut arrayvec::ArrayVec<NonNull<u8>, { 2 * MAGAZINE }>,
+        ) -> Result<(), HeapCheckError> {
+            match self.current() {
+                // SAFETY: T1: the owner, bound to this heap.
+                Some(record) => unsafe { record.check_class(class, out) },
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// Platform glue for std on unix: the thread-local record pointer, the exit hook (a pthread
+/// key), records from `mmap` and a pool of records whose threads exited.
+#[cfg(all(feature = "std", unix, not(loom)))]
+mod os {
+    use core::cell::Cell;
+    use core::ptr;
+
+    use super::enabled::{BOUND, IDLE, NO_HEAP, ORPHAN, Record};
+    use crate::lock::SpinLock;
+    use crate::sync::atomic::Ordering;
+    use crate::sync::atomic::boot::AtomicUsize as BootUsize;
+
+    /// The thread-local value of an exiting thread: never bind again (T5).
+    pub(super) const DEAD: usize = 1;
+
+    std::thread_local! {
+        /// This thread's record, null before it has one, `DEAD` once its exit hook ran.
+        static CURRENT: Cell<*mut Record> = const { Cell::new(ptr::null_mut()) };
+    }
+
+    #[inline(always)]
+    pub(super) fn current() -> *mut Record {
+        CURRENT.get()
+    }
+
+    /// Records whose threads exited, for the next threads (never unmapped: T3 needs records
+    /// to outlive both their heap and their thread).
+    struct Pool {
+        head: *mut Record,
+        mapped: usize,
+        pooled: usize,
+    }
+
+    // SAFETY: the pointers name records, shared under the pool lock.
+    unsafe impl Send for Pool {}
+
+    static POOL: SpinLock<Pool> = SpinLock::new(Pool {
+        head: ptr::null_mut(),
+        mapped: 0,
+        pooled: 0,
+    });
+
+    /// The pthread key whose destructor is the exit hook, plus one (0: not created yet).
+    static KEY: BootUsize = BootUsize::new(0);
+
+    /// Records mapped so far and records in the pool, process-wide.
+    pub(crate) fn records() -> (usize, usize) {
+        let pool = POOL.lock();
+        (pool.mapped, pool.pooled)
+    }
+
+    /// The exit hook's key, created on first use (creation does not allocate in glibc).
+    fn key() -> Option<libc::pthread_key_t> {
+        let key = KEY.load(Ordering::Acquire);
+        if key != 0 {
+            return Some((key - 1) as libc::pthread_key_t);
+        }
+        let mut fresh: libc::pthread_key_t = 0;
+        // SAFETY: `fresh` is a valid out-pointer; `on_exit` has the destructor's signature.
+        if unsafe { libc::pthread_key_create(&mut fresh, Some(on_exit)) } != 0 {
+            return None;
+        }
+        match KEY.compare_exchange(0, fresh as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => Some(fresh),
+            Err(key) => {
+                // SAFETY: `fresh` was created above and never used.
+                unsafe { libc::pthread_key_delete(fresh) };
+                Some((key - 1) as libc::pthread_key_t)
+            }
+        }
+    }
+
+    /// Gives the calling thread a record (from the pool, else mapped) and registers its exit
+    /// hook; `None` when no key or no memory.
+    pub(super) fn adopt() -> Option<*mut Record> {
+        let key = key()?;
+        let record = match pop() {
+            Some(record) => record,
+            None => map()?,
+        };
+        // SAFETY: a valid key; `pthread_setspecific` of a low key does not allocate in glibc.
+        if unsafe { libc::pthread_setspecific(key, record.cast()) } != 0 {
+            // SAFETY: the record is ours and idle.
+            unsafe { release(record) };
+            return None;
+        }
+        CURRENT.set(record);
+        Some(record)
+    }
+
+    fn pop() -> Option<*mut Record> {
+        let mut pool = POOL.lock();
+        let record = ptr::NonNull::new(pool.head)?;
+        // SAFETY: records are never freed; `next` is guarded by the pool lock we hold.
+        pool.head = unsafe { *record.as_ref().next.get_mut().deref() };
+        pool.pooled -= 1;
+        Some(record.as_ptr())
+    }
+
+    fn map() -> Option<*mut Record> {
+        let bytes = size_of::<Record>().next_multiple_of(4096);
+        // SAFETY: an anonymous private mapping; no existing memory is touched.
+        let memory = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if memory == libc::MAP_FAILED {
+            return None;
+        }
+        let record = memory.cast::<Record>();
+        // SAFETY: fresh memory of at least `size_of::<Record>()` bytes, page-aligned.
+        unsafe { record.write(Record::new()) };
+        POOL.lock().mapped += 1;
+        Some(record)
+    }
+
+    /// Puts an idle, empty record in the pool (T3: its one releaser calls this once).
+    ///
+    /// # Safety
+    /// No list holds the record and no thread will use it again.
+    pub(super) unsafe fn release(record: *mut Record) {
+        // SAFETY: records are never freed.
+        let r = unsafe { &*record };
+        r.heap.store(NO_HEAP, Ordering::Relaxed);
+        r.state.store(IDLE, Ordering::Relaxed);
+        let mut pool = POOL.lock();
+        // SAFETY: the record is ours (caller); its `next` joins the pool under its lock.
+        unsafe { *r.next.get_mut().deref() = pool.head };
+        pool.head = record;
+        pool.pooled += 1;
+    }
+
+    /// The pthread key's destructor: the thread is exiting (T5, then T2/T3).
+    unsafe extern "C" fn on_exit(value: *mut libc::c_void) {
+        CURRENT.set(DEAD as *mut Record);
+        let record = value.cast::<Record>();
+        // SAFETY: the value set by `adopt`: this thread's record, never freed.
+        let r = unsafe { &*record };
+        // T2: Release publishes the thread's last magazine writes to the collecting heap.
+        if r.state
+            .compare_exchange(BOUND, ORPHAN, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            // IDLE (T3): no heap holds it.
+            // SAFETY: no list holds an idle record and the thread uses it no more.
+            unsafe { release(record) };
+        }
+    }
+}
+
+/// Loom glue: the exit hook is a loom thread-local's destructor; records are leaked boxes and
+/// "release" counts (a model checks each record is released exactly once).
+#[cfg(loom)]
+mod os {
+    use core::cell::Cell;
+    use core::ptr;
+    use std::boxed::Box;
+
+    use super::enabled::{BOUND, ORPHAN, Record};
+    use crate::sync::atomic::Ordering;
+
+    pub(super) const DEAD: usize = 1;
+
+    struct Current(Cell<*mut Record>);
+
+    impl Drop for Current {
+        fn drop(&mut self) {
+            let record = self.0.get();
+            if record.is_null() {
+                return;
+            }
+            // SAFETY: this thread's record, leaked.
+            let r = unsafe { &*record };
+            if r.state
+                .compare_exchange(BOUND, ORPHAN, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+            {
+                // SAFETY: T3: idle, no list holds it.
+                unsafe { release(record) };
+            }
+        }
+    }
+
+    loom::thread_local! {
+        static CURRENT: Current = Current(Cell::new(ptr::null_mut()));
+    }
+
+    static ADOPTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static RELEASED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// Records adopted and released so far (process-wide, across model executions).
+    pub(crate) fn records() -> (usize, usize) {
+        (
+            ADOPTED.load(std::sync::atomic::Ordering::SeqCst),
+            RELEASED.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    pub(super) fn current() -> *mut Record {
+        CURRENT.with(|c| c.0.get())
+    }
+
+    pub(super) fn adopt() -> Option<*mut Record> {
+        let record = Box::into_raw(Box::new(Record::new()));
+        ADOPTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        CURRENT.with(|c| c.0.set(record));
+        Some(record)
+    }
+
+    /// # Safety
+    /// As in the std glue: the record's one releaser (T3).
+    pub(super) unsafe fn release(_record: *mut Record) {
+        RELEASED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Without thread caches: every thread uses the CPU slots.
+#[cfg(not(any(loom, all(feature = "std", unix))))]
+mod disabled {
+    use core::ptr::NonNull;
+
+    use super::super::PageSource;
+    use super::super::depot::Depot;
+    use super::super::route::MAGAZINE;
+    use super::super::stats::HeapCheckError;
+
+    /// No thread caches in this build.
+    pub(crate) enum Record {}
+
+    impl Record {
+        pub(crate) unsafe fn alloc<P: PageSource>(
+            &self,
+            _: usize,
+            _: &Depot,
+            _: &P,
+        ) -> Option<NonNull<u8>> {
+            match *self {}
+        }
+
+        pub(crate) unsafe fn free<P: PageSource>(
+            &self,
+            _: NonNull<u8>,
+            _: usize,
+            _: &Depot,
+            _: &P,
+        ) {
+            match *self {}
+        }
+    }
+
+    /// No thread caches in this build.
+    pub(crate) struct Threads;
+
+    impl Threads {
+        pub(crate) const fn new() -> Self {
+            Threads
+        }
+
+        #[inline(always)]
+        pub(crate) fn current(&self) -> Option<&'static Record> {
+            None
+        }
+
+        #[inline(always)]
+        pub(crate) fn bind<P: PageSource>(&self, _: &Depot, _: &P) -> Option<&'static Record> {
+            None
+        }
+
+        pub(crate) fn flush_current<P: PageSource>(&self, _: &Depot, _: &P) {}
+
+        pub(crate) fn collect<P: PageSource>(&self, _: &Depot, _: &P) {}
+
+        pub(crate) fn unbind_all<P: PageSource>(&self, _: &Depot, _: &P) {}
+
+        pub(crate) fn counts(&self, _: usize) -> (usize, usize, usize) {
+            (0, 0, 0)
+        }
+
+        pub(crate) fn check_current(
+            &self,
+            _: usize,
+            _: &mut arrayvec::ArrayVec<NonNull<u8>, { 2 * MAGAZINE }>,
+        ) -> Result<(), HeapCheckError> {
+            Ok(())
+        }
+    }
+}
+
+/// Thread-cache records mapped so far and records waiting in the pool for new threads,
+/// process-wide: mapped records are never unmapped, so `mapped` is bounded by the most threads
+/// that used a heap at once (DESIGN.md 13.10). `(0, 0)` in builds without thread caches.
+pub fn thread_cache_records() -> (usize, usize) {
+    #[cfg(any(loom, all(feature = "std", unix)))]
+    return os::records();
+    #[cfg(not(any(loom, all(feature = "std", unix))))]
+    return (0, 0);
+}
