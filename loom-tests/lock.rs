@@ -1,5 +1,6 @@
-//! Loom model of `SpinLock`: mutual exclusion, `try_lock` while held, and that each critical
-//! section sees the previous one's writes. Empty unless built with `--cfg loom`.
+//! Loom model of `SpinLock`: mutual exclusion, `try_lock` while held, a waiter that loses the
+//! race for a freed lock and goes on waiting, and that each critical section sees the previous
+//! one's writes. Empty unless built with `--cfg loom`.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_lock`
 #![cfg(loom)]
@@ -58,5 +59,30 @@ fn try_lock_excludes() {
         holder.join().unwrap();
         let value = *lock.lock();
         assert!(value == 7 || value == 8, "lost or torn update: {value}");
+    });
+}
+
+/// A waiter may lose the race for a just-freed lock (here to the thread that freed it) and must
+/// go on waiting in `lock`'s contended loop (one backoff for the whole wait) without entering
+/// early; every critical section sees the previous one's write. (The only model that fails when
+/// the contended loop enters by a load and a store instead of the CAS: with two threads that
+/// each lock once, nobody races a waiter for the freed lock.)
+#[test]
+fn lost_race_keeps_waiting() {
+    model(|| {
+        let lock = Arc::new(SpinLock::new(0usize));
+        let other = lock.clone();
+        let waiter = thread::spawn(move || {
+            let mut guard = other.lock();
+            let value = *guard;
+            *guard = value + 1;
+        });
+        for _ in 0..2 {
+            let mut guard = lock.lock();
+            let value = *guard;
+            *guard = value + 1;
+        }
+        waiter.join().unwrap();
+        assert_eq!(*lock.lock(), 3);
     });
 }

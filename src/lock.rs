@@ -2,9 +2,11 @@
 //!
 //! A test-and-test-and-set spin lock: `lock` tries one `compare_exchange(false, true, Acquire)`;
 //! while that fails it waits with plain loads (so waiters share the cache line instead of
-//! bouncing it with writes), backing off with crossbeam-utils' `Backoff` (a loom yield under
-//! `cfg(loom)`), and retries the CAS only when the lock looks free. `unlock` is a
-//! `store(false, Release)`.
+//! bouncing it with writes) and retries the CAS only when the lock looks free. The wait is
+//! `sync::Backoff::snooze`: a bounded spin, then a yield each round (the registered wait hook,
+//! [`percpu::set_wait_hook`]; else `std::thread::yield_now` with `std`; else more spinning; a
+//! loom yield under `cfg(loom)`), because threads may outnumber CPUs and a spinning waiter
+//! would keep a preempted holder off its CPU. `unlock` is a `store(false, Release)`.
 //!
 //! Every later family (the buddy zone lock, TLSF arenas, per-CPU cache slots) uses this type; no
 //! other module rolls its own lock.
@@ -58,21 +60,39 @@ impl<T> SpinLock<T> {
         }
     }
 
-    /// Acquires the lock, spinning until it is free. With interrupt hooks registered
+    /// Acquires the lock, waiting until it is free. With interrupt hooks registered
     /// ([`percpu::set_interrupt_hooks`]), interrupts are off on this CPU from before the first
     /// attempt until the guard has released the lock.
     ///
+    /// Waiting: a bounded spin (127 spin-loop hints), then one yield per further round while
+    /// the lock stays held: the wait hook if a kernel registered one
+    /// ([`percpu::set_wait_hook`], which may be called with interrupts masked), else
+    /// `std::thread::yield_now` with `std`, else more spinning. So a holder that was preempted
+    /// gets the CPU back even when threads outnumber CPUs.
+    ///
     /// # Time Complexity
-    /// O(1) uncontended; unbounded under contention (the lock is not fair).
+    /// O(1) uncontended (one CAS); unbounded under contention (the lock is not fair).
     #[inline]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         let interrupts_on = percpu::interrupts_off();
-        loop {
-            if let Some(mut guard) = self.try_lock_unmasked() {
+        match self.try_lock_unmasked() {
+            Some(mut guard) => {
                 guard.interrupts_on = interrupts_on;
-                return guard;
+                guard
             }
-            let backoff = Backoff::new();
+            None => self.lock_contended(interrupts_on),
+        }
+    }
+
+    /// [`lock`](Self::lock) after its first attempt failed: waits, then retries the CAS each
+    /// time the lock looks free. Out of line, so the inlined fast path stays one CAS.
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self, interrupts_on: Option<fn()>) -> SpinLockGuard<'_, T> {
+        // One backoff for the whole wait: after a lost race for a just-freed lock the next
+        // holder is running, so a long waiter goes on yielding instead of spinning again.
+        let backoff = Backoff::new();
+        loop {
             // The read-only wait is an optimization (waiters share the line instead of writing
             // it). Under loom a relaxed load may legally return the stale `true` forever, so
             // there each yield goes back to the CAS, which always reads the latest value.
@@ -82,6 +102,10 @@ impl<T> SpinLock<T> {
             }
             #[cfg(loom)]
             backoff.snooze();
+            if let Some(mut guard) = self.try_lock_unmasked() {
+                guard.interrupts_on = interrupts_on;
+                return guard;
+            }
         }
     }
 
@@ -204,5 +228,45 @@ impl<T> Drop for SpinLockGuard<'_, T> {
 impl<T: fmt::Debug> fmt::Debug for SpinLockGuard<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
+    }
+}
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use super::SpinLock;
+    use crate::sync::atomic::Ordering;
+    use crate::sync::tests::{WAITS, watch_this_thread};
+
+    /// How many times the holder yields while it waits for the waiter's first round past the
+    /// spin bound before it gives up (a bound on a handshake, not a timing: the waiter needs
+    /// 127 spin hints to get there).
+    const HANDSHAKE_ROUNDS: usize = 10_000_000;
+
+    /// Issue 15: with `std` and no wait hook, a thread waiting on a held lock yields after a
+    /// bounded spin (before, `snooze` spun forever: the `std` feature never turned on
+    /// crossbeam's yielding). The holder keeps the lock until the waiter has provably taken a
+    /// round past the bound; on the old code the handshake runs out and the test fails.
+    #[test]
+    fn contended_lock_yields_after_bounded_spin() {
+        let lock = SpinLock::new(0u32);
+        let guard = lock.lock();
+        let seen = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                watch_this_thread();
+                *lock.lock() += 1;
+            });
+            let mut rounds = 0;
+            while WAITS.load(Ordering::SeqCst) == 0 && rounds < HANDSHAKE_ROUNDS {
+                rounds += 1;
+                std::thread::yield_now();
+            }
+            let seen = WAITS.load(Ordering::SeqCst);
+            // Released before any assertion, so a failure cannot leave the waiter stuck.
+            drop(guard);
+            waiter.join().unwrap();
+            seen
+        });
+        assert!(seen > 0, "the waiter never yielded while the lock was held");
+        assert_eq!(*lock.lock(), 1);
     }
 }

@@ -91,6 +91,51 @@ pub(crate) fn interrupts_off() -> Option<fn()> {
     Some(on)
 }
 
+/// The kernel's wait hook (a `fn()`), or null.
+static WAIT_HOOK: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers what a thread does while it waits for another thread past a bounded spin, in
+/// place of `std::thread::yield_now` (with `std`) or more spinning (in `no_std`). Call it once
+/// at boot, like [`set_interrupt_hooks`]; calling it again replaces the hook.
+///
+/// Who waits: [`SpinLock::lock`](crate::SpinLock::lock) on a lock another thread holds, a
+/// `TlsfHeap` whose lazy start another thread is running, and a `PidTable` mapping whose free
+/// another thread is finishing. Each spins
+/// 127 spin-loop hints (a few microseconds), then calls `hook` once per further round and
+/// re-checks what it waits for after each call, until the wait ends. Uncontended operations
+/// and the lock-free structures' CAS retries never call it.
+///
+/// The contract:
+/// - `hook` is a *hint*: it may return at once or after any time, and must return on its own.
+///   Nothing wakes it (an unlock is one store and sends no notification), so it must not
+///   block until woken: yield to the scheduler, or pause a little.
+/// - It may run with interrupts masked by the crate's interrupt-off hook (`lock` masks them
+///   before its first attempt, [`set_interrupt_hooks`]), in an interrupt handler, and while
+///   the waiter holds other crate locks. A task switch there is a kernel bug (and the holder
+///   may be the very task this CPU interrupted), so the hook must check the kernel's own
+///   state (its interrupt-off depth, preemption count) and then only pause: a spin hint, or
+///   `wfe` only where a periodic event stream wakes it (an unlock sends no event). A
+///   scheduler yield is for waits with interrupts on and no lock held.
+/// - It must be cheap, must not allocate from the crate's allocators, and must not take a
+///   crate lock (the lock it would need may be the one being waited for).
+pub fn set_wait_hook(hook: fn()) {
+    WAIT_HOOK.store(hook as *mut (), Ordering::Release);
+}
+
+/// The registered wait hook, if any (read on every round past the spin bound, never on a fast
+/// path).
+#[inline]
+#[cfg_attr(loom, allow(dead_code))] // loom's backoff yields to the model scheduler instead
+pub(crate) fn wait_hook() -> Option<fn()> {
+    let hook = WAIT_HOOK.load(Ordering::Acquire);
+    if hook.is_null() {
+        return None;
+    }
+    // SAFETY: only `set_wait_hook` stores non-null values here, `fn()`s cast to `*mut ()`, and
+    // function and data pointers have the same size on every target the crate supports.
+    Some(unsafe { core::mem::transmute::<*mut (), fn()>(hook) })
+}
+
 /// The number of CPUs the system was configured with (see [`set_cpu_count`]).
 pub fn cpu_count() -> usize {
     match CPU_COUNT.load(Ordering::Acquire) {

@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `atomic::*` | `portable_atomic` (core atomics where the target has them, fallbacks elsewhere) | `loom::sync::atomic` |
 //! | [`UnsafeCell`] | a `core::cell::UnsafeCell` with loom's `with`/`with_mut`/`get_mut` API | `loom::cell::UnsafeCell` |
-//! | `Backoff` (every spin and retry loop) | `crossbeam_utils::Backoff` | `loom::thread::yield_now` on every step |
+//! | `Backoff::spin` (CAS retry loops) | exponential spin hints, never yields | `loom::thread::yield_now` on every step |
+//! | `Backoff::snooze` (waits on another thread) | bounded spin, then the `percpu` wait hook, else `std::thread::yield_now` (`std`), else spin hints | `loom::thread::yield_now` on every step |
 //!
 //! Loom's atomics are not `const`-constructible, so every constructor in the crate that must be a
 //! `const fn` (for `static` allocators) is declared with [`loom_const_fn!`], which drops the
@@ -71,11 +72,25 @@ macro_rules! loom_const_fn {
 }
 pub(crate) use loom_const_fn;
 
-/// Exponential backoff for contended retry loops: crossbeam-utils' `Backoff` normally, a loom
-/// yield per step under loom (crossbeam's `Backoff` would spin without letting loom schedule).
+/// Spin-hint rounds before [`Backoff::snooze`] stops spinning and starts to yield: rounds
+/// `0..=SPIN_LIMIT` issue `1, 2, 4, .., 2^SPIN_LIMIT` hints (127 in all, a few microseconds),
+/// every later round yields (or calls the wait hook). [`Backoff::spin`] stays at
+/// `2^SPIN_LIMIT` hints a round and never yields.
+#[cfg(not(loom))]
+const SPIN_LIMIT: u32 = 6;
+
+/// Exponential backoff, the crate's own (no crossbeam type): `spin` for CAS retry loops, which
+/// never wait for another thread, and `snooze` for waits on another thread's progress (a held
+/// lock, a lazy start, a free in flight), which spin a bounded time and then yield. Under loom
+/// every step is a `loom::thread::yield_now` (a spin would never let loom schedule the thread
+/// being waited for).
+///
+/// Creating one is free (a counter in a register); keep it off fast paths anyway, created only
+/// once a first attempt has failed.
 pub(crate) struct Backoff {
+    /// Rounds so far, saturating at `SPIN_LIMIT + 1` ("past the spin bound").
     #[cfg(not(loom))]
-    inner: crossbeam_utils::Backoff,
+    step: core::cell::Cell<u32>,
 }
 
 impl Backoff {
@@ -83,33 +98,97 @@ impl Backoff {
     pub(crate) fn new() -> Self {
         Self {
             #[cfg(not(loom))]
-            inner: crossbeam_utils::Backoff::new(),
+            step: core::cell::Cell::new(0),
         }
     }
 
-    /// Backs off after a failed CAS on a contended word (never yields the CPU).
+    /// Backs off after a failed CAS on a contended word: `1, 2, 4, ..` spin hints, capped at
+    /// `2^SPIN_LIMIT`; never yields (the retry does not wait for any one thread).
     #[inline]
     #[cfg_attr(not(feature = "id"), allow(dead_code))] // CAS loops live in the id/page families
     pub(crate) fn spin(&self) {
         #[cfg(not(loom))]
-        self.inner.spin();
+        {
+            let step = self.step.get();
+            spin_hints(1 << step.min(SPIN_LIMIT));
+            if step <= SPIN_LIMIT {
+                self.step.set(step + 1);
+            }
+        }
         #[cfg(loom)]
         loom::thread::yield_now();
     }
 
-    /// Backs off while waiting for another thread to make progress (may yield to the OS
-    /// scheduler with `std`; in `no_std` it only spins).
+    /// Backs off while waiting for another thread to make progress: the first `SPIN_LIMIT + 1`
+    /// rounds spin (`1, 2, 4, .., 2^SPIN_LIMIT` hints), every later round gives the CPU away
+    /// once, so that a waited-for thread that was preempted (threads may outnumber CPUs) can
+    /// run: the kernel's wait hook if one is registered ([`crate::percpu::set_wait_hook`]),
+    /// else `std::thread::yield_now` with `std`, else `2^SPIN_LIMIT` more spin hints.
     #[inline]
     pub(crate) fn snooze(&self) {
         #[cfg(not(loom))]
         {
-            #[cfg(feature = "std")]
-            self.inner.snooze();
-            #[cfg(not(feature = "std"))]
-            self.inner.spin();
+            let step = self.step.get();
+            if step <= SPIN_LIMIT {
+                spin_hints(1 << step);
+                self.step.set(step + 1);
+            } else {
+                wait_once();
+            }
         }
         #[cfg(loom)]
         loom::thread::yield_now();
+    }
+}
+
+/// `count` spin-loop hints (`pause` on x86, `yield`/`isb` on Arm).
+#[cfg(not(loom))]
+#[inline]
+fn spin_hints(count: u32) {
+    for _ in 0..count {
+        core::hint::spin_loop();
+    }
+}
+
+/// One round of waiting past the spin bound: the registered wait hook, else a thread yield
+/// (`std`), else a spin round (`no_std` without a hook).
+#[cfg(not(loom))]
+#[cold]
+fn wait_once() {
+    #[cfg(all(test, feature = "std"))]
+    tests::count_wait();
+    if let Some(hook) = crate::percpu::wait_hook() {
+        hook();
+        return;
+    }
+    #[cfg(feature = "std")]
+    std::thread::yield_now();
+    #[cfg(not(feature = "std"))]
+    spin_hints(1 << SPIN_LIMIT);
+}
+
+#[cfg(all(test, feature = "std", not(loom)))]
+pub(crate) mod tests {
+    use core::cell::Cell;
+
+    use super::atomic::{AtomicUsize, Ordering};
+
+    std::thread_local! {
+        /// Whether this thread's waits past the spin bound are counted in [`WAITS`].
+        static WATCHED: Cell<bool> = const { Cell::new(false) };
+    }
+    /// Rounds past the spin bound taken by watched threads.
+    pub(crate) static WAITS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts this thread's waits past the spin bound from now on.
+    pub(crate) fn watch_this_thread() {
+        WATCHED.with(|watched| watched.set(true));
+    }
+
+    pub(super) fn count_wait() {
+        if WATCHED.with(Cell::get) {
+            WAITS.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }
 
