@@ -165,6 +165,7 @@ impl CacheCounters {
     }
 
     /// Returns allocations minus frees and zeroes both counters (the magazines are empty).
+    #[cfg_attr(not(any(loom, all(feature = "std", unix))), allow(dead_code))] // thread caches
     pub(super) fn take_net(&self) -> usize {
         let net = load(&self.net);
         store(&self.net, 0);

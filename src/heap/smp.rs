@@ -97,9 +97,18 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     ///
     /// # Time Complexity
     /// O(1): a magazine pop on the fast path; a magazine exchange or a refill of at most
-    /// [`MAGAZINE`] objects otherwise; O(1) TLSF; the page source's cost for huge blocks.
+    /// [`MAGAZINE`](super::MAGAZINE) objects otherwise; O(1) TLSF; the page source's cost for huge blocks.
     #[inline(always)]
     pub fn allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
+        match Route::of(layout) {
+            Route::Small(class) => self.alloc_small(class),
+            _ => self.alloc_large(layout),
+        }
+    }
+
+    /// The routes other than `Small`, out of line so that the small path stays a leaf.
+    #[inline(never)]
+    fn alloc_large(&self, layout: Layout) -> Option<NonNull<u8>> {
         match Route::of(layout) {
             Route::Small(class) => self.alloc_small(class),
             Route::Zero => Some(crate::byte::dangling(layout.align())),
@@ -124,6 +133,20 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// been freed since.
     #[inline(always)]
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
+        match Route::of(layout) {
+            // SAFETY: caller.
+            Route::Small(class) => unsafe { self.free_small(ptr, class) },
+            // SAFETY: caller.
+            _ => unsafe { self.free_large(ptr, layout) },
+        }
+    }
+
+    /// The routes other than `Small`, out of line so that the small path stays a leaf.
+    ///
+    /// # Safety
+    /// As for [`deallocate`](Self::deallocate).
+    #[inline(never)]
+    unsafe fn free_large(&self, ptr: NonNull<u8>, layout: Layout) {
         match Route::of(layout) {
             // SAFETY: caller.
             Route::Small(class) => unsafe { self.free_small(ptr, class) },
@@ -182,8 +205,26 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     // ----- slab classes: the fast path ------------------------------------------------------
 
+    /// With thread caches: a pop from the calling thread's cache, everything else out of line.
+    /// Without (a kernel): this CPU's slot.
     #[inline(always)]
     fn alloc_small(&self, class: usize) -> Option<NonNull<u8>> {
+        if Threads::ENABLED {
+            if let Some(record) = self.threads.current() {
+                // SAFETY: the calling thread's record, bound to this heap.
+                if let Some(object) = unsafe { record.pop(class) } {
+                    return Some(object);
+                }
+            }
+            return self.alloc_small_slow(class);
+        }
+        self.alloc_small_cpu(class)
+    }
+
+    /// The thread cache is empty, or the thread has none bound to this heap yet (bind it), or
+    /// uses CPU slots.
+    #[inline(never)]
+    fn alloc_small_slow(&self, class: usize) -> Option<NonNull<u8>> {
         let record = match self.threads.current() {
             Some(record) => record,
             None => match self.threads.bind(&self.depot, &self.pages) {
@@ -220,6 +261,28 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         let ptr = reissue(ptr);
         #[cfg(debug_assertions)]
         self.depot.debug_check_owned(ptr, class);
+        if Threads::ENABLED {
+            if let Some(record) = self.threads.current() {
+                // SAFETY: the calling thread's record, bound to this heap; `ptr` as the caller
+                // says.
+                if unsafe { record.push(ptr, class) } {
+                    return;
+                }
+            }
+            // SAFETY: caller.
+            return unsafe { self.free_small_slow(ptr, class) };
+        }
+        // SAFETY: caller.
+        unsafe { self.free_small_cpu(ptr, class) }
+    }
+
+    /// The thread cache is full, or the thread has none bound to this heap yet, or uses CPU
+    /// slots.
+    ///
+    /// # Safety
+    /// As for [`free_small`](Self::free_small); `ptr` re-issued.
+    #[inline(never)]
+    unsafe fn free_small_slow(&self, ptr: NonNull<u8>, class: usize) {
         let record = match self.threads.current() {
             Some(record) => record,
             None => match self.threads.bind(&self.depot, &self.pages) {

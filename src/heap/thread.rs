@@ -76,6 +76,41 @@ mod enabled {
             }
         }
 
+        /// Pops an object of `class` from the loaded magazine; `None` when it is empty.
+        ///
+        /// # Safety
+        /// The caller is the record's owner, bound to the heap (T1).
+        #[inline(always)]
+        pub(crate) unsafe fn pop(&self, class: usize) -> Option<NonNull<u8>> {
+            let magazines = self.magazines.get_mut();
+            // SAFETY: T1 (caller); the reference ends before `magazines` does.
+            let m = unsafe { &mut magazines.deref()[class] };
+            let object = m.loaded.0.pop()?;
+            self.counters[class].allocated();
+            Some(object)
+        }
+
+        /// Pushes `ptr` onto the loaded magazine; `false` (nothing done) when it is full.
+        ///
+        /// # Safety
+        /// As for [`pop`](Self::pop); `ptr` is an object of `class` of that heap, not freed
+        /// since.
+        #[inline(always)]
+        pub(crate) unsafe fn push(&self, ptr: NonNull<u8>, class: usize) -> bool {
+            let magazines = self.magazines.get_mut();
+            // SAFETY: T1 (caller); the reference ends before `magazines` does.
+            let m = unsafe { &mut magazines.deref()[class] };
+            debug_assert!(
+                !m.loaded.0.contains(&ptr),
+                "SmpHeap::deallocate: double free"
+            );
+            if m.loaded.0.try_push(ptr).is_err() {
+                return false;
+            }
+            self.counters[class].freed();
+            true
+        }
+
         /// Pops an object of `class` (refilling from the depot when the magazines are empty).
         ///
         /// # Safety
@@ -199,6 +234,9 @@ mod enabled {
     }
 
     impl Threads {
+        /// Thread caches are built.
+        pub(crate) const ENABLED: bool = true;
+
         #[cfg(not(loom))]
         pub(crate) const fn new() -> Self {
             Self {
@@ -633,6 +671,14 @@ mod disabled {
     pub(crate) enum Record {}
 
     impl Record {
+        pub(crate) unsafe fn pop(&self, _: usize) -> Option<NonNull<u8>> {
+            match *self {}
+        }
+
+        pub(crate) unsafe fn push(&self, _: NonNull<u8>, _: usize) -> bool {
+            match *self {}
+        }
+
         pub(crate) unsafe fn alloc<P: PageSource>(
             &self,
             _: usize,
@@ -657,6 +703,9 @@ mod disabled {
     pub(crate) struct Threads;
 
     impl Threads {
+        /// Thread caches are not built.
+        pub(crate) const ENABLED: bool = false;
+
         pub(crate) const fn new() -> Self {
             Threads
         }
