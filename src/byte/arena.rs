@@ -11,11 +11,12 @@
 //!   address names the arena that allocated it: `deallocate` finds it by scanning the table
 //!   (at most `MAX_REGIONS` entries, O(1)) and frees under that arena's lock, whichever CPU
 //!   frees.
-//! - **Publication and reuse.** Each entry carries a sequence number `seq`: even while it
-//!   holds a live region, odd while vacant. Under the `grow` lock a region is added to the
-//!   lowest vacant entry (a `Release` fence, the fields, then `seq` made even with `Release`)
+//! - **Publication and reuse.** Each entry carries a sequence number `seq`: odd while it
+//!   holds a live region, even while vacant (0 at first, so an empty heap is all zeros). Under
+//!   the `grow` lock a region is added to the
+//!   lowest vacant entry (a `Release` fence, the fields, then `seq` made odd with `Release`)
 //!   before its memory is inserted into the arena; [`TlsfHeap::remove_pool`] takes a wholly
-//!   free region out of its arena and makes `seq` odd in one critical section of that arena's
+//!   free region out of its arena and makes `seq` even in one critical section of that arena's
 //!   lock. Lock-free readers (`deallocate`, `reallocate`) take a consistent snapshot of each
 //!   entry (`seq` with `Acquire`, the fields, a fence, `seq` again) and *skip* entries that
 //!   are vacant or changed meanwhile: the region of a live block never changes, so they never
@@ -56,8 +57,9 @@ const UNINIT: usize = 0;
 const STARTING: usize = 1;
 const READY: usize = 2;
 
-/// One entry of the region table. `seq` even: the entry holds a live region; odd: vacant (or
-/// being rewritten). Fields change only while `seq` is odd (DESIGN.md 12.5, E1-E4).
+/// One entry of the region table. `seq` odd: the entry holds a live region; even: vacant (or
+/// being rewritten; 0 in a new table). Fields change only while `seq` is even (DESIGN.md 12.5,
+/// E1-E4).
 struct Entry {
     seq: AtomicUsize,
     /// The region's first byte (carrying the pool's provenance).
@@ -72,7 +74,7 @@ impl Entry {
     loom_const_fn! {
         fn vacant() -> Self {
             Self {
-                seq: AtomicUsize::new(1),
+                seq: AtomicUsize::new(0),
                 start: AtomicPtr::new(ptr::null_mut()),
                 len: AtomicUsize::new(0),
                 owner: AtomicUsize::new(0),
@@ -84,7 +86,7 @@ impl Entry {
 /// A consistent snapshot of a live entry.
 #[derive(Clone, Copy)]
 struct Region {
-    /// The entry's index and the (even) `seq` the snapshot was taken at.
+    /// The entry's index and the (odd) `seq` the snapshot was taken at.
     index: usize,
     seq: usize,
     start: *mut u8,
@@ -134,14 +136,14 @@ impl Regions {
         // Acquire: pairs with the Release store that made this `seq` live, so the field loads
         // below return the values stored before it, or later ones.
         let seq = entry.seq.load(Ordering::Acquire);
-        if seq % 2 != 0 {
+        if seq % 2 == 0 {
             return None;
         }
         let start = entry.start.load(Ordering::Relaxed);
         let len = entry.len.load(Ordering::Relaxed);
         let owner = entry.owner.load(Ordering::Relaxed);
         // Acquire fence: if a field load above returned a later rewrite's value, that rewrite's
-        // Release fence synchronizes with this one, so the odd `seq` stored before that
+        // Release fence synchronizes with this one, so the even `seq` stored before that
         // rewrite is visible to the load below and the snapshot is refused.
         fence(Ordering::Acquire);
         (entry.seq.load(Ordering::Relaxed) == seq).then_some(Region {
@@ -190,12 +192,12 @@ impl Regions {
     fn insert(&self, start: *mut u8, len: usize, owner: usize) -> Region {
         let used = self.used.load(Ordering::Relaxed);
         let index = (0..used)
-            .find(|&i| self.entries[i].seq.load(Ordering::Relaxed) % 2 != 0)
+            .find(|&i| self.entries[i].seq.load(Ordering::Relaxed) % 2 == 0)
             .unwrap_or(used);
         let entry = &self.entries[index];
         let seq = entry.seq.load(Ordering::Relaxed);
-        debug_assert!(seq % 2 != 0, "inserting into a live entry");
-        // Release fence: the odd `seq` (stored when the entry was vacated, which happens before
+        debug_assert!(seq % 2 == 0, "inserting into a live entry");
+        // Release fence: the even `seq` (stored when the entry was vacated, which happens before
         // this under the `grow` lock) is ordered before the field stores for any reader that
         // sees one of them and then fences (E4).
         fence(Ordering::Release);
