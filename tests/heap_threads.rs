@@ -66,7 +66,7 @@ fn all_returned(heap: &Heap) {
 #[test]
 fn each_thread_allocates_from_its_own_cache() {
     let heap = heap();
-    let rounds = if cfg!(miri) { 40 } else { 5_000 };
+    let rounds = if cfg!(miri) { 20 } else { 5_000 };
     thread::scope(|s| {
         let workers: Vec<_> = (0..4)
             .map(|_| {
@@ -110,7 +110,7 @@ fn each_thread_allocates_from_its_own_cache() {
 #[test]
 fn exits_race_frees_of_what_the_exiting_threads_allocated() {
     let heap = heap();
-    let blocks = if cfg!(miri) { 60 } else { 20_000 };
+    let blocks = if cfg!(miri) { 20 } else { 20_000 };
     let (tx, rx) = mpsc::sync_channel::<Block>(64);
     thread::scope(|s| {
         let consumer = s.spawn(|| {
@@ -252,11 +252,12 @@ fn heap_after_drop() -> Heap {
 }
 
 /// 10,000 short-lived threads (8 at a time), each allocating 100 blocks and freeing most of
-/// them (the rest are freed by the main thread): held bytes and mapped records stay flat.
+/// them (the rest are freed by the main thread; Miri: 8 threads of 10 blocks): held bytes and mapped records stay flat.
 #[test]
 fn ten_thousand_short_lived_threads_leave_the_heap_flat() {
     let heap = heap();
-    let (threads, batch) = if cfg!(miri) { (24, 4) } else { (10_000, 8) };
+    let (threads, batch) = if cfg!(miri) { (8, 4) } else { (10_000, 8) };
+    let blocks = if cfg!(miri) { 10 } else { 100 };
     let (mapped_before, _) = thread_cache_records();
     let mut peak_held = 0;
     let mut leftovers = Vec::new();
@@ -267,7 +268,7 @@ fn ten_thousand_short_lived_threads_leave_the_heap_flat() {
                     let heap = &heap;
                     s.spawn(move || {
                         let mut blocks: Vec<_> =
-                            (0..100).map(|i| Block::new(heap, sizes(i + t))).collect();
+                            (0..blocks).map(|i| Block::new(heap, sizes(i + t))).collect();
                         let kept = blocks.pop().unwrap();
                         for block in blocks {
                             block.free(heap);
