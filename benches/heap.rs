@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the SMP heap: `smpalloc::heap::StdHeap` and `TlsfHeap<2>` against
-//! glibc (`std::alloc::System`), mimalloc, rlsf's `GlobalTlsf`, talc, buddy_system_allocator,
+//! glibc (`std::alloc::System`), mimalloc, jemalloc (`tikv_jemallocator::Jemalloc`), snmalloc
+//! (`snmalloc_rs::SnMalloc`), rlsf's `GlobalTlsf`, talc, buddy_system_allocator,
 //! linked_list_allocator and axallocator's slab (and TLSF for the arceos set), on the same
 //! seeded operations (contestants and workloads: `examples/common/heap_contestants.rs`, shared
 //! with the showcase, which also measures resident memory).
@@ -9,9 +10,13 @@
 //! - `heap_churn_1t`, `heap_churn_2t`: live set of 1,000 blocks of 8..=256 B per thread, each
 //!   operation allocates a replacement for a random one, then frees that one;
 //! - `heap_producer_consumer`: one thread allocates 16..=512 B blocks and hands them through a
-//!   lock-free ring to another that frees them (per block);
+//!   lock-free ring to another that frees them (per block); `heap_producer_consumer_4x`: four
+//!   such pairs at once (8 threads, more than the CPUs on purpose);
 //! - `heap_larson_2t`: a shared live set of atomic pointers; each operation allocates
-//!   8..=1,024 B, swaps it into a random slot and frees the block taken out;
+//!   8..=1,024 B, swaps it into a random slot and frees the block taken out; `heap_larson_32t`:
+//!   the same on 32 threads (more than the CPUs on purpose), without linked_list_allocator and
+//!   buddy_system_allocator (their cost grows with the 32,000-block live set), the contestants
+//!   behind one spin lock running a tenth of the operations (`Contestant::scaled_oversubscribed`);
 //! - `heap_arceos_<workload>`: arceos' collection benchmarks through `allocator_api2::Allocator`
 //!   (per run).
 
@@ -30,12 +35,22 @@ mod heap_contestants;
 use byte_contestants::Collections;
 use heap_contestants::{Contestant, Run, Visit};
 
-/// A threaded workload of `ops` operations per thread.
+/// A threaded workload: churn and larson on that many threads, producer/consumer on that many
+/// pairs of threads.
 #[derive(Clone, Copy)]
 enum Workload {
     Churn(usize),
-    ProducerConsumer,
+    ProducerConsumer(usize),
     Larson(usize),
+}
+
+impl Workload {
+    fn threads(self) -> usize {
+        match self {
+            Workload::Churn(threads) | Workload::Larson(threads) => threads,
+            Workload::ProducerConsumer(pairs) => 2 * pairs,
+        }
+    }
 }
 
 /// One run of `workload` with `ops` operations in all.
@@ -49,7 +64,9 @@ impl Visit for Once {
     fn visit<A: GlobalAlloc + Sync>(self, a: &A) -> Run {
         match self.workload {
             Workload::Churn(threads) => heap_contestants::churn(a, threads, self.ops / threads),
-            Workload::ProducerConsumer => heap_contestants::producer_consumer(a, self.ops),
+            Workload::ProducerConsumer(pairs) => {
+                heap_contestants::producer_consumer(a, pairs, self.ops / pairs)
+            }
             Workload::Larson(threads) => heap_contestants::larson(a, threads, self.ops / threads),
         }
     }
@@ -73,14 +90,23 @@ fn configure<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTim
     group
 }
 
-fn threaded(c: &mut Criterion, name: &str, workload: Workload) {
+/// Benchmarks `workload` on each of `contestants`, each running the operations `scale` gives
+/// it (`Contestant::scaled`, or `scaled_oversubscribed` for more threads than CPUs).
+fn threaded(
+    c: &mut Criterion,
+    name: &str,
+    workload: Workload,
+    contestants: &[Contestant],
+    scale: fn(Contestant, usize) -> usize,
+) {
     let mut group = configure(c, name);
-    for contestant in Contestant::THREADED {
+    // At least 10,000 operations per run, and 1,000 per thread (threads start and stop around
+    // each run); the time is scaled to the iterations criterion asked for.
+    let min = 10_000.max(1_000 * workload.threads());
+    for &contestant in contestants {
         group.bench_function(contestant.name(), |b| {
             b.iter_custom(|iters| {
-                // At least 10,000 operations per run (threads start and stop around each run);
-                // the time is scaled to the iterations criterion asked for.
-                let ops = contestant.scaled((iters as usize).clamp(10_000, 1_000_000));
+                let ops = scale(contestant, (iters as usize).clamp(min, 1_000_000));
                 let run = contestant.with(Once { workload, ops });
                 Duration::from_secs_f64(run.ns_per_op() * iters as f64 / 1e9)
             });
@@ -104,10 +130,32 @@ fn arceos(c: &mut Criterion) {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    threaded(&mut c, "heap_churn_1t", Workload::Churn(1));
-    threaded(&mut c, "heap_churn_2t", Workload::Churn(2));
-    threaded(&mut c, "heap_producer_consumer", Workload::ProducerConsumer);
-    threaded(&mut c, "heap_larson_2t", Workload::Larson(2));
+    let (all, scaled) = (&Contestant::THREADED, Contestant::scaled as fn(_, _) -> _);
+    threaded(&mut c, "heap_churn_1t", Workload::Churn(1), all, scaled);
+    threaded(&mut c, "heap_churn_2t", Workload::Churn(2), all, scaled);
+    threaded(
+        &mut c,
+        "heap_producer_consumer",
+        Workload::ProducerConsumer(1),
+        all,
+        scaled,
+    );
+    threaded(&mut c, "heap_larson_2t", Workload::Larson(2), all, scaled);
+    // More threads than CPUs on purpose (issue 15).
+    threaded(
+        &mut c,
+        "heap_producer_consumer_4x",
+        Workload::ProducerConsumer(4),
+        all,
+        scaled,
+    );
+    threaded(
+        &mut c,
+        "heap_larson_32t",
+        Workload::Larson(32),
+        &Contestant::OVERSUBSCRIBED,
+        Contestant::scaled_oversubscribed,
+    );
     arceos(&mut c);
     c.final_summary();
 }

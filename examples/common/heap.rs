@@ -1,5 +1,6 @@
 //! The showcase section for the SMP heap (issue 7): `smpalloc::heap::StdHeap` and `TlsfHeap`
-//! against glibc, mimalloc and the locked `no_std` peers (contestants and workloads:
+//! against glibc, mimalloc, jemalloc, snmalloc and the locked `no_std` peers, including rows
+//! with more threads than CPUs on purpose (issue 15) (contestants and workloads:
 //! `heap_contestants.rs`, shared with `benches/heap.rs`), plus the resident memory of each churn
 //! run, measured in a child process per allocator (`--rss-probe`).
 
@@ -9,7 +10,7 @@ mod contestants;
 use core::time::Duration;
 use std::process::{Command, ExitCode};
 
-use contestants::{Contestant, Run, Visit};
+use contestants::{Contestant, LIVE, Run, Visit};
 
 use crate::byte_contestants::Collections;
 use crate::{Options, Table, rotate};
@@ -20,12 +21,20 @@ const CHURN_OPS: u64 = 1_000_000;
 const LARSON_OPS: u64 = 600_000;
 /// Blocks of the producer/consumer run (the issue's figure).
 const BLOCKS: u64 = 1_000_000;
+/// Threads of the larson run that oversubscribes the CPUs on purpose (issue 15).
+const OVER_THREADS: usize = 32;
+/// Operations per thread of that run (fewer than [`LARSON_OPS`]: there are 32 threads).
+const OVER_LARSON_OPS: u64 = 40_000;
+/// Producer/consumer pairs of the oversubscribed run (8 threads).
+const OVER_PAIRS: usize = 4;
+/// Blocks per pair of that run.
+const OVER_BLOCKS: u64 = 125_000;
 
 /// Which threaded workload, with its operations per thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Workload {
     Churn { threads: usize, ops: usize },
-    ProducerConsumer { blocks: usize },
+    ProducerConsumer { pairs: usize, blocks: usize },
     Larson { threads: usize, ops: usize },
 }
 
@@ -34,7 +43,9 @@ impl Visit for Workload {
     fn visit<A: core::alloc::GlobalAlloc + Sync>(self, a: &A) -> Run {
         match self {
             Workload::Churn { threads, ops } => contestants::churn(a, threads, ops),
-            Workload::ProducerConsumer { blocks } => contestants::producer_consumer(a, blocks),
+            Workload::ProducerConsumer { pairs, blocks } => {
+                contestants::producer_consumer(a, pairs, blocks)
+            }
             Workload::Larson { threads, ops } => contestants::larson(a, threads, ops),
         }
     }
@@ -48,7 +59,8 @@ impl Workload {
                 threads,
                 ops: contestant.scaled(ops),
             },
-            Workload::ProducerConsumer { blocks } => Workload::ProducerConsumer {
+            Workload::ProducerConsumer { pairs, blocks } => Workload::ProducerConsumer {
+                pairs,
                 blocks: contestant.scaled(blocks),
             },
             Workload::Larson { threads, ops } => Workload::Larson {
@@ -62,7 +74,7 @@ impl Workload {
     fn key(self) -> String {
         match self {
             Workload::Churn { threads, ops } => format!("churn:{threads}:{ops}"),
-            Workload::ProducerConsumer { blocks } => format!("pc:1:{blocks}"),
+            Workload::ProducerConsumer { pairs, blocks } => format!("pc:{pairs}:{blocks}"),
             Workload::Larson { threads, ops } => format!("larson:{threads}:{ops}"),
         }
     }
@@ -73,7 +85,10 @@ impl Workload {
         let (threads, ops) = (threads.parse().ok()?, ops.parse().ok()?);
         match name {
             "churn" => Some(Workload::Churn { threads, ops }),
-            "pc" => Some(Workload::ProducerConsumer { blocks: ops }),
+            "pc" => Some(Workload::ProducerConsumer {
+                pairs: threads,
+                blocks: ops,
+            }),
             "larson" => Some(Workload::Larson { threads, ops }),
             _ => None,
         }
@@ -92,10 +107,18 @@ impl Visit for Arceos {
 /// Runs `workload` on every contestant of `kinds` for `rounds` rounds; a table of ns per
 /// operation (aggregate over the threads).
 fn threaded(kinds: &[Contestant], rounds: usize, workload: Workload, table: Table) -> Table {
+    threaded_by(kinds, rounds, |c| workload.for_contestant(c), table)
+}
+
+/// [`threaded`] with the workload each contestant runs given by `workload_of`.
+fn threaded_by(
+    kinds: &[Contestant],
+    rounds: usize,
+    workload_of: impl Fn(Contestant) -> Workload,
+    table: Table,
+) -> Table {
     let mut table = table.throughput();
-    let results = rotate(kinds, rounds, |c| {
-        c.with(workload.for_contestant(c)).ns_per_op()
-    });
+    let results = rotate(kinds, rounds, |c| c.with(workload_of(c)).ns_per_op());
     for (c, m) in kinds.iter().zip(results) {
         table.row(c.name(), !c.ours(), m);
     }
@@ -117,6 +140,12 @@ fn ratios(table: &Table, peers: impl Iterator<Item = Contestant>, max: f64) -> (
     (text.join(", "), met)
 }
 
+/// Our heap against the general-purpose peers: `StdHeap vs mimalloc 1.20x, jemalloc ...`.
+fn general_ratios(table: &Table) -> String {
+    let (text, _) = ratios(table, Contestant::GENERAL.into_iter(), f64::MAX);
+    format!("StdHeap vs {text}")
+}
+
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
@@ -127,8 +156,9 @@ pub(crate) fn section(options: &Options) {
     println!("------------------");
     println!("ours (*): smpalloc::heap::StdHeap (per-CPU magazines over SystemPages, one static,");
     println!("  as #[global_allocator] would be); TlsfHeap<2> (TLSF arenas behind spin locks).");
-    println!("peers from the OS: std::alloc::System (glibc malloc), mimalloc 0.1, rlsf GlobalTlsf");
-    println!("  (one pthread mutex, mmap'd pools). Locked no_std peers over one 128 MiB pool (the");
+    println!("peers from the OS: std::alloc::System (glibc malloc), mimalloc 0.1, jemalloc 5.3");
+    println!("  (tikv-jemallocator 0.7), snmalloc (snmalloc-rs 0.7), rlsf GlobalTlsf (one pthread");
+    println!("  mutex, mmap'd pools). Locked no_std peers over one 128 MiB pool (the");
     println!("  same buffer for each, a fresh allocator per run): talc 4 in smpalloc::SpinLock,");
     println!("  buddy_system_allocator LockedHeap<32>, linked_list_allocator LockedHeap,");
     println!(
@@ -165,9 +195,7 @@ pub(crate) fn section(options: &Options) {
                 .target("aggregate within 1.5x of mimalloc", 1.5)
         };
         let mut table = threaded(&kinds, rounds, workload, table);
-        let (text, _) = ratios(&table, [Contestant::Mimalloc].into_iter(), f64::MAX);
-        let (glibc, _) = ratios(&table, [Contestant::System].into_iter(), f64::MAX);
-        table.note(format!("StdHeap vs {text}, vs {glibc}"));
+        table.note(general_ratios(&table));
         if threads > 1 {
             let (text, met) = ratios(
                 &table,
@@ -187,7 +215,7 @@ pub(crate) fn section(options: &Options) {
     let mut table = threaded(
         &kinds,
         rounds,
-        Workload::ProducerConsumer { blocks },
+        Workload::ProducerConsumer { pairs: 1, blocks },
         Table::new(format!(
             "producer/consumer: thread 1 allocates {blocks} blocks of 16..512 B, hands them \
              through a 256-entry lock-free ring, thread 2 frees them (ns per block)"
@@ -200,6 +228,7 @@ pub(crate) fn section(options: &Options) {
         "target: within 1.5x of mimalloc: StdHeap vs {text} ({})",
         verdict(met)
     ));
+    table.note(general_ratios(&table));
     table.note(contention);
     table.print();
 
@@ -220,18 +249,22 @@ pub(crate) fn section(options: &Options) {
             .reference(Contestant::System.name())
             .target("ahead of glibc", 1.0),
         );
+        table.note(general_ratios(&table));
         if threads > 1 {
             table.note(contention);
         }
         table.print();
     }
 
+    oversubscribed(options, rounds, contention);
+
     println!("arceos' collection benchmarks through allocator_api2::Allocator (the same adapter");
     println!("  for every contestant; hash_map_50K stands in for btree_map_50K as in the bytes");
     println!(
         "  section). The pool peers and TlsfHeap work in the pre-touched 128 MiB pool; StdHeap,"
     );
-    println!("  glibc and mimalloc take fresh memory from the OS and pay its page faults.");
+    println!("  glibc, mimalloc, jemalloc and snmalloc take fresh memory from the OS and pay its");
+    println!("  page faults.");
     let arceos = Contestant::ARCEOS;
     for workload in Collections::ALL {
         let mut table = Table::new(format!("{} (ns per run)", workload.name()))
@@ -252,6 +285,80 @@ pub(crate) fn section(options: &Options) {
     }
 
     memory(options, churn_ops, larson_ops);
+}
+
+/// The rows that oversubscribe the CPUs on purpose (issue 15): larson-style churn on
+/// [`OVER_THREADS`] threads and [`OVER_PAIRS`] producer/consumer pairs, on every heap peer.
+fn oversubscribed(options: &Options, rounds: usize, contention: &str) {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let over = |threads: usize| {
+        format!(
+            "{threads} threads on {cpus} CPU(s) oversubscribe them on purpose: a thread holding \
+             a lock can be preempted while the others wait for it."
+        )
+    };
+    let ops = options.ops(OVER_LARSON_OPS) as usize;
+    let kinds = Contestant::OVERSUBSCRIBED;
+    let mut table = threaded_by(
+        &kinds,
+        rounds,
+        |c| Workload::Larson {
+            threads: OVER_THREADS,
+            ops: c.scaled_oversubscribed(ops),
+        },
+        Table::new(format!(
+            "larson-style server churn, {OVER_THREADS} threads (oversubscribed): shared live \
+             set of {} atomic slots; {ops} ops per thread, each allocates 8..1,024 B, swaps it \
+             into a random slot and frees the block it took out (ns per op, aggregate)",
+            LIVE * OVER_THREADS
+        ))
+        .reference(Contestant::Mimalloc.name())
+        .target("at most mimalloc's time", 1.0),
+    );
+    table.note(general_ratios(&table));
+    table.note(over(OVER_THREADS));
+    table.note(contention);
+    table.note(format!(
+        "Behind one spin lock ({}), a contestant runs a tenth of the ops (a preempted lock \
+         holder costs it microseconds per op); its ns/op is per op all the same.",
+        kinds
+            .iter()
+            .filter(|c| c.spins())
+            .map(|c| crate::short(crate::short_ours(c.name())))
+            .collect::<Vec<_>>()
+            .join(", "),
+    ));
+    table.note(format!(
+        "Left out, their cost grows with the {}-block live set, not with the threads: \
+         linked_list_alloc (a free-list scan, about 0.1 ms per op) and buddy_system_alloc \
+         (its frees search a linked free list for the buddy: freeing the live set after a run \
+         takes it seconds).",
+        LIVE * OVER_THREADS
+    ));
+    table.print();
+
+    let blocks = options.ops(OVER_BLOCKS) as usize;
+    let kinds = Contestant::THREADED;
+    let mut table = threaded(
+        &kinds,
+        rounds,
+        Workload::ProducerConsumer {
+            pairs: OVER_PAIRS,
+            blocks,
+        },
+        Table::new(format!(
+            "producer/consumer, {OVER_PAIRS} pairs ({} threads, oversubscribed): in each pair \
+             one thread allocates {blocks} blocks of 16..512 B and hands them through its own \
+             256-entry lock-free ring to the other, which frees them (ns per block, aggregate)",
+            2 * OVER_PAIRS
+        ))
+        .reference(Contestant::Mimalloc.name())
+        .target("at most mimalloc's time", 1.0),
+    );
+    table.note(general_ratios(&table));
+    table.note(over(2 * OVER_PAIRS));
+    table.note(contention);
+    table.print();
 }
 
 /// The memory table: one child process per allocator and churn run.

@@ -8,7 +8,9 @@
 //!   whole process, as `#[global_allocator]` would be) and `TlsfHeap<2>` (TLSF arenas behind spin
 //!   locks, over the pool);
 //! - peers that take memory from the OS: `std::alloc::System` (glibc), `mimalloc::MiMalloc`,
-//!   rlsf's `GlobalTlsf` (one pthread mutex, pools from `mmap`);
+//!   `tikv_jemallocator::Jemalloc` (jemalloc 5.3, its symbols prefixed, so it does not replace
+//!   glibc's `malloc`), `snmalloc_rs::SnMalloc` (snmalloc 0.7), rlsf's `GlobalTlsf` (one pthread
+//!   mutex, pools from `mmap`);
 //! - `no_std` peers over the pool (128 MiB, the same leaked buffer for each in turn, a fresh
 //!   allocator per run): talc 4 behind `smpalloc::SpinLock`, `buddy_system_allocator::LockedHeap`
 //!   (its own spin mutex), `linked_list_allocator::LockedHeap` (its own spin lock), axallocator's
@@ -17,9 +19,9 @@
 //! Workloads (each a seeded sequence, the same for every contestant):
 //! - [`churn`]: per thread a live set of 1,000 blocks of 8..=256 B; each operation replaces a
 //!   random one (allocate the new block, then free the old);
-//! - [`producer_consumer`]: one thread allocates blocks of 16..=512 B and hands them through a
-//!   lock-free single-producer single-consumer ring of pointers (no allocation of its own) to a
-//!   second thread that frees them;
+//! - [`producer_consumer`]: per pair of threads, one allocates blocks of 16..=512 B and hands
+//!   them through a lock-free single-producer single-consumer ring of pointers (no allocation of
+//!   its own) to the other, which frees them;
 //! - [`larson`]: a shared live set of 1,000 atomic pointers per thread; each operation allocates
 //!   8..=1,024 B, swaps it into a random slot and frees what was there (blocks cross threads);
 //! - [`arceos`]: arceos' collection benchmarks (`byte_contestants::Collections`) through
@@ -30,7 +32,7 @@ use core::cell::RefCell;
 use core::hint::black_box;
 use core::panic::AssertUnwindSafe;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 use std::panic::{catch_unwind, resume_unwind};
 use std::sync::Barrier;
@@ -81,6 +83,8 @@ pub(crate) enum Contestant {
     OursTlsfHeap,
     System,
     Mimalloc,
+    Jemalloc,
+    Snmalloc,
     Rlsf,
     Talc,
     Buddy,
@@ -97,28 +101,61 @@ pub(crate) trait Visit {
 
 impl Contestant {
     /// The contestants of the threaded workloads (the issue's list).
-    pub(crate) const THREADED: [Contestant; 9] = [
+    pub(crate) const THREADED: [Contestant; 11] = [
         Contestant::Ours,
         Contestant::OursTlsfHeap,
         Contestant::System,
         Contestant::Mimalloc,
+        Contestant::Jemalloc,
+        Contestant::Snmalloc,
         Contestant::Rlsf,
         Contestant::Talc,
         Contestant::Buddy,
         Contestant::LinkedList,
         Contestant::AxSlab,
     ];
+    /// The contestants of the larson run that oversubscribes the CPUs (32 threads):
+    /// [`THREADED`](Self::THREADED) less two whose cost grows with the 32,000-block live set,
+    /// not with the threads: linked_list_allocator scans its free list (about 0.1 ms per
+    /// operation) and buddy_system_allocator's frees search a linked free list for the buddy to
+    /// merge with (freeing the live set after each run takes it 4 to 10 s).
+    pub(crate) const OVERSUBSCRIBED: [Contestant; 9] = [
+        Contestant::Ours,
+        Contestant::OursTlsfHeap,
+        Contestant::System,
+        Contestant::Mimalloc,
+        Contestant::Jemalloc,
+        Contestant::Snmalloc,
+        Contestant::Rlsf,
+        Contestant::Talc,
+        Contestant::AxSlab,
+    ];
+    /// The general-purpose peers (the ones a program would pick as its global allocator).
+    pub(crate) const GENERAL: [Contestant; 4] = [
+        Contestant::Mimalloc,
+        Contestant::Jemalloc,
+        Contestant::Snmalloc,
+        Contestant::System,
+    ];
     /// The contestants of the arceos collection set.
-    pub(crate) const ARCEOS: [Contestant; 5] = [
+    pub(crate) const ARCEOS: [Contestant; 8] = [
         Contestant::Ours,
         Contestant::OursTlsfHeap,
         Contestant::AxSlab,
         Contestant::AxTlsf,
         Contestant::System,
+        Contestant::Mimalloc,
+        Contestant::Jemalloc,
+        Contestant::Snmalloc,
     ];
     /// The contestants whose resident memory a probe process measures.
-    pub(crate) const PROBED: [Contestant; 3] =
-        [Contestant::Ours, Contestant::System, Contestant::Mimalloc];
+    pub(crate) const PROBED: [Contestant; 5] = [
+        Contestant::Ours,
+        Contestant::System,
+        Contestant::Mimalloc,
+        Contestant::Jemalloc,
+        Contestant::Snmalloc,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -126,6 +163,8 @@ impl Contestant {
             Contestant::OursTlsfHeap => "smpalloc TlsfHeap<2>",
             Contestant::System => "glibc (std System)",
             Contestant::Mimalloc => "mimalloc 0.1",
+            Contestant::Jemalloc => "jemalloc (tikv 0.7)",
+            Contestant::Snmalloc => "snmalloc-rs 0.7",
             Contestant::Rlsf => "rlsf 0.2 GlobalTlsf",
             Contestant::Talc => "talc 4 (SpinLock)",
             Contestant::Buddy => "buddy_system_alloc 0.13",
@@ -142,6 +181,8 @@ impl Contestant {
             Contestant::OursTlsfHeap => "tlsfheap",
             Contestant::System => "system",
             Contestant::Mimalloc => "mimalloc",
+            Contestant::Jemalloc => "jemalloc",
+            Contestant::Snmalloc => "snmalloc",
             Contestant::Rlsf => "rlsf",
             Contestant::Talc => "talc",
             Contestant::Buddy => "buddy",
@@ -185,6 +226,27 @@ impl Contestant {
         }
     }
 
+    /// Behind one spin lock that every operation takes (no lock-free or per-CPU front).
+    pub(crate) fn spins(self) -> bool {
+        matches!(
+            self,
+            Contestant::OursTlsfHeap
+                | Contestant::Talc
+                | Contestant::Buddy
+                | Contestant::LinkedList
+                | Contestant::AxSlab
+                | Contestant::AxTlsf
+        )
+    }
+
+    /// Operations to run of an oversubscribed workload (more threads than CPUs) sized `ops`:
+    /// [`scaled`](Self::scaled), and a tenth of that for the contestants that [`spin`](Self::spins)
+    /// (a preempted lock holder makes each of their operations take microseconds).
+    pub(crate) fn scaled_oversubscribed(self, ops: usize) -> usize {
+        let ops = self.scaled(ops);
+        if self.spins() { (ops / 10).max(1) } else { ops }
+    }
+
     /// Calls `v` with this contestant: a process-wide one, or a fresh one over the pool.
     pub(crate) fn with<V: Visit>(self, v: V) -> V::Out {
         let pool = || bytes::pool(bytes::MAX_POOL);
@@ -198,6 +260,8 @@ impl Contestant {
             }
             Contestant::System => v.visit(&std::alloc::System),
             Contestant::Mimalloc => v.visit(&mimalloc::MiMalloc),
+            Contestant::Jemalloc => v.visit(&tikv_jemallocator::Jemalloc),
+            Contestant::Snmalloc => v.visit(&snmalloc_rs::SnMalloc),
             Contestant::Rlsf => v.visit(&RLSF),
             Contestant::Talc => {
                 // SAFETY: the pool is this allocator's alone until it is dropped below.
@@ -244,23 +308,33 @@ pub(crate) fn ours_peak_bytes() -> usize {
 // Workloads
 
 /// Runs `body(thread)` on `threads` threads released together; returns the wall time from the
-/// release to the last thread's end. `prepare(thread)` runs on each thread before the release.
+/// first thread's start after the release to the last thread's end. `prepare(thread)` runs on
+/// each thread before the release. The threads read the clock themselves: with more threads
+/// than CPUs the thread that spawned them may run long after the release, so its own clock
+/// would miss the start of the run.
 fn timed_threads<T>(
     threads: usize,
     prepare: impl Fn(usize) -> T + Sync,
     body: impl Fn(usize, T) + Sync,
 ) -> Duration {
     let barrier = Barrier::new(threads + 1);
+    let epoch = Instant::now();
+    // Nanoseconds since `epoch`: the earliest start and the latest end of any thread.
+    let (first_start, last_end) = (AtomicU64::new(u64::MAX), AtomicU64::new(0));
+    let since_epoch = || epoch.elapsed().as_nanos() as u64;
     std::thread::scope(|s| {
         for t in 0..threads {
             let (barrier, prepare, body) = (&barrier, &prepare, &body);
+            let (first_start, last_end, since_epoch) = (&first_start, &last_end, &since_epoch);
             s.spawn(move || {
                 // A panic (a failed allocation) still reaches both barriers, so the other
                 // threads finish and the scope re-raises it instead of hanging.
                 let state = catch_unwind(AssertUnwindSafe(|| prepare(t)));
                 barrier.wait();
+                first_start.fetch_min(since_epoch(), Ordering::Relaxed);
                 let done =
                     state.and_then(|state| catch_unwind(AssertUnwindSafe(|| body(t, state))));
+                last_end.fetch_max(since_epoch(), Ordering::Relaxed);
                 barrier.wait();
                 if let Err(panic) = done {
                     resume_unwind(panic);
@@ -268,10 +342,14 @@ fn timed_threads<T>(
             });
         }
         barrier.wait();
-        let start = Instant::now();
         barrier.wait();
-        start.elapsed()
-    })
+    });
+    // The second barrier orders every thread's stores before this point.
+    let (start, end) = (
+        first_start.load(Ordering::Relaxed),
+        last_end.load(Ordering::Relaxed),
+    );
+    Duration::from_nanos(end.saturating_sub(start))
 }
 
 /// A layout of `size` bytes aligned to 8 (sizes here are small and non-zero).
@@ -409,18 +487,21 @@ impl Ring {
     }
 }
 
-/// Producer/consumer: thread 0 allocates `blocks` blocks of 16..=512 B and pushes them into a
-/// [`Ring`]; thread 1 pops and frees them (it replays the same seeded sizes for the layouts).
-pub(crate) fn producer_consumer<A: GlobalAlloc + Sync>(a: &A, blocks: usize) -> Run {
-    let ring = Ring::new();
+/// Producer/consumer: `pairs` pairs of threads, each with its own [`Ring`]; the even thread of
+/// a pair allocates `blocks` blocks of 16..=512 B and pushes them into the ring, the odd one pops
+/// and frees them (it replays the same seeded sizes for the layouts). One pair is the issue 7
+/// row; four pairs (8 threads) oversubscribe a 2-CPU machine on purpose.
+pub(crate) fn producer_consumer<A: GlobalAlloc + Sync>(a: &A, pairs: usize, blocks: usize) -> Run {
+    let rings: Vec<Ring> = (0..pairs).map(|_| Ring::new()).collect();
     let size_of = |rng: &mut Rng| 16 + rng.below(497) as usize;
     let elapsed = timed_threads(
-        2,
-        |_| Rng::new(SEED ^ 0x9c),
+        2 * pairs,
+        |t| Rng::new(SEED ^ 0x9c ^ (((t / 2) as u64) << 8)),
         |t, mut rng| {
+            let ring = &rings[t / 2];
             for _ in 0..blocks {
                 let size = size_of(&mut rng);
-                if t == 0 {
+                if t % 2 == 0 {
                     ring.push(alloc_touch(a, size).expose_provenance());
                 } else {
                     let ptr = core::ptr::with_exposed_provenance_mut::<u8>(ring.pop());
@@ -436,7 +517,7 @@ pub(crate) fn producer_consumer<A: GlobalAlloc + Sync>(a: &A, blocks: usize) -> 
     );
     Run {
         elapsed,
-        ops: blocks,
+        ops: pairs * blocks,
         peak_live: 0, // not tracked
     }
 }
