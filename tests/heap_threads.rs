@@ -267,8 +267,9 @@ fn ten_thousand_short_lived_threads_leave_the_heap_flat() {
                 .map(|t| {
                     let heap = &heap;
                     s.spawn(move || {
-                        let mut blocks: Vec<_> =
-                            (0..blocks).map(|i| Block::new(heap, sizes(i + t))).collect();
+                        let mut blocks: Vec<_> = (0..blocks)
+                            .map(|i| Block::new(heap, sizes(i + t)))
+                            .collect();
                         let kept = blocks.pop().unwrap();
                         for block in blocks {
                             block.free(heap);

@@ -23,9 +23,9 @@ mod enabled {
     use super::os;
     use crate::lock::SpinLock;
     use crate::percpu;
-    use crate::sync::UnsafeCell;
     use crate::sync::atomic::boot::AtomicUsize as BootUsize;
     use crate::sync::atomic::{AtomicUsize, Ordering};
+    use crate::sync::{UnsafeCell, loom_const_fn};
 
     /// Record states (DESIGN.md 13.10).
     pub(super) const IDLE: usize = 0;
@@ -38,7 +38,31 @@ mod enabled {
     /// The next heap id (never reused, so a dropped heap's id matches no record again).
     static NEXT_HEAP_ID: BootUsize = BootUsize::new(1);
 
-    /// One thread's cache: per class two magazines and their counters.
+    /// One class of a thread's cache: the counters next to the magazines, so that the fast
+    /// path's counter update and magazine length share a cache line.
+    #[repr(C)]
+    struct ClassCache {
+        counters: CacheCounters,
+        /// Written only as T1 allows.
+        magazines: UnsafeCell<Magazines>,
+    }
+
+    // The fast path indexes the classes with a shift (see `MAGAZINE`); a layout change that
+    // breaks this costs a multiplication on every allocation and free.
+    #[cfg(not(loom))]
+    const _: () = assert!(size_of::<ClassCache>().is_power_of_two());
+
+    impl ClassCache {
+        loom_const_fn! {
+            fn new() -> Self {
+                Self { counters: CacheCounters::new(), magazines: UnsafeCell::new(Magazines::new()) }
+            }
+        }
+    }
+
+    /// One thread's cache: per class two magazines and their counters. `heap` first: it
+    /// shares a cache line with the first classes'.
+    #[repr(C)]
     pub(crate) struct Record {
         /// The id of the heap the record is bound to, or `NO_HEAP`. Written by the owner when
         /// it binds and by the heap's `Drop` when it unbinds; read on the owner's fast path.
@@ -48,9 +72,7 @@ mod enabled {
         /// The next record of the list that holds this one (a heap's registry or the pool),
         /// accessed under that list's lock.
         pub(super) next: UnsafeCell<*mut Record>,
-        counters: [CacheCounters; HEAP_CLASSES],
-        /// Written only as T1 allows.
-        magazines: UnsafeCell<[Magazines; HEAP_CLASSES]>,
+        classes: [ClassCache; HEAP_CLASSES],
     }
 
     impl Record {
@@ -60,8 +82,7 @@ mod enabled {
                 heap: AtomicUsize::new(NO_HEAP),
                 state: AtomicUsize::new(IDLE),
                 next: UnsafeCell::new(ptr::null_mut()),
-                counters: [const { CacheCounters::new() }; HEAP_CLASSES],
-                magazines: UnsafeCell::new([const { Magazines::new() }; HEAP_CLASSES]),
+                classes: [const { ClassCache::new() }; HEAP_CLASSES],
             }
         }
 
@@ -71,8 +92,7 @@ mod enabled {
                 heap: AtomicUsize::new(NO_HEAP),
                 state: AtomicUsize::new(IDLE),
                 next: UnsafeCell::new(ptr::null_mut()),
-                counters: core::array::from_fn(|_| CacheCounters::new()),
-                magazines: UnsafeCell::new([const { Magazines::new() }; HEAP_CLASSES]),
+                classes: core::array::from_fn(|_| ClassCache::new()),
             }
         }
 
@@ -82,11 +102,12 @@ mod enabled {
         /// The caller is the record's owner, bound to the heap (T1).
         #[inline(always)]
         pub(crate) unsafe fn pop(&self, class: usize) -> Option<NonNull<u8>> {
-            let magazines = self.magazines.get_mut();
+            let cache = &self.classes[class];
+            let magazines = cache.magazines.get_mut();
             // SAFETY: T1 (caller); the reference ends before `magazines` does.
-            let m = unsafe { &mut magazines.deref()[class] };
+            let m = unsafe { magazines.deref() };
             let object = m.loaded.0.pop()?;
-            self.counters[class].allocated();
+            cache.counters.allocated();
             Some(object)
         }
 
@@ -97,9 +118,10 @@ mod enabled {
         /// since.
         #[inline(always)]
         pub(crate) unsafe fn push(&self, ptr: NonNull<u8>, class: usize) -> bool {
-            let magazines = self.magazines.get_mut();
+            let cache = &self.classes[class];
+            let magazines = cache.magazines.get_mut();
             // SAFETY: T1 (caller); the reference ends before `magazines` does.
-            let m = unsafe { &mut magazines.deref()[class] };
+            let m = unsafe { magazines.deref() };
             debug_assert!(
                 !m.loaded.0.contains(&ptr),
                 "SmpHeap::deallocate: double free"
@@ -107,7 +129,7 @@ mod enabled {
             if m.loaded.0.try_push(ptr).is_err() {
                 return false;
             }
-            self.counters[class].freed();
+            cache.counters.freed();
             true
         }
 
@@ -122,10 +144,11 @@ mod enabled {
             depot: &Depot,
             pages: &P,
         ) -> Option<NonNull<u8>> {
-            let magazines = self.magazines.get_mut();
+            let cache = &self.classes[class];
+            let magazines = cache.magazines.get_mut();
             // SAFETY: T1 (caller); the reference ends before `magazines` does.
-            let m = unsafe { &mut magazines.deref()[class] };
-            let counters = &self.counters[class];
+            let m = unsafe { magazines.deref() };
+            let counters = &cache.counters;
             let object = match m.loaded.0.pop() {
                 Some(object) => object,
                 None => m.refill(counters, depot, class, pages)?,
@@ -147,14 +170,15 @@ mod enabled {
             depot: &Depot,
             pages: &P,
         ) {
-            let magazines = self.magazines.get_mut();
+            let cache = &self.classes[class];
+            let magazines = cache.magazines.get_mut();
             // SAFETY: T1 (caller); the reference ends before `magazines` does.
-            let m = unsafe { &mut magazines.deref()[class] };
+            let m = unsafe { magazines.deref() };
             debug_assert!(
                 !m.loaded.0.contains(&ptr),
                 "SmpHeap::deallocate: double free"
             );
-            let counters = &self.counters[class];
+            let counters = &cache.counters;
             if m.loaded.0.try_push(ptr).is_err() {
                 // SAFETY: caller.
                 unsafe { m.spill(counters, depot, class, pages, ptr) };
@@ -168,17 +192,18 @@ mod enabled {
         /// T1: the caller is the owner (bound), or holds the heap's registry lock and the
         /// record is `ORPHAN`, or is the heap's `Drop`.
         unsafe fn flush<P: PageSource>(&self, depot: &Depot, pages: &P) {
-            let magazines = self.magazines.get_mut();
-            // SAFETY: caller (T1).
-            let all = unsafe { magazines.deref() };
-            for (class, m) in all.iter_mut().enumerate() {
-                m.drain(&self.counters[class], depot, class, pages);
+            for (class, cache) in self.classes.iter().enumerate() {
+                let magazines = cache.magazines.get_mut();
+                // SAFETY: caller (T1).
+                let m = unsafe { magazines.deref() };
+                m.drain(&cache.counters, depot, class, pages);
             }
         }
 
         /// Folds the (flushed) record's counters into `retired` and zeroes them (T4).
         fn retire(&self, retired: &[AtomicUsize; HEAP_CLASSES]) {
-            for (counters, total) in self.counters.iter().zip(retired) {
+            for (cache, total) in self.classes.iter().zip(retired) {
+                let counters = &cache.counters;
                 debug_assert_eq!(counters.fill(), 0, "a retired record holds objects");
                 store(total, load(total).wrapping_add(counters.take_net()));
             }
@@ -195,14 +220,15 @@ mod enabled {
             out: &mut arrayvec::ArrayVec<NonNull<u8>, { 2 * MAGAZINE }>,
         ) -> Result<(), HeapCheckError> {
             let error = |what| HeapCheckError::Magazine { class, what };
-            let magazines = self.magazines.get_mut();
+            let cache = &self.classes[class];
+            let magazines = cache.magazines.get_mut();
             // SAFETY: caller (T1); read only, and the reference ends before `magazines` does.
-            let m = unsafe { &magazines.deref()[class] };
+            let m = unsafe { &*magazines.deref() };
             let previous = m.previous.0.len();
             if previous != 0 && previous != MAGAZINE {
                 return Err(error("a previous magazine is neither full nor empty"));
             }
-            if self.counters[class].fill() != m.len() {
+            if cache.counters.fill() != m.len() {
                 return Err(error(
                     "a thread cache's counters disagree with its magazines",
                 ));
@@ -411,8 +437,8 @@ mod enabled {
             while let Some(current) = NonNull::new(record) {
                 // SAFETY: records are never freed; `next` is guarded by the registry lock.
                 let r = unsafe { current.as_ref() };
-                net = net.wrapping_add(r.counters[class].net());
-                fill += r.counters[class].fill();
+                net = net.wrapping_add(r.classes[class].counters.net());
+                fill += r.classes[class].counters.fill();
                 // SAFETY: as above.
                 record = unsafe { *r.next.get_mut().deref() };
             }
