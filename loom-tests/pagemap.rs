@@ -3,7 +3,7 @@
 //! creation that needs them; a huge block freed without its layout on one CPU while the other
 //! creates a slab recorded in the same leaf. Empty unless built with `--cfg loom`.
 //!
-//! The heap runs over a page source with fixed addresses (a 64 KiB region, first fit), so a
+//! The heap runs over a page source with fixed addresses (`fixed.rs`: first fit in a region), so a
 //! model knows where the first slab will lie and can look it up before it exists. Under loom
 //! the map has nine levels of 16 slots. Each model ends with `check()` (the map against the
 //! slabs and blocks) and, after drain + reclaim, every page back with the source (map nodes
@@ -21,56 +21,14 @@
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-use loom::sync::{Arc, Mutex};
+use loom::sync::Arc;
 use loom::thread;
-use smpalloc::heap::{PageSource, SmpHeap};
+use smpalloc::heap::SmpHeap;
 use smpalloc::percpu::set_model_cpu;
 
-const REGION: usize = 64 * 1024;
-
-/// Pages at fixed addresses: first fit in one region, 4 KiB granules.
-struct Fixed {
-    base: usize,
-    used: Mutex<Vec<(usize, usize)>>,
-}
-
-impl Fixed {
-    /// A source over the region at `base` (the same for every execution of a model: the map's
-    /// walks take as many steps as the address's indices say, and loom replays executions).
-    fn new(base: usize) -> Self {
-        Self {
-            base,
-            used: Mutex::new(Vec::new()),
-        }
-    }
-
-    fn held_bytes(&self) -> usize {
-        self.used.lock().unwrap().iter().map(|&(_, n)| n).sum()
-    }
-}
-
-// SAFETY: hands out disjoint, aligned ranges of its region until they are freed.
-unsafe impl PageSource for Fixed {
-    fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
-        let mut used = self.used.lock().unwrap();
-        let mut at = self.base;
-        while at + bytes <= self.base + REGION {
-            if at % align == 0 && used.iter().all(|&(s, n)| at + bytes <= s || s + n <= at) {
-                used.push((at, bytes));
-                return NonNull::new(core::ptr::with_exposed_provenance_mut(at));
-            }
-            at += 4096;
-        }
-        None
-    }
-
-    unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, _align: usize) {
-        let mut used = self.used.lock().unwrap();
-        let at = ptr.as_ptr().addr();
-        let i = used.iter().position(|&r| r == (at, bytes)).expect("not allocated");
-        used.swap_remove(i);
-    }
-}
+#[path = "fixed.rs"]
+mod fixed;
+use fixed::{Fixed, model};
 
 type Heap = SmpHeap<Fixed, 1>;
 
@@ -84,32 +42,6 @@ const HUGE: Layout = match Layout::from_size_align(8, 8192) {
     Ok(layout) => layout,
     Err(_) => panic!(),
 };
-
-/// Runs `f(base)` under loom, `base` being one region for every execution.
-fn model(f: impl Fn(usize) + Sync + Send + 'static) {
-    let layout = Layout::from_size_align(REGION, REGION).unwrap();
-    // SAFETY: a non-zero size.
-    let region = unsafe { std::alloc::alloc(layout) };
-    assert!(!region.is_null());
-    let base = region.expose_provenance();
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
-    }
-    builder.max_branches = builder.max_branches.max(20_000);
-    let f = std::sync::Arc::new(f);
-    builder.check(move || {
-        let f = f.clone();
-        thread::Builder::new()
-            .stack_size(1 << 20)
-            .spawn(move || f(base))
-            .unwrap()
-            .join()
-            .unwrap();
-    });
-    // SAFETY: allocated above with `layout`; no execution runs any more.
-    unsafe { std::alloc::dealloc(region, layout) };
-}
 
 fn addr(p: NonNull<u8>) -> usize {
     p.as_ptr().expose_provenance()
@@ -153,7 +85,11 @@ fn lookup_races_node_installation() {
         };
         set_model_cpu(0);
         let p = heap.allocate(SMALL).unwrap();
-        assert_eq!(addr(p) & !4095, first, "the first slab is the region's first page");
+        assert_eq!(
+            addr(p) & !4095,
+            first,
+            "the first slab is the region's first page"
+        );
         let seen = looker.join().unwrap();
         assert!(seen.is_none() || seen == Some(8), "{seen:?}");
         // SAFETY: live.
@@ -186,7 +122,11 @@ fn prune_races_slab_creation() {
         let q = heap.allocate(SMALL).unwrap();
         pruner.join().unwrap();
         // SAFETY: live.
-        assert_eq!(unsafe { heap.usable_size(q) }, Some(8), "the new slab is recorded");
+        assert_eq!(
+            unsafe { heap.usable_size(q) },
+            Some(8),
+            "the new slab is recorded"
+        );
         finish(&heap, vec![addr(q)]);
     });
 }
@@ -213,7 +153,11 @@ fn huge_free_races_slab_creation() {
         // SAFETY: freed: the map no longer knows it, unless the new slab took its page.
         let stale = unsafe { heap.usable_size(ptr(h)) };
         let reused = addr(p) & !4095 == h;
-        assert_eq!(stale, reused.then_some(8), "the freed block's entry was cleared");
+        assert_eq!(
+            stale,
+            reused.then_some(8),
+            "the freed block's entry was cleared"
+        );
         // SAFETY: live.
         assert_eq!(unsafe { heap.usable_size(p) }, Some(8));
         assert_eq!(heap.stats().huge_bytes, 0);
