@@ -688,3 +688,71 @@ impl Walk<'_> {
         Ok(())
     }
 }
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use super::*;
+    use crate::heap::SystemPages;
+
+    fn at(addr: usize) -> NonNull<u8> {
+        NonNull::new(ptr::without_provenance_mut(addr)).unwrap()
+    }
+
+    /// Kernel addresses: the canonical upper half (x86-64's direct map at
+    /// `0xffff_8880_0000_0000`, riscv64 Sv39's at `0xffff_ffc0_0000_0000`) maps like the lower
+    /// half; the other half and non-canonical addresses are refused (and never found). The
+    /// entries' pages are not touched, so no memory needs to be there.
+    #[test]
+    fn upper_half_addresses_map_and_the_other_half_is_refused() {
+        for base in [0xffff_8880_0000_0000usize, 0xffff_ffc0_8020_0000] {
+            let pages = SystemPages::new();
+            let map = PageMap::new();
+            map.insert_slab(at(base), 8192, 3, &pages).unwrap();
+            let huge = Layout::from_size_align(300_000, 8).unwrap();
+            map.insert_block(at(base + (1 << 30) + 16), Owner::Huge(huge), &pages, || {})
+                .unwrap();
+            assert_eq!(map.get(base + 4100), Some(Owner::Slab(3)));
+            assert_eq!(map.get(base + (1 << 30) + 16), Some(Owner::Huge(huge)));
+            // Interior of the block's first page, and the same low bits in the lower half.
+            assert_eq!(map.get(base + (1 << 30) + 32), None);
+            assert_eq!(map.get(base & ((1 << 47) - 1)), None);
+            assert_eq!(
+                map.insert_slab(at(0x8000_0000), 4096, 0, &pages),
+                Err(MapError::Unmappable)
+            );
+            assert_eq!(map.get(0x0001_8880_0000_0000), None, "non-canonical");
+            assert_eq!(
+                map.insert_slab(at(0x0001_8880_0000_0000), 4096, 0, &pages),
+                Err(MapError::Unmappable)
+            );
+            map.remove_slabs(&[at(base)], 8192);
+            assert!(map.remove_block(at(base + (1 << 30) + 16), false, |_| {}).is_some());
+            assert_eq!(map.get(base), None);
+            assert!(map.node_bytes() > 0);
+            map.prune(&pages);
+            assert_eq!((map.node_bytes(), pages.held_bytes()), (0, 0));
+        }
+    }
+
+    /// The memory cost: 1 GiB of 4 KiB slabs recorded takes one leaf per 2 MiB (512) and one
+    /// inner node per level above: 2 MiB + 8 KiB of nodes, 0.2 %.
+    #[test]
+    fn node_bytes_per_gib() {
+        let pages = SystemPages::new();
+        let map = PageMap::new();
+        let base = 0x7f00_0000_0000usize;
+        for k in 0..(1 << 30) / PAGE {
+            map.insert_slab(at(base + k * PAGE), PAGE, 0, &pages).unwrap();
+        }
+        assert_eq!(map.node_bytes(), (512 + 2) * 4096);
+        let tally = map
+            .tally(&|_| PAGE, &|n| n, &|_| false, &|_| Ok(()))
+            .unwrap();
+        assert_eq!(tally.slab_pages[0], 1 << 18);
+        map.prune(&pages); // entries stay: nothing to prune
+        assert_eq!(map.node_bytes(), (512 + 2) * 4096);
+        let mut map = map;
+        map.free_all(&pages);
+        assert_eq!(pages.held_bytes(), 0);
+    }
+}
