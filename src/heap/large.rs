@@ -5,7 +5,9 @@
 //! **TLSF growth** (DESIGN.md 13.5, G1-G2, D1-D3) allocates the grower's block from its new pool
 //! in the critical section that adds the pool, so no other thread takes it first; when no pool
 //! can be added the request is a *direct block* from the page source, which a free recognises
-//! by its address lying in no TLSF region while the direct count is non-zero.
+//! by its address lying in no TLSF region and the page map recording a direct block there
+//! (DESIGN.md 13.10). Huge and direct blocks are recorded in the page map with their layout,
+//! which their frees use.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -58,8 +60,8 @@ pub(super) struct Large {
     grow: SpinLock<Pools>,
     pool_bytes: AtomicUsize,
     /// Bytes of live direct blocks (TLSF-route blocks from `PageSource::alloc_huge`, each
-    /// counted as `huge_bytes(size)`, at least one page): non-zero exactly while one is live,
-    /// which gates a TLSF free that finds no region (DESIGN.md 13.5, D1-D3).
+    /// counted as `huge_bytes(size)`, at least one page), changed under the page map's lock
+    /// (statistics; the map tells a direct block, DESIGN.md 13.10).
     direct_bytes: AtomicUsize,
     huge_bytes: AtomicUsize,
 }
