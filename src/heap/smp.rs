@@ -217,7 +217,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// page map (DESIGN.md 13.10), O(1): a slab object goes to the magazines as
     /// [`deallocate`](Self::deallocate) does, a TLSF block to its arena, a huge or direct block
     /// to the page source with the layout recorded for it. A pointer in page 0 (a size-0
-    /// block's dangling pointer, alignment below 4096) is a no-op.
+    /// block's dangling pointer, alignment below 4096) is a no-op; a size-0 block aligned to
+    /// 4096 or more has a dangling address that may be a real page: free it with
+    /// `deallocate` (a no-op), not here.
     ///
     /// Bad input (DESIGN.md 13.8): a pointer in no page of this heap (foreign, or a huge or
     /// direct block freed already) and a pointer inside a slab object, a slab header or a
