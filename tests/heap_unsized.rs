@@ -240,7 +240,7 @@ fn sized_and_unsized_calls_interleave() {
 fn direct_blocks_without_their_layout() {
     let _serial = serial();
     let (pages, heap) = kernel_heap(8 << 20);
-    let user = std::alloc::Layout::from_size_align(16 * 4096, 4096).unwrap();
+    let user = Layout::from_size_align(16 * 4096, 4096).unwrap();
     // SAFETY: non-zero size; leaked (the heap keeps using it).
     let start = unsafe { std::alloc::alloc(user) }.expose_provenance();
     for k in 0..16 {
@@ -328,7 +328,7 @@ fn bad_pointers_have_no_size_and_are_not_resized() {
     let f = NonNull::from(&*foreign).cast::<u8>();
     let small = heap.allocate(layout(24, 8)).unwrap();
     let slab = small.as_ptr().addr() & !4095;
-    let header = NonNull::new(std::ptr::with_exposed_provenance_mut::<u8>(
+    let header = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(
         slab + 4096 - 64,
     ))
     .unwrap();
@@ -336,15 +336,10 @@ fn bad_pointers_have_no_size_and_are_not_resized() {
     let freed = heap.allocate(layout(8, 8192)).unwrap();
     // SAFETY: live, freed once.
     unsafe { heap.free(freed) };
-    let bad = [
-        f,
-        // SAFETY: inside the live blocks.
-        unsafe { small.add(8) },
-        header,
-        unsafe { huge.add(16) },
-        unsafe { huge.add(8192) },
-        freed,
-    ];
+    // SAFETY: each offset lies inside its live block.
+    let (inside_small, inside_huge, later_page) =
+        unsafe { (small.add(8), huge.add(16), huge.add(8192)) };
+    let bad = [f, inside_small, header, inside_huge, later_page, freed];
     for p in bad {
         // SAFETY: the bad inputs `usable_size` and `reallocate_unsized` document (no reclaim
         // runs meanwhile).

@@ -726,7 +726,10 @@ mod tests {
                 Err(MapError::Unmappable)
             );
             map.remove_slabs(&[at(base)], 8192);
-            assert!(map.remove_block(at(base + (1 << 30) + 16), false, |_| {}).is_some());
+            assert!(
+                map.remove_block(at(base + (1 << 30) + 16), false, |_| {})
+                    .is_some()
+            );
             assert_eq!(map.get(base), None);
             assert!(map.node_bytes() > 0);
             map.prune(&pages);
@@ -742,7 +745,8 @@ mod tests {
         let map = PageMap::new();
         let base = 0x7f00_0000_0000usize;
         for k in 0..(1 << 30) / PAGE {
-            map.insert_slab(at(base + k * PAGE), PAGE, 0, &pages).unwrap();
+            map.insert_slab(at(base + k * PAGE), PAGE, 0, &pages)
+                .unwrap();
         }
         assert_eq!(map.node_bytes(), (512 + 2) * 4096);
         let tally = map
