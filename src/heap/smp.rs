@@ -88,7 +88,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     ///
     /// # Time Complexity
     /// O(1): a magazine pop on the fast path; a magazine exchange or a refill of at most
-    /// [`MAGAZINE`] objects otherwise; O(1) TLSF; the page source's cost for huge blocks.
+    /// [`MAGAZINE`](super::MAGAZINE) objects otherwise; O(1) TLSF; the page source's cost for huge blocks.
     #[inline(always)]
     pub fn allocate(&self, layout: Layout) -> Option<NonNull<u8>> {
         match Route::of(layout) {

@@ -10,7 +10,7 @@ use arrayvec::ArrayVec;
 use crate::byte::slab::SlabCheckError;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 
-/// A violated invariant found by [`SmpHeap::check`].
+/// A violated invariant found by [`SmpHeap::check`](super::SmpHeap::check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeapCheckError {
     /// A class's slabs are inconsistent.
