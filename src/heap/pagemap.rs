@@ -737,6 +737,34 @@ mod tests {
         }
     }
 
+    /// `tally` (under `check`) refuses a slab recorded on part of its pages, an entry in a
+    /// TLSF region, and counters that disagree.
+    #[test]
+    fn tally_finds_inconsistencies() {
+        let pages = SystemPages::new();
+        let map = PageMap::new();
+        let base = 0x7f00_0000_0000usize;
+        map.insert_slab(at(base), PAGE, 5, &pages).unwrap();
+        let ok = |_: &Tally| Ok(());
+        assert!(map.tally(&|_| PAGE, &|n| n, &|_| false, &ok).is_ok());
+        assert_eq!(
+            map.tally(&|_| 2 * PAGE, &|n| n, &|_| false, &ok),
+            Err("a slab's pages do not all map to its class")
+        );
+        assert_eq!(
+            map.tally(&|_| PAGE, &|n| n, &|a| a == base, &ok),
+            Err("a page of a TLSF pool has an owner")
+        );
+        let no = |_: &Tally| Err("counters");
+        assert_eq!(
+            map.tally(&|_| PAGE, &|n| n, &|_| false, &no),
+            Err("counters")
+        );
+        map.remove_slabs(&[at(base)], PAGE);
+        map.prune(&pages);
+        assert_eq!(pages.held_bytes(), 0);
+    }
+
     /// The memory cost: 1 GiB of 4 KiB slabs recorded takes one leaf per 2 MiB (512) and one
     /// inner node per level above: 2 MiB + 8 KiB of nodes, 0.2 %.
     #[test]

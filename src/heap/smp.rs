@@ -16,7 +16,7 @@ use super::PageSource;
 use super::cpu::{self, CpuCaches};
 use super::depot::Depot;
 use super::large::{Large, Resize};
-use super::pagemap::{Owner, PAGE, PageMap};
+use super::pagemap::{Owner, PAGE, PageMap, Tally};
 use super::route::{HEAP_CLASSES, Route};
 use super::stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
 use crate::TlsfHeap;
@@ -513,25 +513,20 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         }
         drop(slots);
         self.tlsf().check().map_err(HeapCheckError::Tlsf)?;
-        let (_, direct_bytes, huge) = self.large.bytes();
         let tlsf = self.tlsf();
-        self.depot.check_map(
-            &huge_bytes,
-            &|addr| {
-                tlsf.in_region(
-                    NonNull::new(ptr::without_provenance_mut(addr)).unwrap_or(NonNull::dangling()),
-                )
-            },
-            &|tally| {
-                // Read again under the map's lock, where the counters change.
-                let (_, direct, huge) = self.large.bytes();
-                if tally.huge.1 != huge || tally.direct.1 != direct {
-                    return Err("huge or direct bytes disagree with the map's blocks");
-                }
-                Ok(())
-            },
-        )?;
-        let _ = (direct_bytes, huge);
+        let in_pool = |addr: usize| {
+            NonNull::new(ptr::without_provenance_mut(addr)).is_some_and(|p| tlsf.in_region(p))
+        };
+        // The large blocks' counters change under the map's lock: compared under it.
+        let counters_agree = |tally: &Tally| {
+            let (_, direct, huge) = self.large.bytes();
+            if tally.huge.1 != huge || tally.direct.1 != direct {
+                return Err("huge or direct bytes disagree with the map's blocks");
+            }
+            Ok(())
+        };
+        self.depot
+            .check_map(&huge_bytes, &in_pool, &counters_agree)?;
         Ok(self.stats())
     }
 }
