@@ -13,6 +13,8 @@
 //!
 //! Each model ends with the heap's `check()` (magazines hold in-use objects, each once; slabs
 //! consistent; counters right) and, after `drain_cpu_caches()` + `reclaim()`, no slab held.
+//! The page source is `fixed.rs` (the same addresses in every execution, which the page map's
+//! walks need for loom to replay executions; issue 15).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_heap`
 #![cfg(loom)]
@@ -23,38 +25,20 @@ use core::ptr::NonNull;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
-use smpalloc::heap::{MAGAZINE, SmpHeap, SystemPages};
+use smpalloc::heap::{MAGAZINE, SmpHeap};
+
+#[path = "fixed.rs"]
+mod fixed;
+use fixed::{Fixed, model};
 use smpalloc::percpu::set_model_cpu;
 
-type Heap = SmpHeap<SystemPages, 3>;
-type OneSlot = SmpHeap<SystemPages, 1>;
+type Heap = SmpHeap<Fixed, 3>;
+type OneSlot = SmpHeap<Fixed, 1>;
 
 const SMALL: Layout = match Layout::from_size_align(8, 8) {
     Ok(layout) => layout,
     Err(_) => panic!(),
 };
-
-/// Runs `f` under loom, on a model thread with a 1 MiB stack (the heap's `check` needs more
-/// than a model's default stack).
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(3);
-    }
-    // The TLSF model's executions run long (statistics, check and reclaim of every class);
-    // loom's default stops at 1,000 branches.
-    builder.max_branches = builder.max_branches.max(10_000);
-    let f = std::sync::Arc::new(f);
-    builder.check(move || {
-        let f = f.clone();
-        thread::Builder::new()
-            .stack_size(1 << 20)
-            .spawn(move || f())
-            .unwrap()
-            .join()
-            .unwrap();
-    });
-}
 
 /// A pointer that crosses model threads (heap objects are plain addresses).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -66,12 +50,12 @@ impl Obj {
     }
 }
 
-fn alloc<const CPUS: usize>(heap: &SmpHeap<SystemPages, CPUS>) -> Obj {
+fn alloc<const CPUS: usize>(heap: &SmpHeap<Fixed, CPUS>) -> Obj {
     let p = heap.allocate(SMALL).expect("one slab is enough");
     Obj(p.as_ptr().expose_provenance())
 }
 
-fn free<const CPUS: usize>(heap: &SmpHeap<SystemPages, CPUS>, obj: Obj) {
+fn free<const CPUS: usize>(heap: &SmpHeap<Fixed, CPUS>, obj: Obj) {
     // SAFETY: every model frees each object it allocated exactly once.
     unsafe { heap.deallocate(obj.ptr(), SMALL) };
 }
@@ -79,7 +63,7 @@ fn free<const CPUS: usize>(heap: &SmpHeap<SystemPages, CPUS>, obj: Obj) {
 /// The end state: invariants, `live` objects allocated, and everything back with the pages
 /// (slabs, TLSF pools, direct blocks) once the live ones are freed and the caches drained and
 /// reclaimed.
-fn finish<const CPUS: usize>(heap: &SmpHeap<SystemPages, CPUS>, live: Vec<Obj>) {
+fn finish<const CPUS: usize>(heap: &SmpHeap<Fixed, CPUS>, live: Vec<Obj>) {
     heap.check().unwrap();
     assert_eq!(heap.class_stats(0).unwrap().allocated, live.len());
     for obj in live {
@@ -113,8 +97,8 @@ fn distinct(mut objs: Vec<Obj>) -> Vec<Obj> {
 /// other CPU's magazine). No object is lost or handed out twice.
 #[test]
 fn magazine_exchange_races_exchange() {
-    model(|| {
-        let heap = Arc::new(Heap::new(SystemPages::new()));
+    model(|base| {
+        let heap = Arc::new(Heap::new(Fixed::new(base)));
         set_model_cpu(2);
         let n = 2 * MAGAZINE + 1;
         let mut objs: Vec<Obj> = (0..2 * n).map(|_| alloc(&heap)).collect();
@@ -145,8 +129,8 @@ fn magazine_exchange_races_exchange() {
 /// while CPU 0 allocates again; the counters of both CPUs add up.
 #[test]
 fn cross_cpu_free() {
-    model(|| {
-        let heap = Arc::new(Heap::new(SystemPages::new()));
+    model(|base| {
+        let heap = Arc::new(Heap::new(Fixed::new(base)));
         let mailbox = Arc::new(AtomicUsize::new(0));
         let consumer = {
             let (heap, mailbox) = (heap.clone(), mailbox.clone());
@@ -179,8 +163,8 @@ fn cross_cpu_free() {
 /// or gets a new slab after it, never an object of a released slab.
 #[test]
 fn slab_release_races_allocation() {
-    model(|| {
-        let heap = Arc::new(Heap::new(SystemPages::new()));
+    model(|base| {
+        let heap = Arc::new(Heap::new(Fixed::new(base)));
         set_model_cpu(2);
         let last = alloc(&heap);
         heap.drain_cpu_caches(); // the slab now has exactly one object in use: `last`
@@ -203,8 +187,8 @@ fn slab_release_races_allocation() {
 /// the drain and free straight into the slabs) and an allocation there.
 #[test]
 fn drain_races_free() {
-    model(|| {
-        let heap = Arc::new(Heap::new(SystemPages::new()));
+    model(|base| {
+        let heap = Arc::new(Heap::new(Fixed::new(base)));
         set_model_cpu(0);
         let objs: Vec<Obj> = (0..3).map(|_| alloc(&heap)).collect();
         let drainer = {
@@ -228,8 +212,8 @@ fn drain_races_free() {
 /// is lost or duplicated. (With more slots it would probe the next one first.)
 #[test]
 fn two_threads_on_one_slot() {
-    model(|| {
-        let heap = Arc::new(OneSlot::new(SystemPages::new()));
+    model(|base| {
+        let heap = Arc::new(OneSlot::new(Fixed::new(base)));
         let other = {
             let heap = heap.clone();
             thread::spawn(move || {
@@ -254,8 +238,8 @@ fn two_threads_on_one_slot() {
 /// uses its magazines; the counters of both slots add up and nothing is lost.
 #[test]
 fn busy_slot_probes_the_next() {
-    model(|| {
-        let heap = Arc::new(Heap::new(SystemPages::new()));
+    model(|base| {
+        let heap = Arc::new(Heap::new(Fixed::new(base)));
         let other = {
             let heap = heap.clone();
             thread::spawn(move || {
@@ -291,8 +275,8 @@ const MEDIUM: Layout = match Layout::from_size_align(64, 8) {
 /// executions of `reclaim` few.)
 #[test]
 fn tlsf_pool_return_races_allocation() {
-    model(|| {
-        let heap = Arc::new(OneSlot::new(SystemPages::new()));
+    model(|base| {
+        let heap = Arc::new(OneSlot::new(Fixed::new(base)));
         set_model_cpu(0);
         let first = heap.allocate(MEDIUM).expect("grows a pool");
         // SAFETY: allocated above, freed once.
@@ -336,8 +320,8 @@ const BIG: Layout = match Layout::from_size_align(5000, 8) {
 /// can be added.
 #[test]
 fn tlsf_growth_races_first_try() {
-    model(|| {
-        let heap = Arc::new(Heap::new(SystemPages::new()));
+    model(|base| {
+        let heap = Arc::new(Heap::new(Fixed::new(base)));
         let other = {
             let heap = heap.clone();
             thread::spawn(move || {
@@ -375,8 +359,8 @@ const DIRECT: Layout = match Layout::from_size_align(12 << 10, 8) {
 /// for a `MEDIUM` block and frees it. Everything is back with the pages at the end.
 #[test]
 fn direct_block_freed_on_another_cpu() {
-    model(|| {
-        let heap = Arc::new(OneSlot::new(SystemPages::new()));
+    model(|base| {
+        let heap = Arc::new(OneSlot::new(Fixed::new(base)));
         let mailbox = Arc::new(AtomicUsize::new(0));
         let freer = {
             let (heap, mailbox) = (heap.clone(), mailbox.clone());
@@ -405,7 +389,7 @@ fn direct_block_freed_on_another_cpu() {
     });
 }
 
-/// Thread caches (DESIGN.md 13.10, T1-T5), thread exit racing remote frees: thread A (a std
+/// Thread caches (DESIGN.md 13.11, T1-T5), thread exit racing remote frees: thread A (a std
 /// thread: no CPU id, so a thread cache) allocates `MAGAZINE + 1` objects, hands them over,
 /// allocates and frees one more (magazine writes after its last synchronisation with anyone)
 /// and exits, while thread B frees the objects into its own cache (spilling a magazine to the
@@ -414,10 +398,10 @@ fn direct_block_freed_on_another_cpu() {
 /// counts add up, and each record goes back to the pool exactly once.
 #[test]
 fn thread_exit_races_remote_frees() {
-    model(|| {
+    model(|base| {
         set_model_cpu(0);
         let (adopted, released) = smpalloc::heap::thread_cache_records();
-        let heap = Arc::new(OneSlot::new(SystemPages::new()));
+        let heap = Arc::new(OneSlot::new(Fixed::new(base)));
         let mailbox = Arc::new(loom::sync::Mutex::new(Vec::new()));
         let owner = {
             let (heap, mailbox) = (heap.clone(), mailbox.clone());
@@ -471,12 +455,10 @@ fn thread_exit_races_remote_frees() {
 /// and the heap takes the cached objects back either way.
 #[test]
 fn heap_drop_races_thread_exit() {
-    model(|| {
+    model(|base| {
         set_model_cpu(0);
         let (adopted, released) = smpalloc::heap::thread_cache_records();
-        let heap = Arc::new(loom::sync::Mutex::new(Some(OneSlot::new(
-            SystemPages::new(),
-        ))));
+        let heap = Arc::new(loom::sync::Mutex::new(Some(OneSlot::new(Fixed::new(base)))));
         let user = {
             let heap = heap.clone();
             thread::spawn(move || {

@@ -208,7 +208,7 @@ pub fn set_model_cpu(cpu: usize) {
 
 /// Whether the caller runs on a CPU the crate knows: a CPU-id source is registered (a kernel,
 /// or a program that reads its CPU id). When not, "this CPU" is only a thread slot, and the
-/// std heap gives each thread its own cache instead (DESIGN.md 13.10).
+/// std heap gives each thread its own cache instead (DESIGN.md 13.11).
 #[cfg(not(loom))]
 #[cfg_attr(not(all(feature = "std", feature = "heap", unix)), allow(dead_code))]
 pub(crate) fn has_cpu_source() -> bool {

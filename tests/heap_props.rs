@@ -40,6 +40,23 @@ enum Op {
         pick: usize,
         size: usize,
     },
+    /// `free(ptr)` without the layout.
+    FreeUnsized {
+        cpu: usize,
+        pick: usize,
+    },
+    /// `usable_size(ptr)`: at least the size; then the bytes past the size up to it are
+    /// written (they must be the block's own: no other block changes).
+    Usable {
+        pick: usize,
+    },
+    /// `reallocate_unsized(ptr, size, align)`.
+    ReallocUnsized {
+        cpu: usize,
+        pick: usize,
+        size: usize,
+        align_log: u32,
+    },
     Drain,
     Reclaim,
 }
@@ -60,6 +77,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         8 => (0..CPUS, any::<usize>()).prop_map(|(cpu, pick)| Op::Free { cpu, pick }),
         3 => (0..CPUS, any::<usize>(), size_strategy())
             .prop_map(|(cpu, pick, size)| Op::Realloc { cpu, pick, size }),
+        4 => (0..CPUS, any::<usize>()).prop_map(|(cpu, pick)| Op::FreeUnsized { cpu, pick }),
+        3 => any::<usize>().prop_map(|pick| Op::Usable { pick }),
+        3 => (0..CPUS, any::<usize>(), size_strategy(), prop_oneof![4 => 0u32..=4, 1 => 5u32..=13])
+            .prop_map(|(cpu, pick, size, align_log)| Op::ReallocUnsized { cpu, pick, size, align_log }),
         1 => Just(Op::Drain),
         1 => Just(Op::Reclaim),
     ]
@@ -170,6 +191,60 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 live[i].layout = Layout::from_size_align(size, old.align()).unwrap();
                 fill(&live[i]);
             }
+            Op::FreeUnsized { cpu, pick } if !live.is_empty() => {
+                CPU.with(|c| c.set(cpu));
+                let l = live.swap_remove(pick % live.len());
+                prop_assert!(intact(&l), "contents of {:?} changed", l.layout);
+                // SAFETY: allocated above, freed once.
+                unsafe { heap.free(l.ptr) };
+            }
+            Op::Usable { pick } if !live.is_empty() => {
+                let l = &live[pick % live.len()];
+                // SAFETY: a live block of this heap.
+                let usable = unsafe { heap.usable_size(l.ptr) };
+                prop_assert!(usable.is_some(), "no usable size for {:?}", l.layout);
+                let usable = usable.unwrap();
+                prop_assert!(usable >= l.layout.size(), "{} < {:?}", usable, l.layout);
+                // Write the slack (under Miri its last 256 bytes): legal, and no other block
+                // may change (checked by `intact` on every later step).
+                let start = if cfg!(miri) {
+                    l.layout.size().max(usable.saturating_sub(256))
+                } else {
+                    l.layout.size()
+                };
+                // SAFETY: `usable_size` bytes are the block's (the property under test).
+                unsafe {
+                    l.ptr.as_ptr().add(start).write_bytes(0xA5, usable - start);
+                }
+            }
+            Op::ReallocUnsized {
+                cpu,
+                pick,
+                size,
+                align_log,
+            } if !live.is_empty() => {
+                CPU.with(|c| c.set(cpu));
+                let i = pick % live.len();
+                prop_assert!(intact(&live[i]));
+                let old = live[i].layout;
+                let align = 1usize << align_log;
+                // SAFETY: a live block of this heap.
+                let new = unsafe { heap.reallocate_unsized(live[i].ptr, size, align) };
+                prop_assert!(new.is_some());
+                let new = new.unwrap();
+                prop_assert_eq!(new.as_ptr().addr() % align, 0);
+                let kept = old.size().min(size);
+                let kept = if cfg!(miri) { kept.min(256) } else { kept };
+                // SAFETY: the kept prefix is initialised with the tag.
+                let kept = unsafe { core::slice::from_raw_parts(new.as_ptr(), kept) };
+                prop_assert!(
+                    kept.iter().all(|&b| b == live[i].tag),
+                    "unsized realloc lost contents"
+                );
+                live[i].ptr = new;
+                live[i].layout = Layout::from_size_align(size, align).unwrap();
+                fill(&live[i]);
+            }
             Op::Drain => heap.drain_cpu_caches(),
             Op::Reclaim => {
                 heap.reclaim();
@@ -197,16 +272,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .sum();
         let stats = stats.unwrap();
         prop_assert_eq!(stats.small_bytes, small);
-        // Everything held from the system is a slab, a TLSF pool or a huge block (which
-        // `SystemPages` counts at its layout's size).
+        // Everything held from the system is a slab, a TLSF pool, a huge block (which
+        // `SystemPages` counts at its layout's size, at least a page) or a page-map node.
         let huge: usize = live
             .iter()
             .filter(|l| Route::of(l.layout) == Route::Huge)
-            .map(|l| l.layout.size())
+            .map(|l| l.layout.size().max(4096))
             .sum();
         prop_assert_eq!(
             heap.pages().held_bytes(),
-            stats.slab_bytes + stats.tlsf_pool_bytes + huge
+            stats.slab_bytes + stats.tlsf_pool_bytes + huge + heap.map_bytes()
         );
     }
     for l in live.drain(..) {

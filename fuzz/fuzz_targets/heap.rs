@@ -5,9 +5,12 @@
 //! blocks, alignments up to 64 KiB), on a simulated CPU the input switches between (so frees
 //! cross CPUs). Each block is filled with its own tag and checked when it is freed or resized
 //! (an overlap or a stray write shows up there), checked to be aligned and disjoint from every
-//! live block, and `check()` runs after every step with the statistics' conservation
+//! live block, and `check()` runs after every step (the page map against the slabs and
+//! blocks too) with the statistics' conservation
 //! (`small_bytes` equals the class sizes of the live small blocks). `drain_cpu_caches` and
-//! `reclaim` run when the input asks. At the end everything is freed, the heap reclaimed and
+//! `reclaim` run when the input asks. Blocks are also freed, sized (their slack written) and
+//! resized without their layout (`free`, `usable_size`, `reallocate_unsized`, issue 15),
+//! interleaved with the sized calls. At the end everything is freed, the heap reclaimed and
 //! dropped, and every page must be back with the buddy.
 //!
 //! The input picks the buddy's largest block: 4 MiB (`MAX_ORDER` 10: huge blocks, pools that
@@ -48,6 +51,12 @@ enum Op {
     Alloc { size: Size, align_log: u8 },
     Free { idx: u8 },
     Realloc { idx: u8, size: Size },
+    /// `free(ptr)` without the layout (DESIGN.md 13.10).
+    FreeUnsized { idx: u8 },
+    /// `usable_size(ptr)`: at least the size; the slack up to it is written with the tag.
+    Usable { idx: u8 },
+    /// `reallocate_unsized(ptr, size, align)`.
+    ReallocUnsized { idx: u8, size: Size, align_log: u8 },
     Cpu(u8),
     Drain,
     Reclaim,
@@ -219,6 +228,57 @@ fn run<const ORDER: usize>(ops: &[Op]) {
                 let layout = Layout::from_size_align(new_size, b.layout.align()).unwrap();
                 admit(&mut live, q, layout, &mut tag);
             }
+            Op::FreeUnsized { idx } => {
+                if live.is_empty() {
+                    continue;
+                }
+                let b = live.swap_remove(idx as usize % live.len());
+                verify(&b);
+                // SAFETY: allocated by this heap, freed once.
+                unsafe { heap.free(b.ptr) };
+            }
+            Op::Usable { idx } => {
+                if live.is_empty() {
+                    continue;
+                }
+                let b = live[idx as usize % live.len()];
+                // SAFETY: a live block of this heap.
+                let usable = unsafe { heap.usable_size(b.ptr) }.expect("a live block's size");
+                assert!(usable >= b.layout.size(), "usable {usable} < {:?}", b.layout);
+                let slack = usable - b.layout.size();
+                // SAFETY: `usable` bytes are the block's (the property under test: a block it
+                // overlapped would lose its fill).
+                unsafe { b.ptr.as_ptr().add(b.layout.size()).write_bytes(b.tag, slack) };
+            }
+            Op::ReallocUnsized {
+                idx,
+                size,
+                align_log,
+            } => {
+                if live.is_empty() {
+                    continue;
+                }
+                let i = idx as usize % live.len();
+                let b = live[i];
+                verify(&b);
+                let new_size = size_of(size, max_block);
+                let align = 1usize << (align_log % 17);
+                // SAFETY: a live block of this heap.
+                let Some(q) = (unsafe { heap.reallocate_unsized(b.ptr, new_size, align) }) else {
+                    verify(&b); // refused: untouched
+                    continue;
+                };
+                live.swap_remove(i);
+                let keep = b.layout.size().min(new_size);
+                // SAFETY: the new block holds at least `keep` bytes.
+                let kept = unsafe { core::slice::from_raw_parts(q.as_ptr(), keep) };
+                assert!(
+                    kept.iter().all(|&x| x == b.tag),
+                    "unsized realloc lost the contents"
+                );
+                let layout = Layout::from_size_align(new_size, align).unwrap();
+                admit(&mut live, q, layout, &mut tag);
+            }
             Op::Cpu(c) => CPU.store(c as usize % 5, Ordering::Relaxed),
             Op::Drain => heap.drain_cpu_caches(),
             Op::Reclaim => heap.reclaim(),
@@ -228,8 +288,11 @@ fn run<const ORDER: usize>(ops: &[Op]) {
         assert_eq!(stats.small_bytes, small_bytes(&heap, &live), "small_bytes");
         pages.check().expect("BuddyPageAllocator::check");
         // Conservation: the heap holds no more pages than the buddy has handed out.
-        let held =
-            stats.slab_bytes + stats.tlsf_pool_bytes + stats.tlsf_direct_bytes + stats.huge_bytes;
+        let held = stats.slab_bytes
+            + stats.tlsf_pool_bytes
+            + stats.tlsf_direct_bytes
+            + stats.huge_bytes
+            + heap.map_bytes();
         assert!(
             held <= pages.used_pages() * 4096,
             "heap holds {held} > pages used"

@@ -630,6 +630,25 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         true
     }
 
+    /// The payload bytes of the live block at `ptr`: `None` when no live region contains
+    /// `ptr` (as [`in_region`](TlsfHeap::in_region)); `Some(None)` when one does but its
+    /// header is not a live block's (the check of `Tlsf::try_deallocate`, under the owner's
+    /// lock); changes nothing.
+    ///
+    /// # Safety
+    /// `ptr` is a block of this heap (live, or a bad pointer the header check refuses, within
+    /// `Tlsf::try_deallocate`'s limits).
+    #[cfg(feature = "heap")]
+    pub(crate) unsafe fn usable_in_region(&self, ptr: NonNull<u8>) -> Option<Option<usize>> {
+        let (ptr, region) = self.owner(ptr)?;
+        let arena = self.arenas.get(region.owner).lock();
+        if !self.regions.still_holds(&region) {
+            return Some(None);
+        }
+        // SAFETY: `ptr` lies in `region`, a region of this arena (re-validated under its lock).
+        Some(unsafe { arena.usable_within(ptr, region.bounds()) })
+    }
+
     /// Whether the region table has a vacant entry (a hint: exact only while nothing adds or
     /// removes regions).
     #[cfg(feature = "heap")]

@@ -942,6 +942,26 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         }
     }
 
+    /// The payload bytes of the allocation at `ptr` in the pool `[start, limit)` when its
+    /// header passes [`try_deallocate`](Tlsf::try_deallocate)'s check (same guarantee and
+    /// limits); `None`, nothing read past the pool, otherwise. Changes nothing.
+    ///
+    /// # Safety
+    /// As for [`try_deallocate_within`](Tlsf::try_deallocate_within).
+    #[cfg(feature = "heap")]
+    pub(crate) unsafe fn usable_within(
+        &self,
+        ptr: NonNull<u8>,
+        (start, limit): (usize, usize),
+    ) -> Option<usize> {
+        let addr = ptr.as_ptr().addr();
+        if addr - start < HDR || addr % GRANULARITY != 0 {
+            return None;
+        }
+        // SAFETY: caller; as in `try_deallocate_within`.
+        unsafe { Self::used_header(ptr, limit).map(|(_, size)| size - HDR) }
+    }
+
     /// Frees the live allocation at `ptr` without checking its header; returns the freed
     /// block's size (header included).
     ///

@@ -13,6 +13,7 @@ use crossbeam_utils::CachePadded;
 
 use super::PageSource;
 use super::magazine::Magazine;
+use super::pagemap::{PAGE, PageMap, Tally};
 use super::route::{DEPOT, HEAP_CLASSES, MAGAZINE, depot_limit};
 use super::stats::{HeapCheckError, Objects, load, store};
 use crate::byte::slab::SlabCache;
@@ -89,9 +90,11 @@ pub(super) struct ClassCounts {
     pub(super) direct_net: usize,
 }
 
-/// The class layer of every heap class.
+/// The class layer of every heap class, and the page map its slabs (and the large blocks,
+/// `large.rs`) are recorded in (DESIGN.md 13.10).
 pub(super) struct Depot {
     classes: [CachePadded<Class>; HEAP_CLASSES],
+    map: PageMap,
 }
 
 impl Depot {
@@ -111,14 +114,53 @@ impl Depot {
                 [CachePadded<Class>; HEAP_CLASSES],
             >(out)
         };
-        Self { classes }
+        Self {
+            classes,
+            map: PageMap::new(),
+        }
     }
 
     #[cfg(loom)]
     pub(super) fn new() -> Self {
         Self {
             classes: core::array::from_fn(|i| CachePadded::new(Class::new(i))),
+            map: PageMap::new(),
         }
+    }
+
+    /// The page map (slabs recorded here; huge and direct blocks by `large.rs`).
+    pub(super) const fn map(&self) -> &PageMap {
+        &self.map
+    }
+
+    /// The page map, exclusively (the heap is being dropped).
+    pub(super) fn map_mut(&mut self) -> &mut PageMap {
+        &mut self.map
+    }
+
+    /// A new slab of `class` for `SlabCache::alloc`: pages from the source, recorded in the map
+    /// before any object is carved (P2); `None` (pages back) when either refuses.
+    fn new_slab<P: PageSource>(
+        &self,
+        class: usize,
+        pages: &P,
+        bytes: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        let slab = pages.alloc_pages(bytes, align)?;
+        if self.map.insert_slab(slab, bytes, class, pages).is_err() {
+            // SAFETY: just taken with `alloc_pages(bytes, align)`, never used.
+            unsafe { pages.free_pages(slab, bytes, align) };
+            return None;
+        }
+        Some(slab)
+    }
+
+    /// Gives released slabs of `class` back to the page source, their map entries cleared
+    /// first (P3).
+    fn release<P: PageSource>(&self, class: usize, pages: &P, released: Released) {
+        self.map.remove_slabs(&released, slab_bytes(class));
+        release(class, pages, released);
     }
 
     /// Fills the empty magazine `into`: a full magazine from the depot, else up to
@@ -135,7 +177,7 @@ impl Depot {
                 let object = unsafe {
                     state
                         .slabs
-                        .alloc(|bytes, align| pages.alloc_pages(bytes, align))
+                        .alloc(|bytes, align| self.new_slab(class, pages, bytes, align))
                 };
                 match object {
                     Some(object) => into.0.push(object),
@@ -164,7 +206,7 @@ impl Depot {
         }
         self.publish(class, &state);
         drop(state);
-        release(class, pages, released);
+        self.release(class, pages, released);
     }
 
     /// Frees `objects` into the slabs (a drained cache), releasing empty slabs beyond the
@@ -184,12 +226,12 @@ impl Depot {
             // SAFETY: caller.
             unsafe { free_to_slabs(&mut state.slabs, object, &mut released) };
             if released.is_full() {
-                release(class, pages, mem::take(&mut released));
+                self.release(class, pages, mem::take(&mut released));
             }
         }
         self.publish(class, &state);
         drop(state);
-        release(class, pages, released);
+        self.release(class, pages, released);
     }
 
     /// Allocation that bypasses the caches (every cache the caller may use is busy): one
@@ -202,7 +244,7 @@ impl Depot {
         let object = unsafe {
             state
                 .slabs
-                .alloc(|bytes, align| pages.alloc_pages(bytes, align))
+                .alloc(|bytes, align| self.new_slab(class, pages, bytes, align))
         };
         if object.is_some() {
             // Under the class lock: its only writer.
@@ -232,7 +274,7 @@ impl Depot {
         );
         self.publish(class, &state);
         drop(state);
-        release(class, pages, released);
+        self.release(class, pages, released);
     }
 
     /// Returns every depot magazine to the slabs and every empty slab to the page source.
@@ -246,19 +288,19 @@ impl Depot {
                     // SAFETY: depot objects are in-use objects of this class.
                     unsafe { free_to_slabs(slabs, object, &mut released) };
                     if released.is_full() {
-                        release(class, pages, mem::take(&mut released));
+                        self.release(class, pages, mem::take(&mut released));
                     }
                 }
             }
             while let Some(slab) = slabs.take_empty() {
                 released.push(slab);
                 if released.is_full() {
-                    release(class, pages, mem::take(&mut released));
+                    self.release(class, pages, mem::take(&mut released));
                 }
             }
             self.publish(class, &state);
             drop(state);
-            release(class, pages, released);
+            self.release(class, pages, released);
         }
     }
 
@@ -327,6 +369,45 @@ impl Depot {
         let published = &self.classes[class].counters;
         if load(&published.slab_inuse) != counts.inuse || load(&published.slabs) != counts.slabs {
             return Err(error("published counters disagree with the slabs"));
+        }
+        Ok(())
+    }
+
+    /// Checks the page map against the slabs, holding every class lock (in class order) and
+    /// then the map's: each class's slabs have exactly their pages recorded, each slab's pages
+    /// all map to its class, no entry lies in a TLSF region (`is_pool`), and `verify` (the
+    /// large blocks' counts, run under the map's lock) holds.
+    pub(super) fn check_map(
+        &self,
+        huge_bytes: &dyn Fn(usize) -> usize,
+        is_pool: &dyn Fn(usize) -> bool,
+        verify: &dyn Fn(&Tally) -> Result<(), &'static str>,
+    ) -> Result<(), HeapCheckError> {
+        let states: ArrayVec<_, HEAP_CLASSES> =
+            self.classes.iter().map(|c| c.state.lock()).collect();
+        let slab_bytes = |class: usize| {
+            if class < HEAP_CLASSES {
+                slab_bytes(class)
+            } else {
+                0
+            }
+        };
+        let tally = self
+            .map
+            .tally(&slab_bytes, huge_bytes, is_pool, verify)
+            .map_err(HeapCheckError::PageMap)?;
+        for (class, state) in states.iter().enumerate() {
+            let pages = state.slabs.counts().slabs * slab_bytes(class) / PAGE;
+            if tally.slab_pages[class] != pages {
+                return Err(HeapCheckError::PageMap(
+                    "a class's slab pages and its map entries differ",
+                ));
+            }
+        }
+        if tally.slab_pages[HEAP_CLASSES..].iter().any(|&n| n != 0) {
+            return Err(HeapCheckError::PageMap(
+                "a slab entry names no class of the heap",
+            ));
         }
         Ok(())
     }

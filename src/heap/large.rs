@@ -5,7 +5,9 @@
 //! **TLSF growth** (DESIGN.md 13.5, G1-G2, D1-D3) allocates the grower's block from its new pool
 //! in the critical section that adds the pool, so no other thread takes it first; when no pool
 //! can be added the request is a *direct block* from the page source, which a free recognises
-//! by its address lying in no TLSF region while the direct count is non-zero.
+//! by its address lying in no TLSF region and the page map recording a direct block there
+//! (DESIGN.md 13.10). Huge and direct blocks are recorded in the page map with their layout,
+//! which their frees use.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -13,6 +15,7 @@ use core::ptr::NonNull;
 use arrayvec::ArrayVec;
 
 use super::PageSource;
+use super::pagemap::{MAX_BLOCK, Owner, PAGE, PageMap};
 use super::source::huge_bytes;
 use super::stats::load;
 use crate::TlsfHeap;
@@ -57,8 +60,8 @@ pub(super) struct Large {
     grow: SpinLock<Pools>,
     pool_bytes: AtomicUsize,
     /// Bytes of live direct blocks (TLSF-route blocks from `PageSource::alloc_huge`, each
-    /// counted as `huge_bytes(size)`, at least one page): non-zero exactly while one is live,
-    /// which gates a TLSF free that finds no region (DESIGN.md 13.5, D1-D3).
+    /// counted as `huge_bytes(size)`, at least one page), changed under the page map's lock
+    /// (statistics; the map tells a direct block, DESIGN.md 13.10).
     direct_bytes: AtomicUsize,
     huge_bytes: AtomicUsize,
 }
@@ -94,11 +97,12 @@ impl Large {
         &self,
         layout: Layout,
         pages: &P,
+        map: &PageMap,
     ) -> Option<NonNull<u8>> {
         if let Some(ptr) = self.tlsf.allocate(layout) {
             return Some(ptr);
         }
-        self.grow_tlsf(layout, pages)
+        self.grow_tlsf(layout, pages, map)
     }
 
     /// The arenas cannot serve `layout`: under `grow`, retries (someone may have grown them
@@ -109,7 +113,12 @@ impl Large {
     /// the source has none of that size), the request is a direct block from the page source.
     /// `None` only when the page source refuses.
     #[cold]
-    fn grow_tlsf<P: PageSource>(&self, layout: Layout, pages: &P) -> Option<NonNull<u8>> {
+    fn grow_tlsf<P: PageSource>(
+        &self,
+        layout: Layout,
+        pages: &P,
+        map: &PageMap,
+    ) -> Option<NonNull<u8>> {
         {
             let mut pools = self.grow.lock();
             if let Some(ptr) = self.tlsf.allocate(layout) {
@@ -123,7 +132,7 @@ impl Large {
                 }
             }
         }
-        self.alloc_direct(layout, pages)
+        self.alloc_block(layout, pages, map, true)
     }
 
     /// Takes a pool for `layout` from the page source and serves `layout` from it (see
@@ -176,57 +185,139 @@ impl Large {
         }
     }
 
-    /// A direct block: `layout` straight from the page source (whole pages), when the arenas
-    /// cannot grow. Its address lies in no TLSF region, which is how a free recognises it
-    /// (D1-D3 in DESIGN.md 13.5).
+    /// A huge block (`direct`: a direct block, when the arenas cannot grow): `layout` straight
+    /// from the page source (whole pages, at least one: [`block_layout`]), recorded in the page
+    /// map before it is returned (P2; a direct block's address lies in no TLSF region, D2).
+    /// `None` when the source or the map refuses (nothing held then).
     #[cold]
-    fn alloc_direct<P: PageSource>(&self, layout: Layout, pages: &P) -> Option<NonNull<u8>> {
+    fn alloc_block<P: PageSource>(
+        &self,
+        layout: Layout,
+        pages: &P,
+        map: &PageMap,
+        direct: bool,
+    ) -> Option<NonNull<u8>> {
+        let layout = block_layout(layout)?;
         let ptr = pages.alloc_huge(layout)?;
-        // D1: counted before the block is handed out (RMW: exact under concurrency).
-        self.direct_bytes
-            .fetch_add(huge_bytes(layout.size()), Ordering::Relaxed);
+        let (owner, counter) = self.kind(layout, direct);
+        let recorded = map.insert_block(ptr, owner, pages, || {
+            // Under the map's lock, so `check` sees the count and the entries agree; D1: the
+            // count is raised before the block is handed out.
+            counter.fetch_add(huge_bytes(layout.size()), Ordering::Relaxed);
+        });
+        if recorded.is_err() {
+            // SAFETY: just taken with `alloc_huge(layout)`, never handed out.
+            unsafe { pages.free_huge(ptr, layout) };
+            return None;
+        }
         Some(ptr)
     }
 
-    /// Frees a TLSF-route block: into its arena when a region contains it, else (a direct
-    /// block, D2) to the page source.
+    /// The map owner and the byte counter of a block of `layout` (already a block layout).
+    fn kind(&self, layout: Layout, direct: bool) -> (Owner, &AtomicUsize) {
+        if direct {
+            (Owner::Direct(layout), &self.direct_bytes)
+        } else {
+            (Owner::Huge(layout), &self.huge_bytes)
+        }
+    }
+
+    /// Frees the huge (`direct`: direct) block starting at `ptr` with the layout the map
+    /// recorded (P3: the entry is cleared first). A pointer that starts no such block (a
+    /// foreign pointer, a block freed already, an interior pointer) is ignored, the page source
+    /// untouched; debug builds panic. Returns whether a block was freed.
     ///
     /// # Safety
-    /// `ptr` is a TLSF-route block of this heap allocated with `layout`, not freed since.
+    /// If the map records a block of that kind at `ptr`, it is a live block of this heap that
+    /// the caller owns and no longer uses.
+    #[cold]
+    pub(super) unsafe fn free_block<P: PageSource>(
+        &self,
+        ptr: NonNull<u8>,
+        pages: &P,
+        map: &PageMap,
+        direct: bool,
+    ) -> bool {
+        let counter = if direct {
+            &self.direct_bytes
+        } else {
+            &self.huge_bytes
+        };
+        let removed = map.remove_block(ptr, direct, |layout| {
+            counter.fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+        });
+        let Some(layout) = removed else {
+            if direct {
+                debug_assert!(false, "SmpHeap: not a TLSF block of this heap");
+            } else {
+                debug_assert!(false, "SmpHeap: not a huge block of this heap");
+            }
+            return false;
+        };
+        // SAFETY: the map recorded it with this layout when it was taken with `alloc_huge`
+        // (or moved by `realloc_huge`); the caller no longer uses it.
+        unsafe { pages.free_huge(ptr, layout) };
+        true
+    }
+
+    /// Frees a TLSF-route block: into its arena when a region contains it, else (a direct
+    /// block, D2) to the page source with the layout the map recorded; a pointer that is
+    /// neither is ignored (panic in debug builds).
+    ///
+    /// # Safety
+    /// `ptr` is a TLSF-route block of this heap, not freed since.
     #[inline]
     pub(super) unsafe fn free_tlsf<P: PageSource>(
         &self,
         ptr: NonNull<u8>,
-        layout: Layout,
         pages: &P,
+        map: &PageMap,
     ) {
         // SAFETY: caller.
         if !unsafe { self.tlsf.deallocate_in_region(ptr) } {
             // SAFETY: caller.
-            unsafe { self.free_direct(ptr, layout, pages) };
+            unsafe { self.free_block(ptr, pages, map, true) };
         }
     }
 
+    /// Resizes the huge (`direct`: direct) block at `ptr`, whose recorded layout is `layout`,
+    /// to `new_size` bytes through the page source's `realloc_huge`, updating the map (P5:
+    /// spare nodes are reserved first, so recording a moved block cannot fail). `None` leaves
+    /// the block untouched (the caller moves it by copy).
+    ///
     /// # Safety
-    /// As for [`free_tlsf`](Self::free_tlsf); no TLSF region contains `ptr`.
-    #[cold]
-    unsafe fn free_direct<P: PageSource>(&self, ptr: NonNull<u8>, layout: Layout, pages: &P) {
-        // D2: with no direct block live, `ptr` is no live block of this heap (a stale or
-        // foreign pointer): ignored, as `TlsfHeap` ignores it.
-        if load(&self.direct_bytes) == 0 {
-            debug_assert!(false, "SmpHeap::deallocate: not a TLSF block of this heap");
-            return;
-        }
-        // SAFETY: caller and D2: a live TLSF-route block in no region is a direct block,
-        // taken with `alloc_huge(layout)`.
-        unsafe { pages.free_huge(ptr, layout) };
-        self.direct_bytes
-            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+    /// `ptr` is a live block of that kind of this heap with the recorded `layout`.
+    pub(super) unsafe fn realloc_block<P: PageSource>(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+        pages: &P,
+        map: &PageMap,
+        direct: bool,
+    ) -> Option<NonNull<u8>> {
+        let new_layout = block_layout(Layout::from_size_align(new_size, layout.align()).ok()?)?;
+        map.reserve(pages).ok()?;
+        // SAFETY: caller: taken with `alloc_huge(layout)`; the new layout is formed.
+        let moved = unsafe { pages.realloc_huge(ptr, layout, new_layout.size()) }?;
+        let (owner, counter) = self.kind(new_layout, direct);
+        let recorded = map.move_block(ptr, moved, owner, pages, || {
+            // New size first: the count stays non-zero throughout (D1).
+            counter.fetch_add(huge_bytes(new_layout.size()), Ordering::Relaxed);
+            counter.fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
+        });
+        // Only an address in the other half of the address space can fail here (the spare
+        // nodes cover the rest): no source moves a block there.
+        debug_assert!(
+            recorded.is_ok(),
+            "SmpHeap: a moved block cannot be recorded"
+        );
+        Some(moved)
     }
 
     /// Resizes a TLSF-route block to `new_size` bytes where it lies (arena) or through the
     /// page source (direct block). [`Resize::Move`]: the caller allocates, copies and frees;
-    /// [`Resize::Refuse`]: `ptr` is no live block of this heap (D3: the caller broke the
+    /// [`Resize::Refuse`]: `ptr` is no live block of this heap (the caller broke the
     /// contract), nothing changes.
     ///
     /// # Safety
@@ -238,6 +329,7 @@ impl Large {
         layout: Layout,
         new_size: usize,
         pages: &P,
+        map: &PageMap,
     ) -> Resize {
         // SAFETY: caller. `None` leaves the block untouched (also when no region holds it:
         // then it is a direct block).
@@ -247,67 +339,23 @@ impl Large {
         if self.tlsf.in_region(ptr) {
             return Resize::Move;
         }
-        if load(&self.direct_bytes) == 0 {
+        let Some(Owner::Direct(recorded)) = map.get(ptr.as_ptr().addr()) else {
             return Resize::Refuse;
-        }
-        // A direct block (D2): the page source resizes it as a huge block.
-        // SAFETY: caller: taken with `alloc_huge(layout)`; the new layout is formed.
-        let Some(moved) = (unsafe { pages.realloc_huge(ptr, layout, new_size) }) else {
-            return Resize::Move;
         };
-        // New size first: the count stays non-zero throughout (D1).
-        self.direct_bytes
-            .fetch_add(huge_bytes(new_size), Ordering::Relaxed);
-        self.direct_bytes
-            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
-        Resize::Done(moved)
+        // SAFETY: caller and the map: a live direct block with the recorded layout.
+        match unsafe { self.realloc_block(ptr, recorded, new_size, pages, map, true) } {
+            Some(moved) => Resize::Done(moved),
+            None => Resize::Move,
+        }
     }
 
     pub(super) fn alloc_huge<P: PageSource>(
         &self,
         layout: Layout,
         pages: &P,
+        map: &PageMap,
     ) -> Option<NonNull<u8>> {
-        let ptr = pages.alloc_huge(layout)?;
-        // Statistics only; huge blocks are rare.
-        self.huge_bytes
-            .fetch_add(huge_bytes(layout.size()), Ordering::Relaxed);
-        Some(ptr)
-    }
-
-    /// # Safety
-    /// `ptr` is a huge block of this heap allocated with `layout`.
-    pub(super) unsafe fn free_huge<P: PageSource>(
-        &self,
-        ptr: NonNull<u8>,
-        layout: Layout,
-        pages: &P,
-    ) {
-        // SAFETY: caller: taken with exactly this layout.
-        unsafe { pages.free_huge(ptr, layout) };
-        self.huge_bytes
-            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
-    }
-
-    /// Resizes a huge block through the page source; `None` leaves it untouched.
-    ///
-    /// # Safety
-    /// `ptr` is a huge block of this heap allocated with `layout`; `new_size` with
-    /// `layout.align()` forms a huge-route layout.
-    pub(super) unsafe fn realloc_huge<P: PageSource>(
-        &self,
-        ptr: NonNull<u8>,
-        layout: Layout,
-        new_size: usize,
-        pages: &P,
-    ) -> Option<NonNull<u8>> {
-        // SAFETY: caller.
-        let moved = unsafe { pages.realloc_huge(ptr, layout, new_size) }?;
-        self.huge_bytes
-            .fetch_sub(huge_bytes(layout.size()), Ordering::Relaxed);
-        self.huge_bytes
-            .fetch_add(huge_bytes(new_size), Ordering::Relaxed);
-        Some(moved)
+        self.alloc_block(layout, pages, map, false)
     }
 
     /// Returns every TLSF pool that holds no allocated block to the page source
@@ -344,4 +392,14 @@ impl Large {
             unsafe { pages.free_pages(pool, bytes, SLAB_PAGE) };
         }
     }
+}
+
+/// The layout a huge or direct block is taken from the page source with: at least one page
+/// (so no two blocks start in one page, even with a source whose blocks are not whole pages),
+/// and `None` for 16 TiB or more (the page map records 44 bits of size).
+fn block_layout(layout: Layout) -> Option<Layout> {
+    if layout.size() > MAX_BLOCK {
+        return None;
+    }
+    Layout::from_size_align(layout.size().max(PAGE), layout.align()).ok()
 }

@@ -14,6 +14,7 @@ mod cpu;
 mod depot;
 mod large;
 mod magazine;
+mod pagemap;
 mod route;
 mod smp;
 mod source;

@@ -18,11 +18,13 @@ use super::PageSource;
 use super::cpu::{self, CpuCaches};
 use super::depot::Depot;
 use super::large::{Large, Resize};
+use super::pagemap::{Owner, PAGE, PageMap, Tally};
 use super::route::{HEAP_CLASSES, Route};
 use super::stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
 use super::thread::Threads;
 use crate::TlsfHeap;
-use crate::byte::slab::class::{class_size, slab_bytes};
+use crate::byte::slab::class::{class_size, objects_per_slab, slab_bytes};
+use crate::heap::source::huge_bytes;
 use crate::sync::loom_const_fn;
 
 /// The SMP heap: sizes up to 4 KiB from per-CPU slab magazines, odd alignments and sizes up to
@@ -47,7 +49,7 @@ use crate::sync::loom_const_fn;
 /// assert_eq!(HEAP.pages().held_bytes(), 0); // every slab went back to the system
 /// ```
 pub struct SmpHeap<P: PageSource, const CPUS: usize = 16> {
-    /// Per-thread caches (std, no CPU-id source registered; DESIGN.md 13.10).
+    /// Per-thread caches (std, no CPU-id source registered; DESIGN.md 13.11).
     threads: Threads,
     cpus: CpuCaches<CPUS>,
     depot: Depot,
@@ -112,8 +114,8 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         match Route::of(layout) {
             Route::Small(class) => self.alloc_small(class),
             Route::Zero => Some(crate::byte::dangling(layout.align())),
-            Route::Tlsf => self.large.alloc_tlsf(layout, &self.pages),
-            Route::Huge => self.large.alloc_huge(layout, &self.pages),
+            Route::Tlsf => self.large.alloc_tlsf(layout, &self.pages, self.map()),
+            Route::Huge => self.large.alloc_huge(layout, &self.pages, self.map()),
         }
     }
 
@@ -124,9 +126,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// which is what makes them fast); debug builds check the slab header of every small free
     /// (panic on a foreign pointer) and refuse a double free into the same magazine. TLSF
     /// frees check the block header in every build (ignored in release, panic in debug). A
-    /// TLSF-route pointer in no TLSF region is a direct block when direct blocks are live (then
-    /// a bad one reaches the page source's `free_huge`, as a bad huge free does), and is
-    /// ignored otherwise (panic in debug).
+    /// TLSF-route pointer in no TLSF region, or a huge-route pointer, that starts no direct or
+    /// huge block the page map knows is ignored, the page source untouched (panic in debug);
+    /// huge and direct blocks are freed with the layout the map recorded.
     ///
     /// # Safety
     /// `ptr` was returned by this heap's `allocate` (or `reallocate`) for `layout` and has not
@@ -152,9 +154,11 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             Route::Small(class) => unsafe { self.free_small(ptr, class) },
             Route::Zero => {}
             // SAFETY: caller: a TLSF block of this heap.
-            Route::Tlsf => unsafe { self.large.free_tlsf(ptr, layout, &self.pages) },
+            Route::Tlsf => unsafe { self.large.free_tlsf(ptr, &self.pages, self.map()) },
             // SAFETY: caller: a huge block of this heap.
-            Route::Huge => unsafe { self.large.free_huge(ptr, layout, &self.pages) },
+            Route::Huge => unsafe {
+                self.large.free_block(ptr, &self.pages, self.map(), false);
+            },
         }
     }
 
@@ -177,16 +181,32 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             (Route::Small(a), Route::Small(b)) if a == b => return Some(ptr),
             (Route::Tlsf, Route::Tlsf) => {
                 // SAFETY: caller: a TLSF-route block of this heap; the new layout is formed.
-                match unsafe { self.large.realloc_tlsf(ptr, layout, new_size, &self.pages) } {
+                let resized = unsafe {
+                    self.large
+                        .realloc_tlsf(ptr, layout, new_size, &self.pages, self.map())
+                };
+                match resized {
                     Resize::Done(moved) => return Some(moved),
                     Resize::Refuse => return None,
                     Resize::Move => {}
                 }
             }
             (Route::Huge, Route::Huge) => {
-                // SAFETY: caller: a huge block of this heap with `layout`; the new layout is
-                // formed.
-                let moved = unsafe { self.large.realloc_huge(ptr, layout, new_size, &self.pages) };
+                // A huge block the map does not know is no live block: refused, untouched.
+                let Some(Owner::Huge(recorded)) = self.map().get(ptr.as_ptr().addr()) else {
+                    return None;
+                };
+                // SAFETY: caller and the map: a live huge block with the recorded layout.
+                let moved = unsafe {
+                    self.large.realloc_block(
+                        ptr,
+                        recorded,
+                        new_size,
+                        &self.pages,
+                        self.map(),
+                        false,
+                    )
+                };
                 if moved.is_some() {
                     return moved;
                 }
@@ -199,6 +219,198 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         unsafe {
             ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), layout.size().min(new_size));
             self.deallocate(ptr, layout);
+        }
+        Some(new)
+    }
+
+    // ----- frees and sizes without a layout (DESIGN.md 13.10) -------------------------------
+
+    /// The page map (its nodes are in [`map_bytes`](Self::map_bytes)).
+    #[inline(always)]
+    fn map(&self) -> &PageMap {
+        self.depot.map()
+    }
+
+    /// Bytes of page-map nodes held from the page source (one 4 KiB node per 2 MiB of address
+    /// space holding slabs or huge and direct blocks, plus the inner nodes; `reclaim` returns
+    /// the empty ones). The page source's count of held bytes includes them.
+    pub fn map_bytes(&self) -> usize {
+        self.map().node_bytes()
+    }
+
+    /// Whether `addr`, in a slab of `class`, is an object's start (not inside an object or in
+    /// the slab's header).
+    #[inline(always)]
+    fn object_start(addr: usize, class: usize) -> bool {
+        let offset = addr & (slab_bytes(class) - 1);
+        let size = class_size(class);
+        offset % size == 0 && offset / size < objects_per_slab(class)
+    }
+
+    /// Frees the block at `ptr` without its layout (C's `free`): the route comes from the
+    /// page map (DESIGN.md 13.10), O(1): a slab object goes to the magazines as
+    /// [`deallocate`](Self::deallocate) does, a TLSF block to its arena, a huge or direct block
+    /// to the page source with the layout recorded for it. A pointer in page 0 (a size-0
+    /// block's dangling pointer, alignment below 4096) is a no-op; a size-0 block aligned to
+    /// 4096 or more has a dangling address that may be a real page: free it with
+    /// `deallocate` (a no-op), not here.
+    ///
+    /// Bad input (DESIGN.md 13.8): a pointer in no page of this heap (foreign, or a huge or
+    /// direct block freed already) and a pointer inside a slab object, a slab header or a
+    /// huge block are ignored, the memory untouched, in release builds, and panic in debug
+    /// builds. A pointer inside a TLSF block is refused by the block header check (§12's
+    /// limits). A double free of a small object is undefined behaviour in release builds, as
+    /// for `deallocate` (debug builds panic while it is in the loaded magazine or back in its
+    /// slab); a huge block freed twice is ignored unless its pages were handed out again.
+    ///
+    /// # Safety
+    /// `ptr` was returned by this heap's `allocate` or a reallocation and has not been freed
+    /// since; a bad pointer (above) must not be passed while [`reclaim`](Self::reclaim) runs
+    /// (it returns empty map nodes), and one inside a TLSF block must not point at bytes the
+    /// caller wrote to mimic a block header.
+    ///
+    /// # Time Complexity
+    /// O(1): four loads of the page map, then the route's free.
+    #[inline]
+    pub unsafe fn free(&self, ptr: NonNull<u8>) {
+        let addr = ptr.as_ptr().addr();
+        if addr < PAGE {
+            return;
+        }
+        match self.map().get(addr) {
+            Some(Owner::Slab(class)) => {
+                if !Self::object_start(addr, class) {
+                    debug_assert!(false, "SmpHeap::free: a pointer inside a slab object");
+                    return;
+                }
+                // SAFETY: caller: a live object of `class` (the map names its slab's class).
+                unsafe { self.free_small(ptr, class) };
+            }
+            Some(Owner::Huge(_)) => {
+                // SAFETY: caller: the live huge block the map recorded at `ptr`.
+                unsafe { self.large.free_block(ptr, &self.pages, self.map(), false) };
+            }
+            Some(Owner::Direct(_)) => {
+                // SAFETY: caller: the live direct block the map recorded at `ptr`.
+                unsafe { self.large.free_block(ptr, &self.pages, self.map(), true) };
+            }
+            None => {
+                // SAFETY: caller: a TLSF block of this heap, or a bad pointer that the region
+                // lookup misses (nothing touched) or the header check refuses.
+                if !unsafe { self.tlsf().deallocate_in_region(ptr) } {
+                    debug_assert!(false, "SmpHeap::free: not a block of this heap");
+                }
+            }
+        }
+    }
+
+    /// The bytes usable at `ptr` (C's `malloc_usable_size`): at least the size it was
+    /// allocated with, and writing that many bytes is legal. A slab object: its class size; a
+    /// TLSF block: its payload; a huge or direct block:
+    /// [`PageSource::huge_usable`] (whole pages by default; `SystemPages`: the size asked).
+    /// `Some(0)` in page 0 (a size-0 block); `None`, touching nothing, for a pointer the heap
+    /// does not know as a block start (the bad inputs of [`free`](Self::free)).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    ///
+    /// # Time Complexity
+    /// O(1) (a TLSF block: its arena's lock, to check its header).
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> Option<usize> {
+        let addr = ptr.as_ptr().addr();
+        if addr < PAGE {
+            return Some(0);
+        }
+        match self.map().get(addr) {
+            Some(Owner::Slab(class)) => Self::object_start(addr, class).then(|| class_size(class)),
+            Some(Owner::Huge(layout) | Owner::Direct(layout)) => {
+                Some(self.pages.huge_usable(layout))
+            }
+            // SAFETY: caller.
+            None => unsafe { self.tlsf().usable_in_region(ptr) }.flatten(),
+        }
+    }
+
+    /// Resizes the block at `ptr` to `new_size` bytes aligned to `align`, without its old
+    /// layout (C's `realloc` passes `align = 16`; an `aligned_alloc`'ed block keeps more only
+    /// if asked). The result is the block `allocate(Layout(new_size, align))` would give as far
+    /// as the sized API goes (it may be freed with [`free`](Self::free) or with
+    /// `deallocate(ptr, Layout(new_size, align))`). In place when the route stays: the same
+    /// slab class, TLSF in place, or the page source's `realloc_huge` for a huge or direct
+    /// block aligned at least to `align`; otherwise allocate, copy
+    /// `min(usable_size, new_size)` bytes, free. A pointer in page 0 (a size-0 block) is
+    /// allocated afresh.
+    ///
+    /// `None` leaves the block untouched: out of memory, `align` not a power of two or
+    /// `new_size` overflowing a `Layout`, or a pointer the heap does not know as a block start
+    /// (the bad inputs of [`free`](Self::free)).
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    pub unsafe fn reallocate_unsized(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        let new_layout = Layout::from_size_align(new_size, align).ok()?;
+        let addr = ptr.as_ptr().addr();
+        if addr < PAGE {
+            return self.allocate(new_layout);
+        }
+        let route = Route::of(new_layout);
+        let old = match self.map().get(addr) {
+            Some(Owner::Slab(class)) => {
+                if !Self::object_start(addr, class) {
+                    return None;
+                }
+                if route == Route::Small(class) {
+                    return Some(ptr);
+                }
+                class_size(class)
+            }
+            Some(owner @ (Owner::Huge(layout) | Owner::Direct(layout))) => {
+                let direct = matches!(owner, Owner::Direct(_));
+                let stays = if direct { Route::Tlsf } else { Route::Huge };
+                if route == stays && layout.align() >= align {
+                    // SAFETY: caller and the map: a live block of that kind and layout.
+                    let moved = unsafe {
+                        self.large.realloc_block(
+                            ptr,
+                            layout,
+                            new_size,
+                            &self.pages,
+                            self.map(),
+                            direct,
+                        )
+                    };
+                    if moved.is_some() {
+                        return moved;
+                    }
+                }
+                self.pages.huge_usable(layout)
+            }
+            None => {
+                // SAFETY: caller.
+                let usable = unsafe { self.tlsf().usable_in_region(ptr) }??;
+                if route == Route::Tlsf {
+                    // In place, or moved inside the arenas (`Layout(usable, align)`: copies
+                    // the whole payload). `None`: moved below (with growth).
+                    let layout = Layout::from_size_align(usable, align).ok()?;
+                    // SAFETY: a live TLSF block (caller; its header checked above).
+                    if let Some(moved) = unsafe { self.tlsf().reallocate(ptr, layout, new_size) } {
+                        return Some(moved);
+                    }
+                }
+                usable
+            }
+        };
+        let new = self.allocate(new_layout)?;
+        // SAFETY: `old` bytes are usable at `ptr` (caller: live); `new` is a fresh block of
+        // `new_size` bytes; distinct blocks.
+        unsafe {
+            ptr::copy_nonoverlapping(ptr.as_ptr(), new.as_ptr(), old.min(new_size));
+            self.free(ptr);
         }
         Some(new)
     }
@@ -324,7 +536,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// lock), releasing slabs beyond the empty-slab hysteresis to the page source. The CPUs keep
     /// working: a CPU whose slot is being drained takes the direct path meanwhile.
     ///
-    /// With thread caches (std, DESIGN.md 13.10): also the calling thread's cache and the
+    /// With thread caches (std, DESIGN.md 13.11): also the calling thread's cache and the
     /// caches of threads that exited; other live threads keep theirs (at most two magazines
     /// per class each) until they exit.
     pub fn drain_cpu_caches(&self) {
@@ -341,6 +553,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         self.threads.collect(&self.depot, &self.pages);
         self.depot.reclaim(&self.pages);
         self.large.return_pools(&self.pages);
+        self.map().prune(&self.pages);
         self.pages.drain();
     }
 
@@ -405,7 +618,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// Checks the heap, holding every CPU slot's lock and then each class's lock in turn: each
     /// class's slabs (`SlabCache::check`); every magazine object an in-use object of its class,
     /// held once across all magazines; previous magazines full or empty; depot
-    /// magazines full; the published counters equal to the slabs'; the TLSF arenas.
+    /// magazines full; the published counters equal to the slabs'; the TLSF arenas; the page
+    /// map against the slabs (every class's slab pages recorded, each slab's pages mapping to
+    /// its class), the huge and direct byte counts, and the TLSF regions (no entry in one).
     ///
     /// With thread caches: first collects the caches of threads that exited; checks the calling
     /// thread's cache in full (other live threads' caches are theirs: their objects count as
@@ -421,6 +636,20 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         }
         drop(slots);
         self.tlsf().check().map_err(HeapCheckError::Tlsf)?;
+        let tlsf = self.tlsf();
+        let in_pool = |addr: usize| {
+            NonNull::new(ptr::without_provenance_mut(addr)).is_some_and(|p| tlsf.in_region(p))
+        };
+        // The large blocks' counters change under the map's lock: compared under it.
+        let counters_agree = |tally: &Tally| {
+            let (_, direct, huge) = self.large.bytes();
+            if tally.huge.1 != huge || tally.direct.1 != direct {
+                return Err("huge or direct bytes disagree with the map's blocks");
+            }
+            Ok(())
+        };
+        self.depot
+            .check_map(&huge_bytes, &in_pool, &counters_agree)?;
         Ok(self.stats())
     }
 }
@@ -435,6 +664,7 @@ impl<P: PageSource, const CPUS: usize> Drop for SmpHeap<P, CPUS> {
         self.reclaim();
         // SAFETY: `&mut self`: the arenas are never used again.
         unsafe { self.large.free_pools(&self.pages) };
+        self.depot.map_mut().free_all(&self.pages);
     }
 }
 

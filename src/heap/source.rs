@@ -57,6 +57,14 @@ pub unsafe trait PageSource: Sync {
         unsafe { self.free_pages(ptr, huge_bytes(layout.size()), layout.align().max(PAGE)) }
     }
 
+    /// The bytes the caller may use in a block from [`alloc_huge`](Self::alloc_huge)`(layout)`
+    /// (the heap's `usable_size` of huge and direct blocks). The default: whole 4 KiB pages, as
+    /// the default `alloc_huge` takes them. A source that overrides `alloc_huge` overrides this
+    /// too when its blocks are not whole pages.
+    fn huge_usable(&self, layout: Layout) -> usize {
+        huge_bytes(layout.size())
+    }
+
     /// Resizes a huge block to `new_size` bytes, keeping its alignment and contents: `Some`
     /// with the (possibly moved) block, or `None` when this source cannot, leaving the block
     /// untouched (the heap then allocates, copies and frees). The default keeps the block when
@@ -108,6 +116,10 @@ unsafe impl<T: PageSource + ?Sized> PageSource for &T {
     unsafe fn free_huge(&self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: the caller's contract, forwarded.
         unsafe { (**self).free_huge(ptr, layout) }
+    }
+
+    fn huge_usable(&self, layout: Layout) -> usize {
+        (**self).huge_usable(layout)
     }
 
     unsafe fn realloc_huge(
@@ -253,6 +265,11 @@ unsafe impl PageSource for SystemPages {
         // SAFETY: allocated by `System` with `layout` (caller).
         unsafe { std::alloc::System.dealloc(ptr.as_ptr(), layout) };
         self.held.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    /// The layout's size: `System` promises no more (a glibc chunk may share its last page).
+    fn huge_usable(&self, layout: Layout) -> usize {
+        layout.size()
     }
 
     /// `System.realloc`: glibc moves a mapped block with `mremap`, without copying.

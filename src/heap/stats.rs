@@ -31,6 +31,8 @@ pub enum HeapCheckError {
     },
     /// The TLSF arenas are inconsistent.
     Tlsf(crate::byte::CheckError),
+    /// The page map disagrees with the slabs or the huge and direct blocks (DESIGN.md 13.10).
+    PageMap(&'static str),
 }
 
 impl fmt::Display for HeapCheckError {
@@ -39,6 +41,7 @@ impl fmt::Display for HeapCheckError {
             HeapCheckError::Slab { class, error } => write!(f, "class {class}: {error}"),
             HeapCheckError::Magazine { class, what } => write!(f, "class {class}: {what}"),
             HeapCheckError::Tlsf(e) => write!(f, "tlsf: {e:?}"),
+            HeapCheckError::PageMap(what) => write!(f, "page map: {what}"),
         }
     }
 }
@@ -91,7 +94,7 @@ pub struct HeapStats {
     pub tlsf_direct_bytes: usize,
     /// Bytes of huge blocks allocated straight from the page source.
     pub huge_bytes: usize,
-    /// Thread caches bound to the heap (std, DESIGN.md 13.10), including those of exited
+    /// Thread caches bound to the heap (std, DESIGN.md 13.11), including those of exited
     /// threads not yet collected.
     pub thread_caches: usize,
 }

@@ -1,4 +1,4 @@
-//! Thread caches for std programs (DESIGN.md 13.10): per thread, per class, two magazines in a
+//! Thread caches for std programs (DESIGN.md 13.11): per thread, per class, two magazines in a
 //! *record* that one heap at a time uses, with no atomic read-modify-write on the fast path.
 //!
 //! Built in std builds on unix (records from `mmap`, the exit hook a pthread key) and under
@@ -27,7 +27,7 @@ mod enabled {
     use crate::sync::atomic::{AtomicUsize, Ordering};
     use crate::sync::{UnsafeCell, loom_const_fn};
 
-    /// Record states (DESIGN.md 13.10).
+    /// Record states (DESIGN.md 13.11).
     pub(super) const IDLE: usize = 0;
     pub(super) const BOUND: usize = 1;
     pub(super) const ORPHAN: usize = 2;
@@ -768,7 +768,7 @@ mod disabled {
 
 /// Thread-cache records mapped so far and records waiting in the pool for new threads,
 /// process-wide: mapped records are never unmapped, so `mapped` is bounded by the most threads
-/// that used a heap at once (DESIGN.md 13.10). `(0, 0)` in builds without thread caches.
+/// that used a heap at once (DESIGN.md 13.11). `(0, 0)` in builds without thread caches.
 pub fn thread_cache_records() -> (usize, usize) {
     #[cfg(any(loom, all(feature = "std", unix)))]
     return os::records();
