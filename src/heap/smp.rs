@@ -307,7 +307,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 /// (a heap dropped with allocations outstanding) stay with the page source's caller.
 impl<P: PageSource, const CPUS: usize> Drop for SmpHeap<P, CPUS> {
     fn drop(&mut self) {
-        self.drain_cpu_caches();
+        self.cpus.drain_exclusive(&self.depot, &self.pages);
         self.reclaim();
         // SAFETY: `&mut self`: the arenas are never used again.
         unsafe { self.large.free_pools(&self.pages) };
