@@ -256,7 +256,10 @@ pub fn interrupts_off() {
     if OFF_DEPTH[cpu].load(Ordering::Relaxed) == 0 {
         WERE_ON[cpu].store(before & SIE != 0, Ordering::Relaxed);
     }
-    OFF_DEPTH[cpu].fetch_add(1, Ordering::Relaxed);
+    // A load and a store, not an atomic add: only this hart touches its depth, with
+    // interrupts off (this is the pin hook on every allocation: no atomic read-modify-write).
+    let depth = OFF_DEPTH[cpu].load(Ordering::Relaxed);
+    OFF_DEPTH[cpu].store(depth + 1, Ordering::Relaxed);
 }
 
 /// smpalloc's "interrupts back on" hook: undoes one [`interrupts_off`], enabling interrupts

@@ -407,6 +407,10 @@ fn storm(cpu: usize) {
         core::hint::spin_loop();
     }
     reap(cpu, &mut counters);
+    // Pinned, a hart's caches are its own (DESIGN.md 4.1): each hart returns its magazines
+    // and parked pages itself, as Linux runs `drain_all_pages` on each CPU.
+    HEAP.drain_cpu_caches();
+    BUDDY.drain_cpu_caches();
     let published = &PUBLISHED[cpu];
     published
         .ticks
@@ -568,8 +572,13 @@ fn report(harts: usize, before: &Counts, after: &Counts) -> ! {
             .iter()
             .filter(|p| p.load(Ordering::Relaxed) != 0)
             .count();
+    let mode = if smpalloc::percpu::pinned_mode() {
+        "pinned"
+    } else {
+        "try_lock"
+    };
     println!(
-        "storm: {harts} harts, {} forks, {} exits ({} on another hart), {} waits, {} allocator calls in {ms} ms (QEMU TCG): {per_hart} ops/s per hart",
+        "storm: {harts} harts, {} forks, {} exits ({} on another hart), {} waits, {} allocator calls in {ms} ms (QEMU TCG): {per_hart} ops/s per hart ({mode} per-CPU caches)",
         total.forks, total.exits, total.cross_exits, total.waits, total.allocator_calls,
     );
     arch::print(format_args!("ops/s per hart:"));
