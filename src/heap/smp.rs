@@ -216,7 +216,8 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     /// Returns every CPU's magazines to the slabs (for each slot: its lock, then each class's
     /// lock), releasing slabs beyond the empty-slab hysteresis to the page source. The CPUs keep
-    /// working: a CPU whose slot is being drained takes the direct path meanwhile.
+    /// working: a CPU whose slot is being drained takes the direct path meanwhile. With pin
+    /// hooks (`percpu::set_pin_hooks`), only the calling CPU's slot: run it on each CPU.
     pub fn drain_cpu_caches(&self) {
         self.cpus.drain(&self.depot, &self.pages);
     }
@@ -290,7 +291,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// Checks the heap, holding every CPU slot's lock and then each class's lock in turn: each
     /// class's slabs (`SlabCache::check`); every magazine object an in-use object of its class,
     /// held once across all magazines; previous magazines full or empty; depot
-    /// magazines full; the published counters equal to the slabs'; the TLSF arenas.
+    /// magazines full; the published counters equal to the slabs'; the TLSF arenas. With pin
+    /// hooks, only the calling CPU's slot is locked and its objects checked one by one; the
+    /// other CPUs' slots are seen through their counters (DESIGN.md 4.1).
     pub fn check(&self) -> Result<HeapStats, HeapCheckError> {
         let slots = self.cpus.lock_and_check()?;
         for class in 0..HEAP_CLASSES {
