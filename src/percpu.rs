@@ -302,9 +302,12 @@ pub fn pinned_mode() -> bool {
     !PIN.load(Ordering::Acquire).is_null()
 }
 
+/// A registered `pin` and its `unpin`.
+type PinHooks = (fn(), fn());
+
 /// The registered `(pin, unpin)` hooks.
 #[inline(always)]
-fn pin_hooks() -> Option<(fn(), fn())> {
+fn pin_hooks() -> Option<PinHooks> {
     let pin = PIN.load(Ordering::Acquire);
     if pin.is_null() {
         return None;

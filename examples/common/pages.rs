@@ -255,7 +255,13 @@ fn pinned_rounds(rounds: usize, ops: u64) -> Option<Measured> {
         if !out.status.success() {
             return None;
         }
-        samples.push(String::from_utf8(out.stdout).ok()?.trim().parse::<f64>().ok()?);
+        samples.push(
+            String::from_utf8(out.stdout)
+                .ok()?
+                .trim()
+                .parse::<f64>()
+                .ok()?,
+        );
     }
     Some(Measured::from_samples(&samples))
 }
