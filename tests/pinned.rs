@@ -80,6 +80,9 @@ fn install() -> MutexGuard<'static, ()> {
 }
 
 type Heap = SmpHeap<SystemPages, 4>;
+
+/// Rounds of the threaded tests (fewer under Miri).
+const ROUNDS: usize = if cfg!(miri) { 3 } else { 20 };
 type Pages = BuddyPageAllocator<4096, 4, 4>;
 
 /// A buddy over 4 MiB of address space (never touched: pages are only counted).
@@ -202,7 +205,7 @@ fn heap_one_thread_per_cpu_with_cross_cpu_frees() {
         .map(|id| {
             thread::spawn(move || {
                 CPU.set(id);
-                for round in 0..20 {
+                for round in 0..ROUNDS {
                     let mut mine = Vec::new();
                     for i in 0..100 {
                         let layout = small(8 + (id * 37 + i * 13 + round) % 500);
@@ -333,7 +336,7 @@ fn buddy_threads_one_per_cpu() {
             thread::spawn(move || {
                 CPU.set(id);
                 let mut held = Vec::new();
-                for round in 0..200 {
+                for round in 0..ROUNDS * 10 {
                     if round % 3 == 2 {
                         for page in held.drain(..) {
                             pages.try_dealloc_pages(page, 1).unwrap();
