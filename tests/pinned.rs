@@ -11,7 +11,7 @@
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{LazyLock, Mutex, MutexGuard, Once};
 use std::thread;
 
 use smpalloc::BuddyPageAllocator;
@@ -85,15 +85,40 @@ type Heap = SmpHeap<SystemPages, 4>;
 const ROUNDS: usize = if cfg!(miri) { 3 } else { 20 };
 type Pages = BuddyPageAllocator<4096, 4, 4>;
 
-/// A buddy over 4 MiB of address space (never touched: pages are only counted).
-fn pages() -> Box<Pages> {
-    let layout = Layout::from_size_align(4 << 20, 64 << 10).unwrap();
-    // SAFETY: a non-zero layout; leaked (the test's allocator lives for the process).
-    let base = unsafe { std::alloc::alloc(layout) } as usize;
+/// A buddy over 4 MiB of address space (never touched: pages are only counted), and that
+/// address space, given back when it is dropped.
+struct Window {
+    pages: Box<Pages>,
+    base: usize,
+}
+
+const WINDOW: usize = 4 << 20;
+
+fn window_layout() -> Layout {
+    Layout::from_size_align(WINDOW, 64 << 10).unwrap()
+}
+
+fn pages() -> Window {
+    // SAFETY: a non-zero layout.
+    let base = unsafe { std::alloc::alloc(window_layout()) } as usize;
     assert_ne!(base, 0);
-    let pages = Box::new(Pages::with_window(base, 4 << 20));
-    pages.add_memory(base, 4 << 20).unwrap();
-    pages
+    let pages = Box::new(Pages::with_window(base, WINDOW));
+    pages.add_memory(base, WINDOW).unwrap();
+    Window { pages, base }
+}
+
+impl core::ops::Deref for Window {
+    type Target = Pages;
+    fn deref(&self) -> &Pages {
+        &self.pages
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `pages` with this layout; the buddy never touched it.
+        unsafe { std::alloc::dealloc(self.base as *mut u8, window_layout()) };
+    }
 }
 
 fn small(size: usize) -> Layout {
@@ -102,7 +127,8 @@ fn small(size: usize) -> Layout {
 
 /// The heap and class the armed heap handler uses (a static: handlers are `fn()`).
 static HANDLER_HEAP: Heap = SmpHeap::new(SystemPages::new());
-static PAGES_FOR_HANDLER: Mutex<Option<&'static Pages>> = Mutex::new(None);
+/// The buddy the armed page handler uses (a static: handlers are `fn()`).
+static HANDLER_PAGES: LazyLock<Window> = LazyLock::new(pages);
 
 /// Runs while the interrupted thread is inside its slot (its refill is taking the class
 /// lock): an allocation must not touch the slot (slow path: the slot's counters stay), and a
@@ -130,7 +156,7 @@ fn heap_handler() {
 /// lock, which it is about to take): the handler's page comes from the zone and goes back to
 /// it; the caches' published sizes do not move.
 fn page_handler() {
-    let pages = PAGES_FOR_HANDLER.lock().unwrap().expect("set by the test");
+    let pages = &*HANDLER_PAGES;
     let cached = pages.cached_pages();
     let page = pages.alloc_pages(1, 4096).expect("handler page");
     assert_eq!(
@@ -199,42 +225,46 @@ fn heap_interrupt_inside_a_section_takes_the_slow_path() {
 #[test]
 fn heap_one_thread_per_cpu_with_cross_cpu_frees() {
     let _serial = install();
-    let heap: &'static Heap = Box::leak(Box::new(SmpHeap::new(SystemPages::new())));
-    let handoff: &'static Mutex<Vec<(usize, Layout)>> = Box::leak(Box::new(Mutex::new(Vec::new())));
-    let workers: Vec<_> = (0..4)
-        .map(|id| {
-            thread::spawn(move || {
-                CPU.set(id);
-                for round in 0..ROUNDS {
-                    let mut mine = Vec::new();
-                    for i in 0..100 {
-                        let layout = small(8 + (id * 37 + i * 13 + round) % 500);
-                        let p = heap.allocate(layout).unwrap();
-                        // SAFETY: fresh block.
-                        unsafe { p.as_ptr().write_bytes(id as u8, layout.size()) };
-                        mine.push((p.as_ptr() as usize, layout));
+    let heap: &Heap = &Box::new(SmpHeap::new(SystemPages::new()));
+    let handoff: &Mutex<Vec<(usize, Layout)>> = &Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|id| {
+                scope.spawn(move || {
+                    CPU.set(id);
+                    for round in 0..ROUNDS {
+                        let mut mine = Vec::new();
+                        for i in 0..100 {
+                            let layout = small(8 + (id * 37 + i * 13 + round) % 500);
+                            let p = heap.allocate(layout).unwrap();
+                            // SAFETY: fresh block.
+                            unsafe { p.as_ptr().write_bytes(id as u8, layout.size()) };
+                            mine.push((p.as_ptr() as usize, layout));
+                        }
+                        // Half to whichever CPU frees next; free what others left.
+                        let theirs: Vec<_> = {
+                            let mut shared = handoff.lock().unwrap();
+                            let theirs = core::mem::take(&mut *shared);
+                            shared.extend(mine.drain(..50));
+                            theirs
+                        };
+                        for (addr, layout) in mine.into_iter().chain(theirs) {
+                            // SAFETY: a live block of this heap with `layout`, freed once.
+                            unsafe {
+                                heap.deallocate(NonNull::new(addr as *mut u8).unwrap(), layout)
+                            };
+                        }
                     }
-                    // Half to whichever CPU frees next; free what others left.
-                    let theirs: Vec<_> = {
-                        let mut shared = handoff.lock().unwrap();
-                        let theirs = core::mem::take(&mut *shared);
-                        shared.extend(mine.drain(..50));
-                        theirs
-                    };
-                    for (addr, layout) in mine.into_iter().chain(theirs) {
-                        // SAFETY: a live block of this heap with `layout`, freed once.
-                        unsafe { heap.deallocate(NonNull::new(addr as *mut u8).unwrap(), layout) };
-                    }
-                }
-                // Each CPU returns its own slot (DESIGN.md 4.1).
-                heap.drain_cpu_caches();
-                assert_eq!(PINNED.get(), 0);
+                    // Each CPU returns its own slot (DESIGN.md 4.1).
+                    heap.drain_cpu_caches();
+                    assert_eq!(PINNED.get(), 0);
+                })
             })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    });
     for (addr, layout) in handoff.lock().unwrap().drain(..) {
         // SAFETY: as above.
         unsafe { heap.deallocate(NonNull::new(addr as *mut u8).unwrap(), layout) };
@@ -256,8 +286,7 @@ fn heap_one_thread_per_cpu_with_cross_cpu_frees() {
 #[test]
 fn buddy_interrupt_inside_a_section_takes_the_slow_path() {
     let _serial = install();
-    let pages: &'static Pages = Box::leak(pages());
-    *PAGES_FOR_HANDLER.lock().unwrap() = Some(pages);
+    let pages = &*HANDLER_PAGES;
     let total = pages.total_pages();
     // The first allocation refills the empty cache under the zone lock: the interrupt arrives.
     ARMED.set(Some(page_handler));
@@ -284,20 +313,23 @@ fn buddy_interrupt_inside_a_section_takes_the_slow_path() {
 #[test]
 fn buddy_drain_reaches_only_the_calling_cpus_cache() {
     let _serial = install();
-    let pages: &'static Pages = Box::leak(pages());
+    let pages = &pages();
     let total = pages.total_pages();
     // CPU 1 parks pages in its cache.
-    thread::spawn(move || {
-        CPU.set(1);
-        let got: Vec<usize> = (0..8)
-            .map(|_| pages.alloc_pages(1, 4096).unwrap())
-            .collect();
-        for page in got {
-            pages.try_dealloc_pages(page, 1).unwrap();
-        }
-    })
-    .join()
-    .unwrap();
+    thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                CPU.set(1);
+                let got: Vec<usize> = (0..8)
+                    .map(|_| pages.alloc_pages(1, 4096).unwrap())
+                    .collect();
+                for page in got {
+                    pages.try_dealloc_pages(page, 1).unwrap();
+                }
+            })
+            .join()
+            .unwrap()
+    });
     let parked = pages.cached_pages();
     assert!(parked >= 8);
     pages.check().unwrap();
@@ -307,12 +339,15 @@ fn buddy_drain_reaches_only_the_calling_cpus_cache() {
     assert_eq!(pages.available_pages(), total, "parked pages are free");
     pages.check().unwrap();
     // Run on CPU 1, the drain returns them.
-    thread::spawn(move || {
-        CPU.set(1);
-        assert!(pages.drain_cpu_caches());
-    })
-    .join()
-    .unwrap();
+    thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                CPU.set(1);
+                assert!(pages.drain_cpu_caches());
+            })
+            .join()
+            .unwrap()
+    });
     assert_eq!(pages.cached_pages(), 0);
     assert_eq!(
         pages
@@ -329,32 +364,34 @@ fn buddy_drain_reaches_only_the_calling_cpus_cache() {
 #[test]
 fn buddy_threads_one_per_cpu() {
     let _serial = install();
-    let pages: &'static Pages = Box::leak(pages());
+    let pages = &pages();
     let total = pages.total_pages();
-    let workers: Vec<_> = (0..4)
-        .map(|id| {
-            thread::spawn(move || {
-                CPU.set(id);
-                let mut held = Vec::new();
-                for round in 0..ROUNDS * 10 {
-                    if round % 3 == 2 {
-                        for page in held.drain(..) {
-                            pages.try_dealloc_pages(page, 1).unwrap();
+    thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|id| {
+                scope.spawn(move || {
+                    CPU.set(id);
+                    let mut held = Vec::new();
+                    for round in 0..ROUNDS * 10 {
+                        if round % 3 == 2 {
+                            for page in held.drain(..) {
+                                pages.try_dealloc_pages(page, 1).unwrap();
+                            }
+                        } else {
+                            held.extend((0..30).map(|_| pages.alloc_pages(1, 4096).unwrap()));
                         }
-                    } else {
-                        held.extend((0..30).map(|_| pages.alloc_pages(1, 4096).unwrap()));
                     }
-                }
-                for page in held {
-                    pages.try_dealloc_pages(page, 1).unwrap();
-                }
-                pages.drain_cpu_caches();
+                    for page in held {
+                        pages.try_dealloc_pages(page, 1).unwrap();
+                    }
+                    pages.drain_cpu_caches();
+                })
             })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().unwrap();
-    }
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+    });
     assert!(pages.drain_cpu_caches());
     assert_eq!(pages.available_pages(), total);
     assert_eq!(pages.used_pages(), 0);
