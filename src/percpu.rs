@@ -273,7 +273,8 @@ static UNPIN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 /// `try_lock` section while another CPU enters the same slot pinned would not be excluded).
 ///
 /// `pin` must guarantee, until the matching `unpin`: the task does not migrate, and no other
-/// *task* runs on this CPU (preemption off; on a kernel without preemption, interrupts off).
+/// *task* runs on this CPU (preemption off; on a kernel without preemption, a depth count
+/// suffices, or interrupts off).
 /// Interrupt handlers may still run: one that arrives inside a section finds the slot busy and
 /// takes the slow path. `current_cpu()` must then return this CPU's unique id, and every CPU id
 /// must be below the structure's slot count `N` to use the fast path (a CPU with an id of `N`

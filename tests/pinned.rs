@@ -89,8 +89,14 @@ type Pages = BuddyPageAllocator<4096, 4, 4>;
 /// address space, given back when it is dropped.
 struct Window {
     pages: Box<Pages>,
-    base: usize,
+    /// A pointer, not an address, so that Miri sees the static window as reachable.
+    base: NonNull<u8>,
 }
+
+// SAFETY: the window's memory is never read or written, only given back on drop.
+unsafe impl Send for Window {}
+// SAFETY: as above.
+unsafe impl Sync for Window {}
 
 const WINDOW: usize = 4 << 20;
 
@@ -100,10 +106,10 @@ fn window_layout() -> Layout {
 
 fn pages() -> Window {
     // SAFETY: a non-zero layout.
-    let base = unsafe { std::alloc::alloc(window_layout()) } as usize;
-    assert_ne!(base, 0);
-    let pages = Box::new(Pages::with_window(base, WINDOW));
-    pages.add_memory(base, WINDOW).unwrap();
+    let base = NonNull::new(unsafe { std::alloc::alloc(window_layout()) }).unwrap();
+    let start = base.as_ptr().expose_provenance();
+    let pages = Box::new(Pages::with_window(start, WINDOW));
+    pages.add_memory(start, WINDOW).unwrap();
     Window { pages, base }
 }
 
@@ -117,7 +123,7 @@ impl core::ops::Deref for Window {
 impl Drop for Window {
     fn drop(&mut self) {
         // SAFETY: allocated in `pages` with this layout; the buddy never touched it.
-        unsafe { std::alloc::dealloc(self.base as *mut u8, window_layout()) };
+        unsafe { std::alloc::dealloc(self.base.as_ptr(), window_layout()) };
     }
 }
 
