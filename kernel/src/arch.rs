@@ -285,6 +285,10 @@ static PIN_DEPTH: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS
 /// handlers run in between, to completion), so pinning has nothing to switch off: it counts, as
 /// Linux's `preempt_disable` does, for the interrupt handler's statistics and for `unpin`'s
 /// balance check. A compiler fence keeps the section's accesses after it.
+#[cfg_attr(
+    feature = "trylock",
+    allow(dead_code, reason = "not registered in this build")
+)]
 pub fn pin() {
     let depth = &PIN_DEPTH[cpu_id()];
     depth.store(depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -292,6 +296,10 @@ pub fn pin() {
 }
 
 /// smpalloc's "unpin" hook: undoes one [`pin`].
+#[cfg_attr(
+    feature = "trylock",
+    allow(dead_code, reason = "not registered in this build")
+)]
 pub fn unpin() {
     compiler_fence(Ordering::SeqCst);
     let depth = &PIN_DEPTH[cpu_id()];
