@@ -112,6 +112,10 @@ fn main() -> ExitCode {
     if args.first().is_some_and(|arg| arg == "--rss-probe") {
         return heap::rss_probe(&args[1..]);
     }
+    // Hidden: the pages section's pinned buddy row runs in a child (pin hooks are global).
+    if args.first().is_some_and(|arg| arg == "--pinned-page-probe") {
+        return pages::pinned_probe(&args[1..]);
+    }
     let options = match Options::parse(args.into_iter()) {
         Ok(options) => options,
         Err(message) if message.is_empty() => {

@@ -149,6 +149,32 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The CPU-local section's entry ([`PerCpu::lock_local`](crate::percpu::PerCpu::lock_local)
+    /// with pin hooks registered; DESIGN.md 4.1): the caller has pinned its CPU and owns this
+    /// slot on it, so `locked` is a CPU-local busy flag, read and written with plain (`Relaxed`)
+    /// loads and stores, never a read-modify-write. `None` when it is set: the caller
+    /// interrupted code inside the same slot. The guard calls `unpin` after its unlocking store.
+    ///
+    /// Sound only under the protocol's rules: no other CPU ever touches this lock, and the
+    /// caller stays pinned (no migration, no other task on this CPU) until the guard drops.
+    #[inline(always)]
+    pub(crate) fn try_lock_pinned(&self, unpin: fn()) -> Option<SpinLockGuard<'_, T>> {
+        if self.locked.load(Ordering::Relaxed) {
+            return None;
+        }
+        #[cfg(loom)]
+        percpu::model_interrupt_point();
+        self.locked.store(true, Ordering::Relaxed);
+        // An interrupt runs to completion on this CPU before we resume, so program order is
+        // all that is needed; keep the compiler from moving slot accesses above the store.
+        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        Some(SpinLockGuard {
+            lock: self,
+            data: ManuallyDrop::new(self.data.get_mut()),
+            interrupts_on: Some(unpin),
+        })
+    }
+
     /// Whether some thread holds the lock at this instant (a racy snapshot, for diagnostics).
     pub fn is_locked(&self) -> bool {
         self.locked.load(Ordering::Relaxed)
@@ -191,7 +217,7 @@ pub struct SpinLockGuard<'a, T> {
     /// Dropped before the unlocking store, so loom sees this access end inside the lock.
     data: ManuallyDrop<MutPtr<T>>,
     /// The kernel's "interrupts back on" hook, called after the unlock (when the lock was
-    /// taken with interrupts masked).
+    /// taken with interrupts masked), or its "unpin" hook (a CPU-local section).
     interrupts_on: Option<fn()>,
 }
 
@@ -218,6 +244,8 @@ impl<T> Drop for SpinLockGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: `data` is dropped exactly once, here, and never used afterwards.
         unsafe { ManuallyDrop::drop(&mut self.data) };
+        #[cfg(loom)]
+        percpu::model_interrupt_point();
         self.lock.locked.store(false, Ordering::Release);
         if let Some(on) = self.interrupts_on {
             on();

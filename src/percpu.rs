@@ -22,6 +22,8 @@ use core::mem::{ManuallyDrop, MaybeUninit};
 
 use crossbeam_utils::CachePadded;
 
+use crate::lock::{SpinLock, SpinLockGuard};
+
 use crate::sync::atomic::Ordering;
 use crate::sync::atomic::boot::{AtomicPtr, AtomicUsize as BootUsize};
 
@@ -316,5 +318,141 @@ impl<T, const N: usize> PerCpu<T, N> {
 impl<T: fmt::Debug, const N: usize> fmt::Debug for PerCpu<T, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+// ----- The CPU-local section (DESIGN.md 4.1) ------------------------------------------------
+
+/// The kernel's "pin this CPU" hook (a `fn()`), or null.
+static PIN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+/// The kernel's "unpin" hook (a `fn()`), or null.
+static UNPIN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Registers how to pin the calling task to its CPU, which turns the per-CPU caches (heap
+/// magazines, buddy page caches) into CPU-local sections: no atomic read-modify-write on their
+/// fast paths (Linux's `local_trylock`; DESIGN.md 4.1). Call it once at boot, before other
+/// CPUs run and before any allocator is used; never change it afterwards (a task inside a
+/// `try_lock` section while another CPU enters the same slot pinned would not be excluded).
+///
+/// `pin` must guarantee, until the matching `unpin`: the task does not migrate, and no other
+/// *task* runs on this CPU (preemption off; on a kernel without preemption, a depth count
+/// suffices, or interrupts off).
+/// Interrupt handlers may still run: one that arrives inside a section finds the slot busy and
+/// takes the slow path. `current_cpu()` must then return this CPU's unique id, and every CPU id
+/// must be below the structure's slot count `N` to use the fast path (a CPU with an id of `N`
+/// or more always takes the slow path: two CPUs never share a slot). The hooks must nest (a
+/// per-CPU depth, like the interrupt hooks), be cheap, and not allocate or take a crate lock.
+///
+/// With the hooks registered, a CPU's slot is touched by that CPU only: a drain or `check`
+/// reaches the calling CPU's slot, and reads the other CPUs' published counts (run a drain on
+/// each CPU to return every cache; DESIGN.md 4.1 says why a remote CPU cannot take the slot).
+///
+/// # Safety
+/// Exclusion now rests on the hooks: `pin` must keep the task on its CPU with no other task
+/// running there until `unpin`, `current_cpu()` must return the running CPU's unique id, and
+/// no code may lock (`lock`, `try_lock`) a [`PerCpu`] slot that [`PerCpu::lock_local`] hands
+/// out from any CPU but its own (the crate's heap and buddy allocator follow this; a caller
+/// using `lock_local` on its own `PerCpu` must too). Otherwise two CPUs may enter one slot.
+pub unsafe fn set_pin_hooks(pin: fn(), unpin: fn()) {
+    // `unpin` first: a caller that sees the new `pin` (Acquire) also sees its `unpin`.
+    UNPIN.store(unpin as *mut (), Ordering::Release);
+    PIN.store(pin as *mut (), Ordering::Release);
+}
+
+/// Whether pin hooks are registered (the per-CPU caches are CPU-local sections).
+#[inline]
+pub fn pinned_mode() -> bool {
+    !PIN.load(Ordering::Acquire).is_null()
+}
+
+/// A registered `pin` and its `unpin`.
+type PinHooks = (fn(), fn());
+
+/// The registered `(pin, unpin)` hooks.
+#[inline(always)]
+fn pin_hooks() -> Option<PinHooks> {
+    let pin = PIN.load(Ordering::Acquire);
+    if pin.is_null() {
+        return None;
+    }
+    // SAFETY: only `set_pin_hooks` stores non-null values here: `fn()`s cast to `*mut ()`,
+    // `unpin` before `pin`; the Acquire load above makes that `unpin` visible (non-null).
+    Some(unsafe {
+        (
+            core::mem::transmute::<*mut (), fn()>(pin),
+            core::mem::transmute::<*mut (), fn()>(UNPIN.load(Ordering::Acquire)),
+        )
+    })
+}
+
+/// Why [`PerCpu::lock_local`] handed out no slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalBusy {
+    /// No pin hooks: the slot of CPU id `.0` (reduced modulo `N` by [`PerCpu::get`]) was locked
+    /// by someone else; the caller may `try_lock` other slots or take its slow path.
+    Shared(usize),
+    /// Pinned: this CPU's slot is busy (the caller is an interrupt handler that interrupted a
+    /// section on it), or the CPU id is `N` or more. The caller must take its slow path and
+    /// touch no other CPU's slot.
+    Pinned,
+}
+
+impl<S, const N: usize> PerCpu<S, N> {
+    /// Exclusive access to the calling CPU's slot's lock (`lock` picks it out of the slot).
+    ///
+    /// - With pin hooks ([`set_pin_hooks`]): pins, reads the CPU id, and enters the slot's
+    ///   CPU-local section with a plain load and store of its busy flag; the guard clears it
+    ///   and unpins. An interrupt handler that arrives while the same CPU is inside gets
+    ///   [`LocalBusy::Pinned`], never waits and never shares the slot.
+    /// - Without: `try_lock_unmasked` of `get(current_cpu())` (one CAS); the id is a hint, so
+    ///   threads may share a slot and the lock excludes them.
+    #[inline(always)]
+    pub fn lock_local<T>(
+        &self,
+        lock: impl Fn(&S) -> &SpinLock<T>,
+    ) -> Result<(&S, SpinLockGuard<'_, T>), LocalBusy> {
+        let Some((pin, unpin)) = pin_hooks() else {
+            let cpu = current_cpu();
+            let slot = self.get(cpu);
+            return lock(slot)
+                .try_lock_unmasked()
+                .map(|guard| (slot, guard))
+                .ok_or(LocalBusy::Shared(cpu));
+        };
+        pin();
+        #[cfg(loom)]
+        model_interrupt_point();
+        let cpu = current_cpu();
+        if let Some(slot) = self.slots.get(cpu) {
+            let slot: &S = slot;
+            if let Some(guard) = lock(slot).try_lock_pinned(unpin) {
+                return Ok((slot, guard));
+            }
+        }
+        unpin();
+        Err(LocalBusy::Pinned)
+    }
+}
+
+/// Under loom: the model's interrupt point (a `fn()` that may let a same-CPU "handler" thread
+/// run), or null.
+#[cfg(loom)]
+static INTERRUPT_POINT: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Under loom: registers the function the CPU-local section calls between its steps, where a
+/// real CPU could take an interrupt (the model releases its "CPU token" there).
+#[cfg(loom)]
+pub fn set_model_interrupt_point(point: fn()) {
+    INTERRUPT_POINT.store(point as *mut (), Ordering::Release);
+}
+
+/// Under loom: a point where an interrupt may arrive (see [`set_model_interrupt_point`]).
+#[cfg(loom)]
+pub fn model_interrupt_point() {
+    let point = INTERRUPT_POINT.load(Ordering::Acquire);
+    if !point.is_null() {
+        // SAFETY: only `set_model_interrupt_point` stores non-null values: `fn()`s.
+        let point = unsafe { core::mem::transmute::<*mut (), fn()>(point) };
+        point();
     }
 }

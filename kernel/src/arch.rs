@@ -3,7 +3,7 @@
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering, compiler_fence};
 
 use smpalloc::SpinLock;
 
@@ -256,7 +256,10 @@ pub fn interrupts_off() {
     if OFF_DEPTH[cpu].load(Ordering::Relaxed) == 0 {
         WERE_ON[cpu].store(before & SIE != 0, Ordering::Relaxed);
     }
-    OFF_DEPTH[cpu].fetch_add(1, Ordering::Relaxed);
+    // A load and a store, not an atomic add: only this hart touches its depth, with
+    // interrupts off (this is the pin hook on every allocation: no atomic read-modify-write).
+    let depth = OFF_DEPTH[cpu].load(Ordering::Relaxed);
+    OFF_DEPTH[cpu].store(depth + 1, Ordering::Relaxed);
 }
 
 /// smpalloc's "interrupts back on" hook: undoes one [`interrupts_off`], enabling interrupts
@@ -272,6 +275,44 @@ pub fn interrupts_on() {
         // SAFETY: sets `sstatus.SIE`; no memory access.
         unsafe { asm!("csrs sstatus, {}", in(reg) SIE, options(nomem, nostack)) };
     }
+}
+
+/// Per-hart pin depth (Linux's preempt count). Touched only by its own hart: by its code and
+/// by interrupt handlers, which run to completion and leave it as they found it.
+static PIN_DEPTH: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// smpalloc's "pin" hook. This kernel never preempts or migrates a hart's code (only interrupt
+/// handlers run in between, to completion), so pinning has nothing to switch off: it counts, as
+/// Linux's `preempt_disable` does, for the interrupt handler's statistics and for `unpin`'s
+/// balance check. A compiler fence keeps the section's accesses after it.
+#[cfg_attr(
+    feature = "trylock",
+    allow(dead_code, reason = "not registered in this build")
+)]
+pub fn pin() {
+    let depth = &PIN_DEPTH[cpu_id()];
+    depth.store(depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+}
+
+/// smpalloc's "unpin" hook: undoes one [`pin`].
+#[cfg_attr(
+    feature = "trylock",
+    allow(dead_code, reason = "not registered in this build")
+)]
+pub fn unpin() {
+    compiler_fence(Ordering::SeqCst);
+    let depth = &PIN_DEPTH[cpu_id()];
+    let d = depth.load(Ordering::Relaxed);
+    if d == 0 {
+        fail(format_args!("unpin without pin"));
+    }
+    depth.store(d - 1, Ordering::Relaxed);
+}
+
+/// Whether this hart's interrupted code is inside a pinned section (for the timer handler).
+pub fn pinned_here() -> bool {
+    PIN_DEPTH[cpu_id()].load(Ordering::Relaxed) > 0
 }
 
 /// `scause` of a supervisor timer interrupt.

@@ -107,7 +107,18 @@ extern "C" fn kernel_boot(hartid: usize, dtb: usize) -> ! {
     // Interrupts: smpalloc's locks mask them through these hooks (nesting per hart), so the
     // timer interrupt handler may allocate.
     percpu::set_interrupt_hooks(arch::interrupts_off, arch::interrupts_on);
-
+    // Pinning: with these hooks the heap's magazines and the buddy's page caches are CPU-local
+    // sections (no atomic read-modify-write; DESIGN.md 4.1). This kernel never preempts, so a
+    // pin only counts (Linux's preempt count); a timer interrupt that lands inside a section
+    // finds it busy and takes the slow path. The `trylock` build keeps the `try_lock` path.
+    #[cfg(not(feature = "trylock"))]
+    // SAFETY: no hart's code is ever preempted or migrated (only interrupt handlers run in
+    // between, to completion), so between `pin` and `unpin` no other task runs on the hart;
+    // `arch::cpu_id` returns the hart's unique index, below the heap's and buddy's slot counts
+    // (`MAX_CPUS`); nothing here locks their slots directly. Registered before other harts run.
+    unsafe {
+        percpu::set_pin_hooks(arch::pin, arch::unpin)
+    };
     // 2. Memory: RAM after the kernel image to the buddy allocator, the last 16 MiB to the
     //    bitmap allocator. The device tree is not read after this point.
     let start = arch::kernel_end().next_multiple_of(PAGE);

@@ -15,7 +15,7 @@ use super::magazine::{CacheCounters, Magazines};
 use super::route::{HEAP_CLASSES, MAGAZINE, PROBES};
 use super::stats::HeapCheckError;
 use crate::lock::{SpinLock, SpinLockGuard};
-use crate::percpu::{self, PerCpu};
+use crate::percpu::{self, LocalBusy, PerCpu};
 
 /// One CPU slot: its magazines, and their counters (readable without the lock).
 pub(super) struct CpuSlot {
@@ -64,15 +64,17 @@ impl<const CPUS: usize> CpuCaches<CPUS> {
         }
     }
 
-    /// This CPU's slot, locked with `try_lock`; when it is busy (a migrated thread, or more
-    /// threads than slots) the next [`PROBES`] slots in turn; `None` when all are busy.
+    /// This CPU's slot, exclusively. Without pin hooks: locked with `try_lock`, and when it is
+    /// busy (a migrated thread, or more threads than slots) the next [`PROBES`] slots in turn;
+    /// `None` when all are busy. With pin hooks (`percpu::set_pin_hooks`): the CPU-local section
+    /// of this CPU's slot (no atomic read-modify-write); `None` when it is busy (an interrupt
+    /// handler interrupted it) or the CPU id is `CPUS` or more: no other slot is tried.
     #[inline(always)]
     pub(super) fn lock_current(&self) -> Option<(&CpuSlot, SlotGuard<'_>)> {
-        let cpu = percpu::current_cpu();
-        let slot = self.slots.get(cpu);
-        match slot.caches.try_lock_unmasked() {
-            Some(caches) => Some((slot, caches)),
-            None => self.probe(cpu),
+        match self.slots.lock_local(|slot| &slot.caches) {
+            Ok(held) => Some(held),
+            Err(LocalBusy::Shared(cpu)) => self.probe(cpu),
+            Err(LocalBusy::Pinned) => None,
         }
     }
 
@@ -96,22 +98,43 @@ impl<const CPUS: usize> CpuCaches<CPUS> {
 
     /// Returns every slot's magazines to the class layer (for each slot: its lock, then each
     /// class's lock). The CPUs keep working: one whose slot is being drained takes the direct
-    /// path meanwhile.
+    /// path meanwhile. With pin hooks, only the calling CPU's slot (a slot is its CPU's alone;
+    /// DESIGN.md 4.1): skipped when busy (called from a handler that interrupted it).
     pub(super) fn drain<P: PageSource>(&self, depot: &Depot, pages: &P) {
-        for slot in self.slots.iter() {
-            let mut caches = slot.caches.lock();
-            for (class, magazines) in caches.iter_mut().enumerate() {
-                magazines.drain(&slot.counters[class], depot, class, pages);
+        if percpu::pinned_mode() {
+            if let Ok((slot, mut caches)) = self.slots.lock_local(|slot| &slot.caches) {
+                drain_slot(slot, &mut caches, depot, pages);
             }
+            return;
+        }
+        for slot in self.slots.iter() {
+            drain_slot(slot, &mut slot.caches.lock(), depot, pages);
         }
     }
 
-    /// Locks every slot (in index order) and checks what needs only the slots: previous
-    /// magazines full or empty, each slot's counters equal to its magazines. The guards keep
-    /// the magazines still for the class checks that follow.
+    /// Returns every slot's magazines to the class layer, in any mode: `&mut self` proves no
+    /// CPU is inside a slot (the heap's `Drop`).
+    pub(super) fn drain_exclusive<P: PageSource>(&mut self, depot: &Depot, pages: &P) {
+        for slot in self.slots.iter() {
+            drain_slot(slot, &mut slot.caches.lock(), depot, pages);
+        }
+    }
+
+    /// Locks the slots and checks what needs only the slots: previous magazines full or empty,
+    /// each slot's counters equal to its magazines. The guards keep the magazines still for
+    /// the class checks that follow. Without pin hooks: every slot, in index order. With pin
+    /// hooks: the calling CPU's slot only (none when it is busy); the other CPUs' magazines
+    /// are theirs alone, and the class checks see them only through their counters.
     pub(super) fn lock_and_check(&self) -> Result<ArrayVec<SlotGuard<'_>, CPUS>, HeapCheckError> {
-        let guards: ArrayVec<_, CPUS> = self.slots.iter().map(|slot| slot.caches.lock()).collect();
-        for (caches, slot) in guards.iter().zip(self.slots.iter()) {
+        let mut held: ArrayVec<(&CpuSlot, SlotGuard<'_>), CPUS> = ArrayVec::new();
+        if percpu::pinned_mode() {
+            if let Ok(own) = self.slots.lock_local(|slot| &slot.caches) {
+                held.push(own);
+            }
+        } else {
+            held.extend(self.slots.iter().map(|slot| (slot, slot.caches.lock())));
+        }
+        for (slot, caches) in &held {
             for (class, magazines) in caches.iter().enumerate() {
                 let error = |what| HeapCheckError::Magazine { class, what };
                 let previous = magazines.previous.0.len();
@@ -123,7 +146,14 @@ impl<const CPUS: usize> CpuCaches<CPUS> {
                 }
             }
         }
-        Ok(guards)
+        Ok(held.into_iter().map(|(_, guard)| guard).collect())
+    }
+}
+
+/// Returns one locked slot's magazines to the class layer.
+fn drain_slot<P: PageSource>(slot: &CpuSlot, caches: &mut SlotGuard<'_>, depot: &Depot, pages: &P) {
+    for (class, magazines) in caches.iter_mut().enumerate() {
+        magazines.drain(&slot.counters[class], depot, class, pages);
     }
 }
 

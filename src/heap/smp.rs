@@ -534,7 +534,8 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 
     /// Returns every CPU's magazines to the slabs (for each slot: its lock, then each class's
     /// lock), releasing slabs beyond the empty-slab hysteresis to the page source. The CPUs keep
-    /// working: a CPU whose slot is being drained takes the direct path meanwhile.
+    /// working: a CPU whose slot is being drained takes the direct path meanwhile. With pin
+    /// hooks (`percpu::set_pin_hooks`), only the calling CPU's slot: run it on each CPU.
     ///
     /// With thread caches (std, DESIGN.md 13.11): also the calling thread's cache and the
     /// caches of threads that exited; other live threads keep theirs (at most two magazines
@@ -621,6 +622,8 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// magazines full; the published counters equal to the slabs'; the TLSF arenas; the page
     /// map against the slabs (every class's slab pages recorded, each slab's pages mapping to
     /// its class), the huge and direct byte counts, and the TLSF regions (no entry in one).
+    /// With pin hooks, only the calling CPU's slot is locked and its objects checked one by
+    /// one; the other CPUs' slots are seen through their counters (DESIGN.md 4.1).
     ///
     /// With thread caches: first collects the caches of threads that exited; checks the calling
     /// thread's cache in full (other live threads' caches are theirs: their objects count as
@@ -660,7 +663,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
 impl<P: PageSource, const CPUS: usize> Drop for SmpHeap<P, CPUS> {
     fn drop(&mut self) {
         self.threads.unbind_all(&self.depot, &self.pages);
-        self.drain_cpu_caches();
+        self.cpus.drain_exclusive(&self.depot, &self.pages);
         self.reclaim();
         // SAFETY: `&mut self`: the arenas are never used again.
         unsafe { self.large.free_pools(&self.pages) };

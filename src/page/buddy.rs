@@ -58,12 +58,12 @@ use alloc::boxed::Box;
 use arrayvec::ArrayVec;
 use core::fmt;
 
-use super::pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY, PageCache};
+use super::pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY, PageCache, PcpSlot};
 use super::{
     MAX_REGIONS, PageInvariantError, align_in_pages, for_each_block, order_for, page_number,
     region_pages,
 };
-use crate::percpu::PerCpu;
+use crate::percpu::{self, PerCpu};
 use crate::sync::atomic::{AtomicU32, Ordering};
 use crate::sync::loom_const_fn;
 use crate::traits::{AllocError, AllocResult, BaseAllocator, PageAllocator};
@@ -345,7 +345,7 @@ pub struct BuddyPageAllocator<
     /// The page number of window index 0 (a multiple of `2^MAX_ORDER`).
     base: usize,
     zone: SpinLock<Zone>,
-    caches: PerCpu<SpinLock<PageCache>, CPUS>,
+    caches: PerCpu<PcpSlot, CPUS>,
     /// A free into a cache holding `high` pages first drains `batch` of them.
     high: usize,
     /// Pages moved per refill or drain.
@@ -353,13 +353,13 @@ pub struct BuddyPageAllocator<
 }
 
 #[cfg(not(loom))]
-const fn caches<const CPUS: usize>() -> PerCpu<SpinLock<PageCache>, CPUS> {
-    PerCpu::new([const { SpinLock::new(PageCache::new()) }; CPUS])
+const fn caches<const CPUS: usize>() -> PerCpu<PcpSlot, CPUS> {
+    PerCpu::new([const { PcpSlot::new() }; CPUS])
 }
 
 #[cfg(loom)]
-fn caches<const CPUS: usize>() -> PerCpu<SpinLock<PageCache>, CPUS> {
-    PerCpu::from_fn(|_| SpinLock::new(PageCache::new()))
+fn caches<const CPUS: usize>() -> PerCpu<PcpSlot, CPUS> {
+    PerCpu::from_fn(|_| PcpSlot::new())
 }
 
 impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
@@ -646,11 +646,12 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     }
 
     /// One page: pop this CPU's cache (refilling it with a batch from the zone when empty);
-    /// when the cache is busy (another thread on this slot), straight from the zone.
+    /// when the cache is busy (another thread on this slot, or, pinned, an interrupted section
+    /// on this CPU), straight from the zone.
     #[inline]
     fn alloc_page(&self) -> AllocResult<usize> {
         let meta = self.meta();
-        let Some(mut cache) = self.caches.current().try_lock_unmasked() else {
+        let Ok((slot, mut cache)) = self.caches.lock_local(|slot| &slot.cache) else {
             return self.alloc_block(0, ALLOC);
         };
         let index = match cache.pages.pop() {
@@ -674,6 +675,8 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 }
             }
         };
+        slot.publish(&cache);
+        drop(cache);
         // The page is ours (HELD, taken from our locked cache): hand it to the user.
         meta[index].set_state(ALLOC);
         Ok(index)
@@ -839,7 +842,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     #[inline]
     fn free_page(&self, index: usize) {
         let meta = self.meta();
-        let Some(mut cache) = self.caches.current().try_lock_unmasked() else {
+        let Ok((slot, mut cache)) = self.caches.lock_local(|slot| &slot.cache) else {
             self.zone.lock().free_block(meta, index, 0, MAX_ORDER);
             return;
         };
@@ -851,6 +854,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             }
         }
         cache.pages.push(index);
+        slot.publish(&cache);
     }
 
     /// Frees; bad input changes nothing (use [`try_dealloc_pages`](Self::try_dealloc_pages)
@@ -864,6 +868,11 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// pressure, or before reading exact free-block statistics). Returns `true` when every
     /// cache was drained, `false` when some cache was busy and skipped.
     ///
+    /// With pin hooks (`percpu::set_pin_hooks`) a cache is its CPU's alone: this drains the
+    /// calling CPU's cache (skipped when busy: called from a handler that interrupted it) and
+    /// returns `true` when, after that, every cache's published size is 0. To return every
+    /// cache, run it on each CPU (as Linux's `drain_all_pages` does; DESIGN.md 4.1).
+    ///
     /// Never waits for a cache: one whose lock is taken at this instant (an allocation or free
     /// on its CPU in progress, or the code an interrupt handler interrupted) keeps its pages,
     /// which stay free and reachable (its holder uses them; a later drain returns them). So
@@ -874,23 +883,37 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// # Time Complexity
     /// O(CPUS + parked pages * MAX_ORDER).
     pub fn drain_cpu_caches(&self) -> bool {
-        let meta = self.meta();
+        if percpu::pinned_mode() {
+            let Ok((slot, mut cache)) = self.caches.lock_local(|slot| &slot.cache) else {
+                return false;
+            };
+            self.drain_cache(slot, &mut cache);
+            drop(cache);
+            return self.caches.iter().all(|slot| slot.parked() == 0);
+        }
         let mut complete = true;
         for slot in self.caches.iter() {
             // `try_lock`, masking interrupts while this CPU holds the cache.
-            let Some(mut cache) = slot.try_lock() else {
+            let Some(mut cache) = slot.cache.try_lock() else {
                 complete = false;
                 continue;
             };
-            if cache.pages.is_empty() {
-                continue;
-            }
-            let mut zone = self.zone.lock();
-            for page in cache.pages.drain(..) {
-                zone.free_block(meta, page, 0, MAX_ORDER);
-            }
+            self.drain_cache(slot, &mut cache);
         }
         complete
+    }
+
+    /// Returns every page of a held cache to the zone.
+    fn drain_cache(&self, slot: &PcpSlot, cache: &mut PageCache) {
+        if cache.pages.is_empty() {
+            return;
+        }
+        let meta = self.meta();
+        let mut zone = self.zone.lock();
+        for page in cache.pages.drain(..) {
+            zone.free_block(meta, page, 0, MAX_ORDER);
+        }
+        slot.publish(cache);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -902,11 +925,15 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     }
 
     /// Pages parked in the CPU caches (free, but not in the zone). Waits for each cache's
-    /// lock, like the other statistics and `check`: not for interrupt handlers.
+    /// lock, like the other statistics and `check`: not for interrupt handlers. With pin hooks:
+    /// the sum of the caches' published sizes (waits for nothing).
     pub fn cached_pages(&self) -> usize {
+        if percpu::pinned_mode() {
+            return self.caches.iter().map(PcpSlot::parked).sum();
+        }
         self.caches
             .iter()
-            .map(|cache| cache.lock().pages.len())
+            .map(|slot| slot.cache.lock().pages.len())
             .sum()
     }
 
@@ -954,8 +981,17 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// # Time Complexity
     /// O(window pages * regions + parked pages^2).
     pub fn check(&self) -> Result<(), PageInvariantError> {
-        let guards: ArrayVec<SpinLockGuard<'_, PageCache>, CPUS> =
-            self.caches.iter().map(|cache| cache.lock()).collect();
+        let pinned = percpu::pinned_mode();
+        // Pinned: the calling CPU's cache only (the others are their CPUs' alone; their pages
+        // are counted through the published sizes below). Otherwise every cache.
+        let mut own: Option<&PcpSlot> = None;
+        let guards: ArrayVec<SpinLockGuard<'_, PageCache>, CPUS> = if pinned {
+            let held = self.caches.lock_local(|slot| &slot.cache).ok();
+            own = held.as_ref().map(|&(slot, _)| slot);
+            held.map(|(_, guard)| guard).into_iter().collect()
+        } else {
+            self.caches.iter().map(|slot| slot.cache.lock()).collect()
+        };
         let zone = self.zone.lock();
         let meta = self.meta();
         // Free lists.
@@ -1087,7 +1123,21 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         // One shared borrow per guard, reused below (each `Deref` of a guard makes a fresh
         // borrow of the cell; two of them alive at once would alias).
         let caches: ArrayVec<&PageCache, CPUS> = guards.iter().map(|guard| &**guard).collect();
-        let parked: usize = caches.iter().map(|cache| cache.pages.len()).sum();
+        let mut parked: usize = caches.iter().map(|cache| cache.pages.len()).sum();
+        if pinned {
+            // The held cache's published size is exact; the others' are as last published
+            // (exact when no call is running, as `check` requires).
+            if let Some(slot) = own {
+                if slot.parked() != parked {
+                    return Err(PageInvariantError::Count {
+                        what: "a cache's published size",
+                        counted: slot.parked(),
+                        actual: parked,
+                    });
+                }
+            }
+            parked = self.caches.iter().map(PcpSlot::parked).sum();
+        }
         if parked != held {
             return Err(PageInvariantError::Count {
                 what: "parked pages",

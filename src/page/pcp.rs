@@ -16,10 +16,19 @@
 //!   cache, so no allocation or free path ever waits for a cache (an interrupt handler may
 //!   have interrupted its holder on this CPU).
 //!
+//! With pin hooks (`percpu::set_pin_hooks`), each cache is its CPU's CPU-local section
+//! (DESIGN.md 4.1): entered with a plain busy flag, never touched by another CPU. A drain then
+//! returns the calling CPU's cache only, and the statistics and `check` read the other caches'
+//! sizes from `parked`, which every change of a cache republishes (a plain store).
+//!
 //! Pages parked in a cache are in state `HELD` in the page metadata: not free in the zone
 //! (never merged), not the user's (a double free of a parked page fails its CAS).
 
 use arrayvec::ArrayVec;
+
+use crate::SpinLock;
+use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::loom_const_fn;
 
 /// Pages a cache can hold (its array's size).
 pub const PCP_CAPACITY: usize = if cfg!(loom) { 4 } else { 64 };
@@ -40,5 +49,32 @@ impl PageCache {
         Self {
             pages: ArrayVec::new_const(),
         }
+    }
+}
+
+/// One CPU's slot: its cache, and the cache's size published for other CPUs.
+pub(super) struct PcpSlot {
+    pub(super) cache: SpinLock<PageCache>,
+    /// The cache's page count as of its last change, written by whoever holds the cache with
+    /// a `Relaxed` store (no read-modify-write); read by statistics and `check` in pinned mode.
+    parked: AtomicUsize,
+}
+
+impl PcpSlot {
+    loom_const_fn! {
+        pub(super) fn new() -> Self {
+            Self { cache: SpinLock::new(PageCache::new()), parked: AtomicUsize::new(0) }
+        }
+    }
+
+    /// Republishes `cache`'s size (the caller holds this slot's cache).
+    #[inline(always)]
+    pub(super) fn publish(&self, cache: &PageCache) {
+        self.parked.store(cache.pages.len(), Ordering::Relaxed);
+    }
+
+    /// The published size.
+    pub(super) fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
     }
 }
