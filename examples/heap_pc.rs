@@ -2,13 +2,18 @@
 //! exchange (`perf record`, `valgrind --tool=callgrind`) and quick A/B timings:
 //!
 //! ```text
-//! cargo run --release --example heap_pc -- [ours|glibc|mimalloc ...] [--rounds N] [--blocks N]
+//! cargo run --release --example heap_pc -- [ours|glibc|mimalloc ...] [--rounds N] [--blocks N] [--pairs N]
+//!     [--cpu-slots]
 //! ```
 //!
-//! Thread 0 allocates `blocks` blocks of 16..=512 B and hands them through a lock-free
-//! single-producer single-consumer ring (256 slots, no allocation of its own) to thread 1, which
-//! frees them (the same workload as `examples/common/heap_contestants.rs`'s
-//! `producer_consumer`). Prints ns per block for each contestant and round (alternating), then
+//! `--cpu-slots` registers `sched_getcpu` as the CPU-id source, so `StdHeap` uses its per-CPU
+//! slots instead of thread caches (the kernel's path, and the one a C preload shim measured).
+//!
+//! In each of `pairs` pairs (default 1), one thread allocates `blocks` blocks of 16..=512 B and
+//! hands them through a lock-free single-producer single-consumer ring (256 slots, no
+//! allocation of its own) to the other, which frees them (the same workload as
+//! `examples/common/heap_contestants.rs`'s `producer_consumer`; 4 pairs is the issue's
+//! oversubscribed row). Prints ns per block for each contestant and round (alternating), then
 //! the medians and ours/peer ratios.
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -78,22 +83,24 @@ fn layout(size: usize) -> Layout {
     Layout::from_size_align(size, 8).unwrap()
 }
 
-fn run<A: GlobalAlloc + Sync>(a: &A, blocks: usize) -> Duration {
-    let ring = Ring {
-        slots: (0..Ring::CAPACITY).map(|_| AtomicUsize::new(0)).collect(),
-        head: CachePadded::new(AtomicUsize::new(0)),
-        tail: CachePadded::new(AtomicUsize::new(0)),
-    };
-    let barrier = Barrier::new(3);
+fn run<A: GlobalAlloc + Sync>(a: &A, blocks: usize, pairs: usize) -> Duration {
+    let rings: Vec<Ring> = (0..pairs)
+        .map(|_| Ring {
+            slots: (0..Ring::CAPACITY).map(|_| AtomicUsize::new(0)).collect(),
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+        })
+        .collect();
+    let barrier = Barrier::new(2 * pairs + 1);
     std::thread::scope(|s| {
-        for t in 0..2 {
-            let (ring, barrier) = (&ring, &barrier);
+        for t in 0..2 * pairs {
+            let (ring, barrier) = (&rings[t / 2], &barrier);
             s.spawn(move || {
-                let mut rng = Rng(0x5eed_4ea9 ^ 0x9c);
+                let mut rng = Rng(0x5eed_4ea9 ^ 0x9c ^ (t as u64 / 2) << 8);
                 barrier.wait();
                 for _ in 0..blocks {
                     let size = 16 + rng.below(497) as usize;
-                    if t == 0 {
+                    if t % 2 == 0 {
                         // SAFETY: non-zero size.
                         let ptr = unsafe { a.alloc(layout(size)) };
                         assert!(!ptr.is_null());
@@ -102,7 +109,7 @@ fn run<A: GlobalAlloc + Sync>(a: &A, blocks: usize) -> Duration {
                         ring.push(ptr.expose_provenance());
                     } else {
                         let ptr = core::ptr::with_exposed_provenance_mut::<u8>(ring.pop());
-                        // SAFETY: allocated by thread 0 with this layout, freed once.
+                        // SAFETY: allocated by the pair's producer with this layout, freed once.
                         unsafe {
                             black_box(ptr.read());
                             a.dealloc(ptr, layout(size));
@@ -121,12 +128,18 @@ fn run<A: GlobalAlloc + Sync>(a: &A, blocks: usize) -> Duration {
 
 fn main() {
     let mut names = Vec::new();
-    let (mut rounds, mut blocks) = (5, 1_000_000);
+    let (mut rounds, mut blocks, mut pairs) = (5, 1_000_000, 1);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--rounds" => rounds = args.next().unwrap().parse().unwrap(),
             "--blocks" => blocks = args.next().unwrap().parse().unwrap(),
+            "--pairs" => pairs = args.next().unwrap().parse().unwrap(),
+            "--cpu-slots" => smpalloc::percpu::set_cpu_id_source(|| {
+                // SAFETY: `sched_getcpu` has no preconditions.
+                let cpu = unsafe { libc::sched_getcpu() };
+                cpu.max(0) as usize
+            }),
             name => names.push(name.to_owned()),
         }
     }
@@ -137,12 +150,12 @@ fn main() {
     for round in 0..rounds {
         for (i, name) in names.iter().enumerate() {
             let elapsed = match name.as_str() {
-                "ours" => run(&OURS, blocks),
-                "glibc" => run(&std::alloc::System, blocks),
-                "mimalloc" => run(&MIMALLOC, blocks),
+                "ours" => run(&OURS, blocks, pairs),
+                "glibc" => run(&std::alloc::System, blocks, pairs),
+                "mimalloc" => run(&MIMALLOC, blocks, pairs),
                 other => panic!("unknown contestant {other}"),
             };
-            let ns = elapsed.as_nanos() as f64 / blocks as f64;
+            let ns = elapsed.as_nanos() as f64 / (blocks * pairs) as f64;
             println!("round {round} {name:>9}: {ns:6.1} ns/block");
             times[i].push(ns);
         }

@@ -547,26 +547,37 @@ fn depot_push_races_pop_and_reclaim() {
     });
 }
 
-/// The depot's slots (DP1-DP2): CPU 0 frees `3 * MAGAZINE + 1` objects, pushing two full
-/// magazines into the depot's one slot (the second goes to the slabs if the slot is still full
-/// or busy), while CPU 1 allocates one object (popping the first magazine if it is published).
-/// The slot is reused only after the popper's copy out. Mutation caught: a pop that releases
-/// the slot before copying out (loom: the second push's copy races it).
+/// The depot's slots (DP1-DP2): CPU 0 frees `2 * MAGAZINE + 1` objects (pushing a full
+/// magazine into the depot's one slot), then tells CPU 1, which allocates one object from
+/// empty magazines (popping that magazine), while CPU 0 frees `MAGAZINE` more (pushing a second
+/// full magazine: into the slot if the pop released it, else to the slabs). The slot is reused
+/// only after the popper's copy out. (A pop whose claim does not mark the slot busy is not
+/// caught here: loom explores no schedule with the second push between the pop's claim and its
+/// release; `depot_push_races_pop_and_reclaim` catches a Relaxed publication.)
 #[test]
 fn depot_pop_races_next_push() {
     model(|| {
         let heap = Arc::new(Heap::new(SystemPages::new()));
         set_model_cpu(2);
-        let objs: Vec<Obj> = (0..3 * MAGAZINE + 1).map(|_| alloc(&heap)).collect();
+        let mut objs: Vec<Obj> = (0..3 * MAGAZINE + 1).map(|_| alloc(&heap)).collect();
+        let later = objs.split_off(2 * MAGAZINE + 1);
+        let pushed = Arc::new(AtomicUsize::new(0));
         let popper = {
-            let heap = heap.clone();
+            let (heap, pushed) = (heap.clone(), pushed.clone());
             thread::spawn(move || {
                 set_model_cpu(1);
+                while pushed.load(Ordering::Acquire) == 0 {
+                    thread::yield_now();
+                }
                 alloc(&heap)
             })
         };
         set_model_cpu(0);
         for obj in objs {
+            free(&heap, obj);
+        }
+        pushed.store(1, Ordering::Release);
+        for obj in later {
             free(&heap, obj);
         }
         let mine = popper.join().unwrap();

@@ -673,12 +673,14 @@ mod tests {
     fn concurrent_exchanges_keep_every_object_once() {
         let pages = SystemPages::new();
         let depot = Depot::new();
-        let rounds = if cfg!(miri) { 4 } else { 2_000 };
+        let rounds = if cfg!(miri) { 4 } else { 50_000 };
+        let start = std::sync::Barrier::new(4);
         let mut all: Vec<usize> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..3)
                 .map(|_| {
                     s.spawn(|| {
                         let mut held = objects(&depot, &pages, MAGAZINE);
+                        start.wait();
                         for _ in 0..rounds {
                             // SAFETY: in-use objects of `CLASS` from this depot.
                             unsafe { depot.unload(CLASS, &pages, &mut held) };
@@ -692,7 +694,8 @@ mod tests {
                     })
                 })
                 .collect();
-            for _ in 0..rounds / 4 + 1 {
+            start.wait();
+            for _ in 0..rounds / 64 + 1 {
                 depot.check(CLASS, [].iter()).unwrap();
                 depot.reclaim(&pages);
             }
