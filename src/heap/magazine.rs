@@ -164,6 +164,7 @@ impl CacheCounters {
     }
 
     /// Returns allocations minus frees and zeroes both counters (the magazines are empty).
+    #[cfg(any(loom, all(feature = "std", unix)))]
     pub(super) fn take_net(&self) -> usize {
         let net = load(&self.net);
         store(&self.net, 0);
