@@ -19,8 +19,9 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::hint::black_box;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use core::time::Duration;
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 use smpalloc::heap::{StdHeap, SystemPages};
