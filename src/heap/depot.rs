@@ -690,7 +690,10 @@ mod tests {
                                 held.0.push(depot.alloc_one(CLASS, &pages).unwrap());
                             }
                         }
-                        held.0.iter().map(|p| p.as_ptr().addr()).collect::<Vec<_>>()
+                        held.0
+                            .iter()
+                            .map(|p| p.as_ptr().expose_provenance())
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
@@ -711,5 +714,12 @@ mod tests {
         check(&depot);
         depot.reclaim(&pages);
         assert_eq!(depot.counts(CLASS).slab_inuse, n);
+        let objects = all
+            .into_iter()
+            .map(|addr| NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(addr)).unwrap());
+        // SAFETY: the workers' in-use objects of `CLASS`, each once (checked above).
+        unsafe { depot.free_all(CLASS, &pages, objects) };
+        depot.reclaim(&pages);
+        assert_eq!(pages.held_bytes(), 0);
     }
 }
