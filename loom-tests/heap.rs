@@ -3,7 +3,8 @@
 //! racing an allocation from the same slab; a drain racing a free (and a thread that finds its
 //! slot busy); a TLSF pool returned by `reclaim` racing a TLSF allocation; two TLSF growths
 //! racing each other's first tries; a direct block freed on another CPU; thread caches: a
-//! thread's exit racing frees of what it allocated, a heap dropped while its thread exits.
+//! thread's exit racing frees of what it allocated, a heap dropped while its thread exits; the
+//! depot's slots: a push racing a pop and `reclaim`, a pop racing the next push.
 //! Empty unless built
 //! with `--cfg loom`.
 //!
@@ -490,5 +491,79 @@ fn heap_drop_races_thread_exit() {
             1,
             "the record released exactly once"
         );
+    });
+}
+
+/// The depot's slots (DP1-DP5, 13.4): CPU 0 frees `2 * MAGAZINE + 1` objects, so its full
+/// previous magazine is pushed into the depot's slot (claim, copy in, publish), while CPU 1
+/// allocates one object from empty magazines (popping that magazine if it is published, else
+/// filling from the slabs) and the main thread reclaims (popping the slot into the slabs, if
+/// full). No object is lost or handed out twice, statistics add up, and everything is back at
+/// the end. Mutation caught: a Relaxed publication of a push (loom: the popper's copy races
+/// the pusher's).
+#[test]
+fn depot_push_races_pop_and_reclaim() {
+    model(|base| {
+        let heap = Arc::new(Heap::new(Fixed::new(base)));
+        set_model_cpu(2);
+        let objs: Vec<Obj> = (0..2 * MAGAZINE + 1).map(|_| alloc(&heap)).collect();
+        let pusher = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                set_model_cpu(0);
+                for obj in objs {
+                    free(&heap, obj);
+                }
+            })
+        };
+        let popper = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                set_model_cpu(1);
+                alloc(&heap)
+            })
+        };
+        heap.reclaim();
+        pusher.join().unwrap();
+        let mine = popper.join().unwrap();
+        finish(&heap, vec![mine]);
+    });
+}
+
+/// The depot's slots (DP1-DP2): CPU 0 frees `2 * MAGAZINE + 1` objects (pushing a full
+/// magazine into the depot's one slot), then tells CPU 1, which allocates one object from
+/// empty magazines (popping that magazine), while CPU 0 frees `MAGAZINE` more (pushing a second
+/// full magazine: into the slot if the pop released it, else to the slabs). The slot is reused
+/// only after the popper's copy out. (A pop whose claim does not mark the slot busy is not
+/// caught here: loom explores no schedule with the second push between the pop's claim and its
+/// release; `depot_push_races_pop_and_reclaim` catches a Relaxed publication.)
+#[test]
+fn depot_pop_races_next_push() {
+    model(|base| {
+        let heap = Arc::new(Heap::new(Fixed::new(base)));
+        set_model_cpu(2);
+        let mut objs: Vec<Obj> = (0..3 * MAGAZINE + 1).map(|_| alloc(&heap)).collect();
+        let later = objs.split_off(2 * MAGAZINE + 1);
+        let pushed = Arc::new(AtomicUsize::new(0));
+        let popper = {
+            let (heap, pushed) = (heap.clone(), pushed.clone());
+            thread::spawn(move || {
+                set_model_cpu(1);
+                while pushed.load(Ordering::Acquire) == 0 {
+                    thread::yield_now();
+                }
+                alloc(&heap)
+            })
+        };
+        set_model_cpu(0);
+        for obj in objs {
+            free(&heap, obj);
+        }
+        pushed.store(1, Ordering::Release);
+        for obj in later {
+            free(&heap, obj);
+        }
+        let mine = popper.join().unwrap();
+        finish(&heap, vec![mine]);
     });
 }

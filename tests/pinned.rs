@@ -201,8 +201,9 @@ fn heap_interrupt_inside_a_section_takes_the_slow_path() {
     assert!(PINS.get() > pins, "the pinned path ran");
     assert_eq!(PINNED.get(), 0, "pins and unpins balance");
     heap.check().unwrap();
-    // Enough of one class that frees overflow both magazines: the spill takes the class lock.
-    for i in 0..200 {
+    // Enough of one class that frees overflow both magazines and the depot (at most `DEPOT`
+    // magazines, exchanged without a lock): a spill past the depot's limit takes the class lock.
+    for i in 0..(smpalloc::heap::DEPOT + 3) * smpalloc::heap::MAGAZINE {
         let layout = small(64);
         let p = heap.allocate(layout).unwrap();
         // SAFETY: fresh block of 64 bytes.

@@ -8,7 +8,6 @@
 //! into a full loaded magazine swaps with an empty previous one, else hands the full previous
 //! one to the depot (or its objects to the slabs when the depot is at its limit) and swaps.
 
-use core::mem;
 use core::ptr::NonNull;
 
 use arrayvec::ArrayVec;
@@ -98,10 +97,10 @@ impl Magazines {
         ptr: NonNull<u8>,
     ) {
         if !self.previous.0.is_empty() {
-            let full = mem::replace(&mut self.previous, Magazine::new());
-            counters.moved(0, full.0.len());
-            // SAFETY: magazine objects are in-use objects of `class` (the magazine rule).
-            unsafe { depot.unload(class, pages, full) };
+            counters.moved(0, self.previous.0.len());
+            // SAFETY: magazine objects are in-use objects of `class` (the magazine rule); the
+            // previous magazine is full (M2) and `unload` leaves it empty.
+            unsafe { depot.unload(class, pages, &mut self.previous) };
         }
         self.loaded.move_into(&mut self.previous);
         self.loaded.0.push(ptr);
@@ -165,7 +164,7 @@ impl CacheCounters {
     }
 
     /// Returns allocations minus frees and zeroes both counters (the magazines are empty).
-    #[cfg_attr(not(any(loom, all(feature = "std", unix))), allow(dead_code))] // thread caches
+    #[cfg(any(loom, all(feature = "std", unix)))]
     pub(super) fn take_net(&self) -> usize {
         let net = load(&self.net);
         store(&self.net, 0);
