@@ -15,9 +15,11 @@ extern crate alloc;
 mod arch;
 mod storm;
 
+use core::alloc::Layout;
+use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 
-use smpalloc::heap::SmpHeap;
+use smpalloc::heap::{PageSource, SmpHeap};
 use smpalloc::page::{BitmapPageAllocator256M, BuddyPageAllocator, PageMeta};
 use smpalloc::radix::{NEXA_POOL_NODES, NodePool, PidTable};
 use smpalloc::{PidAllocator, Policy, percpu};
@@ -41,8 +43,52 @@ pub static BUDDY: Buddy = Buddy::with_metadata(RAM_BASE, &BUDDY_META);
 /// A second page allocator over its own region (page-table pages in the storm).
 pub static BITMAP: BitmapPageAllocator256M<PAGE> = BitmapPageAllocator256M::new();
 /// The kernel heap: per-CPU magazines over slabs from the buddy allocator, TLSF above 4 KiB.
+/// Over [`BuddyPages`], a zero-sized handle, the heap is all zeros and lies in `.bss` (a
+/// `&BUDDY` field would put its 300 KiB in `.data`).
 #[global_allocator]
-pub static HEAP: SmpHeap<&Buddy, MAX_CPUS> = SmpHeap::new(&BUDDY);
+pub static HEAP: SmpHeap<BuddyPages, MAX_CPUS> = SmpHeap::new(BuddyPages);
+
+/// [`BUDDY`] as the heap's page source, named by a zero-sized type.
+pub struct BuddyPages;
+
+// SAFETY: forwards every call to `BUDDY`, a page source.
+unsafe impl PageSource for BuddyPages {
+    fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
+        PageSource::alloc_pages(&&BUDDY, bytes, align)
+    }
+
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, align: usize) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { PageSource::free_pages(&&BUDDY, ptr, bytes, align) }
+    }
+
+    fn drain(&self) {
+        PageSource::drain(&&BUDDY);
+    }
+
+    fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
+        PageSource::alloc_huge(&&BUDDY, layout)
+    }
+
+    unsafe fn free_huge(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { PageSource::free_huge(&&BUDDY, ptr, layout) }
+    }
+
+    fn huge_usable(&self, layout: Layout) -> usize {
+        PageSource::huge_usable(&&BUDDY, layout)
+    }
+
+    unsafe fn realloc_huge(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { PageSource::realloc_huge(&&BUDDY, ptr, layout, new_size) }
+    }
+}
 /// The PID map's radix nodes: a separate all-zero `static`, so its 2.3 MB lands in `.bss`.
 static PID_NODES: NodePool<NEXA_POOL_NODES> = NodePool::new();
 /// PIDs and the PID -> process-table-slot map (Linux's order: PIDs below 300 are not reused

@@ -53,9 +53,11 @@ pub(crate) const MAX_REGIONS: usize = 16;
 /// A region is split across all arenas only when every share is at least this long.
 const MIN_SHARE: usize = 64 * 1024;
 
-const UNINIT: usize = 0;
-const STARTING: usize = 1;
-const READY: usize = 2;
+// `READY` is 0: a heap built by `new` (nothing to start) is all zeros, so a `static` one lies
+// in `.bss`.
+const READY: usize = 0;
+const UNINIT: usize = 1;
+const STARTING: usize = 2;
 
 /// One entry of the region table. `seq` odd: the entry holds a live region; even: vacant (or
 /// being rewritten; 0 in a new table). Fields change only while `seq` is even (DESIGN.md 12.5,

@@ -6,8 +6,6 @@
 //! while it is held: class -> pages permits it).
 
 use core::mem;
-#[cfg(not(loom))]
-use core::mem::MaybeUninit;
 use core::ptr::NonNull;
 
 use arrayvec::ArrayVec;
@@ -20,7 +18,7 @@ use super::route::{DEPOT, HEAP_CLASSES, MAGAZINE, depot_limit};
 use super::stats::{HeapCheckError, Objects, load, store};
 use crate::byte::slab::SlabCache;
 use crate::byte::slab::class::slab_bytes;
-use crate::lock::SpinLock;
+use crate::lock::{SpinLock, SpinLockGuard};
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{MutPtr, UnsafeCell, loom_const_fn};
 
@@ -209,10 +207,11 @@ struct Class {
 
 impl Class {
     loom_const_fn! {
-        fn new(class: usize) -> Self {
+        /// All zeros: the class is set on the slabs' first use (`Depot::slabs`).
+        fn new() -> Self {
             Self {
                 depot: Slots::new(),
-                slabs: SpinLock::new(SlabCache::new(class, KEEP_EMPTY)),
+                slabs: SpinLock::new(SlabCache::unconfigured()),
                 counters: ClassCounters::new(),
             }
         }
@@ -240,22 +239,8 @@ pub(super) struct Depot {
 impl Depot {
     #[cfg(not(loom))]
     pub(super) const fn new() -> Self {
-        let mut out = [const { MaybeUninit::<CachePadded<Class>>::uninit() }; HEAP_CLASSES];
-        let mut i = 0;
-        while i < HEAP_CLASSES {
-            out[i] = MaybeUninit::new(CachePadded::new(Class::new(i)));
-            i += 1;
-        }
-        // SAFETY: every element was initialised above; `MaybeUninit<T>` and `T` have the same
-        // layout, and so do arrays of them.
-        let classes = unsafe {
-            mem::transmute::<
-                [MaybeUninit<CachePadded<Class>>; HEAP_CLASSES],
-                [CachePadded<Class>; HEAP_CLASSES],
-            >(out)
-        };
         Self {
-            classes,
+            classes: [const { CachePadded::new(Class::new()) }; HEAP_CLASSES],
             map: PageMap::new(),
         }
     }
@@ -263,7 +248,7 @@ impl Depot {
     #[cfg(loom)]
     pub(super) fn new() -> Self {
         Self {
-            classes: core::array::from_fn(|i| CachePadded::new(Class::new(i))),
+            classes: core::array::from_fn(|_| CachePadded::new(Class::new())),
             map: PageMap::new(),
         }
     }
@@ -276,6 +261,15 @@ impl Depot {
     /// The page map, exclusively (the heap is being dropped).
     pub(super) fn map_mut(&mut self) -> &mut PageMap {
         &mut self.map
+    }
+
+    /// The slabs of `class`, locked; configured for the class on first use (an empty heap
+    /// holds unconfigured, all-zero caches: `.bss`).
+    #[inline]
+    fn slabs(&self, class: usize) -> SpinLockGuard<'_, SlabCache> {
+        let mut slabs = self.classes[class].slabs.lock();
+        slabs.configure(class, KEEP_EMPTY);
+        slabs
     }
 
     /// A new slab of `class` for `SlabCache::alloc`: pages from the source, recorded in the map
@@ -319,7 +313,7 @@ impl Depot {
             c.depot.release_empty(i);
             return;
         }
-        let mut slabs = c.slabs.lock();
+        let mut slabs = self.slabs(class);
         for _ in 0..MAGAZINE {
             // SAFETY: the page source's contract gives `get` exactly what `alloc` needs.
             let object =
@@ -375,7 +369,7 @@ impl Depot {
         objects: impl Iterator<Item = NonNull<u8>>,
     ) {
         let mut released = Released::new();
-        let mut slabs = self.classes[class].slabs.lock();
+        let mut slabs = self.slabs(class);
         for object in objects {
             // SAFETY: caller.
             unsafe { free_to_slabs(&mut slabs, object, &mut released) };
@@ -393,7 +387,7 @@ impl Depot {
     #[cold]
     pub(super) fn alloc_one<P: PageSource>(&self, class: usize, pages: &P) -> Option<NonNull<u8>> {
         let c = &self.classes[class];
-        let mut slabs = c.slabs.lock();
+        let mut slabs = self.slabs(class);
         // SAFETY: the page source's contract.
         let object =
             unsafe { slabs.alloc(|bytes, align| self.new_slab(class, pages, bytes, align)) };
@@ -416,7 +410,7 @@ impl Depot {
     pub(super) unsafe fn free_one<P: PageSource>(&self, class: usize, pages: &P, ptr: NonNull<u8>) {
         let c = &self.classes[class];
         let mut released = Released::new();
-        let mut slabs = c.slabs.lock();
+        let mut slabs = self.slabs(class);
         // SAFETY: caller.
         unsafe { free_to_slabs(&mut slabs, ptr, &mut released) };
         store(
@@ -434,7 +428,7 @@ impl Depot {
         for class in 0..HEAP_CLASSES {
             let c = &self.classes[class];
             let mut released = Released::new();
-            let mut slabs = c.slabs.lock();
+            let mut slabs = self.slabs(class);
             while let Some(i) = c.depot.claim_full() {
                 {
                     let slot = c.depot.slot(i);
@@ -465,7 +459,7 @@ impl Depot {
     /// Debug builds: `ptr` must be an in-use object of `class` (checked under the class lock).
     #[cfg(debug_assertions)]
     pub(super) fn debug_check_owned(&self, ptr: NonNull<u8>, class: usize) {
-        let slabs = self.classes[class].slabs.lock();
+        let slabs = self.slabs(class);
         // SAFETY: debug check; the caller promised `ptr` is an object of this class, whose slab
         // is readable. A foreign pointer may fault here rather than corrupt the heap.
         let owned = unsafe { slabs.owns(ptr) };
@@ -523,7 +517,7 @@ impl Depot {
         // `check` releases them, after this function (and these references) ended.
         let magazines: ArrayVec<&Magazine, DEPOT> =
             slots.iter().map(|slot| &*unsafe { slot.deref() }).collect();
-        let slabs = c.slabs.lock();
+        let slabs = self.slabs(class);
         let error = |what| HeapCheckError::Magazine { class, what };
         let counts = slabs
             .check()
@@ -567,7 +561,7 @@ impl Depot {
         verify: &dyn Fn(&Tally) -> Result<(), &'static str>,
     ) -> Result<(), HeapCheckError> {
         let states: ArrayVec<_, HEAP_CLASSES> =
-            self.classes.iter().map(|c| c.slabs.lock()).collect();
+            (0..HEAP_CLASSES).map(|class| self.slabs(class)).collect();
         let slab_bytes = |class: usize| {
             if class < HEAP_CLASSES {
                 slab_bytes(class)

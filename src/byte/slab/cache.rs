@@ -118,6 +118,25 @@ impl SlabCache {
         }
     }
 
+    /// A cache whose class is not set yet: all zeros, so a heap of them lies in `.bss`.
+    /// [`configure`](Self::configure) sets the class before any other call.
+    #[cfg_attr(not(feature = "heap"), allow(dead_code))] // the SMP heap's depot
+    pub(crate) const fn unconfigured() -> Self {
+        Self::new(0, 0)
+    }
+
+    /// Sets the class and the empty-slab hysteresis of a cache that holds no slab (an
+    /// [`unconfigured`](Self::unconfigured) one); a no-op when they are already these.
+    #[cfg_attr(not(feature = "heap"), allow(dead_code))]
+    #[inline]
+    pub(crate) fn configure(&mut self, class: usize, keep_empty: usize) {
+        if self.class as usize != class || self.keep_empty != keep_empty {
+            assert!(class < CLASSES && self.counts.slabs == 0);
+            self.class = class as u8;
+            self.keep_empty = keep_empty;
+        }
+    }
+
     /// The class of this cache.
     pub(crate) const fn class(&self) -> usize {
         self.class as usize
