@@ -9,13 +9,14 @@
 //! return it, and every address they return is a valid non-null pointer.
 //!
 //! The addresses here are fake (never touched): the heap's huge route hands out the source's
-//! pages without writing to them.
+//! pages without writing to them. What the heap itself writes (its page map's nodes) comes
+//! from real memory ([`HugeFrom`]).
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use smpalloc::AllocError;
-use smpalloc::heap::{PageSource, SmpHeap};
+use smpalloc::heap::{PageSource, SmpHeap, SystemPages};
 use smpalloc::page::{BitmapPageAllocator, BuddyPageAllocator};
 
 const P: usize = 4096;
@@ -209,6 +210,63 @@ fn bitmap_at_zero_as_a_page_source() {
     source_exhausts_without_leaking(&bitmap_at_zero());
 }
 
+/// A page source whose huge blocks come from `huge` (an allocator at address 0, its pages
+/// never touched) and whose pages for the heap's own use (the page map's nodes, which the
+/// heap writes) come from the system.
+struct HugeFrom<'a, S> {
+    huge: &'a S,
+    own: SystemPages,
+}
+
+impl<'a, S> HugeFrom<'a, S> {
+    fn new(huge: &'a S) -> Self {
+        Self {
+            huge,
+            own: SystemPages::new(),
+        }
+    }
+}
+
+// SAFETY: each call goes to a page source, and each block goes back to the one it came from
+// (pages: the system; huge blocks: `huge`).
+unsafe impl<S: PageSource> PageSource for HugeFrom<'_, S> {
+    fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
+        self.own.alloc_pages(bytes, align)
+    }
+
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, align: usize) {
+        // SAFETY: the caller's contract: taken from `own` by `alloc_pages`.
+        unsafe { self.own.free_pages(ptr, bytes, align) }
+    }
+
+    fn drain(&self) {
+        self.huge.drain();
+    }
+
+    fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.huge.alloc_huge(layout)
+    }
+
+    unsafe fn free_huge(&self, ptr: NonNull<u8>, layout: Layout) {
+        // SAFETY: the caller's contract: taken from `huge` by `alloc_huge`.
+        unsafe { self.huge.free_huge(ptr, layout) }
+    }
+
+    fn huge_usable(&self, layout: Layout) -> usize {
+        self.huge.huge_usable(layout)
+    }
+
+    unsafe fn realloc_huge(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        // SAFETY: the caller's contract: taken from `huge`.
+        unsafe { self.huge.realloc_huge(ptr, layout, new_size) }
+    }
+}
+
 /// The heap over a source managing address 0, on its huge route (which hands out the source's
 /// pages untouched): allocates 75-page blocks until the source is exhausted, checks that no
 /// page is lost (`used` reads the source's used pages) and gives everything back. Returns how
@@ -240,7 +298,7 @@ fn heap_over_a_buddy_at_zero() {
     let pages = BuddyPageAllocator::<P, 10, 2>::with_window(0, 4 << 20);
     pages.add_memory(0, 4 << 20).unwrap();
     assert_eq!(pages.total_pages(), 1023);
-    let heap: SmpHeap<&BuddyPageAllocator<P, 10, 2>, 2> = SmpHeap::new(&pages);
+    let heap: SmpHeap<_, 2> = SmpHeap::new(HugeFrom::new(&pages));
     // 75 pages take a 128-page block each (the unused tail goes back): the maximal block
     // without page 0 is blocks of 1, 2, ..., 512 pages, so 4 + 2 + 1 of them.
     assert_eq!(huge_blocks_until_exhausted(&heap, || pages.used_pages()), 7);
@@ -252,7 +310,7 @@ fn heap_over_a_bitmap_at_zero() {
     let pages = BitmapPageAllocator::<P>::new();
     pages.add_memory(0, 4 << 20).unwrap();
     assert_eq!(pages.total_pages(), 1023);
-    let heap: SmpHeap<&BitmapPageAllocator<P>, 2> = SmpHeap::new(&pages);
+    let heap: SmpHeap<_, 2> = SmpHeap::new(HugeFrom::new(&pages));
     assert_eq!(
         huge_blocks_until_exhausted(&heap, || pages.used_pages()),
         1023 / 75
