@@ -177,9 +177,12 @@ impl CacheCounters {
         load(&self.net)
     }
 
-    /// Objects in the magazines (a recent value while the cache is in use: the two loads are
-    /// not one snapshot).
+    /// Objects in the magazines: exact while the cache is not in use. While its user updates
+    /// it, the two loads are not one snapshot and their difference can be anything; a value
+    /// no cache can hold (more than two magazines) is such a torn read and counts as 0, so
+    /// sums over many caches stay in range.
     pub(super) fn fill(&self) -> usize {
-        load(&self.moved).wrapping_sub(load(&self.net))
+        let fill = load(&self.moved).wrapping_sub(load(&self.net));
+        if fill > 2 * MAGAZINE { 0 } else { fill }
     }
 }
