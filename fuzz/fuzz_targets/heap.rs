@@ -48,15 +48,31 @@ enum Size {
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum Op {
-    Alloc { size: Size, align_log: u8 },
-    Free { idx: u8 },
-    Realloc { idx: u8, size: Size },
+    Alloc {
+        size: Size,
+        align_log: u8,
+    },
+    Free {
+        idx: u8,
+    },
+    Realloc {
+        idx: u8,
+        size: Size,
+    },
     /// `free(ptr)` without the layout (DESIGN.md 13.10).
-    FreeUnsized { idx: u8 },
+    FreeUnsized {
+        idx: u8,
+    },
     /// `usable_size(ptr)`: at least the size; the slack up to it is written with the tag.
-    Usable { idx: u8 },
+    Usable {
+        idx: u8,
+    },
     /// `reallocate_unsized(ptr, size, align)`.
-    ReallocUnsized { idx: u8, size: Size, align_log: u8 },
+    ReallocUnsized {
+        idx: u8,
+        size: Size,
+        align_log: u8,
+    },
     Cpu(u8),
     Drain,
     Reclaim,
@@ -244,11 +260,20 @@ fn run<const ORDER: usize>(ops: &[Op]) {
                 let b = live[idx as usize % live.len()];
                 // SAFETY: a live block of this heap.
                 let usable = unsafe { heap.usable_size(b.ptr) }.expect("a live block's size");
-                assert!(usable >= b.layout.size(), "usable {usable} < {:?}", b.layout);
+                assert!(
+                    usable >= b.layout.size(),
+                    "usable {usable} < {:?}",
+                    b.layout
+                );
                 let slack = usable - b.layout.size();
                 // SAFETY: `usable` bytes are the block's (the property under test: a block it
                 // overlapped would lose its fill).
-                unsafe { b.ptr.as_ptr().add(b.layout.size()).write_bytes(b.tag, slack) };
+                unsafe {
+                    b.ptr
+                        .as_ptr()
+                        .add(b.layout.size())
+                        .write_bytes(b.tag, slack)
+                };
             }
             Op::ReallocUnsized {
                 idx,
