@@ -167,7 +167,7 @@ impl<T> SpinLock<T> {
         self.locked.store(true, Ordering::Relaxed);
         // An interrupt runs to completion on this CPU before we resume, so program order is
         // all that is needed; keep the compiler from moving slot accesses above the store.
-        core::sync::atomic::compiler_fence(Ordering::SeqCst);
+        crate::sync::atomic::compiler_fence(Ordering::SeqCst);
         Some(SpinLockGuard {
             lock: self,
             data: ManuallyDrop::new(self.data.get_mut()),

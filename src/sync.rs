@@ -33,6 +33,12 @@ pub(crate) mod atomic {
 
     pub(crate) use core::sync::atomic::Ordering;
 
+    /// A compiler-only fence (no instruction): orders a CPU's plain accesses against an
+    /// interrupt on the same CPU (the pinned sections, DESIGN.md 4.1). Loom has no model of
+    /// it and needs none: its threads never share a CPU.
+    #[allow(unused_imports)]
+    pub(crate) use core::sync::atomic::compiler_fence;
+
     /// Boot-time configuration cells that no modeled protocol touches (the CPU-id source, the
     /// CPU count). They are plain core/portable atomics even under loom, because they must be
     /// `static`s and are written once before any concurrent use.

@@ -627,6 +627,7 @@ mod os {
 
     use super::enabled::{BOUND, ORPHAN, Record};
     use crate::sync::atomic::Ordering;
+    use crate::sync::atomic::boot::AtomicUsize as BootUsize;
 
     pub(super) const DEAD: usize = 1;
 
@@ -654,14 +655,15 @@ mod os {
         static CURRENT: Current = Current(Cell::new(ptr::null_mut()));
     }
 
-    static ADOPTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    static RELEASED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    // Process-wide counts across model executions, not modeled: boot cells (`sync`).
+    static ADOPTED: BootUsize = BootUsize::new(0);
+    static RELEASED: BootUsize = BootUsize::new(0);
 
     /// Records adopted and released so far (process-wide, across model executions).
     pub(crate) fn records() -> (usize, usize) {
         (
-            ADOPTED.load(std::sync::atomic::Ordering::SeqCst),
-            RELEASED.load(std::sync::atomic::Ordering::SeqCst),
+            ADOPTED.load(Ordering::SeqCst),
+            RELEASED.load(Ordering::SeqCst),
         )
     }
 
@@ -671,7 +673,7 @@ mod os {
 
     pub(super) fn adopt() -> Option<*mut Record> {
         let record = Box::into_raw(Box::new(Record::new()));
-        ADOPTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ADOPTED.fetch_add(1, Ordering::SeqCst);
         CURRENT.with(|c| c.0.set(record));
         Some(record)
     }
@@ -679,7 +681,7 @@ mod os {
     /// # Safety
     /// As in the std glue: the record's one releaser (T3).
     pub(super) unsafe fn release(_record: *mut Record) {
-        RELEASED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        RELEASED.fetch_add(1, Ordering::SeqCst);
     }
 }
 
