@@ -142,8 +142,9 @@ impl Cache {
 ///   pages, aligned by over-mapping and trimming; `realloc_huge` resizes them with `mremap`
 ///   (Linux; moving only when the alignment is at most a page).
 /// - **Memory goes back** to the kernel with `munmap`: everything cached on [`drain`]
-///   (`SmpHeap::reclaim`), and a span freed while the cache holds more than
-///   `8 MiB + held / 8` at once, so a program that frees a lot never keeps unbounded RSS.
+///   (`SmpHeap::reclaim`), and without reclaim whatever the cache's bound, `8 MiB + held / 8`,
+///   does not take: a span freed above it is unmapped at once, with up to 4 cached spans, so
+///   a program that frees a lot never keeps unbounded RSS.
 ///
 /// `const fn new()`, all zeros (a `static` lies in `.bss`), `Sync`. The cache's lock is the
 /// crate's [`SpinLock`] (bounded spin, then yield) and is never held across a system call.
