@@ -187,7 +187,7 @@ impl<T> SpinLock<T> {
     /// # Safety
     /// This thread (or its image in a forked child) took the lock and forgot the guard, and no
     /// guard of it lives.
-    #[cfg_attr(not(all(feature = "mmap", unix)), allow(dead_code))]
+    #[cfg_attr(not(all(feature = "heap", feature = "mmap", unix)), allow(dead_code))]
     pub(crate) unsafe fn unlock_forgotten(&self) {
         self.locked.store(false, Ordering::Release);
     }

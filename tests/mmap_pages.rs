@@ -8,8 +8,8 @@
 //! which another test's mappings would disturb.
 #![cfg(all(feature = "mmap", unix, not(miri)))]
 
-use std::alloc::Layout;
-use std::ptr::NonNull;
+use core::alloc::Layout;
+use core::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 
 use smpalloc::MmapPages;
@@ -43,7 +43,7 @@ fn residency(ptr: NonNull<u8>, bytes: usize) -> Option<usize> {
 /// Writes a pattern over the block and reads it back.
 fn touch(ptr: NonNull<u8>, bytes: usize, seed: u8) {
     // SAFETY: the block is ours and `bytes` long.
-    let block = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), bytes) };
+    let block = unsafe { core::slice::from_raw_parts_mut(ptr.as_ptr(), bytes) };
     for (i, b) in block.iter_mut().enumerate().step_by(512) {
         *b = seed.wrapping_add(i as u8);
     }
@@ -69,7 +69,7 @@ fn every_request_is_aligned_and_none_overlap() {
         requests.push((PAGE, PAGE));
     }
     for shift in 0..6 {
-        requests.push((256 * 1024 << shift, PAGE));
+        requests.push(((256 * 1024) << shift, PAGE));
     }
     for &(bytes, align) in &[
         (3 * PAGE, PAGE),
@@ -226,7 +226,7 @@ fn huge_blocks_resize_and_keep_their_contents() {
     let moved = unsafe { pages.realloc_huge(ptr, layout, grown) }.expect("mremap grows");
     assert_eq!(pages.held_bytes(), grown);
     // SAFETY: `moved` holds the old contents.
-    let old = unsafe { std::slice::from_raw_parts(moved.as_ptr(), layout.size()) };
+    let old = unsafe { core::slice::from_raw_parts(moved.as_ptr(), layout.size()) };
     for (i, b) in old.iter().enumerate().step_by(512) {
         assert_eq!(*b, 3u8.wrapping_add(i as u8));
     }
@@ -248,16 +248,12 @@ fn huge_blocks_resize_and_keep_their_contents() {
     let span = pages.alloc_huge(layout).unwrap();
     assert_eq!(span.as_ptr().addr() % (512 * 1024), 0);
     // SAFETY: taken with `alloc_huge(layout)`.
-    assert_eq!(
-        unsafe { pages.realloc_huge(span, layout, 500 * 1024) },
-        Some(span)
-    );
+    let resized = unsafe { pages.realloc_huge(span, layout, 500 * 1024) };
+    assert_eq!(resized, Some(span));
     let layout = Layout::from_size_align(500 * 1024, 8).unwrap();
     // SAFETY: resized to 500 KiB in place.
-    assert_eq!(
-        unsafe { pages.realloc_huge(span, layout, 600 * 1024) },
-        None
-    );
+    let resized = unsafe { pages.realloc_huge(span, layout, 600 * 1024) };
+    assert_eq!(resized, None);
     // SAFETY: still the 500 KiB block.
     unsafe { pages.free_huge(span, layout) };
 
@@ -365,7 +361,7 @@ fn threads_share_one_source() {
                     if i % 3 == 0 {
                         let (span, bytes) = live.swap_remove(i % live.len());
                         // SAFETY: every byte is still ours.
-                        let seen = unsafe { std::slice::from_raw_parts(span.as_ptr(), bytes) };
+                        let seen = unsafe { core::slice::from_raw_parts(span.as_ptr(), bytes) };
                         assert!(seen.iter().all(|&b| b == t), "another thread wrote here");
                         // SAFETY: taken above.
                         unsafe { pages.free_pages(span, bytes, bytes) };
@@ -373,7 +369,7 @@ fn threads_share_one_source() {
                 }
                 for (span, bytes) in live {
                     // SAFETY: ours, `bytes` long.
-                    let seen = unsafe { std::slice::from_raw_parts(span.as_ptr(), bytes) };
+                    let seen = unsafe { core::slice::from_raw_parts(span.as_ptr(), bytes) };
                     assert!(seen.iter().all(|&b| b == t), "another thread wrote here");
                     // SAFETY: taken above.
                     unsafe { pages.free_pages(span, bytes, bytes) };
