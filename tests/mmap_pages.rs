@@ -383,3 +383,16 @@ fn threads_share_one_source() {
     assert_eq!(pages.cached_bytes(), 0);
     pages.check().unwrap();
 }
+
+#[test]
+fn a_dropped_source_unmaps_its_cache() {
+    let _serial = serial();
+    let pages = MmapPages::new();
+    let span = pages.alloc_pages(PAGE, PAGE).unwrap();
+    touch(span, PAGE, 4);
+    // SAFETY: taken just above.
+    unsafe { pages.free_pages(span, PAGE, PAGE) };
+    assert_eq!(residency(span, PAGE), Some(1));
+    drop(pages);
+    assert_eq!(residency(span, PAGE), None);
+}

@@ -468,6 +468,14 @@ impl Default for MmapPages {
     }
 }
 
+/// A dropped source unmaps its cache (blocks still handed out stay mapped: their owner may
+/// still use them).
+impl Drop for MmapPages {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
 impl fmt::Debug for MmapPages {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MmapPages")
@@ -632,7 +640,39 @@ unsafe impl PageSource for MmapPages {
 
 #[cfg(test)]
 mod tests {
-    use super::{CHUNK, Kind, PAGE, kind, request};
+    use super::{CHUNK, Kind, MmapCheckError, MmapPages, PAGE, kind, request};
+    use crate::heap::PageSource;
+    use crate::sync::atomic::Ordering;
+
+    /// `check` sees a broken count, counter, alignment and overlap (each planted, then undone).
+    #[test]
+    fn check_finds_broken_invariants() {
+        let pages = MmapPages::new();
+        let span = pages.alloc_pages(PAGE, PAGE).unwrap();
+        // SAFETY: taken just above.
+        unsafe { pages.free_pages(span, PAGE, PAGE) };
+        pages.check().unwrap();
+        pages.cached.fetch_add(PAGE, Ordering::Relaxed);
+        assert!(matches!(pages.check(), Err(MmapCheckError::Cached { .. })));
+        pages.cached.fetch_sub(PAGE, Ordering::Relaxed);
+        pages.cache.lock().counts[0] += 1;
+        assert!(matches!(
+            pages.check(),
+            Err(MmapCheckError::Count { order: 0, .. })
+        ));
+        pages.cache.lock().counts[0] -= 1;
+        {
+            // The 4 KiB span listed as a second 8 KiB one: misaligned or overlapping.
+            let mut cache = pages.cache.lock();
+            let head = cache.pop(0).unwrap();
+            // SAFETY: a cached span of ours, listed under the wrong size for this check only.
+            unsafe { cache.push(head, 1) };
+        }
+        assert!(matches!(
+            pages.check(),
+            Err(MmapCheckError::Misaligned { order: 1, .. } | MmapCheckError::Overlap { .. })
+        ));
+    }
 
     #[test]
     fn routes() {
