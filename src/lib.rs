@@ -80,6 +80,8 @@ pub use byte::{Tlsf, TlsfByteAllocator, TlsfHeap};
 // Issue 7: the SMP heap.
 #[cfg(feature = "heap")]
 pub mod heap;
+#[cfg(all(feature = "heap", feature = "mmap", unix))]
+pub use heap::MmapPages;
 #[cfg(feature = "heap")]
 pub use heap::SmpHeap;
 

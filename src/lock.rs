@@ -180,6 +180,18 @@ impl<T> SpinLock<T> {
         self.locked.load(Ordering::Relaxed)
     }
 
+    /// Releases a lock whose guard was forgotten (`mem::forget`): for a lock held across
+    /// `fork` (a page source's `lock_for_fork` / `unlock_after_fork`). Interrupt hooks the
+    /// forgotten guard would have called are not called.
+    ///
+    /// # Safety
+    /// This thread (or its image in a forked child) took the lock and forgot the guard, and no
+    /// guard of it lives.
+    #[cfg_attr(not(all(feature = "heap", feature = "mmap", unix)), allow(dead_code))]
+    pub(crate) unsafe fn unlock_forgotten(&self) {
+        self.locked.store(false, Ordering::Release);
+    }
+
     /// Mutable access without locking: `&mut self` proves no guard exists. (Not available
     /// under loom, whose cells hand out only tracked pointers.)
     #[cfg(not(loom))]

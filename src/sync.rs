@@ -157,7 +157,8 @@ fn spin_hints(count: u32) {
 }
 
 /// One round of waiting past the spin bound: the registered wait hook, else a thread yield
-/// (`std`), else a spin round (`no_std` without a hook).
+/// (`std`; `sched_yield` in a `no_std` build with `mmap` on unix), else a spin round (`no_std`
+/// without a hook).
 #[cfg(not(loom))]
 #[cold]
 fn wait_once() {
@@ -169,7 +170,13 @@ fn wait_once() {
     }
     #[cfg(feature = "std")]
     std::thread::yield_now();
-    #[cfg(not(feature = "std"))]
+    // A `no_std` build for user space (the C library over `MmapPages`): the kernel's yield.
+    #[cfg(all(not(feature = "std"), feature = "mmap", unix))]
+    // SAFETY: `sched_yield` has no preconditions.
+    unsafe {
+        libc::sched_yield();
+    }
+    #[cfg(not(any(feature = "std", all(feature = "mmap", unix))))]
     spin_hints(1 << SPIN_LIMIT);
 }
 

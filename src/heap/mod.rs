@@ -4,7 +4,8 @@
 //!
 //! - [`SmpHeap`]: the heap; [`Route`] says which layer serves a `Layout`.
 //! - [`PageSource`]: where its memory comes from ([`BuddyPageAllocator`](crate::BuddyPageAllocator),
-//!   [`BitmapPageAllocator`](crate::BitmapPageAllocator), or [`SystemPages`] with `std`).
+//!   [`BitmapPageAllocator`](crate::BitmapPageAllocator), [`SystemPages`] with `std`, or
+//!   `MmapPages` with `mmap` on unix).
 //! - Statistics per class ([`ClassStats`]), per CPU ([`CpuClassStats`]) and whole
 //!   ([`HeapStats`]), readable while the heap runs; [`SmpHeap::check`] verifies every invariant.
 //!
@@ -14,6 +15,8 @@ mod cpu;
 mod depot;
 mod large;
 mod magazine;
+#[cfg(all(feature = "mmap", unix))]
+mod mmap;
 mod pagemap;
 mod route;
 mod smp;
@@ -21,6 +24,8 @@ mod source;
 mod stats;
 mod thread;
 
+#[cfg(all(feature = "mmap", unix))]
+pub use mmap::{MmapCheckError, MmapPages};
 pub use route::{DEPOT, HEAP_CLASSES, HUGE, MAGAZINE, PROBES, Route, depot_limit};
 pub use smp::SmpHeap;
 pub use source::PageSource;

@@ -5,6 +5,8 @@
 //!   Addresses are the kernel's direct-mapped addresses.
 //! - In a std program, [`SystemPages`]: page-aligned blocks from the operating system through
 //!   `std::alloc::System`, with a count of the bytes held.
+//! - In user space without `malloc` (feature `mmap`, unix), [`MmapPages`](super::MmapPages):
+//!   spans from `mmap`ed chunks with a bounded page cache, huge blocks mapped of their own.
 //!
 //! A reference to a source is a source too, so one page allocator in a `static` can feed the
 //! heap and the rest of the kernel.
@@ -38,6 +40,19 @@ pub unsafe trait PageSource: Sync {
 
     /// Hands memory parked in the source's own caches back (the buddy's per-CPU page lists).
     fn drain(&self) {}
+
+    /// Takes every lock of the source before `fork` (the C library's `pthread_atfork`
+    /// prepare handler), so the child never inherits one held by a thread that does not exist
+    /// there. The default: a source without locks.
+    fn lock_for_fork(&self) {}
+
+    /// Releases what [`lock_for_fork`](Self::lock_for_fork) took, in the parent and in the
+    /// child after `fork`.
+    ///
+    /// # Safety
+    /// Called once after each `lock_for_fork`, by the thread that called it (or its image in
+    /// the forked child).
+    unsafe fn unlock_after_fork(&self) {}
 
     /// Allocates a huge block for `layout`: the heap's blocks above 256 KiB or aligned above
     /// 4 KiB, and its *direct blocks* (TLSF-route requests served from whole pages when the
@@ -107,6 +122,15 @@ unsafe impl<T: PageSource + ?Sized> PageSource for &T {
 
     fn drain(&self) {
         (**self).drain();
+    }
+
+    fn lock_for_fork(&self) {
+        (**self).lock_for_fork();
+    }
+
+    unsafe fn unlock_after_fork(&self) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { (**self).unlock_after_fork() }
     }
 
     fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {

@@ -1,0 +1,702 @@
+//! [`MmapPages`]: the heap's page source in user space, straight from the kernel with `mmap`
+//! (feature `mmap`, unix), with a bounded page cache so that a slab is not a system call.
+//!
+//! DESIGN.md 13.12 has the layout, the cache's invariants and its bound.
+
+use core::alloc::Layout;
+use core::fmt;
+use core::ptr::{self, NonNull};
+
+use super::source::PageSource;
+use crate::lock::SpinLock;
+use crate::sync::atomic::{AtomicUsize, Ordering};
+
+/// The page granule.
+const PAGE: usize = 4096;
+/// log2 of the largest cached span in pages: spans are `PAGE << order`, `order <= MAX_ORDER`.
+const MAX_ORDER: usize = 9;
+/// Orders of cached spans: 4 KiB .. 2 MiB.
+const ORDERS: usize = MAX_ORDER + 1;
+/// Bytes of a chunk: the unit mapped from the kernel for spans, aligned to its size.
+const CHUNK: usize = PAGE << MAX_ORDER;
+/// The cache keeps at most `CACHE_FLOOR + held / CACHE_SHARE` bytes of free spans; a span
+/// freed beyond that goes back to the kernel at once.
+const CACHE_FLOOR: usize = 4 * CHUNK;
+/// See [`CACHE_FLOOR`].
+const CACHE_SHARE: usize = 8;
+/// At most this many cached spans go back to the kernel with one free above the bound.
+const EVICT: usize = 4;
+
+/// Where a request goes: a cached span of `PAGE << order` bytes, or a mapping of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// A power-of-two span from the chunks, aligned to its size.
+    Span(usize),
+    /// A mapping of its own: `bytes` (whole pages) aligned to `align`.
+    Direct { bytes: usize, align: usize },
+}
+
+/// The route of `bytes` (already whole pages, non-zero) at `align` (a power of two, at least a
+/// page). A pure function, so a free finds what its allocation took.
+#[inline]
+const fn kind(bytes: usize, align: usize) -> Kind {
+    if bytes <= CHUNK && align <= CHUNK {
+        let span = if bytes.next_power_of_two() > align {
+            bytes.next_power_of_two()
+        } else {
+            align
+        };
+        Kind::Span((span / PAGE).trailing_zeros() as usize)
+    } else {
+        Kind::Direct { bytes, align }
+    }
+}
+
+/// Checks the trait's request and rounds it: `bytes` a non-zero multiple of a page, `align` a
+/// power of two (a page at least). `None` for anything else.
+#[inline]
+fn request(bytes: usize, align: usize) -> Option<Kind> {
+    if bytes == 0 || bytes % PAGE != 0 || !align.is_power_of_two() {
+        return None;
+    }
+    Some(kind(bytes, align.max(PAGE)))
+}
+
+/// The route of a huge block for `layout`: its size in whole pages.
+#[inline]
+fn huge_kind(layout: Layout) -> Option<Kind> {
+    if layout.size() == 0 {
+        return None;
+    }
+    let bytes = layout.size().checked_next_multiple_of(PAGE)?;
+    Some(kind(bytes, layout.align().max(PAGE)))
+}
+
+/// A free span's first word: the next free span of its order.
+struct FreeSpan {
+    next: Option<NonNull<FreeSpan>>,
+}
+
+/// The page cache: per order, a list of free spans linked through their first word.
+struct Cache {
+    heads: [Option<NonNull<FreeSpan>>; ORDERS],
+    counts: [usize; ORDERS],
+}
+
+// SAFETY: the lists hold spans this source owns (mapped, used by no one); they are reached
+// only under the source's lock, from any thread.
+unsafe impl Send for Cache {}
+
+impl Cache {
+    /// Pushes a free span of `order`.
+    ///
+    /// # Safety
+    /// `span` is a mapped, writable span of `PAGE << order` bytes aligned to its size, owned by
+    /// the source and used by no one.
+    unsafe fn push(&mut self, span: NonNull<u8>, order: usize) {
+        let node = span.cast::<FreeSpan>();
+        // SAFETY: the span is ours and writable (caller); its first word is the link.
+        unsafe {
+            node.write(FreeSpan {
+                next: self.heads[order],
+            })
+        };
+        self.heads[order] = Some(node);
+        self.counts[order] += 1;
+    }
+
+    /// Pops a free span of `order`.
+    fn pop(&mut self, order: usize) -> Option<NonNull<u8>> {
+        let node = self.heads[order]?;
+        // SAFETY: a listed span is mapped and holds its link (I1).
+        self.heads[order] = unsafe { node.as_ref().next };
+        self.counts[order] -= 1;
+        Some(node.cast())
+    }
+
+    /// A span of `order`: from its list, else split from the smallest larger one (the halves
+    /// not taken go to the lists below). `None` when every list from `order` up is empty.
+    fn take(&mut self, order: usize) -> Option<NonNull<u8>> {
+        let from = (order..ORDERS).find(|&o| self.heads[o].is_some())?;
+        let span = self.pop(from)?;
+        let mut o = from;
+        while o > order {
+            o -= 1;
+            // SAFETY: the upper half of a span of order `o + 1` we own: mapped, aligned to
+            // `PAGE << o`, used by no one.
+            unsafe { self.push(span.add(PAGE << o), o) };
+        }
+        Some(span)
+    }
+}
+
+/// Pages for the SMP heap from the kernel with `mmap` (feature `mmap`, unix): no `malloc`
+/// anywhere, so it can sit under the C library's `malloc` itself (the `capi/` crate).
+///
+/// - **Spans** (requests of at most 2 MiB aligned to at most 2 MiB: the heap's slabs, map
+///   nodes and smaller TLSF pools, and huge blocks that fit) are powers of two from 4 KiB to
+///   2 MiB, aligned to their size, carved from 2 MiB chunks (each mapped once, aligned by
+///   mapping more and trimming) and cached on free in one list per size: a slab is a list
+///   pop under a lock, not a system call. A larger span is split when a size's list is empty.
+/// - **Direct** mappings serve the rest (larger TLSF pools and huge blocks): exactly their
+///   pages, aligned by over-mapping and trimming; `realloc_huge` resizes them with `mremap`
+///   (Linux; moving only when the alignment is at most a page).
+/// - **Memory goes back** to the kernel with `munmap`: everything cached on [`drain`]
+///   (`SmpHeap::reclaim`), and without reclaim whatever the cache's bound, `8 MiB + held / 8`,
+///   does not take: a span freed above it is unmapped at once, with up to 4 cached spans, so
+///   a program that frees a lot never keeps unbounded RSS.
+///
+/// `const fn new()`, all zeros (a `static` lies in `.bss`), `Sync`. The cache's lock is the
+/// crate's [`SpinLock`] (bounded spin, then yield) and is never held across a system call.
+/// [`check`](Self::check) verifies the cache.
+///
+/// [`drain`]: PageSource::drain
+///
+/// ```no_run
+/// use smpalloc::{MmapPages, SmpHeap};
+/// #[global_allocator]
+/// static HEAP: SmpHeap<MmapPages> = SmpHeap::new(MmapPages::new());
+/// ```
+pub struct MmapPages {
+    cache: SpinLock<Cache>,
+    /// Bytes handed out and not yet freed (spans at their span size, direct mappings).
+    held: AtomicUsize,
+    /// The most `held` ever was.
+    peak: AtomicUsize,
+    /// Bytes of the spans in the cache (written under the lock, read without it).
+    cached: AtomicUsize,
+    /// Bytes a failed `munmap` left mapped (released with `madvise` instead): address space
+    /// lost for good, not memory (the kernel's map count limit; DESIGN.md 13.12).
+    lost: AtomicUsize,
+}
+
+/// A failed [`MmapPages::check`]: what the cache's walk found against its counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmapCheckError {
+    /// A listed span is not aligned to its size (`order`: its list).
+    Misaligned {
+        /// The list.
+        order: usize,
+        /// The span's address.
+        addr: usize,
+    },
+    /// A list's length is not its count.
+    Count {
+        /// The list.
+        order: usize,
+        /// Its recorded count.
+        recorded: usize,
+        /// Spans found walking it.
+        found: usize,
+    },
+    /// The cached bytes counter is not the sum of the lists.
+    Cached {
+        /// The counter.
+        recorded: usize,
+        /// The lists' sum.
+        found: usize,
+    },
+    /// Two listed spans overlap (or one is listed twice).
+    Overlap {
+        /// One span's address.
+        a: usize,
+        /// The other's.
+        b: usize,
+    },
+}
+
+impl fmt::Display for MmapCheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Misaligned { order, addr } => {
+                write!(f, "cached span {addr:#x} of order {order} is misaligned")
+            }
+            Self::Count {
+                order,
+                recorded,
+                found,
+            } => write!(f, "list {order} counts {recorded} spans, holds {found}"),
+            Self::Cached { recorded, found } => {
+                write!(f, "cached counter {recorded}, lists hold {found} bytes")
+            }
+            Self::Overlap { a, b } => write!(f, "cached spans {a:#x} and {b:#x} overlap"),
+        }
+    }
+}
+
+impl core::error::Error for MmapCheckError {}
+
+impl MmapPages {
+    crate::sync::loom_const_fn! {
+        /// A source holding nothing (all zeros: a `static` lies in `.bss`).
+        pub fn new() -> Self {
+            Self {
+                cache: SpinLock::new(Cache {
+                    heads: [None; ORDERS],
+                    counts: [0; ORDERS],
+                }),
+                held: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+                cached: AtomicUsize::new(0),
+                lost: AtomicUsize::new(0),
+            }
+        }
+    }
+
+    /// Bytes mapped and in use by the heap (spans at their power-of-two size).
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of free spans in the cache (mapped, in use by no one).
+    pub fn cached_bytes(&self) -> usize {
+        self.cached.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes ever held at once.
+    pub fn peak_bytes(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of address space a failed `munmap` left behind (their memory released with
+    /// `madvise(MADV_DONTNEED)`); 0 unless the process reached the kernel's limit of mappings.
+    pub fn lost_bytes(&self) -> usize {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// Verifies the cache under its lock: every listed span aligned to its size, each list as
+    /// long as its count, the cached counter their sum, no two spans overlapping. O(n²) in the
+    /// cached spans (a test tool; the cache is bounded).
+    ///
+    /// # Errors
+    /// The first broken invariant found.
+    pub fn check(&self) -> Result<(), MmapCheckError> {
+        let cache = self.cache.lock();
+        let mut total = 0;
+        for order in 0..ORDERS {
+            let bytes = PAGE << order;
+            let mut found = 0;
+            let mut node = cache.heads[order];
+            while let Some(span) = node {
+                let addr = span.as_ptr().addr();
+                if addr % bytes != 0 {
+                    return Err(MmapCheckError::Misaligned { order, addr });
+                }
+                overlaps(&cache, span, bytes)?;
+                found += 1;
+                // Bounded by the count: a cycle would otherwise loop forever.
+                if found > cache.counts[order] {
+                    break;
+                }
+                // SAFETY: a listed span holds its link (I1).
+                node = unsafe { span.as_ref().next };
+            }
+            if found != cache.counts[order] {
+                return Err(MmapCheckError::Count {
+                    order,
+                    recorded: cache.counts[order],
+                    found,
+                });
+            }
+            total += found * bytes;
+        }
+        let recorded = self.cached.load(Ordering::Relaxed);
+        if recorded != total {
+            return Err(MmapCheckError::Cached {
+                recorded,
+                found: total,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `bytes` more held.
+    fn add_held(&self, bytes: usize) {
+        let held = self.held.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(held, Ordering::Relaxed);
+    }
+
+    /// A span of `order`: from the cache, else from a fresh chunk (mapped without the lock).
+    fn alloc_span(&self, order: usize) -> Option<NonNull<u8>> {
+        let taken = {
+            let mut cache = self.cache.lock();
+            let span = cache.take(order);
+            if span.is_some() {
+                self.cached.fetch_sub(PAGE << order, Ordering::Relaxed);
+            }
+            span
+        };
+        let span = match taken {
+            Some(span) => span,
+            None => {
+                let chunk = map_aligned(CHUNK, CHUNK)?;
+                let mut cache = self.cache.lock();
+                // SAFETY: a fresh chunk, aligned to its size, ours alone.
+                unsafe { cache.push(chunk, MAX_ORDER) };
+                self.cached.fetch_add(CHUNK, Ordering::Relaxed);
+                let span = cache.take(order);
+                if span.is_some() {
+                    self.cached.fetch_sub(PAGE << order, Ordering::Relaxed);
+                }
+                span?
+            }
+        };
+        self.add_held(PAGE << order);
+        Some(span)
+    }
+
+    /// Frees a span of `order`: into the cache while it stays under its bound, else to the
+    /// kernel, with up to [`EVICT`] cached spans (largest first) while the cache is above its
+    /// bound (which falls as the heap frees), so the cache follows the bound down.
+    ///
+    /// # Safety
+    /// `span` came from `alloc_span(order)` and is not used afterwards.
+    unsafe fn free_span(&self, span: NonNull<u8>, order: usize) {
+        let bytes = PAGE << order;
+        let held = self.held.fetch_sub(bytes, Ordering::Relaxed) - bytes;
+        let limit = CACHE_FLOOR + held / CACHE_SHARE;
+        let mut evicted: [Option<(NonNull<u8>, usize)>; EVICT] = [None; EVICT];
+        {
+            let mut cache = self.cache.lock();
+            let cached = self.cached.load(Ordering::Relaxed);
+            if cached + bytes <= limit {
+                // SAFETY: the span is ours again (caller), mapped and aligned to its size.
+                unsafe { cache.push(span, order) };
+                self.cached.store(cached + bytes, Ordering::Relaxed);
+                return;
+            }
+            let mut cached = cached;
+            for slot in &mut evicted {
+                if cached <= limit {
+                    break;
+                }
+                let Some(o) = (0..ORDERS).rev().find(|&o| cache.heads[o].is_some()) else {
+                    break;
+                };
+                *slot = cache.pop(o).map(|s| (s, o));
+                cached -= PAGE << o;
+            }
+            self.cached.store(cached, Ordering::Relaxed);
+        }
+        // SAFETY: the span is ours (caller); it lies inside a chunk we mapped.
+        unsafe { self.unmap(span, bytes) };
+        for (span, o) in evicted.into_iter().flatten() {
+            // SAFETY: out of the cache: ours, mapped, used by no one.
+            unsafe { self.unmap(span, PAGE << o) };
+        }
+    }
+
+    /// Gives `bytes` at `ptr` back to the kernel: `munmap`, or when that fails (the kernel's
+    /// limit of mappings, as a hole splits one), `madvise(MADV_DONTNEED)` and the address
+    /// space counted lost.
+    ///
+    /// # Safety
+    /// `ptr..ptr + bytes` is mapped by this source, page-aligned, and used by no one.
+    unsafe fn unmap(&self, ptr: NonNull<u8>, bytes: usize) {
+        // SAFETY: our mapping, used by no one (caller).
+        if unsafe { libc::munmap(ptr.as_ptr().cast(), bytes) } != 0 {
+            // SAFETY: as above; discarding the contents of unused pages is harmless.
+            unsafe { libc::madvise(ptr.as_ptr().cast(), bytes, libc::MADV_DONTNEED) };
+            self.lost.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// A mapping of its own.
+    fn alloc_direct(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
+        let ptr = map_aligned(bytes, align)?;
+        self.add_held(bytes);
+        Some(ptr)
+    }
+
+    /// Frees what `alloc_direct(bytes, _)` returned.
+    ///
+    /// # Safety
+    /// As for `unmap`.
+    unsafe fn free_direct(&self, ptr: NonNull<u8>, bytes: usize) {
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+        // SAFETY: the caller's contract.
+        unsafe { self.unmap(ptr, bytes) };
+    }
+
+    /// Allocates by route.
+    fn alloc_kind(&self, kind: Kind) -> Option<NonNull<u8>> {
+        match kind {
+            Kind::Span(order) => self.alloc_span(order),
+            Kind::Direct { bytes, align } => self.alloc_direct(bytes, align),
+        }
+    }
+
+    /// Frees by route.
+    ///
+    /// # Safety
+    /// `ptr` came from `alloc_kind(kind)` and is not used afterwards.
+    unsafe fn free_kind(&self, ptr: NonNull<u8>, kind: Kind) {
+        match kind {
+            // SAFETY: the caller's contract.
+            Kind::Span(order) => unsafe { self.free_span(ptr, order) },
+            // SAFETY: the caller's contract.
+            Kind::Direct { bytes, .. } => unsafe { self.free_direct(ptr, bytes) },
+        }
+    }
+}
+
+/// Whether `span` (`bytes` long) overlaps another listed span of any order than itself.
+fn overlaps(cache: &Cache, span: NonNull<FreeSpan>, bytes: usize) -> Result<(), MmapCheckError> {
+    let a = span.as_ptr().addr();
+    for order in 0..ORDERS {
+        let mut node = cache.heads[order];
+        let mut seen = 0;
+        while let Some(other) = node {
+            let b = other.as_ptr().addr();
+            if other != span && a < b + (PAGE << order) && b < a + bytes {
+                return Err(MmapCheckError::Overlap { a, b });
+            }
+            seen += 1;
+            if seen > cache.counts[order] {
+                break;
+            }
+            // SAFETY: a listed span holds its link (I1).
+            node = unsafe { other.as_ref().next };
+        }
+    }
+    Ok(())
+}
+
+impl Default for MmapPages {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A dropped source unmaps its cache (blocks still handed out stay mapped: their owner may
+/// still use them).
+impl Drop for MmapPages {
+    fn drop(&mut self) {
+        self.drain();
+    }
+}
+
+impl fmt::Debug for MmapPages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MmapPages")
+            .field("held", &self.held_bytes())
+            .field("cached", &self.cached_bytes())
+            .field("peak", &self.peak_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps `bytes` (whole pages) of fresh zeroed memory aligned to `align` (a power of two, at
+/// least a page): when the alignment is above a page, `bytes + align - PAGE` is mapped and the
+/// parts before and after the aligned range unmapped. `None` when the kernel refuses or the
+/// sizes overflow.
+fn map_aligned(bytes: usize, align: usize) -> Option<NonNull<u8>> {
+    let extra = align.checked_sub(PAGE)?;
+    let total = bytes.checked_add(extra)?;
+    if total > isize::MAX as usize {
+        return None;
+    }
+    // SAFETY: a new anonymous private mapping; no existing memory is touched.
+    let raw = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            total,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return None;
+    }
+    let raw = raw.cast::<u8>();
+    let head = raw.addr().next_multiple_of(align) - raw.addr();
+    let tail = extra - head;
+    // SAFETY: `head <= extra`, inside the mapping.
+    let start = unsafe { raw.add(head) };
+    if head > 0 {
+        // SAFETY: the unaligned front of the mapping just made, used by no one. Trimming an
+        // anonymous mapping cannot fail for lack of mappings: it makes none.
+        unsafe { libc::munmap(raw.cast(), head) };
+    }
+    if tail > 0 {
+        // SAFETY: the part after the aligned range, inside the mapping, used by no one.
+        unsafe { libc::munmap(start.add(bytes).cast(), tail) };
+    }
+    NonNull::new(start)
+}
+
+// SAFETY: spans are carved from chunks this source mapped and hands out each once until it is
+// freed (a span is in a list, in use, or unmapped, never two: I1..I3 of DESIGN.md 13.12);
+// direct blocks are mappings of their own. Every block is aligned as asked (spans to their
+// power-of-two size, at least the alignment; direct mappings trimmed to it).
+unsafe impl PageSource for MmapPages {
+    /// A span (requests up to 2 MiB aligned up to 2 MiB, rounded up to a power of two) or a
+    /// mapping of its own. `None` for a size of 0 or not a multiple of 4 KiB, an alignment
+    /// that is not a power of two, or when the kernel refuses (nothing changes then).
+    fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
+        self.alloc_kind(request(bytes, align)?)
+    }
+
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, bytes: usize, align: usize) {
+        let Some(kind) = request(bytes, align) else {
+            debug_assert!(
+                false,
+                "MmapPages::free_pages: not a request alloc_pages serves"
+            );
+            return;
+        };
+        // SAFETY: taken with `alloc_pages(bytes, align)`, the same route (caller).
+        unsafe { self.free_kind(ptr, kind) }
+    }
+
+    /// Unmaps every cached span (`SmpHeap::reclaim` calls this).
+    fn drain(&self) {
+        loop {
+            let taken = {
+                let mut cache = self.cache.lock();
+                let found = (0..ORDERS).find_map(|o| Some((cache.pop(o)?, o)));
+                if let Some((_, order)) = found {
+                    self.cached.fetch_sub(PAGE << order, Ordering::Relaxed);
+                }
+                found
+            };
+            let Some((span, order)) = taken else { return };
+            // SAFETY: out of the cache: ours, mapped, used by no one.
+            unsafe { self.unmap(span, PAGE << order) };
+        }
+    }
+
+    /// Takes the cache's lock (it stays taken until `unlock_after_fork`).
+    fn lock_for_fork(&self) {
+        core::mem::forget(self.cache.lock());
+    }
+
+    unsafe fn unlock_after_fork(&self) {
+        // SAFETY: `lock_for_fork` took the lock and forgot its guard (caller: once after it).
+        unsafe { self.cache.unlock_forgotten() };
+    }
+
+    /// As `alloc_pages` for the layout's size in whole pages (`None` for size 0).
+    fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
+        self.alloc_kind(huge_kind(layout)?)
+    }
+
+    unsafe fn free_huge(&self, ptr: NonNull<u8>, layout: Layout) {
+        let Some(kind) = huge_kind(layout) else {
+            debug_assert!(false, "MmapPages::free_huge: size 0");
+            return;
+        };
+        // SAFETY: taken with `alloc_huge(layout)` (or resized to it), the same route (caller).
+        unsafe { self.free_kind(ptr, kind) }
+    }
+
+    /// The whole span (a power of two) or the whole pages of a mapping of its own.
+    fn huge_usable(&self, layout: Layout) -> usize {
+        match huge_kind(layout) {
+            Some(Kind::Span(order)) => PAGE << order,
+            Some(Kind::Direct { bytes, .. }) => bytes,
+            None => 0,
+        }
+    }
+
+    /// In place when the route stays the same span size or page count; between two mappings
+    /// of their own, `mremap` (Linux: moving it when the alignment is at most a page, else
+    /// only in place). `None` otherwise (the heap moves the block).
+    unsafe fn realloc_huge(
+        &self,
+        ptr: NonNull<u8>,
+        layout: Layout,
+        new_size: usize,
+    ) -> Option<NonNull<u8>> {
+        let old = huge_kind(layout)?;
+        let new = huge_kind(Layout::from_size_align(new_size, layout.align()).ok()?)?;
+        if old == new {
+            return Some(ptr);
+        }
+        match (old, new) {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            (Kind::Direct { bytes, align }, Kind::Direct { bytes: to, .. }) => {
+                let flags = if align <= PAGE {
+                    libc::MREMAP_MAYMOVE
+                } else {
+                    0
+                };
+                // SAFETY: our mapping of exactly `bytes` (caller); `mremap` keeps its contents
+                // and either resizes it or leaves it untouched.
+                let moved = unsafe { libc::mremap(ptr.as_ptr().cast(), bytes, to, flags) };
+                if moved == libc::MAP_FAILED {
+                    return None;
+                }
+                self.held.fetch_sub(bytes, Ordering::Relaxed);
+                self.add_held(to);
+                NonNull::new(moved.cast())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CHUNK, Kind, MmapCheckError, MmapPages, PAGE, kind, request};
+    use crate::heap::PageSource;
+    use crate::sync::atomic::Ordering;
+
+    /// `check` sees a broken count, counter, alignment and overlap (each planted, then undone).
+    #[test]
+    fn check_finds_broken_invariants() {
+        let pages = MmapPages::new();
+        let span = pages.alloc_pages(PAGE, PAGE).unwrap();
+        // SAFETY: taken just above.
+        unsafe { pages.free_pages(span, PAGE, PAGE) };
+        pages.check().unwrap();
+        pages.cached.fetch_add(PAGE, Ordering::Relaxed);
+        assert!(matches!(pages.check(), Err(MmapCheckError::Cached { .. })));
+        pages.cached.fetch_sub(PAGE, Ordering::Relaxed);
+        pages.cache.lock().counts[0] += 1;
+        assert!(matches!(
+            pages.check(),
+            Err(MmapCheckError::Count { order: 0, .. })
+        ));
+        pages.cache.lock().counts[0] -= 1;
+        {
+            // The 4 KiB span listed as a second 8 KiB one: misaligned or overlapping.
+            let mut cache = pages.cache.lock();
+            let head = cache.pop(0).unwrap();
+            // SAFETY: a cached span of ours, listed under the wrong size for this check only.
+            unsafe { cache.push(head, 1) };
+        }
+        assert!(matches!(
+            pages.check(),
+            Err(MmapCheckError::Misaligned { order: 1, .. } | MmapCheckError::Overlap { .. })
+        ));
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(kind(PAGE, PAGE), Kind::Span(0));
+        assert_eq!(kind(PAGE, 4 * PAGE), Kind::Span(2));
+        assert_eq!(kind(3 * PAGE, PAGE), Kind::Span(2));
+        assert_eq!(kind(CHUNK, CHUNK), Kind::Span(9));
+        assert_eq!(
+            kind(CHUNK + PAGE, PAGE),
+            Kind::Direct {
+                bytes: CHUNK + PAGE,
+                align: PAGE
+            }
+        );
+        assert_eq!(
+            kind(PAGE, 2 * CHUNK),
+            Kind::Direct {
+                bytes: PAGE,
+                align: 2 * CHUNK
+            }
+        );
+        assert_eq!(request(0, PAGE), None);
+        assert_eq!(request(100, PAGE), None);
+        assert_eq!(request(PAGE, 3 * PAGE), None);
+        assert_eq!(request(PAGE, 8), Some(Kind::Span(0)));
+    }
+}
