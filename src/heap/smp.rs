@@ -530,6 +530,52 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         counters.freed();
     }
 
+    // ----- fork (DESIGN.md 13.12) -----------------------------------------------------------
+
+    /// Takes every lock of the heap and of its page source and keeps them, so that a `fork`
+    /// finds no lock held by a thread the child will not have: call it in a `pthread_atfork`
+    /// *prepare* handler and [`unlock_after_fork`](Self::unlock_after_fork) in the *parent*
+    /// and *child* handlers. The order (DESIGN.md 13.12): the thread-cache registry, the
+    /// process-wide record pool, the CPU slots (none with pin hooks), each class's slabs,
+    /// the TLSF growth lock, the TLSF arenas, the page map's writers, then
+    /// [`PageSource::lock_for_fork`]. While they are held, every other thread that needs one
+    /// of them waits (thread-cache pops and pushes do not).
+    ///
+    /// In the child, what the vanished threads were doing is lost, never waited on: their
+    /// thread caches stay bound (their objects leak), and a depot slot one of them had
+    /// claimed stays claimed (at most a magazine of objects leaks).
+    ///
+    /// Bad input: the record pool is process-wide, so this must not be called again (on any
+    /// heap) before `unlock_after_fork`: the second call waits forever. One heap per fork
+    /// handler set, or lock them in one handler with the pool taken once (not offered).
+    pub fn lock_for_fork(&self) {
+        self.threads.lock_for_fork();
+        self.cpus.lock_for_fork();
+        self.depot.lock_for_fork();
+        self.large.lock_for_fork();
+        self.map().lock_for_fork();
+        self.pages.lock_for_fork();
+    }
+
+    /// Releases every lock [`lock_for_fork`](Self::lock_for_fork) took (the page source's
+    /// first, then the heap's in reverse order; releasing never waits).
+    ///
+    /// # Safety
+    /// The calling thread called `lock_for_fork` and has not called this since (or the
+    /// calling thread is the child of a `fork` made by such a thread), and the pin mode
+    /// (`percpu::set_pin_hooks`) has not changed since.
+    pub unsafe fn unlock_after_fork(&self) {
+        // SAFETY: caller: every lock below is held since `lock_for_fork`.
+        unsafe {
+            self.pages.unlock_after_fork();
+            self.map().unlock_after_fork();
+            self.large.unlock_after_fork();
+            self.depot.unlock_after_fork();
+            self.cpus.unlock_after_fork();
+            self.threads.unlock_after_fork();
+        }
+    }
+
     // ----- reclaim, statistics, check ------------------------------------------------------
 
     /// Returns every CPU's magazines to the slabs (for each slot: its lock, then each class's

@@ -39,6 +39,19 @@ pub unsafe trait PageSource: Sync {
     /// Hands memory parked in the source's own caches back (the buddy's per-CPU page lists).
     fn drain(&self) {}
 
+    /// Takes every lock of the source and keeps it until
+    /// [`unlock_after_fork`](Self::unlock_after_fork) (the heap's fork handler,
+    /// [`SmpHeap::lock_for_fork`](super::SmpHeap::lock_for_fork)). The default: no locks.
+    fn lock_for_fork(&self) {}
+
+    /// Releases what [`lock_for_fork`](Self::lock_for_fork) took (in the parent after `fork`,
+    /// and in the child, whose only thread is the one that forked).
+    ///
+    /// # Safety
+    /// The calling thread (or the forked child of it) called `lock_for_fork` and has not
+    /// called this since.
+    unsafe fn unlock_after_fork(&self) {}
+
     /// Allocates a huge block for `layout`: the heap's blocks above 256 KiB or aligned above
     /// 4 KiB, and its *direct blocks* (TLSF-route requests served from whole pages when the
     /// arenas cannot grow, DESIGN.md 13.5). The default takes whole pages aligned to at least
@@ -107,6 +120,15 @@ unsafe impl<T: PageSource + ?Sized> PageSource for &T {
 
     fn drain(&self) {
         (**self).drain();
+    }
+
+    fn lock_for_fork(&self) {
+        (**self).lock_for_fork();
+    }
+
+    unsafe fn unlock_after_fork(&self) {
+        // SAFETY: the caller's contract, forwarded.
+        unsafe { (**self).unlock_after_fork() }
     }
 
     fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
