@@ -334,6 +334,8 @@ static void *churn(void *arg) {
 
 static int child_work(void) {
     int inherited = failures;
+    /* Watchdog: a child stuck on a lock held by a thread it does not have dies of SIGALRM. */
+    alarm(30);
     void *blocks[2000];
     for (int i = 0; i < 2000; i++) {
         blocks[i] = malloc((size_t)(i * 37 % 9000));
