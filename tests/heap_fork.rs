@@ -8,9 +8,9 @@
 #![cfg(all(unix, not(miri)))]
 
 use core::alloc::Layout;
+use core::cell::Cell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::cell::Cell;
 use std::thread;
 
 use smpalloc::heap::{PageSource, SmpHeap, SystemPages};
@@ -131,10 +131,8 @@ impl Drop for StopOnDrop<'_> {
 #[test]
 fn child_allocates_after_fork_from_allocating_threads() {
     // SAFETY: the handlers are `extern "C"` functions that live for the whole process.
-    assert_eq!(
-        unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(after)) },
-        0
-    );
+    let registered = unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(after)) };
+    assert_eq!(registered, 0);
     let stop = AtomicBool::new(false);
     let rounds = AtomicUsize::new(0);
     thread::scope(|s| {
