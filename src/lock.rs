@@ -175,21 +175,36 @@ impl<T> SpinLock<T> {
         })
     }
 
+    /// Acquires the lock and keeps it with no guard, interrupts left as they are: for fork
+    /// handlers, which take a lock before `fork` and release it after, in parent and child
+    /// (`SmpHeap::lock_for_fork`). Released only by [`unlock_held`](Self::unlock_held).
+    #[cfg_attr(not(feature = "heap"), allow(dead_code))]
+    pub(crate) fn lock_held(&self) {
+        let backoff = Backoff::new();
+        loop {
+            if let Some(guard) = self.try_lock_unmasked() {
+                // The lock stays held until `unlock_held`; the guard has nothing else to drop.
+                core::mem::forget(guard);
+                return;
+            }
+            backoff.snooze();
+        }
+    }
+
+    /// Releases a lock taken with [`lock_held`](Self::lock_held).
+    ///
+    /// # Safety
+    /// The calling thread (or, in a forked child, the thread that forked) took the lock with
+    /// `lock_held` and has not released it since; no guard of it exists.
+    #[cfg_attr(not(feature = "heap"), allow(dead_code))]
+    pub(crate) unsafe fn unlock_held(&self) {
+        // Release: the critical section (the fork) happens before the next holder's.
+        self.locked.store(false, Ordering::Release);
+    }
+
     /// Whether some thread holds the lock at this instant (a racy snapshot, for diagnostics).
     pub fn is_locked(&self) -> bool {
         self.locked.load(Ordering::Relaxed)
-    }
-
-    /// Releases a lock whose guard was forgotten (`mem::forget`): for a lock held across
-    /// `fork` (a page source's `lock_for_fork` / `unlock_after_fork`). Interrupt hooks the
-    /// forgotten guard would have called are not called.
-    ///
-    /// # Safety
-    /// This thread (or its image in a forked child) took the lock and forgot the guard, and no
-    /// guard of it lives.
-    #[cfg_attr(not(all(feature = "heap", feature = "mmap", unix)), allow(dead_code))]
-    pub(crate) unsafe fn unlock_forgotten(&self) {
-        self.locked.store(false, Ordering::Release);
     }
 
     /// Mutable access without locking: `&mut self` proves no guard exists. (Not available

@@ -342,6 +342,31 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
         Self::build(UNINIT, pool, len)
     }
 
+    /// Takes the growth lock, then every arena's lock in index order, and keeps them (the
+    /// heap's fork handler, `SmpHeap::lock_for_fork`; the same order as `add_pool`'s).
+    #[cfg(feature = "heap")]
+    pub(crate) fn lock_for_fork(&self) {
+        self.grow.lock_held();
+        for arena in self.arenas.iter() {
+            arena.lock_held();
+        }
+    }
+
+    /// Releases what [`lock_for_fork`](Self::lock_for_fork) took (releasing never waits, so
+    /// the order does not matter).
+    ///
+    /// # Safety
+    /// The caller (or the forked child of it) holds them from `lock_for_fork`.
+    #[cfg(feature = "heap")]
+    pub(crate) unsafe fn unlock_after_fork(&self) {
+        for arena in self.arenas.iter() {
+            // SAFETY: caller: held since `lock_for_fork`.
+            unsafe { arena.unlock_held() };
+        }
+        // SAFETY: as above.
+        unsafe { self.grow.unlock_held() };
+    }
+
     /// Makes sure the `with_pool` pool has been carved (a load on the fast path).
     #[inline]
     fn ensure_ready(&self) {

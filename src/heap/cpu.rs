@@ -86,6 +86,32 @@ impl<const CPUS: usize> CpuCaches<CPUS> {
         })
     }
 
+    /// Takes every slot's lock in index order and keeps them (DESIGN.md 13.13). With pin hooks
+    /// none: a slot is its CPU's alone and is never locked from another.
+    pub(super) fn lock_for_fork(&self) {
+        if percpu::pinned_mode() {
+            return;
+        }
+        for slot in self.slots.iter() {
+            slot.caches.lock_held();
+        }
+    }
+
+    /// Releases what [`lock_for_fork`](Self::lock_for_fork) took.
+    ///
+    /// # Safety
+    /// The caller (or the forked child of it) holds them from `lock_for_fork`, and the pin
+    /// mode has not changed since.
+    pub(super) unsafe fn unlock_after_fork(&self) {
+        if percpu::pinned_mode() {
+            return;
+        }
+        for slot in self.slots.iter() {
+            // SAFETY: caller: held since `lock_for_fork`.
+            unsafe { slot.caches.unlock_held() };
+        }
+    }
+
     /// The slot of `cpu` (reduced modulo `CPUS`).
     pub(super) fn slot(&self, cpu: usize) -> &CpuSlot {
         self.slots.get(cpu)

@@ -456,6 +456,25 @@ impl Depot {
         }
     }
 
+    /// Takes every class's slab lock in class order and keeps them (the heap's fork handler,
+    /// DESIGN.md 13.13). Depot slots need no lock: a claim never waits.
+    pub(super) fn lock_for_fork(&self) {
+        for class in &self.classes {
+            class.slabs.lock_held();
+        }
+    }
+
+    /// Releases what [`lock_for_fork`](Self::lock_for_fork) took.
+    ///
+    /// # Safety
+    /// The caller (or the forked child of it) holds them from `lock_for_fork`.
+    pub(super) unsafe fn unlock_after_fork(&self) {
+        for class in &self.classes {
+            // SAFETY: caller: held since `lock_for_fork`.
+            unsafe { class.slabs.unlock_held() };
+        }
+    }
+
     /// Debug builds: `ptr` must be an in-use object of `class` (checked under the class lock).
     #[cfg(debug_assertions)]
     pub(super) fn debug_check_owned(&self, ptr: NonNull<u8>, class: usize) {

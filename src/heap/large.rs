@@ -79,6 +79,24 @@ impl Large {
         }
     }
 
+    /// Takes the growth lock, then the arenas' locks, and keeps them (DESIGN.md 13.13).
+    pub(super) fn lock_for_fork(&self) {
+        self.grow.lock_held();
+        self.tlsf.lock_for_fork();
+    }
+
+    /// Releases what [`lock_for_fork`](Self::lock_for_fork) took.
+    ///
+    /// # Safety
+    /// The caller (or the forked child of it) holds them from `lock_for_fork`.
+    pub(super) unsafe fn unlock_after_fork(&self) {
+        // SAFETY: caller: held since `lock_for_fork`.
+        unsafe {
+            self.tlsf.unlock_after_fork();
+            self.grow.unlock_held();
+        }
+    }
+
     pub(super) const fn tlsf(&self) -> &TlsfHeap<4> {
         &self.tlsf
     }

@@ -570,12 +570,12 @@ unsafe impl PageSource for MmapPages {
 
     /// Takes the cache's lock (it stays taken until `unlock_after_fork`).
     fn lock_for_fork(&self) {
-        core::mem::forget(self.cache.lock());
+        self.cache.lock_held();
     }
 
     unsafe fn unlock_after_fork(&self) {
-        // SAFETY: `lock_for_fork` took the lock and forgot its guard (caller: once after it).
-        unsafe { self.cache.unlock_forgotten() };
+        // SAFETY: `lock_for_fork` took the lock with `lock_held` (caller: once after it).
+        unsafe { self.cache.unlock_held() };
     }
 
     /// As `alloc_pages` for the layout's size in whole pages (`None` for size 0).

@@ -187,6 +187,20 @@ impl PageMap {
         }
     }
 
+    /// Takes the writers' lock and keeps it (DESIGN.md 13.13); readers take no lock.
+    pub(super) fn lock_for_fork(&self) {
+        self.writers.lock_held();
+    }
+
+    /// Releases what [`lock_for_fork`](Self::lock_for_fork) took.
+    ///
+    /// # Safety
+    /// The caller (or the forked child of it) holds it from `lock_for_fork`.
+    pub(super) unsafe fn unlock_after_fork(&self) {
+        // SAFETY: caller: held since `lock_for_fork`.
+        unsafe { self.writers.unlock_held() };
+    }
+
     /// Bytes of nodes taken from the page source (the inline root not counted).
     pub(super) fn node_bytes(&self) -> usize {
         self.nodes.load(Ordering::Relaxed) * NODE_BYTES

@@ -239,12 +239,14 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     /// Whether `addr`, in a slab of `class`, is an object's start (not inside an object or in
-    /// the slab's header).
+    /// the slab's header). A multiplication by the size's reciprocal, not a division (C's
+    /// `free` calls this on every small free).
     #[inline(always)]
     fn object_start(addr: usize, class: usize) -> bool {
-        let offset = addr & (slab_bytes(class) - 1);
-        let size = class_size(class);
-        offset % size == 0 && offset / size < objects_per_slab(class)
+        let g = &GEOMETRY[class];
+        let offset = addr & g.mask;
+        let index = (offset * g.reciprocal) >> RECIPROCAL_SHIFT;
+        index * g.size == offset && index < g.objects
     }
 
     /// Frees the block at `ptr` without its layout (C's `free`): the route comes from the
@@ -530,6 +532,52 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         counters.freed();
     }
 
+    // ----- fork (DESIGN.md 13.13) -----------------------------------------------------------
+
+    /// Takes every lock of the heap and of its page source and keeps them, so that a `fork`
+    /// finds no lock held by a thread the child will not have: call it in a `pthread_atfork`
+    /// *prepare* handler and [`unlock_after_fork`](Self::unlock_after_fork) in the *parent*
+    /// and *child* handlers. The order (DESIGN.md 13.13): the thread-cache registry, the
+    /// process-wide record pool, the CPU slots (none with pin hooks), each class's slabs,
+    /// the TLSF growth lock, the TLSF arenas, the page map's writers, then
+    /// [`PageSource::lock_for_fork`]. While they are held, every other thread that needs one
+    /// of them waits (thread-cache pops and pushes do not).
+    ///
+    /// In the child, what the vanished threads were doing is lost, never waited on: their
+    /// thread caches stay bound (their objects leak), and a depot slot one of them had
+    /// claimed stays claimed (at most a magazine of objects leaks).
+    ///
+    /// Bad input: the record pool is process-wide, so this must not be called again (on any
+    /// heap) before `unlock_after_fork`: the second call waits forever. One heap per fork
+    /// handler set, or lock them in one handler with the pool taken once (not offered).
+    pub fn lock_for_fork(&self) {
+        self.threads.lock_for_fork();
+        self.cpus.lock_for_fork();
+        self.depot.lock_for_fork();
+        self.large.lock_for_fork();
+        self.map().lock_for_fork();
+        self.pages.lock_for_fork();
+    }
+
+    /// Releases every lock [`lock_for_fork`](Self::lock_for_fork) took (the page source's
+    /// first, then the heap's in reverse order; releasing never waits).
+    ///
+    /// # Safety
+    /// The calling thread called `lock_for_fork` and has not called this since (or the
+    /// calling thread is the child of a `fork` made by such a thread), and the pin mode
+    /// (`percpu::set_pin_hooks`) has not changed since.
+    pub unsafe fn unlock_after_fork(&self) {
+        // SAFETY: caller: every lock below is held since `lock_for_fork`.
+        unsafe {
+            self.pages.unlock_after_fork();
+            self.map().unlock_after_fork();
+            self.large.unlock_after_fork();
+            self.depot.unlock_after_fork();
+            self.cpus.unlock_after_fork();
+            self.threads.unlock_after_fork();
+        }
+    }
+
     // ----- reclaim, statistics, check ------------------------------------------------------
 
     /// Returns every CPU's magazines to the slabs (for each slot: its lock, then each class's
@@ -681,9 +729,70 @@ impl<P: PageSource + fmt::Debug, const CPUS: usize> fmt::Debug for SmpHeap<P, CP
     }
 }
 
+/// A class's slab geometry for [`SmpHeap::object_start`].
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// `slab_bytes - 1`: an address's offset in its slab.
+    mask: usize,
+    size: usize,
+    /// `ceil(2^RECIPROCAL_SHIFT / size)`: `(offset * reciprocal) >> RECIPROCAL_SHIFT` is
+    /// `offset / size` for every offset below `2^16` (sizes at most `2^12`; checked for every
+    /// offset of every class by the unit test below).
+    reciprocal: usize,
+    objects: usize,
+}
+
+/// 16 bits of offset plus 12 of size.
+const RECIPROCAL_SHIFT: u32 = 28;
+
+const GEOMETRY: [Geometry; HEAP_CLASSES] = {
+    let mut table = [Geometry {
+        mask: 0,
+        size: 1,
+        reciprocal: 0,
+        objects: 0,
+    }; HEAP_CLASSES];
+    let mut class = 0;
+    while class < HEAP_CLASSES {
+        assert!(slab_bytes(class) <= 1 << 16 && class_size(class) <= 1 << 12);
+        table[class] = Geometry {
+            mask: slab_bytes(class) - 1,
+            size: class_size(class),
+            reciprocal: (1usize << RECIPROCAL_SHIFT).div_ceil(class_size(class)),
+            objects: objects_per_slab(class),
+        };
+        class += 1;
+    }
+    table
+};
+
 /// `ptr` with the provenance its slab exposed (a no-op at run time).
 #[inline(always)]
 fn reissue(ptr: NonNull<u8>) -> NonNull<u8> {
     // SAFETY: the address is `ptr`'s, which is non-null.
     unsafe { NonNull::new_unchecked(ptr::with_exposed_provenance_mut(ptr.as_ptr().addr())) }
+}
+
+#[cfg(all(test, feature = "std", not(loom)))]
+mod tests {
+    use super::*;
+    use crate::heap::SystemPages;
+
+    /// The reciprocal gives the division's answer at every offset of every class's slab.
+    #[test]
+    fn object_start_is_the_division() {
+        for class in 0..HEAP_CLASSES {
+            let size = class_size(class);
+            for offset in 0..slab_bytes(class) {
+                let divided = offset % size == 0 && offset / size < objects_per_slab(class);
+                // Slabs are aligned to their size: any slab base works.
+                let addr = 64 * slab_bytes(class) + offset;
+                assert_eq!(
+                    SmpHeap::<SystemPages>::object_start(addr, class),
+                    divided,
+                    "class {class} offset {offset}"
+                );
+            }
+        }
+    }
 }

@@ -41,17 +41,17 @@ pub unsafe trait PageSource: Sync {
     /// Hands memory parked in the source's own caches back (the buddy's per-CPU page lists).
     fn drain(&self) {}
 
-    /// Takes every lock of the source before `fork` (the C library's `pthread_atfork`
-    /// prepare handler), so the child never inherits one held by a thread that does not exist
-    /// there. The default: a source without locks.
+    /// Takes every lock of the source and keeps it until
+    /// [`unlock_after_fork`](Self::unlock_after_fork) (the heap's fork handler,
+    /// [`SmpHeap::lock_for_fork`](super::SmpHeap::lock_for_fork)). The default: no locks.
     fn lock_for_fork(&self) {}
 
-    /// Releases what [`lock_for_fork`](Self::lock_for_fork) took, in the parent and in the
-    /// child after `fork`.
+    /// Releases what [`lock_for_fork`](Self::lock_for_fork) took (in the parent after `fork`,
+    /// and in the child, whose only thread is the one that forked).
     ///
     /// # Safety
-    /// Called once after each `lock_for_fork`, by the thread that called it (or its image in
-    /// the forked child).
+    /// The calling thread (or the forked child of it) called `lock_for_fork` and has not
+    /// called this since.
     unsafe fn unlock_after_fork(&self) {}
 
     /// Allocates a huge block for `layout`: the heap's blocks above 256 KiB or aligned above

@@ -292,7 +292,7 @@ mod enabled {
         #[inline(always)]
         pub(crate) fn current(&self) -> Option<&'static Record> {
             let record = os::current();
-            if record.addr() <= os::DEAD {
+            if record.addr() <= os::BINDING {
                 return None;
             }
             // SAFETY: a thread-local record pointer that is neither null nor dead names this
@@ -317,7 +317,8 @@ mod enabled {
                 return None;
             }
             let mut record = os::current();
-            if record.addr() == os::DEAD {
+            // `BINDING`: a nested call while this thread takes its record (R1): CPU slots.
+            if record.addr() == os::DEAD || record.addr() == os::BINDING {
                 return None;
             }
             if record.is_null() {
@@ -342,6 +343,25 @@ mod enabled {
             registry.head = record;
             registry.len += 1;
             Some(r)
+        }
+
+        /// Takes the registry lock, then the process-wide record pool's, and keeps them
+        /// (DESIGN.md 13.13).
+        pub(crate) fn lock_for_fork(&self) {
+            self.registry.lock_held();
+            os::lock_for_fork();
+        }
+
+        /// Releases what [`lock_for_fork`](Self::lock_for_fork) took.
+        ///
+        /// # Safety
+        /// The caller (or the forked child of it) holds them from `lock_for_fork`.
+        pub(crate) unsafe fn unlock_after_fork(&self) {
+            // SAFETY: caller: held since `lock_for_fork`.
+            unsafe {
+                os::unlock_after_fork();
+                self.registry.unlock_held();
+            }
         }
 
         /// This heap's id, named on first use.
@@ -476,6 +496,11 @@ mod os {
     /// The thread-local value of an exiting thread: never bind again (T5).
     pub(super) const DEAD: usize = 1;
 
+    /// The thread-local value while the thread takes its record (R1, DESIGN.md 13.11): a
+    /// nested allocation (C's `pthread_setspecific` may call `calloc`, which is this heap
+    /// when it is the C library's malloc) uses the CPU slots instead of binding again.
+    pub(super) const BINDING: usize = 2;
+
     std::thread_local! {
         /// This thread's record, null before it has one, `DEAD` once its exit hook ran.
         static CURRENT: Cell<*mut Record> = const { Cell::new(ptr::null_mut()) };
@@ -534,21 +559,40 @@ mod os {
     }
 
     /// Gives the calling thread a record (from the pool, else mapped) and registers its exit
-    /// hook; `None` when no key or no memory.
+    /// hook; `None` when no key or no memory. The thread-local holds `BINDING` meanwhile (R1).
     pub(super) fn adopt() -> Option<*mut Record> {
+        CURRENT.set(BINDING as *mut Record);
+        let record = adopt_record();
+        CURRENT.set(record.unwrap_or(ptr::null_mut()));
+        record
+    }
+
+    fn adopt_record() -> Option<*mut Record> {
         let key = key()?;
         let record = match pop() {
             Some(record) => record,
             None => map()?,
         };
-        // SAFETY: a valid key; `pthread_setspecific` of a low key does not allocate in glibc.
+        // SAFETY: a valid key. glibc's `pthread_setspecific` of a key above 31 `calloc`s the
+        // thread's second-level block: with this heap as malloc that nests here (R1).
         if unsafe { libc::pthread_setspecific(key, record.cast()) } != 0 {
             // SAFETY: the record is ours and idle.
             unsafe { release(record) };
             return None;
         }
-        CURRENT.set(record);
         Some(record)
+    }
+
+    /// Takes the record pool's lock and keeps it (`Threads::lock_for_fork`).
+    pub(super) fn lock_for_fork() {
+        POOL.lock_held();
+    }
+
+    /// # Safety
+    /// The caller (or the forked child of it) holds the pool's lock from `lock_for_fork`.
+    pub(super) unsafe fn unlock_after_fork() {
+        // SAFETY: caller.
+        unsafe { POOL.unlock_held() };
     }
 
     fn pop() -> Option<*mut Record> {
@@ -630,6 +674,14 @@ mod os {
     use crate::sync::atomic::boot::AtomicUsize as BootUsize;
 
     pub(super) const DEAD: usize = 1;
+    pub(super) const BINDING: usize = 2;
+
+    /// No record pool under loom.
+    pub(super) fn lock_for_fork() {}
+
+    /// # Safety
+    /// None needed: nothing is held.
+    pub(super) unsafe fn unlock_after_fork() {}
 
     struct Current(Cell<*mut Record>);
 
@@ -749,6 +801,10 @@ mod disabled {
         }
 
         pub(crate) fn flush_current<P: PageSource>(&self, _: &Depot, _: &P) {}
+
+        pub(crate) fn lock_for_fork(&self) {}
+
+        pub(crate) unsafe fn unlock_after_fork(&self) {}
 
         pub(crate) fn collect<P: PageSource>(&self, _: &Depot, _: &P) {}
 
