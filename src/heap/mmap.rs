@@ -214,13 +214,19 @@ impl Cache {
 ///   2 MiB, aligned to their size, carved from 2 MiB chunks (each mapped once, aligned by
 ///   mapping more and trimming) and cached on free in one list per size: a slab is a list
 ///   pop under a lock, not a system call. A larger span is split when a size's list is empty.
-/// - **Direct** mappings serve the rest (larger TLSF pools and huge blocks): exactly their
-///   pages, aligned by over-mapping and trimming; `realloc_huge` resizes them with `mremap`
-///   (Linux; moving only when the alignment is at most a page).
-/// - **Memory goes back** to the kernel with `munmap`: everything cached on [`drain`]
-///   (`SmpHeap::reclaim`), and without reclaim whatever the cache's bound, `8 MiB + held / 8`,
-///   does not take: a span freed above it is unmapped at once, with up to 4 cached spans, so
-///   a program that frees a lot never keeps unbounded RSS.
+/// - **Direct** mappings serve the rest (larger TLSF pools, and huge blocks above 256 KiB at
+///   page alignment, in eighths of their power of two, or above 2 MiB): their pages, aligned
+///   by over-mapping and trimming. Freed page-aligned ones are **kept** (up to 16 ranges,
+///   coalesced) and reused by later ones: the front of the smallest kept range that holds a
+///   request (no system call, its pages still resident), else the largest grown by `mremap`.
+///   `realloc_huge` resizes them in place through the kept range after them, else with
+///   `mremap` (Linux; moving only when the alignment is at most a page).
+/// - **Memory goes back** to the kernel with `munmap`: everything cached and kept on
+///   [`drain`] (`SmpHeap::reclaim`), and without reclaim whatever the cache's bound,
+///   `8 MiB + held / 8`, does not take: a span freed above it is unmapped at once, with up to 4
+///   cached spans, so a program that frees a lot never keeps unbounded RSS. The kept ranges
+///   are bounded by `held / 8 + 6 *` the largest range kept lately, and a range not reused
+///   while 64 others were kept goes back.
 ///
 /// `const fn new()`, all zeros (a `static` lies in `.bss`), `Sync`. The cache's lock is the
 /// crate's [`SpinLock`] (bounded spin, then yield) and is never held across a system call.
@@ -582,11 +588,11 @@ impl MmapPages {
         if moved != libc::MAP_FAILED {
             return NonNull::new(moved.cast());
         }
-        // Coalesced over two kernel mappings (`EFAULT`), or no room: kept again as it was
-        // (the failed `mremap` changed nothing), the request mapped afresh.
-        let held = self.held.load(Ordering::Relaxed);
+        // Coalesced over two kernel mappings (`EFAULT`), or no room: the failed `mremap`
+        // changed nothing; the range goes back to the kernel (kept again, it would be the
+        // largest and fail the same way at the next growth), the request is mapped afresh.
         // SAFETY: still ours, mapped, used by no one.
-        unsafe { self.keep(at, len, held) };
+        unsafe { self.unmap(at, len) };
         None
     }
 
@@ -885,7 +891,10 @@ unsafe impl PageSource for MmapPages {
         unsafe { self.cache.unlock_held() };
     }
 
-    /// As `alloc_pages` for the layout's size in whole pages (`None` for size 0).
+    /// A mapping of its own for a page-aligned layout above 256 KiB (its pages rounded up to
+    /// an eighth of their power of two, from the kept mappings when one serves), else as
+    /// `alloc_pages` for the layout's size in whole pages. `None` for size 0, a size that
+    /// overflows when rounded, or when the kernel refuses (nothing changes then).
     fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.alloc_kind(huge_kind(layout)?)
     }
@@ -899,7 +908,7 @@ unsafe impl PageSource for MmapPages {
         unsafe { self.free_kind(ptr, kind) }
     }
 
-    /// The whole span (a power of two) or the whole pages of a mapping of its own.
+    /// The whole span (a power of two) or the whole (rounded) pages of a mapping of its own.
     fn huge_usable(&self, layout: Layout) -> usize {
         match huge_kind(layout) {
             Some(Kind::Span(order)) => PAGE << order,
@@ -908,9 +917,12 @@ unsafe impl PageSource for MmapPages {
         }
     }
 
-    /// In place when the route stays the same span size or page count; between two mappings
-    /// of their own, `mremap` (Linux: moving it when the alignment is at most a page, else
-    /// only in place). `None` otherwise (the heap moves the block).
+    /// In place when the route stays the same span size or rounded page count; between two
+    /// page-aligned mappings of their own, in place through the kept ranges (shrinking keeps
+    /// the tail; growing takes the front of the kept range right after the block), else
+    /// `mremap` (Linux: moving it when the alignment is at most a page, else only in place).
+    /// `None` otherwise, or when the kernel refuses (the block and counters untouched; the
+    /// heap moves the block).
     unsafe fn realloc_huge(
         &self,
         ptr: NonNull<u8>,
