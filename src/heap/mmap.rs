@@ -579,7 +579,8 @@ impl MmapPages {
     /// the kernel must); on failure unmaps it and returns `None`.
     ///
     /// # Safety
-    /// `at..at + len` was kept: ours, mapped, inside one kernel mapping, used by no one.
+    /// `at..at + len` was kept: ours, mapped, used by no one (it may lie over two kernel
+    /// mappings: `mremap` then fails and changes nothing).
     #[cfg(any(target_os = "linux", target_os = "android"))]
     unsafe fn grow_kept(&self, at: NonNull<u8>, len: usize, bytes: usize) -> Option<NonNull<u8>> {
         // SAFETY: our range (caller); `mremap` keeps its pages and either resizes or moves it,
@@ -623,14 +624,14 @@ impl MmapPages {
         unsafe { self.unmap(ptr, bytes) };
     }
 
-    /// Keeps a freed range of `bytes` for reuse (K2, K3): first every kept range not reused
-    /// while [`KEEP_DECAY`] others were kept goes back to the kernel, then the oldest ones
-    /// while the kept bytes would pass `KEEP_FLOOR + held / 8` or no slot is free. A range
-    /// larger than that bound is unmapped at once. The unmapping is outside the lock.
+    /// Keeps a freed range of `bytes` for reuse (K2, K3), coalesced with the kept ranges it
+    /// touches: first every kept range not reused while [`KEEP_DECAY`] others were kept goes
+    /// back to the kernel, then the oldest ones while the kept bytes would pass
+    /// `held / 8 + 6 * recent` ([`KEEP_BLOCKS`]) or no slot is free. A range larger than that
+    /// bound by itself is unmapped at once. The unmapping is outside the lock.
     ///
     /// # Safety
-    /// `ptr..ptr + bytes` is ours, mapped inside one kernel mapping, page-aligned, used by no
-    /// one.
+    /// `ptr..ptr + bytes` is ours, mapped, page-aligned, whole pages, used by no one.
     unsafe fn keep(&self, ptr: NonNull<u8>, bytes: usize, held: usize) {
         let mut out: [Option<(NonNull<u8>, usize)>; KEEP_SLOTS + 1] = [None; KEEP_SLOTS + 1];
         {
