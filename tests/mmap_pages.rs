@@ -388,7 +388,7 @@ fn a_mapping_grows_in_place_into_the_kept_range_after_it() {
     pages.check().unwrap();
 }
 
-/// Freed mappings nobody reuses are not all kept: at most `held / 8` and six times the
+/// Freed mappings nobody reuses are not all kept: at most `held / 8` and eight times the
 /// largest range kept lately; the rest goes back to the kernel as it is freed.
 #[test]
 fn kept_mappings_are_bounded() {
@@ -406,7 +406,7 @@ fn kept_mappings_are_bounded() {
     for b in blocks.iter().step_by(2) {
         // SAFETY: taken above, freed once.
         unsafe { pages.free_huge(*b, layout) };
-        assert!(pages.kept_bytes() <= pages.held_bytes() / 8 + 6 * (3 << 20));
+        assert!(pages.kept_bytes() <= pages.held_bytes() / 8 + 8 * (3 << 20));
         pages.check().unwrap();
     }
     let unmapped = blocks
@@ -414,14 +414,14 @@ fn kept_mappings_are_bounded() {
         .step_by(2)
         .filter(|&&b| residency(b, 3 << 20).is_none())
         .count();
-    // Kept at most: 60 MiB held / 8 + 18 MiB, 11 blocks of 3 MiB.
-    assert!(unmapped >= 20 - 11, "only {unmapped} of 20 unmapped");
+    // Kept at most at the end: 60 MiB held / 8 + 8 x 3 MiB, 10 blocks of 3 MiB (12: margin).
+    assert!(unmapped >= 20 - 12, "only {unmapped} of 20 unmapped");
     for b in blocks.iter().skip(1).step_by(2) {
         // SAFETY: taken above, freed once.
         unsafe { pages.free_huge(*b, layout) };
         pages.check().unwrap();
     }
-    assert!(pages.kept_bytes() <= 6 * (3 << 20));
+    assert!(pages.kept_bytes() <= 8 * (3 << 20));
     pages.drain();
     assert_eq!(pages.kept_bytes(), 0);
     pages.check().unwrap();

@@ -27,11 +27,11 @@ const CACHE_SHARE: usize = 8;
 /// At most this many cached spans go back to the kernel with one free above the bound.
 const EVICT: usize = 4;
 /// Slots of the kept-mapping cache (freed mappings of their own, reused by later ones).
-const KEEP_SLOTS: usize = 16;
+const KEEP_SLOTS: usize = 32;
 /// The kept mappings hold at most `held / CACHE_SHARE + KEEP_BLOCKS * recent` bytes, where
 /// `recent` is the largest range kept lately (it decays by 1/[`KEEP_FADE`] with each range
 /// kept): room for a few of the blocks the program frees now, whatever it freed long ago.
-const KEEP_BLOCKS: usize = 6;
+const KEEP_BLOCKS: usize = 8;
 /// See [`KEEP_BLOCKS`].
 const KEEP_FADE: usize = 64;
 /// A kept mapping not reused while this many others were kept goes back to the kernel.
@@ -216,7 +216,7 @@ impl Cache {
 ///   pop under a lock, not a system call. A larger span is split when a size's list is empty.
 /// - **Direct** mappings serve the rest (larger TLSF pools, and huge blocks above 256 KiB at
 ///   page alignment, in eighths of their power of two, or above 2 MiB): their pages, aligned
-///   by over-mapping and trimming. Freed page-aligned ones are **kept** (up to 16 ranges,
+///   by over-mapping and trimming. Freed page-aligned ones are **kept** (up to 32 ranges,
 ///   coalesced) and reused by later ones: the front of the smallest kept range that holds a
 ///   request (no system call, its pages still resident), else the largest grown by `mremap`.
 ///   `realloc_huge` resizes them in place through the kept range after them, else with
@@ -225,7 +225,7 @@ impl Cache {
 ///   [`drain`] (`SmpHeap::reclaim`), and without reclaim whatever the cache's bound,
 ///   `8 MiB + held / 8`, does not take: a span freed above it is unmapped at once, with up to 4
 ///   cached spans, so a program that frees a lot never keeps unbounded RSS. The kept ranges
-///   are bounded by `held / 8 + 6 *` the largest range kept lately, and a range not reused
+///   are bounded by `held / 8 + 8 *` the largest range kept lately, and a range not reused
 ///   while 64 others were kept goes back.
 ///
 /// `const fn new()`, all zeros (a `static` lies in `.bss`), `Sync`. The cache's lock is the
@@ -627,7 +627,7 @@ impl MmapPages {
     /// Keeps a freed range of `bytes` for reuse (K2, K3), coalesced with the kept ranges it
     /// touches: first every kept range not reused while [`KEEP_DECAY`] others were kept goes
     /// back to the kernel, then the oldest ones while the kept bytes would pass
-    /// `held / 8 + 6 * recent` ([`KEEP_BLOCKS`]) or no slot is free. A range larger than that
+    /// `held / 8 + 8 * recent` ([`KEEP_BLOCKS`]) or no slot is free. A range larger than that
     /// bound by itself is unmapped at once. The unmapping is outside the lock.
     ///
     /// # Safety
