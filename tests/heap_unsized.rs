@@ -103,8 +103,12 @@ fn every_route<P: smpalloc::heap::PageSource, const C: usize>(
         let p = heap.allocate(l).unwrap();
         // SAFETY: live.
         let usable = unsafe { heap.usable_size(p) }.expect("a live block has a usable size");
+        // A huge block: what its source says (`MmapPages`: pages in eighths of a power of two).
+        let source_says = Route::of(l) == Route::Huge
+            && usable >= l.size()
+            && usable == heap.pages().huge_usable(l);
         assert!(
-            expected_usable(l, usable, whole_pages),
+            expected_usable(l, usable, whole_pages) || source_says,
             "{l:?}: usable {usable}"
         );
         // Every usable byte is the block's: written, and no other block changes.
@@ -205,6 +209,47 @@ fn reallocation_without_the_layout_crosses_routes() {
     let (pages, heap) = kernel_heap(8 << 20);
     realloc_chain(&*heap);
     assert_eq!(pages.available_pages(), pages.total_pages());
+}
+
+/// Over the mmap page source (the C library's): every route freed without its layout, and the
+/// realloc chain, whose huge steps resize mappings of their own in place, through the kept
+/// ranges or by `mremap` (DESIGN.md 13.12, K4); everything back after `reclaim`.
+#[cfg(all(feature = "mmap", unix, not(miri)))]
+#[test]
+fn routes_and_reallocation_over_mmap_pages() {
+    let _serial = serial();
+    smpalloc::percpu::set_cpu_id_source(cpu_source);
+    let heap = Box::new(SmpHeap::<smpalloc::MmapPages, 4>::new(
+        smpalloc::MmapPages::new(),
+    ));
+    every_route(&*heap, true);
+    realloc_chain(&*heap);
+    // A huge block grown a page at a time and shrunk, its contents kept at every step.
+    let mut size = 260 * 1024;
+    let mut p = heap.allocate(layout(size, 16)).unwrap();
+    fill(p, size, 3);
+    while size < 3 << 20 {
+        let next = size + 4096 + size / 64;
+        // SAFETY: live.
+        let q = unsafe { heap.reallocate_unsized(p, next, 16) }.unwrap();
+        assert!(holds(q, size, 3), "{size} -> {next} lost contents");
+        fill(q, next, 3);
+        p = q;
+        size = next;
+        heap.check().unwrap();
+        heap.pages().check().unwrap();
+    }
+    // SAFETY: live.
+    let q = unsafe { heap.reallocate_unsized(p, 300 * 1024, 16) }.unwrap();
+    assert!(holds(q, 300 * 1024, 3));
+    // SAFETY: live, freed once.
+    unsafe { heap.free(q) };
+    heap.check().unwrap();
+    heap.drain_cpu_caches();
+    heap.reclaim();
+    heap.pages().check().unwrap();
+    assert_eq!(heap.pages().held_bytes(), 0);
+    assert_eq!(heap.pages().kept_bytes() + heap.pages().cached_bytes(), 0);
 }
 
 /// Blocks from the sized API freed without layouts and the other way round, over every route.

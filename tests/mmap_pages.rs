@@ -215,16 +215,18 @@ fn the_cache_is_bounded_without_reclaim() {
 fn huge_blocks_resize_and_keep_their_contents() {
     let _serial = serial();
     let pages = MmapPages::new();
-    // A mapping of its own: exact pages, resized by `mremap`.
+    // A mapping of its own: whole pages rounded up to an eighth of their power of two (6 MiB
+    // + 4 KiB is 7 MiB), resized by `mremap` or in place through the kept ranges.
     let layout = Layout::from_size_align(3 * CHUNK + 100, 8).unwrap();
-    assert_eq!(pages.huge_usable(layout), 3 * CHUNK + PAGE);
+    assert_eq!(pages.huge_usable(layout), 7 << 20);
     let ptr = pages.alloc_huge(layout).unwrap();
     touch(ptr, layout.size(), 3);
-    assert_eq!(pages.held_bytes(), 3 * CHUNK + PAGE);
+    assert_eq!(pages.held_bytes(), 7 << 20);
     let grown = 64 << 20;
     // SAFETY: taken with `alloc_huge(layout)`; the new size forms a layout.
     let moved = unsafe { pages.realloc_huge(ptr, layout, grown) }.expect("mremap grows");
     assert_eq!(pages.held_bytes(), grown);
+    pages.check().unwrap();
     // SAFETY: `moved` holds the old contents.
     let old = unsafe { core::slice::from_raw_parts(moved.as_ptr(), layout.size()) };
     for (i, b) in old.iter().enumerate().step_by(512) {
@@ -232,25 +234,48 @@ fn huge_blocks_resize_and_keep_their_contents() {
     }
     touch(moved, grown, 9);
     let big = Layout::from_size_align(grown, 8).unwrap();
-    // SAFETY: resized to `grown`; shrinking keeps the front.
-    let shrunk = unsafe { pages.realloc_huge(moved, big, 5 * CHUNK) }.expect("mremap shrinks");
+    // SAFETY: resized to `grown`; shrinking keeps the front (and keeps the tail for reuse).
+    let shrunk = unsafe { pages.realloc_huge(moved, big, 5 * CHUNK) }.expect("shrinks");
+    assert_eq!(shrunk, moved, "shrinking is in place");
     assert_eq!(pages.held_bytes(), 5 * CHUNK);
+    assert_eq!(pages.kept_bytes(), grown - 5 * CHUNK);
+    pages.check().unwrap();
     // SAFETY: the first 5 chunks of what `touch` wrote.
     assert_eq!(unsafe { *shrunk.as_ptr().add(512) }, 9u8.wrapping_add(0));
     let small = Layout::from_size_align(5 * CHUNK, 8).unwrap();
     // SAFETY: resized to `small`.
     unsafe { pages.free_huge(shrunk, small) };
     assert_eq!(pages.held_bytes(), 0);
+    pages.check().unwrap();
+    pages.drain();
+    assert_eq!(pages.kept_bytes(), 0);
+    assert_eq!(
+        residency(moved, grown),
+        None,
+        "drain unmaps the kept ranges"
+    );
 
-    // A span: its power of two, in place within it, refused across it.
+    // Above 256 KiB at page alignment, a mapping of its own: 300 KiB is 320 KiB (eighths of
+    // 512 KiB); in place within it.
     let layout = Layout::from_size_align(300 * 1024, 8).unwrap();
+    assert_eq!(pages.huge_usable(layout), 320 * 1024);
+    let block = pages.alloc_huge(layout).unwrap();
+    // SAFETY: taken with `alloc_huge(layout)`.
+    let resized = unsafe { pages.realloc_huge(block, layout, 320 * 1024) };
+    assert_eq!(resized, Some(block));
+    let layout = Layout::from_size_align(320 * 1024, 8).unwrap();
+    // SAFETY: still the block, now of 320 KiB.
+    unsafe { pages.free_huge(block, layout) };
+
+    // A span: aligned above a page, its power of two, in place within it, refused across it.
+    let layout = Layout::from_size_align(300 * 1024, 2 * PAGE).unwrap();
     assert_eq!(pages.huge_usable(layout), 512 * 1024);
     let span = pages.alloc_huge(layout).unwrap();
     assert_eq!(span.as_ptr().addr() % (512 * 1024), 0);
     // SAFETY: taken with `alloc_huge(layout)`.
     let resized = unsafe { pages.realloc_huge(span, layout, 500 * 1024) };
     assert_eq!(resized, Some(span));
-    let layout = Layout::from_size_align(500 * 1024, 8).unwrap();
+    let layout = Layout::from_size_align(500 * 1024, 2 * PAGE).unwrap();
     // SAFETY: resized to 500 KiB in place.
     let resized = unsafe { pages.realloc_huge(span, layout, 600 * 1024) };
     assert_eq!(resized, None);
@@ -270,6 +295,135 @@ fn huge_blocks_resize_and_keep_their_contents() {
     unsafe { pages.free_huge(ptr, layout) };
     assert_eq!(pages.held_bytes(), 0);
     pages.drain();
+    pages.check().unwrap();
+}
+
+/// The `large` row of the C benchmarks (issue 16): a freed large block used to be unmapped, so
+/// every new one was a fresh mapping whose pages all faulted in again (30x slower than
+/// tcmalloc). A freed mapping is kept: the next request it holds takes its front, with its
+/// pages still resident (no system call, no fault), and the rest stays kept.
+#[test]
+fn a_freed_mapping_is_reused_with_its_pages() {
+    let _serial = serial();
+    let pages = MmapPages::new();
+    let four = Layout::from_size_align(4 << 20, 16).unwrap();
+    let a = pages.alloc_huge(four).unwrap();
+    touch(a, 4 << 20, 1);
+    // SAFETY: taken just above.
+    unsafe { pages.free_huge(a, four) };
+    pages.check().unwrap();
+    assert_eq!(
+        residency(a, 4 << 20),
+        Some(1024),
+        "kept: mapped and resident"
+    );
+    let three = Layout::from_size_align(3 << 20, 16).unwrap();
+    let b = pages.alloc_huge(three).unwrap();
+    assert_eq!(b, a, "the front of the kept range");
+    assert_eq!(residency(b, 3 << 20), Some(768), "no page faults in again");
+    assert_eq!(pages.held_bytes(), 3 << 20);
+    pages.check().unwrap();
+    // A larger request than anything kept grows the kept rest (1 MiB) to its size.
+    let six = Layout::from_size_align(6 << 20, 16).unwrap();
+    let c = pages.alloc_huge(six).unwrap();
+    touch(c, 6 << 20, 2);
+    touch(b, 3 << 20, 3);
+    pages.check().unwrap();
+    // SAFETY: taken above, freed once each.
+    unsafe {
+        pages.free_huge(b, three);
+        pages.free_huge(c, six);
+    }
+    assert_eq!(pages.held_bytes(), 0);
+    pages.check().unwrap();
+    pages.drain();
+    assert_eq!(pages.kept_bytes(), 0);
+    assert_eq!(residency(a, 3 << 20), None);
+    pages.check().unwrap();
+}
+
+/// The `realloc` row: a huge block grown a page at a time used to be `mremap`ed (or copied,
+/// between spans) at almost every step. Now it grows in place, without a system call, into
+/// the kept range right after it, and shrinking keeps the tail for the next growth.
+#[test]
+fn a_mapping_grows_in_place_into_the_kept_range_after_it() {
+    let _serial = serial();
+    let pages = MmapPages::new();
+    let room = Layout::from_size_align(2 << 20, 16).unwrap();
+    let r = pages.alloc_huge(room).unwrap();
+    // SAFETY: taken just above.
+    unsafe { pages.free_huge(r, room) };
+    let mut size = 300 * 1024;
+    let mut block = pages
+        .alloc_huge(Layout::from_size_align(size, 16).unwrap())
+        .unwrap();
+    assert_eq!(block, r);
+    touch(block, size, 5);
+    while size + PAGE <= 2 << 20 {
+        let layout = Layout::from_size_align(size, 16).unwrap();
+        // SAFETY: the live block of `layout`.
+        let grown = unsafe { pages.realloc_huge(block, layout, size + PAGE) };
+        assert_eq!(grown, Some(block), "{size} + 4 KiB: in place");
+        size += PAGE;
+        pages.check().unwrap();
+    }
+    // SAFETY: the first 300 KiB are what `touch` wrote.
+    assert_eq!(unsafe { *block.as_ptr().add(1024) }, 5u8.wrapping_add(0));
+    let layout = Layout::from_size_align(size, 16).unwrap();
+    // SAFETY: the live block of `layout`; shrinking stays in place.
+    block = unsafe { pages.realloc_huge(block, layout, 400 * 1024) }.unwrap();
+    assert_eq!(block, r);
+    let layout = Layout::from_size_align(400 * 1024, 16).unwrap();
+    assert_eq!(pages.kept_bytes(), (2 << 20) - pages.huge_usable(layout));
+    pages.check().unwrap();
+    // SAFETY: the live block of `layout`.
+    unsafe { pages.free_huge(block, layout) };
+    assert_eq!(
+        pages.kept_bytes(),
+        2 << 20,
+        "coalesced into one range again"
+    );
+    pages.check().unwrap();
+    pages.drain();
+    pages.check().unwrap();
+}
+
+/// Freed mappings nobody reuses are not all kept: at most `held / 8` and eight times the
+/// largest range kept lately; the rest goes back to the kernel as it is freed.
+#[test]
+fn kept_mappings_are_bounded() {
+    let _serial = serial();
+    let pages = MmapPages::new();
+    let layout = Layout::from_size_align(3 << 20, 16).unwrap();
+    // Blocks with a live one between each two, so the freed ones cannot coalesce.
+    let blocks: Vec<_> = (0..40)
+        .map(|i| {
+            let b = pages.alloc_huge(layout).unwrap();
+            touch(b, 3 << 20, i as u8);
+            b
+        })
+        .collect();
+    for b in blocks.iter().step_by(2) {
+        // SAFETY: taken above, freed once.
+        unsafe { pages.free_huge(*b, layout) };
+        assert!(pages.kept_bytes() <= pages.held_bytes() / 8 + 8 * (3 << 20));
+        pages.check().unwrap();
+    }
+    let unmapped = blocks
+        .iter()
+        .step_by(2)
+        .filter(|&&b| residency(b, 3 << 20).is_none())
+        .count();
+    // Kept at most at the end: 60 MiB held / 8 + 8 x 3 MiB, 10 blocks of 3 MiB (12: margin).
+    assert!(unmapped >= 20 - 12, "only {unmapped} of 20 unmapped");
+    for b in blocks.iter().skip(1).step_by(2) {
+        // SAFETY: taken above, freed once.
+        unsafe { pages.free_huge(*b, layout) };
+        pages.check().unwrap();
+    }
+    assert!(pages.kept_bytes() <= 8 * (3 << 20));
+    pages.drain();
+    assert_eq!(pages.kept_bytes(), 0);
     pages.check().unwrap();
 }
 
