@@ -147,6 +147,8 @@ fn exits_race_frees_of_what_the_exiting_threads_allocated() {
 /// unbound, and the thread binds it to the next heap it uses.
 #[test]
 fn a_dropped_heap_unbinds_live_threads() {
+    // Blocks per heap (under Miri 14: each of the seven sizes twice).
+    let n = if cfg!(miri) { 14 } else { 100 };
     let first = std::sync::Arc::new(heap());
     let second = heap();
     let (go, wait) = mpsc::channel::<()>();
@@ -156,7 +158,7 @@ fn a_dropped_heap_unbinds_live_threads() {
     thread::scope(|s| {
         let worker = s.spawn(move || {
             let first = worker_first;
-            let keep: Vec<_> = (0..100).map(|i| Block::new(&first, sizes(i))).collect();
+            let keep: Vec<_> = (0..n).map(|i| Block::new(&first, sizes(i))).collect();
             for block in keep {
                 block.free(&first);
             }
@@ -165,7 +167,7 @@ fn a_dropped_heap_unbinds_live_threads() {
             wait.recv().unwrap();
             // The first heap is gone: this thread's cache serves the second now.
             let second = second_ref;
-            let blocks: Vec<_> = (0..100).map(|i| Block::new(second, sizes(i))).collect();
+            let blocks: Vec<_> = (0..n).map(|i| Block::new(second, sizes(i))).collect();
             assert_eq!(second.stats().thread_caches, 1, "{:?}", second.stats());
             for block in blocks {
                 block.free(second);
@@ -226,14 +228,16 @@ fn a_heap_may_move_while_bound() {
 }
 
 fn move_while_bound() {
+    // Blocks before and after the move (under Miri 14: each of the seven sizes twice).
+    let n = if cfg!(miri) { 14 } else { 50 };
     let heap = heap();
-    let blocks: Vec<_> = (0..50).map(|i| Block::new(&heap, sizes(i))).collect();
+    let blocks: Vec<_> = (0..n).map(|i| Block::new(&heap, sizes(i))).collect();
     assert_eq!(heap.stats().thread_caches, 1);
     let moved = Box::new(heap);
     for block in blocks {
         block.free(&moved);
     }
-    let more: Vec<_> = (0..50).map(|i| Block::new(&moved, sizes(i))).collect();
+    let more: Vec<_> = (0..n).map(|i| Block::new(&moved, sizes(i))).collect();
     assert_eq!(moved.stats().thread_caches, 1);
     for block in more {
         block.free(&moved);

@@ -83,6 +83,8 @@ type Heap = SmpHeap<SystemPages, 4>;
 
 /// Rounds of the threaded tests (fewer under Miri).
 const ROUNDS: usize = if cfg!(miri) { 3 } else { 20 };
+/// Blocks each CPU allocates per round of the heap's threaded test (fewer under Miri).
+const PER_ROUND: usize = if cfg!(miri) { 40 } else { 100 };
 type Pages = BuddyPageAllocator<4096, 4, 4>;
 
 /// A buddy over 4 MiB of address space (never touched: pages are only counted), and that
@@ -186,7 +188,8 @@ fn heap_interrupt_inside_a_section_takes_the_slow_path() {
     // The first allocation of a class refills its magazine: the interrupt arrives there.
     ARMED.set(Some(heap_handler));
     let mut blocks: Vec<(NonNull<u8>, Layout)> = Vec::new();
-    for i in 0..300 {
+    // Under Miri 60 sizes (8 to 256 bytes), natively 300 (each size several times).
+    for i in 0..if cfg!(miri) { 60 } else { 300 } {
         let layout = small(8 + (i * 24) % 250);
         let p = heap.allocate(layout).unwrap();
         // SAFETY: fresh block of `layout.size()` bytes.
@@ -241,7 +244,7 @@ fn heap_one_thread_per_cpu_with_cross_cpu_frees() {
                     CPU.set(id);
                     for round in 0..ROUNDS {
                         let mut mine = Vec::new();
-                        for i in 0..100 {
+                        for i in 0..PER_ROUND {
                             let layout = small(8 + (id * 37 + i * 13 + round) % 500);
                             let p = heap.allocate(layout).unwrap();
                             // SAFETY: fresh block.
@@ -252,7 +255,7 @@ fn heap_one_thread_per_cpu_with_cross_cpu_frees() {
                         let theirs: Vec<_> = {
                             let mut shared = handoff.lock().unwrap();
                             let theirs = core::mem::take(&mut *shared);
-                            shared.extend(mine.drain(..50));
+                            shared.extend(mine.drain(..PER_ROUND / 2));
                             theirs
                         };
                         for (addr, layout) in mine.into_iter().chain(theirs) {
@@ -379,7 +382,9 @@ fn buddy_threads_one_per_cpu() {
                 scope.spawn(move || {
                     CPU.set(id);
                     let mut held = Vec::new();
-                    for round in 0..ROUNDS * 10 {
+                    // Cycles of two rounds of 30 allocations and one of frees (under Miri 4
+                    // cycles: each buddy operation costs much wall time there).
+                    for round in 0..ROUNDS * if cfg!(miri) { 4 } else { 10 } {
                         if round % 3 == 2 {
                             for page in held.drain(..) {
                                 pages.try_dealloc_pages(page, 1).unwrap();
