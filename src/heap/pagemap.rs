@@ -228,6 +228,28 @@ impl PageMap {
     /// address, `None` or the owner of that page, except while `reclaim` prunes nodes (P4).
     #[inline]
     pub(super) fn get(&self, addr: usize) -> Option<Owner> {
+        Owner::decode(self.entry(addr)?, addr)
+    }
+
+    /// The class of the slab holding `addr`, or `Err` with the page's raw entry (`None`: no
+    /// owner) for [`owner_of`](Self::owner_of): C's `free` decodes only a slab entry inline.
+    /// Lookups as for [`get`](Self::get) (P2).
+    #[inline(always)]
+    pub(super) fn slab_class(&self, addr: usize) -> Result<usize, Option<u64>> {
+        match self.entry(addr) {
+            Some(entry) if entry & 3 == KIND_SLAB => Ok(((entry >> 2) & 0x1f) as usize),
+            other => Err(other),
+        }
+    }
+
+    /// The owner of a raw entry `slab_class` returned, as [`get`](Self::get) would give it.
+    pub(super) fn owner_of(entry: Option<u64>, addr: usize) -> Option<Owner> {
+        Owner::decode(entry?, addr)
+    }
+
+    /// The raw entry of the page holding `addr`; `None` when empty or in no node.
+    #[inline(always)]
+    fn entry(&self, addr: usize) -> Option<u64> {
         let key = Self::key(addr, self.half.load(Ordering::Relaxed))?;
         let mut slot = &self.root[Self::index(key, 0)];
         for level in 1..LEVELS - 1 {
@@ -247,10 +269,7 @@ impl PageMap {
         // SAFETY: as above; the last level's nodes are leaves.
         let leaf = unsafe { &*node.cast::<Leaf>() };
         let entry = leaf.slots[Self::index(key, LEVELS - 1)].load(Ordering::Relaxed);
-        if entry == 0 {
-            return None;
-        }
-        Owner::decode(entry, addr)
+        (entry != 0).then_some(entry)
     }
 
     /// The leaf slot of `key`, installing missing nodes (from `spare`, else the page source).

@@ -19,7 +19,7 @@ use super::cpu::{self, CpuCaches};
 use super::depot::Depot;
 use super::large::{Large, Resize};
 use super::pagemap::{Owner, PAGE, PageMap, Tally};
-use super::route::{HEAP_CLASSES, Route};
+use super::route::{ALIGN_16, HEAP_CLASSES, Route, class_16};
 use super::stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
 use super::thread::Threads;
 use crate::TlsfHeap;
@@ -106,6 +106,29 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             Route::Small(class) => self.alloc_small(class),
             _ => self.alloc_large(layout),
         }
+    }
+
+    /// Allocates `size` bytes aligned to 16 (C's `malloc`; size 0 is served as 1, so that the
+    /// block is unique and [`free`](Self::free) takes it): the block
+    /// `allocate(Layout(max(size, 1), 16))` gives, the slab class found with one table load.
+    /// `None` when the page source refuses or `max(size, 1)` rounded up to 16 overflows
+    /// `isize::MAX` (nothing changed).
+    ///
+    /// # Time Complexity
+    /// As for [`allocate`](Self::allocate).
+    #[inline(always)]
+    pub fn allocate_16(&self, size: usize) -> Option<NonNull<u8>> {
+        match class_16(size) {
+            Some(class) => self.alloc_small(class),
+            None => self.allocate_16_large(size),
+        }
+    }
+
+    /// [`allocate_16`](Self::allocate_16) above the slab classes, out of line.
+    #[inline(never)]
+    fn allocate_16_large(&self, size: usize) -> Option<NonNull<u8>> {
+        let layout = Layout::from_size_align(size.max(1), ALIGN_16).ok()?;
+        self.alloc_large(layout)
     }
 
     /// The routes other than `Small`, out of line so that the small path stays a leaf.
@@ -273,21 +296,38 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     ///
     /// # Time Complexity
     /// O(1): four loads of the page map, then the route's free.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free(&self, ptr: NonNull<u8>) {
         let addr = ptr.as_ptr().addr();
         if addr < PAGE {
             return;
         }
-        match self.map().get(addr) {
-            Some(Owner::Slab(class)) => {
-                if !Self::object_start(addr, class) {
-                    debug_assert!(false, "SmpHeap::free: a pointer inside a slab object");
-                    return;
-                }
+        match self.map().slab_class(addr) {
+            Ok(class) if Self::object_start(addr, class) => {
                 // SAFETY: caller: a live object of `class` (the map names its slab's class).
                 unsafe { self.free_small(ptr, class) };
             }
+            // SAFETY: caller.
+            Ok(_) => unsafe { self.free_other(ptr, None) },
+            // SAFETY: caller.
+            Err(entry) => unsafe { self.free_other(ptr, Some(entry)) },
+        }
+    }
+
+    /// [`free`](Self::free) of anything but a slab object's start, out of line: `entry` is the
+    /// page's raw map entry (`Some(None)`: none), `None` for a pointer inside a slab.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(never)]
+    unsafe fn free_other(&self, ptr: NonNull<u8>, entry: Option<Option<u64>>) {
+        let Some(entry) = entry else {
+            debug_assert!(false, "SmpHeap::free: a pointer inside a slab object");
+            return;
+        };
+        match PageMap::owner_of(entry, ptr.as_ptr().addr()) {
+            // Not reached: `free` decodes slab entries itself.
+            Some(Owner::Slab(_)) => debug_assert!(false, "SmpHeap::free: a slab entry"),
             Some(Owner::Huge(_)) => {
                 // SAFETY: caller: the live huge block the map recorded at `ptr`.
                 unsafe { self.large.free_block(ptr, &self.pages, self.map(), false) };
