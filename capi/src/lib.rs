@@ -90,10 +90,12 @@ fn out_of_memory() -> *mut c_void {
 /// `ptr` is null or a live block of this heap.
 #[inline(always)]
 unsafe fn release(ptr: *mut c_void) {
-    if let Some(p) = NonNull::new(ptr.cast::<u8>()) {
-        // SAFETY: caller.
-        unsafe { HEAP.free(p) };
+    // Null and the rest of page 0 (which `SmpHeap::free` ignores too) with one compare.
+    if ptr.addr() < PAGE {
+        return;
     }
+    // SAFETY: not null (above); caller.
+    unsafe { HEAP.free(NonNull::new_unchecked(ptr.cast::<u8>())) };
 }
 
 /// glibc 2.36's `memalign` alignment: at most `MIN_ALIGN` is plain malloc; above `SIZE_MAX / 2

@@ -262,14 +262,16 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     /// Whether `addr`, in a slab of `class`, is an object's start (not inside an object or in
-    /// the slab's header). A multiplication by the size's reciprocal, not a division (C's
-    /// `free` calls this on every small free).
+    /// the slab's header). One multiplication, no division (C's `free` calls this on every
+    /// small free): the offset in the slab is a multiple of the size exactly when its product
+    /// with `ceil(2^64 / size)` wraps to below that constant (Lemire, Kaser and Kurz, "Faster
+    /// remainder by direct computation", 2019: exact for offsets below 2^32), and it is an
+    /// object's when it is below `objects * size`.
     #[inline(always)]
     fn object_start(addr: usize, class: usize) -> bool {
         let g = &GEOMETRY[class];
-        let offset = addr & g.mask;
-        let index = (offset * g.reciprocal) >> RECIPROCAL_SHIFT;
-        index * g.size == offset && index < g.objects
+        let offset = (addr & g.mask) as u64;
+        offset.wrapping_mul(g.divisor) <= g.divisor - 1 && offset < g.end
     }
 
     /// Frees the block at `ptr` without its layout (C's `free`): the route comes from the
@@ -774,32 +776,28 @@ impl<P: PageSource + fmt::Debug, const CPUS: usize> fmt::Debug for SmpHeap<P, CP
 struct Geometry {
     /// `slab_bytes - 1`: an address's offset in its slab.
     mask: usize,
-    size: usize,
-    /// `ceil(2^RECIPROCAL_SHIFT / size)`: `(offset * reciprocal) >> RECIPROCAL_SHIFT` is
-    /// `offset / size` for every offset below `2^16` (sizes at most `2^12`; checked for every
-    /// offset of every class by the unit test below).
-    reciprocal: usize,
-    objects: usize,
+    /// `ceil(2^64 / size)` (wrapping: `u64::MAX / size + 1`): `offset * divisor` (wrapping) is
+    /// at most `divisor - 1` exactly when `size` divides `offset`, for every offset below
+    /// 2^32 (slabs are at most 2^16 bytes; checked for every offset of every class by the unit
+    /// test below).
+    divisor: u64,
+    /// `objects * size`: the end of the last object.
+    end: u64,
 }
-
-/// 16 bits of offset plus 12 of size.
-const RECIPROCAL_SHIFT: u32 = 28;
 
 const GEOMETRY: [Geometry; HEAP_CLASSES] = {
     let mut table = [Geometry {
         mask: 0,
-        size: 1,
-        reciprocal: 0,
-        objects: 0,
+        divisor: 0,
+        end: 0,
     }; HEAP_CLASSES];
     let mut class = 0;
     while class < HEAP_CLASSES {
-        assert!(slab_bytes(class) <= 1 << 16 && class_size(class) <= 1 << 12);
+        assert!(slab_bytes(class) <= 1 << 16);
         table[class] = Geometry {
             mask: slab_bytes(class) - 1,
-            size: class_size(class),
-            reciprocal: (1usize << RECIPROCAL_SHIFT).div_ceil(class_size(class)),
-            objects: objects_per_slab(class),
+            divisor: u64::MAX / class_size(class) as u64 + 1,
+            end: (objects_per_slab(class) * class_size(class)) as u64,
         };
         class += 1;
     }
@@ -818,7 +816,7 @@ mod tests {
     use super::*;
     use crate::heap::SystemPages;
 
-    /// The reciprocal gives the division's answer at every offset of every class's slab.
+    /// The divisibility test gives the division's answer at every offset of every class's slab.
     #[test]
     fn object_start_is_the_division() {
         for class in 0..HEAP_CLASSES {
