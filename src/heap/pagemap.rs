@@ -6,9 +6,10 @@
 //! - Addresses: 48-bit virtual addresses, lower half or canonical upper half (x86-64 kernels,
 //!   riscv64 Sv39/Sv48 direct maps): the key is bits 12..48; bits 47..64 must all be equal and
 //!   the same for every page of one map (the first entry fixes which half).
-//! - Levels: 4 of 9 bits (4 under loom: 9 levels of 16 slots); the root is inline (4 KiB, all
-//!   zero when empty: `.bss`), the other nodes are 4 KiB pages from the page source, never
-//!   from the heap itself.
+//! - Levels: 4 of 9 bits without `std` (kernels), 3 of 12 bits with `std` (user space, where
+//!   C's `free` walks the map on every call: one dependent load fewer), 9 of 4 bits under
+//!   loom; the root is inline (4 KiB, or 32 KiB with `std`; all zero when empty: `.bss`), the
+//!   other nodes are 4 KiB (32 KiB) from the page source, never from the heap itself.
 //! - Lookups are lock-free: one `Acquire` load per level and a `Relaxed` load of the entry.
 //!   Writers (entries written and cleared, nodes installed, empty nodes pruned by `reclaim`)
 //!   hold the map's lock; a node is initialised before its `Release` publication.
@@ -32,8 +33,16 @@ const PAGE_SHIFT: u32 = 12;
 pub(super) const VA_BITS: u32 = 48;
 /// Bits of the key (a page number).
 const KEY_BITS: u32 = VA_BITS - PAGE_SHIFT;
-/// Index bits per level (small under loom, so a model's nodes are few atomics).
-const BITS: u32 = if cfg!(loom) { 4 } else { 9 };
+/// Index bits per level (small under loom, so a model's nodes are few atomics). With `std`
+/// (user space: C's `free` walks the map on every call) three levels of 12 bits, 32 KiB
+/// nodes; without (kernels) four levels of 9 bits, 4 KiB nodes.
+const BITS: u32 = if cfg!(loom) {
+    4
+} else if cfg!(feature = "std") {
+    12
+} else {
+    9
+};
 /// Slots per node.
 const FAN: usize = 1 << BITS;
 /// Levels, the root included.
@@ -798,8 +807,9 @@ mod tests {
         assert_eq!(pages.held_bytes(), 0);
     }
 
-    /// The memory cost: 1 GiB of 4 KiB slabs recorded takes one leaf per 2 MiB (512) and one
-    /// inner node per level above: 2 MiB + 8 KiB of nodes, 0.2 %.
+    /// The memory cost: 1 GiB of 4 KiB slabs recorded takes one leaf per `FAN` pages and one
+    /// inner node per level above: 2 MiB of leaves (0.2 %) plus 8 KiB (9 bits: 512 leaves, two
+    /// inner nodes) or 32 KiB (12 bits, with `std`: 64 leaves, one inner node).
     #[test]
     fn node_bytes_per_gib() {
         let pages = SystemPages::new();
@@ -809,13 +819,15 @@ mod tests {
             map.insert_slab(at(base + k * PAGE), PAGE, 0, &pages)
                 .unwrap();
         }
-        assert_eq!(map.node_bytes(), (512 + 2) * 4096);
+        let nodes = (1 << 18) / FAN + LEVELS - 2;
+        assert_eq!(map.node_bytes(), nodes * NODE_BYTES);
+        assert_eq!(nodes * NODE_BYTES - (2 << 20), (LEVELS - 2) * NODE_BYTES);
         let tally = map
             .tally(&|_| PAGE, &|n| n, &|_| false, &|_| Ok(()))
             .unwrap();
         assert_eq!(tally.slab_pages[0], 1 << 18);
         map.prune(&pages); // entries stay: nothing to prune
-        assert_eq!(map.node_bytes(), (512 + 2) * 4096);
+        assert_eq!(map.node_bytes(), nodes * NODE_BYTES);
         let mut map = map;
         map.free_all(&pages);
         assert_eq!(pages.held_bytes(), 0);

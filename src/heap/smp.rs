@@ -255,8 +255,9 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     /// Bytes of page-map nodes held from the page source (one 4 KiB node per 2 MiB of address
-    /// space holding slabs or huge and direct blocks, plus the inner nodes; `reclaim` returns
-    /// the empty ones). The page source's count of held bytes includes them.
+    /// space holding slabs or huge and direct blocks, with `std` one 32 KiB node per 16 MiB,
+    /// plus the inner nodes; `reclaim` returns the empty ones). The page source's count of
+    /// held bytes includes them.
     pub fn map_bytes(&self) -> usize {
         self.map().node_bytes()
     }
