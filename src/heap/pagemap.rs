@@ -6,10 +6,11 @@
 //! - Addresses: 48-bit virtual addresses, lower half or canonical upper half (x86-64 kernels,
 //!   riscv64 Sv39/Sv48 direct maps): the key is bits 12..48; bits 47..64 must all be equal and
 //!   the same for every page of one map (the first entry fixes which half).
-//! - Levels: 4 of 9 bits without `std` (kernels), 3 of 12 bits with `std` (user space, where
-//!   C's `free` walks the map on every call: one dependent load fewer), 9 of 4 bits under
-//!   loom; the root is inline (4 KiB, or 32 KiB with `std`; all zero when empty: `.bss`), the
-//!   other nodes are 4 KiB (32 KiB) from the page source, never from the heap itself.
+//! - Levels: 4 of 9 bits without `std` (kernels) and under Miri, 3 of 12 bits with `std`
+//!   (user space, where C's `free` walks the map on every call: one dependent load fewer),
+//!   9 of 4 bits under loom; the root is inline (4 KiB, or 32 KiB with `std`; all zero when
+//!   empty: `.bss`), the other nodes are 4 KiB (32 KiB) from the page source, never from the
+//!   heap itself.
 //! - Lookups are lock-free: one `Acquire` load per level and a `Relaxed` load of the entry.
 //!   Writers (entries written and cleared, nodes installed, empty nodes pruned by `reclaim`)
 //!   hold the map's lock; a node is initialised before its `Release` publication.
@@ -35,10 +36,12 @@ pub(super) const VA_BITS: u32 = 48;
 const KEY_BITS: u32 = VA_BITS - PAGE_SHIFT;
 /// Index bits per level (small under loom, so a model's nodes are few atomics). With `std`
 /// (user space: C's `free` walks the map on every call) three levels of 12 bits, 32 KiB
-/// nodes; without (kernels) four levels of 9 bits, 4 KiB nodes.
+/// nodes; without (kernels), and under Miri (where writing and checking 4096-slot nodes one
+/// atomic at a time costs minutes; the code is the same for any shape), four levels of 9
+/// bits, 4 KiB nodes.
 const BITS: u32 = if cfg!(loom) {
     4
-} else if cfg!(feature = "std") {
+} else if cfg!(all(feature = "std", not(miri))) {
     12
 } else {
     9

@@ -272,7 +272,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     fn object_start(addr: usize, class: usize) -> bool {
         let g = &GEOMETRY[class];
         let offset = (addr & g.mask) as u64;
-        offset.wrapping_mul(g.divisor) <= g.divisor - 1 && offset < g.end
+        offset.wrapping_mul(g.divisor) < g.divisor && offset < g.end
     }
 
     /// Frees the block at `ptr` without its layout (C's `free`): the route comes from the
@@ -778,7 +778,7 @@ struct Geometry {
     /// `slab_bytes - 1`: an address's offset in its slab.
     mask: usize,
     /// `ceil(2^64 / size)` (wrapping: `u64::MAX / size + 1`): `offset * divisor` (wrapping) is
-    /// at most `divisor - 1` exactly when `size` divides `offset`, for every offset below
+    /// below `divisor` exactly when `size` divides `offset`, for every offset below
     /// 2^32 (slabs are at most 2^16 bytes; checked for every offset of every class by the unit
     /// test below).
     divisor: u64,
