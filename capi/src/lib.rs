@@ -56,31 +56,46 @@ fn errno() -> c_int {
 /// A block of `size` bytes (at least 1, so that every pointer is unique and freeable) aligned
 /// to `align` (at least [`MIN_ALIGN`]); null with `errno = ENOMEM` when the heap refuses or
 /// the size overflows a layout. `align` is a power of two.
-#[inline]
+#[inline(always)]
 fn alloc(size: usize, align: usize) -> *mut c_void {
-    let Ok(layout) = Layout::from_size_align(size.max(1), align.max(MIN_ALIGN)) else {
-        set_errno(libc::ENOMEM);
-        return ptr::null_mut();
+    let block = if align <= MIN_ALIGN {
+        HEAP.allocate_16(size)
+    } else {
+        alloc_aligned(size, align)
     };
-    match HEAP.allocate(layout) {
+    match block {
         Some(p) => p.as_ptr().cast(),
-        None => {
-            set_errno(libc::ENOMEM);
-            ptr::null_mut()
-        }
+        None => out_of_memory(),
     }
+}
+
+/// [`alloc`] for alignments above [`MIN_ALIGN`], out of line.
+#[inline(never)]
+fn alloc_aligned(size: usize, align: usize) -> Option<NonNull<u8>> {
+    let layout = Layout::from_size_align(size.max(1), align).ok()?;
+    HEAP.allocate(layout)
+}
+
+/// Sets `errno = ENOMEM` and returns null.
+#[cold]
+#[inline(never)]
+fn out_of_memory() -> *mut c_void {
+    set_errno(libc::ENOMEM);
+    ptr::null_mut()
 }
 
 /// Frees `ptr` (null: nothing). Pointers the heap does not know are ignored (release builds).
 ///
 /// # Safety
 /// `ptr` is null or a live block of this heap.
-#[inline]
+#[inline(always)]
 unsafe fn release(ptr: *mut c_void) {
-    if let Some(p) = NonNull::new(ptr.cast::<u8>()) {
-        // SAFETY: caller.
-        unsafe { HEAP.free(p) };
+    // Null and the rest of page 0 (which `SmpHeap::free` ignores too) with one compare.
+    if ptr.addr() < PAGE {
+        return;
     }
+    // SAFETY: not null (above); caller.
+    unsafe { HEAP.free(NonNull::new_unchecked(ptr.cast::<u8>())) };
 }
 
 /// glibc 2.36's `memalign` alignment: at most `MIN_ALIGN` is plain malloc; above `SIZE_MAX / 2

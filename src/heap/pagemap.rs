@@ -6,9 +6,11 @@
 //! - Addresses: 48-bit virtual addresses, lower half or canonical upper half (x86-64 kernels,
 //!   riscv64 Sv39/Sv48 direct maps): the key is bits 12..48; bits 47..64 must all be equal and
 //!   the same for every page of one map (the first entry fixes which half).
-//! - Levels: 4 of 9 bits (4 under loom: 9 levels of 16 slots); the root is inline (4 KiB, all
-//!   zero when empty: `.bss`), the other nodes are 4 KiB pages from the page source, never
-//!   from the heap itself.
+//! - Levels: 4 of 9 bits without `std` (kernels) and under Miri, 3 of 12 bits with `std`
+//!   (user space, where C's `free` walks the map on every call: one dependent load fewer),
+//!   9 of 4 bits under loom; the root is inline (4 KiB, or 32 KiB with `std`; all zero when
+//!   empty: `.bss`), the other nodes are 4 KiB (32 KiB) from the page source, never from the
+//!   heap itself.
 //! - Lookups are lock-free: one `Acquire` load per level and a `Relaxed` load of the entry.
 //!   Writers (entries written and cleared, nodes installed, empty nodes pruned by `reclaim`)
 //!   hold the map's lock; a node is initialised before its `Release` publication.
@@ -32,8 +34,18 @@ const PAGE_SHIFT: u32 = 12;
 pub(super) const VA_BITS: u32 = 48;
 /// Bits of the key (a page number).
 const KEY_BITS: u32 = VA_BITS - PAGE_SHIFT;
-/// Index bits per level (small under loom, so a model's nodes are few atomics).
-const BITS: u32 = if cfg!(loom) { 4 } else { 9 };
+/// Index bits per level (small under loom, so a model's nodes are few atomics). With `std`
+/// (user space: C's `free` walks the map on every call) three levels of 12 bits, 32 KiB
+/// nodes; without (kernels), and under Miri (where writing and checking 4096-slot nodes one
+/// atomic at a time costs minutes; the code is the same for any shape), four levels of 9
+/// bits, 4 KiB nodes.
+const BITS: u32 = if cfg!(loom) {
+    4
+} else if cfg!(all(feature = "std", not(miri))) {
+    12
+} else {
+    9
+};
 /// Slots per node.
 const FAN: usize = 1 << BITS;
 /// Levels, the root included.
@@ -228,6 +240,28 @@ impl PageMap {
     /// address, `None` or the owner of that page, except while `reclaim` prunes nodes (P4).
     #[inline]
     pub(super) fn get(&self, addr: usize) -> Option<Owner> {
+        Owner::decode(self.entry(addr)?, addr)
+    }
+
+    /// The class of the slab holding `addr`, or `Err` with the page's raw entry (`None`: no
+    /// owner) for [`owner_of`](Self::owner_of): C's `free` decodes only a slab entry inline.
+    /// Lookups as for [`get`](Self::get) (P2).
+    #[inline(always)]
+    pub(super) fn slab_class(&self, addr: usize) -> Result<usize, Option<u64>> {
+        match self.entry(addr) {
+            Some(entry) if entry & 3 == KIND_SLAB => Ok(((entry >> 2) & 0x1f) as usize),
+            other => Err(other),
+        }
+    }
+
+    /// The owner of a raw entry `slab_class` returned, as [`get`](Self::get) would give it.
+    pub(super) fn owner_of(entry: Option<u64>, addr: usize) -> Option<Owner> {
+        Owner::decode(entry?, addr)
+    }
+
+    /// The raw entry of the page holding `addr`; `None` when empty or in no node.
+    #[inline(always)]
+    fn entry(&self, addr: usize) -> Option<u64> {
         let key = Self::key(addr, self.half.load(Ordering::Relaxed))?;
         let mut slot = &self.root[Self::index(key, 0)];
         for level in 1..LEVELS - 1 {
@@ -247,10 +281,7 @@ impl PageMap {
         // SAFETY: as above; the last level's nodes are leaves.
         let leaf = unsafe { &*node.cast::<Leaf>() };
         let entry = leaf.slots[Self::index(key, LEVELS - 1)].load(Ordering::Relaxed);
-        if entry == 0 {
-            return None;
-        }
-        Owner::decode(entry, addr)
+        (entry != 0).then_some(entry)
     }
 
     /// The leaf slot of `key`, installing missing nodes (from `spare`, else the page source).
@@ -779,8 +810,9 @@ mod tests {
         assert_eq!(pages.held_bytes(), 0);
     }
 
-    /// The memory cost: 1 GiB of 4 KiB slabs recorded takes one leaf per 2 MiB (512) and one
-    /// inner node per level above: 2 MiB + 8 KiB of nodes, 0.2 %.
+    /// The memory cost: 1 GiB of 4 KiB slabs recorded takes one leaf per `FAN` pages and one
+    /// inner node per level above: 2 MiB of leaves (0.2 %) plus 8 KiB (9 bits: 512 leaves, two
+    /// inner nodes) or 32 KiB (12 bits, with `std`: 64 leaves, one inner node).
     #[test]
     fn node_bytes_per_gib() {
         let pages = SystemPages::new();
@@ -790,13 +822,15 @@ mod tests {
             map.insert_slab(at(base + k * PAGE), PAGE, 0, &pages)
                 .unwrap();
         }
-        assert_eq!(map.node_bytes(), (512 + 2) * 4096);
+        let nodes = (1 << 18) / FAN + LEVELS - 2;
+        assert_eq!(map.node_bytes(), nodes * NODE_BYTES);
+        assert_eq!(nodes * NODE_BYTES - (2 << 20), (LEVELS - 2) * NODE_BYTES);
         let tally = map
             .tally(&|_| PAGE, &|n| n, &|_| false, &|_| Ok(()))
             .unwrap();
         assert_eq!(tally.slab_pages[0], 1 << 18);
         map.prune(&pages); // entries stay: nothing to prune
-        assert_eq!(map.node_bytes(), (512 + 2) * 4096);
+        assert_eq!(map.node_bytes(), nodes * NODE_BYTES);
         let mut map = map;
         map.free_all(&pages);
         assert_eq!(pages.held_bytes(), 0);

@@ -5,6 +5,49 @@ use core::alloc::Layout;
 
 use crate::byte::slab::class::{CLASSES, MAX_SMALL, class_for, class_size};
 
+/// Alignment of [`class_16`]'s requests (C's `malloc`: glibc's `MALLOC_ALIGNMENT`).
+pub(super) const ALIGN_16: usize = 16;
+
+/// `CLASS_16[(size + 15) / 16]`: the heap class of `Layout(max(size, 1), 16)` for sizes up to
+/// `MAX_SMALL`, or `NOT_SMALL` (every class aligned to 16 or more is a multiple of 16, so all
+/// sizes of one 16-byte granule share a class; the unit test checks each size).
+const CLASS_16: [u8; MAX_SMALL / ALIGN_16 + 1] = {
+    let mut table = [NOT_SMALL; MAX_SMALL / ALIGN_16 + 1];
+    let mut granules = 0;
+    while granules < table.len() {
+        let size = if granules == 0 {
+            1
+        } else {
+            granules * ALIGN_16
+        };
+        if let Some(class) = class_for(size, ALIGN_16) {
+            if class < HEAP_CLASSES {
+                table[granules] = class as u8;
+            }
+        }
+        granules += 1;
+    }
+    table
+};
+
+/// A [`CLASS_16`] entry for a size the slabs do not serve.
+const NOT_SMALL: u8 = u8::MAX;
+
+/// The slab class of `Layout(max(size, 1), 16)` when [`Route::of`] gives `Small` for it (C's
+/// `malloc` with one table load instead of the layout's routing); `None` otherwise.
+#[inline(always)]
+pub(super) const fn class_16(size: usize) -> Option<usize> {
+    if size > MAX_SMALL {
+        return None;
+    }
+    let class = CLASS_16[size.div_ceil(ALIGN_16)];
+    if class == NOT_SMALL {
+        None
+    } else {
+        Some(class as usize)
+    }
+}
+
 /// Objects per magazine (2 under loom, so models reach every exchange quickly). 30, not 32: a
 /// thread cache's class (two magazines of 8 + 30 * 8 bytes and 16 bytes of counters) is then
 /// 512 bytes, and the fast path finds it with a shift instead of a multiplication.
@@ -68,5 +111,24 @@ impl Route {
         } else {
             Route::Huge
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// `class_16` is `Route::of(Layout(max(size, 1), 16))` for every size up to past the slabs.
+    #[test]
+    fn class_16_is_the_route() {
+        for size in 0..=MAX_SMALL + 64 {
+            let layout = Layout::from_size_align(size.max(1), ALIGN_16).unwrap();
+            let want = match Route::of(layout) {
+                Route::Small(class) => Some(class),
+                _ => None,
+            };
+            assert_eq!(class_16(size), want, "size {size}");
+        }
+        assert_eq!(class_16(usize::MAX), None);
     }
 }

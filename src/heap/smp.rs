@@ -19,7 +19,7 @@ use super::cpu::{self, CpuCaches};
 use super::depot::Depot;
 use super::large::{Large, Resize};
 use super::pagemap::{Owner, PAGE, PageMap, Tally};
-use super::route::{HEAP_CLASSES, Route};
+use super::route::{ALIGN_16, HEAP_CLASSES, Route, class_16};
 use super::stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
 use super::thread::Threads;
 use crate::TlsfHeap;
@@ -106,6 +106,29 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
             Route::Small(class) => self.alloc_small(class),
             _ => self.alloc_large(layout),
         }
+    }
+
+    /// Allocates `size` bytes aligned to 16 (C's `malloc`; size 0 is served as 1, so that the
+    /// block is unique and [`free`](Self::free) takes it): the block
+    /// `allocate(Layout(max(size, 1), 16))` gives, the slab class found with one table load.
+    /// `None` when the page source refuses or `max(size, 1)` rounded up to 16 overflows
+    /// `isize::MAX` (nothing changed).
+    ///
+    /// # Time Complexity
+    /// As for [`allocate`](Self::allocate).
+    #[inline(always)]
+    pub fn allocate_16(&self, size: usize) -> Option<NonNull<u8>> {
+        match class_16(size) {
+            Some(class) => self.alloc_small(class),
+            None => self.allocate_16_large(size),
+        }
+    }
+
+    /// [`allocate_16`](Self::allocate_16) above the slab classes, out of line.
+    #[inline(never)]
+    fn allocate_16_large(&self, size: usize) -> Option<NonNull<u8>> {
+        let layout = Layout::from_size_align(size.max(1), ALIGN_16).ok()?;
+        self.alloc_large(layout)
     }
 
     /// The routes other than `Small`, out of line so that the small path stays a leaf.
@@ -232,21 +255,24 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     /// Bytes of page-map nodes held from the page source (one 4 KiB node per 2 MiB of address
-    /// space holding slabs or huge and direct blocks, plus the inner nodes; `reclaim` returns
-    /// the empty ones). The page source's count of held bytes includes them.
+    /// space holding slabs or huge and direct blocks, with `std` one 32 KiB node per 16 MiB,
+    /// plus the inner nodes; `reclaim` returns the empty ones). The page source's count of
+    /// held bytes includes them.
     pub fn map_bytes(&self) -> usize {
         self.map().node_bytes()
     }
 
     /// Whether `addr`, in a slab of `class`, is an object's start (not inside an object or in
-    /// the slab's header). A multiplication by the size's reciprocal, not a division (C's
-    /// `free` calls this on every small free).
+    /// the slab's header). One multiplication, no division (C's `free` calls this on every
+    /// small free): the offset in the slab is a multiple of the size exactly when its product
+    /// with `ceil(2^64 / size)` wraps to below that constant (Lemire, Kaser and Kurz, "Faster
+    /// remainder by direct computation", 2019: exact for offsets below 2^32), and it is an
+    /// object's when it is below `objects * size`.
     #[inline(always)]
     fn object_start(addr: usize, class: usize) -> bool {
         let g = &GEOMETRY[class];
-        let offset = addr & g.mask;
-        let index = (offset * g.reciprocal) >> RECIPROCAL_SHIFT;
-        index * g.size == offset && index < g.objects
+        let offset = (addr & g.mask) as u64;
+        offset.wrapping_mul(g.divisor) < g.divisor && offset < g.end
     }
 
     /// Frees the block at `ptr` without its layout (C's `free`): the route comes from the
@@ -273,21 +299,38 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     ///
     /// # Time Complexity
     /// O(1): four loads of the page map, then the route's free.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn free(&self, ptr: NonNull<u8>) {
         let addr = ptr.as_ptr().addr();
         if addr < PAGE {
             return;
         }
-        match self.map().get(addr) {
-            Some(Owner::Slab(class)) => {
-                if !Self::object_start(addr, class) {
-                    debug_assert!(false, "SmpHeap::free: a pointer inside a slab object");
-                    return;
-                }
+        match self.map().slab_class(addr) {
+            Ok(class) if Self::object_start(addr, class) => {
                 // SAFETY: caller: a live object of `class` (the map names its slab's class).
                 unsafe { self.free_small(ptr, class) };
             }
+            // SAFETY: caller.
+            Ok(_) => unsafe { self.free_other(ptr, None) },
+            // SAFETY: caller.
+            Err(entry) => unsafe { self.free_other(ptr, Some(entry)) },
+        }
+    }
+
+    /// [`free`](Self::free) of anything but a slab object's start, out of line: `entry` is the
+    /// page's raw map entry (`Some(None)`: none), `None` for a pointer inside a slab.
+    ///
+    /// # Safety
+    /// As for [`free`](Self::free).
+    #[inline(never)]
+    unsafe fn free_other(&self, ptr: NonNull<u8>, entry: Option<Option<u64>>) {
+        let Some(entry) = entry else {
+            debug_assert!(false, "SmpHeap::free: a pointer inside a slab object");
+            return;
+        };
+        match PageMap::owner_of(entry, ptr.as_ptr().addr()) {
+            // Not reached: `free` decodes slab entries itself.
+            Some(Owner::Slab(_)) => debug_assert!(false, "SmpHeap::free: a slab entry"),
             Some(Owner::Huge(_)) => {
                 // SAFETY: caller: the live huge block the map recorded at `ptr`.
                 unsafe { self.large.free_block(ptr, &self.pages, self.map(), false) };
@@ -734,32 +777,28 @@ impl<P: PageSource + fmt::Debug, const CPUS: usize> fmt::Debug for SmpHeap<P, CP
 struct Geometry {
     /// `slab_bytes - 1`: an address's offset in its slab.
     mask: usize,
-    size: usize,
-    /// `ceil(2^RECIPROCAL_SHIFT / size)`: `(offset * reciprocal) >> RECIPROCAL_SHIFT` is
-    /// `offset / size` for every offset below `2^16` (sizes at most `2^12`; checked for every
-    /// offset of every class by the unit test below).
-    reciprocal: usize,
-    objects: usize,
+    /// `ceil(2^64 / size)` (wrapping: `u64::MAX / size + 1`): `offset * divisor` (wrapping) is
+    /// below `divisor` exactly when `size` divides `offset`, for every offset below
+    /// 2^32 (slabs are at most 2^16 bytes; checked for every offset of every class by the unit
+    /// test below).
+    divisor: u64,
+    /// `objects * size`: the end of the last object.
+    end: u64,
 }
-
-/// 16 bits of offset plus 12 of size.
-const RECIPROCAL_SHIFT: u32 = 28;
 
 const GEOMETRY: [Geometry; HEAP_CLASSES] = {
     let mut table = [Geometry {
         mask: 0,
-        size: 1,
-        reciprocal: 0,
-        objects: 0,
+        divisor: 0,
+        end: 0,
     }; HEAP_CLASSES];
     let mut class = 0;
     while class < HEAP_CLASSES {
-        assert!(slab_bytes(class) <= 1 << 16 && class_size(class) <= 1 << 12);
+        assert!(slab_bytes(class) <= 1 << 16);
         table[class] = Geometry {
             mask: slab_bytes(class) - 1,
-            size: class_size(class),
-            reciprocal: (1usize << RECIPROCAL_SHIFT).div_ceil(class_size(class)),
-            objects: objects_per_slab(class),
+            divisor: u64::MAX / class_size(class) as u64 + 1,
+            end: (objects_per_slab(class) * class_size(class)) as u64,
         };
         class += 1;
     }
@@ -778,7 +817,7 @@ mod tests {
     use super::*;
     use crate::heap::SystemPages;
 
-    /// The reciprocal gives the division's answer at every offset of every class's slab.
+    /// The divisibility test gives the division's answer at every offset of every class's slab.
     #[test]
     fn object_start_is_the_division() {
         for class in 0..HEAP_CLASSES {

@@ -485,6 +485,12 @@ mod enabled {
 /// key), records from `mmap` and a pool of records whose threads exited.
 #[cfg(all(feature = "std", unix, not(loom)))]
 mod os {
+    #[cfg(not(all(
+        feature = "initial-exec-tls",
+        target_os = "linux",
+        target_arch = "x86_64",
+        not(miri)
+    )))]
     use core::cell::Cell;
     use core::ptr;
 
@@ -501,9 +507,91 @@ mod os {
     /// when it is the C library's malloc) uses the CPU slots instead of binding again.
     pub(super) const BINDING: usize = 2;
 
+    #[cfg(not(all(
+        feature = "initial-exec-tls",
+        target_os = "linux",
+        target_arch = "x86_64",
+        not(miri)
+    )))]
     std::thread_local! {
         /// This thread's record, null before it has one, `DEAD` once its exit hook ran.
         static CURRENT: Cell<*mut Record> = const { Cell::new(ptr::null_mut()) };
+    }
+
+    /// With the `initial-exec-tls` feature on x86-64 Linux: the same thread-local as one
+    /// pointer in the static TLS block, read with two instructions (`@gottpoff`, then a load
+    /// relative to `%fs`) instead of std's `thread_local!`, which in a shared object costs a
+    /// call to `__tls_get_addr` per access (stable Rust has no initial-exec model).
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_os = "linux",
+        target_arch = "x86_64",
+        not(miri)
+    ))]
+    use ie::CURRENT;
+
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_os = "linux",
+        target_arch = "x86_64",
+        not(miri)
+    ))]
+    mod ie {
+        use super::Record;
+
+        // One zero-initialised pointer in `.tbss` (null: no record yet), hidden so that a
+        // shared object does not export it. Initial-exec: a shared object holding it must be
+        // loaded at startup (or fit glibc's surplus static TLS when `dlopen`ed).
+        core::arch::global_asm!(
+            ".pushsection .tbss.__smpalloc_thread_record,\"awT\",@nobits",
+            ".p2align 3",
+            ".globl __smpalloc_thread_record",
+            ".hidden __smpalloc_thread_record",
+            ".type __smpalloc_thread_record,@object",
+            ".size __smpalloc_thread_record,8",
+            "__smpalloc_thread_record:",
+            ".zero 8",
+            ".popsection",
+        );
+
+        /// The thread's record pointer, `Cell`-like.
+        pub(super) struct Slot;
+
+        pub(super) static CURRENT: Slot = Slot;
+
+        impl Slot {
+            #[inline(always)]
+            pub(super) fn get(&self) -> *mut Record {
+                let value: usize;
+                // SAFETY: reads the calling thread's copy of `__smpalloc_thread_record`, an
+                // 8-byte aligned TLS object defined above: its offset from the thread pointer
+                // comes from the GOT (initial-exec), the load is `%fs`-relative.
+                unsafe {
+                    core::arch::asm!(
+                        "mov {value}, qword ptr [rip + __smpalloc_thread_record@GOTTPOFF]",
+                        "mov {value}, qword ptr fs:[{value}]",
+                        value = out(reg) value,
+                        options(nostack, readonly, preserves_flags),
+                    );
+                }
+                core::ptr::with_exposed_provenance_mut(value)
+            }
+
+            #[inline(always)]
+            pub(super) fn set(&self, record: *mut Record) {
+                let value = record.expose_provenance();
+                // SAFETY: writes the calling thread's copy of the TLS object (as in `get`).
+                unsafe {
+                    core::arch::asm!(
+                        "mov {offset}, qword ptr [rip + __smpalloc_thread_record@GOTTPOFF]",
+                        "mov qword ptr fs:[{offset}], {value}",
+                        offset = out(reg) _,
+                        value = in(reg) value,
+                        options(nostack, preserves_flags),
+                    );
+                }
+            }
+        }
     }
 
     #[inline(always)]
