@@ -23,7 +23,7 @@ use super::route::{ALIGN_16, HEAP_CLASSES, Route, class_16};
 use super::stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
 use super::thread::Threads;
 use crate::TlsfHeap;
-use crate::byte::slab::class::{class_size, objects_per_slab, slab_bytes};
+use crate::byte::slab::class::{class_size, objects_per_slab, size_divisor, slab_bytes};
 use crate::heap::source::huge_bytes;
 use crate::sync::loom_const_fn;
 
@@ -777,10 +777,9 @@ impl<P: PageSource + fmt::Debug, const CPUS: usize> fmt::Debug for SmpHeap<P, CP
 struct Geometry {
     /// `slab_bytes - 1`: an address's offset in its slab.
     mask: usize,
-    /// `ceil(2^64 / size)` (wrapping: `u64::MAX / size + 1`): `offset * divisor` (wrapping) is
-    /// below `divisor` exactly when `size` divides `offset`, for every offset below
-    /// 2^32 (slabs are at most 2^16 bytes; checked for every offset of every class by the unit
-    /// test below).
+    /// The class's `size_divisor` (`ceil(2^64 / size)`): `offset * divisor` (wrapping) is
+    /// below `divisor` exactly when `size` divides `offset` (checked for every offset of every
+    /// class by the unit test below and `class::tests::geometry_is_the_division`).
     divisor: u64,
     /// `objects * size`: the end of the last object.
     end: u64,
@@ -797,7 +796,7 @@ const GEOMETRY: [Geometry; HEAP_CLASSES] = {
         assert!(slab_bytes(class) <= 1 << 16);
         table[class] = Geometry {
             mask: slab_bytes(class) - 1,
-            divisor: u64::MAX / class_size(class) as u64 + 1,
+            divisor: size_divisor(class),
             end: (objects_per_slab(class) * class_size(class)) as u64,
         };
         class += 1;

@@ -17,7 +17,7 @@
 use core::fmt;
 use core::ptr::{self, NonNull};
 
-use super::class::{CLASSES, HEADER_BYTES, class_size, objects_per_slab, slab_bytes};
+use super::class::{CLASSES, HEADER_BYTES, class_size, exact_index, objects_per_slab, slab_bytes};
 
 const MAGIC: usize = 0x51ab_c0de_5eed_f00d_u64 as usize;
 
@@ -285,8 +285,11 @@ impl SlabCache {
             return Err(SlabError::Foreign);
         }
         let offset = ptr.as_ptr().addr() - slab.addr();
-        let index = offset / self.size();
-        if offset % self.size() != 0 || index >= header.carved as usize {
+        // No division: the class's geometry table (`exact_index`).
+        let Some(index) = exact_index(offset, self.class as usize) else {
+            return Err(SlabError::Foreign);
+        };
+        if index >= header.carved as usize {
             return Err(SlabError::Foreign);
         }
         if header.used[index / 64] & (1 << (index % 64)) == 0 {

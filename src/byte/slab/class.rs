@@ -114,9 +114,9 @@ pub const fn class_for(size: usize, align: usize) -> Option<usize> {
     Some(index)
 }
 
-/// log2 of the slab size of class `index` in `SLAB_PAGE`s.
-#[inline]
-pub const fn slab_order(index: usize) -> usize {
+/// log2 of the slab size of class `index` in `SLAB_PAGE`s: the smallest order (at most 3)
+/// whose slab wastes at most an eighth and holds at least 8 objects.
+const fn slab_order_computed(index: usize) -> usize {
     let size = class_size(index);
     let mut order = 0;
     while order < 3 {
@@ -130,6 +130,46 @@ pub const fn slab_order(index: usize) -> usize {
     order
 }
 
+/// A class's slab geometry, computed once at compile time: the slab layer's and the heap's
+/// `free` paths look these up instead of dividing at run time.
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// log2 of the slab size in `SLAB_PAGE`s.
+    order: u8,
+    /// Objects in one slab.
+    objects: u16,
+    /// `ceil(2^64 / size)` (`u64::MAX / size + 1`), for [`exact_index`].
+    divisor: u64,
+}
+
+const GEOMETRY: [Geometry; CLASSES] = {
+    let mut table = [Geometry {
+        order: 0,
+        objects: 0,
+        divisor: 0,
+    }; CLASSES];
+    let mut index = 0;
+    while index < CLASSES {
+        let order = slab_order_computed(index);
+        let size = class_size(index);
+        let objects = ((SLAB_PAGE << order) - HEADER_BYTES) / size;
+        assert!(objects <= u16::MAX as usize && (SLAB_PAGE << order) <= 1 << 16);
+        table[index] = Geometry {
+            order: order as u8,
+            objects: objects as u16,
+            divisor: u64::MAX / size as u64 + 1,
+        };
+        index += 1;
+    }
+    table
+};
+
+/// log2 of the slab size of class `index` in `SLAB_PAGE`s.
+#[inline]
+pub const fn slab_order(index: usize) -> usize {
+    GEOMETRY[index].order as usize
+}
+
 /// Bytes in one slab of class `index`.
 #[inline]
 pub const fn slab_bytes(index: usize) -> usize {
@@ -139,12 +179,55 @@ pub const fn slab_bytes(index: usize) -> usize {
 /// Objects in one slab of class `index`.
 #[inline]
 pub const fn objects_per_slab(index: usize) -> usize {
-    (slab_bytes(index) - HEADER_BYTES) / class_size(index)
+    GEOMETRY[index].objects as usize
+}
+
+/// `ceil(2^64 / class_size(index))`: `offset * divisor` (wrapping) is below `divisor` exactly
+/// when the class size divides `offset`, for every offset below 2^32 (Lemire, Kaser and
+/// Kurz, "Faster remainder by direct computation", 2019; slabs are at most 2^16 bytes).
+#[inline]
+pub(crate) const fn size_divisor(index: usize) -> u64 {
+    GEOMETRY[index].divisor
+}
+
+/// `offset / class_size(index)` when the class size divides `offset` (an object's start),
+/// else `None`: one multiplication and one high multiply, no division. `offset` is an
+/// offset within a slab (below 2^16).
+#[inline]
+pub(crate) const fn exact_index(offset: usize, index: usize) -> Option<usize> {
+    let divisor = size_divisor(index);
+    let offset = offset as u64;
+    if offset.wrapping_mul(divisor) >= divisor {
+        return None;
+    }
+    Some(((offset as u128 * divisor as u128) >> 64) as usize)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tables and the divisibility test give the division's answers at every offset of
+    /// every class's slab.
+    #[test]
+    fn geometry_is_the_division() {
+        for index in 0..CLASSES {
+            let size = class_size(index);
+            assert_eq!(slab_order(index), slab_order_computed(index));
+            assert_eq!(
+                objects_per_slab(index),
+                (slab_bytes(index) - HEADER_BYTES) / size
+            );
+            for offset in 0..slab_bytes(index) {
+                let divided = (offset % size == 0).then_some(offset / size);
+                assert_eq!(
+                    exact_index(offset, index),
+                    divided,
+                    "class {index} offset {offset}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn classes_are_increasing_multiples_of_eight() {
