@@ -169,8 +169,14 @@ fn run<FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usize>(
             let pool = &pools[shadow.pool_of(addr).unwrap()];
             // SAFETY: as above.
             let inside = unsafe { tlsf.iter_blocks(slice_of(pool)) }.any(|b| {
+                // rlsf's accessors agree with the fields.
+                assert_eq!((b.is_occupied(), b.size()), (b.used, b.size));
+                assert_eq!(
+                    (b.as_ptr().cast::<u8>(), b.as_ptr().len()),
+                    (b.start, b.size)
+                );
                 let s = b.start.as_ptr().addr();
-                b.used && s < addr && addr + l.layout.size() <= s + b.size
+                b.is_occupied() && s < addr && addr + l.layout.size() <= s + b.size()
             });
             assert!(inside, "allocation at {addr:#x} is not inside a used block");
         }

@@ -212,6 +212,22 @@ impl BlockInfo {
     pub fn max_payload_size(&self) -> usize {
         self.size - HDR
     }
+
+    /// The block's length in bytes, header included (rlsf's `BlockInfo::size`; the same as
+    /// the field).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The block's address range, header included (rlsf's `BlockInfo::as_ptr`).
+    pub fn as_ptr(&self) -> NonNull<[u8]> {
+        NonNull::slice_from_raw_parts(self.start, self.size)
+    }
+
+    /// Whether the block is allocated (rlsf's `BlockInfo::is_occupied`; the field `used`).
+    pub fn is_occupied(&self) -> bool {
+        self.used
+    }
 }
 
 /// Totals found by [`Tlsf::check_pool`]: `used_bytes + free_bytes + overhead_bytes` equals the
