@@ -16,14 +16,22 @@ pub(crate) const REGION: usize = 256 * 1024;
 /// Pages at fixed addresses: first fit in one region, 4 KiB granules.
 pub(crate) struct Fixed {
     pub(crate) base: usize,
+    len: usize,
     used: Mutex<Vec<(usize, usize)>>,
 }
 
 impl Fixed {
     /// A source over the region at `base` (from [`model`]).
     pub(crate) fn new(base: usize) -> Self {
+        Self::within(base, REGION)
+    }
+
+    /// A source over `len` bytes at `base`, a part of the region (two heaps of one model).
+    #[allow(dead_code)] // Used by heap.rs, not pagemap.rs.
+    pub(crate) fn within(base: usize, len: usize) -> Self {
         Self {
             base,
+            len,
             used: Mutex::new(Vec::new()),
         }
     }
@@ -40,7 +48,7 @@ unsafe impl PageSource for Fixed {
     fn alloc_pages(&self, bytes: usize, align: usize) -> Option<NonNull<u8>> {
         let mut used = self.used.lock().unwrap();
         let mut at = self.base;
-        while at + bytes <= self.base + REGION {
+        while at + bytes <= self.base + self.len {
             if at % align == 0 && used.iter().all(|&(s, n)| at + bytes <= s || s + n <= at) {
                 used.push((at, bytes));
                 return NonNull::new(core::ptr::with_exposed_provenance_mut(at));

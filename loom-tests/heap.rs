@@ -494,6 +494,55 @@ fn heap_drop_races_thread_exit() {
     });
 }
 
+/// Thread caches (T2, T3): a record released by an exiting thread after the heap's `Drop`
+/// unbound it is adopted by a new thread. The main thread drops heap A while thread U, bound
+/// to A, exits; thread W waits for U's record to reach the pool, adopts it and allocates from
+/// heap B (writing the record's magazines). When `Drop` wins, its flush of the magazines must
+/// happen before W's writes: `Drop`'s Release CAS to `IDLE`, read by the exit hook's failed
+/// CAS (Acquire), then the pool's lock. Mutation caught: a Relaxed failure ordering on the
+/// exit hook's CAS (loom: W's magazine access races `Drop`'s flush).
+#[test]
+fn released_record_is_adopted_after_heap_drop() {
+    model(|base| {
+        set_model_cpu(0);
+        let released = smpalloc::heap::thread_cache_records().1;
+        let half = fixed::REGION / 2;
+        let heap = Arc::new(loom::sync::Mutex::new(Some(OneSlot::new(Fixed::within(
+            base, half,
+        )))));
+        let user = {
+            let heap = heap.clone();
+            thread::spawn(move || {
+                let guard = heap.lock().unwrap();
+                let heap = guard.as_ref().unwrap();
+                let obj = alloc(heap);
+                free(heap, obj);
+            })
+        };
+        let adopter = thread::spawn(move || {
+            // U's record is pooled once both its exit hook and A's `Drop` ran (either last).
+            while smpalloc::heap::thread_cache_records().1 == released {
+                thread::yield_now();
+            }
+            let heap = OneSlot::new(Fixed::within(base + half, half));
+            let obj = alloc(&heap);
+            free(&heap, obj);
+            finish(&heap, vec![]);
+        });
+        let dropped = loop {
+            let mut guard = heap.lock().unwrap();
+            if guard.as_ref().unwrap().stats().thread_caches == 1 {
+                break guard.take().unwrap();
+            }
+            drop(guard);
+            thread::yield_now();
+        };
+        drop(dropped);
+        user.join().unwrap();
+        adopter.join().unwrap();
+    });
+}
+
 /// The depot's slots (DP1-DP5, 13.4): CPU 0 frees `2 * MAGAZINE + 1` objects, so its full
 /// previous magazine is pushed into the depot's slot (claim, copy in, publish), while CPU 1
 /// allocates one object from empty magazines (popping that magazine if it is published, else

@@ -737,9 +737,11 @@ mod os {
         let record = value.cast::<Record>();
         // SAFETY: the value set by `adopt`: this thread's record, never freed.
         let r = unsafe { &*record };
-        // T2: Release publishes the thread's last magazine writes to the collecting heap.
+        // T2: Release publishes the thread's last magazine writes to the collecting heap. T3:
+        // on failure (`IDLE`), Acquire orders the heap's `Drop`, which flushed the magazines
+        // before its Release CAS, before the release and so before the record's next owner.
         if r.state
-            .compare_exchange(BOUND, ORPHAN, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange(BOUND, ORPHAN, Ordering::Release, Ordering::Acquire)
             .is_err()
         {
             // IDLE (T3): no heap holds it.
@@ -749,15 +751,20 @@ mod os {
     }
 }
 
-/// Loom glue: the exit hook is a loom thread-local's destructor; records are leaked boxes and
-/// "release" counts (a model checks each record is released exactly once).
+/// Loom glue: the exit hook is a loom thread-local's destructor; records are leaked boxes that
+/// a released record's pool (a loom mutex, as the std glue's pool is a lock) hands to the next
+/// thread, and adoptions and releases are counted (a model checks each record is released
+/// exactly once).
 #[cfg(loom)]
 mod os {
     use core::cell::Cell;
     use core::ptr;
     use std::boxed::Box;
+    use std::vec::Vec;
 
-    use super::enabled::{BOUND, ORPHAN, Record};
+    use loom::sync::Mutex;
+
+    use super::enabled::{BOUND, IDLE, NO_HEAP, ORPHAN, Record};
     use crate::sync::atomic::Ordering;
     use crate::sync::atomic::boot::AtomicUsize as BootUsize;
 
@@ -781,8 +788,9 @@ mod os {
             }
             // SAFETY: this thread's record, leaked.
             let r = unsafe { &*record };
+            // As in the std glue's exit hook (T2, T3).
             if r.state
-                .compare_exchange(BOUND, ORPHAN, Ordering::Release, Ordering::Relaxed)
+                .compare_exchange(BOUND, ORPHAN, Ordering::Release, Ordering::Acquire)
                 .is_err()
             {
                 // SAFETY: T3: idle, no list holds it.
@@ -811,16 +819,40 @@ mod os {
         CURRENT.with(|c| c.0.get())
     }
 
+    /// A released record waiting for a new thread (the std glue's pool, modeled: its lock
+    /// orders a releaser before the next adopter, and nothing else does).
+    struct Pooled(*mut Record);
+
+    // SAFETY: a pooled record is idle: no thread uses it until one adopts it (T3), and the
+    // pool's lock hands it over.
+    unsafe impl Send for Pooled {}
+
+    loom::lazy_static! {
+        static ref POOL: Mutex<Vec<Pooled>> = Mutex::new(Vec::new());
+    }
+
+    /// A released record if the pool has one (as in the std glue), else a new leaked box.
     pub(super) fn adopt() -> Option<*mut Record> {
-        let record = Box::into_raw(Box::new(Record::new()));
+        let pooled = POOL.lock().unwrap().pop();
+        let record = match pooled {
+            Some(Pooled(record)) => record,
+            None => Box::into_raw(Box::new(Record::new())),
+        };
         ADOPTED.fetch_add(1, Ordering::SeqCst);
         CURRENT.with(|c| c.0.set(record));
         Some(record)
     }
 
+    /// Pools the record for the next thread (as in the std glue) and counts the release.
+    ///
     /// # Safety
     /// As in the std glue: the record's one releaser (T3).
-    pub(super) unsafe fn release(_record: *mut Record) {
+    pub(super) unsafe fn release(record: *mut Record) {
+        // SAFETY: records are leaked boxes, never freed.
+        let r = unsafe { &*record };
+        r.heap.store(NO_HEAP, Ordering::Relaxed);
+        r.state.store(IDLE, Ordering::Relaxed);
+        POOL.lock().unwrap().push(Pooled(record));
         RELEASED.fetch_add(1, Ordering::SeqCst);
     }
 }
