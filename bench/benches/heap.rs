@@ -2,7 +2,7 @@
 //! glibc (`std::alloc::System`), mimalloc, jemalloc (`tikv_jemallocator::Jemalloc`), snmalloc
 //! (`snmalloc_rs::SnMalloc`), rlsf's `GlobalTlsf`, talc, buddy_system_allocator,
 //! linked_list_allocator and axallocator's slab (and TLSF for the arceos set), on the same
-//! seeded operations (contestants and workloads: `examples/common/heap_contestants.rs`, shared
+//! seeded operations (contestants and workloads: `smpalloc_bench::heap`, shared
 //! with the showcase, which also measures resident memory).
 //!
 //! Groups (time per operation; threaded groups divide the wall time by all threads' operations,
@@ -25,15 +25,8 @@ use core::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 
-#[path = "../examples/common/byte_contestants.rs"]
-#[allow(dead_code, reason = "shared with the showcase and the TLSF bench")]
-mod byte_contestants;
-#[path = "../examples/common/heap_contestants.rs"]
-#[allow(dead_code, reason = "shared with the showcase, which uses more of it")]
-mod heap_contestants;
-
-use byte_contestants::Collections;
-use heap_contestants::{Contestant, Run, Visit};
+use smpalloc_bench::bytes::Collections;
+use smpalloc_bench::heap::{self as heap_contestants, Contestant, Run, Visit};
 
 /// A threaded workload: churn and larson on that many threads, producer/consumer on that many
 /// pairs of threads.
@@ -141,7 +134,7 @@ fn main() {
         scaled,
     );
     threaded(&mut c, "heap_larson_2t", Workload::Larson(2), all, scaled);
-    // More threads than CPUs on purpose (issue 15).
+    // More threads than CPUs on purpose.
     threaded(
         &mut c,
         "heap_producer_consumer_4x",
