@@ -428,6 +428,12 @@ impl Kind {
 /// The live blocks of a churn run.
 pub struct Slots(Vec<Option<(NonNull<u8>, Layout)>>);
 
+impl Default for Slots {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Slots {
     pub fn new() -> Self {
         Self(vec![None; SLOTS])

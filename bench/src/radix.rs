@@ -169,6 +169,18 @@ pub struct Spin<M>(SpinLock<(SeedBitmap, M)>);
 /// `RwLock<(bitmap, M)>`.
 pub struct Rw<M>(RwLock<(SeedBitmap, M)>);
 
+impl<M: Mapping> Default for Spin<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M: Mapping> Default for Rw<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<M: Mapping> Spin<M> {
     pub fn new() -> Self {
         Spin(SpinLock::new((SeedBitmap::new(), M::new())))
