@@ -13,26 +13,11 @@
 //!
 //! In each of `pairs` pairs (default 1), one thread allocates `blocks` blocks of 16..=512 B and
 //! hands them through a lock-free single-producer single-consumer ring (256 slots, no
-//! allocation of its own) to the other, which frees them ([`heap::producer_consumer`], the
+//! allocation of its own) to the other, which frees them (`Workload::ProducerConsumer`, the
 //! showcase's workload; 4 pairs is its oversubscribed row). Prints ns per block for each
 //! contestant and round (alternating), then the medians and ours/peer ratios.
 
-use core::alloc::GlobalAlloc;
-
-use smpalloc_bench::heap::{self, Contestant, Run, Visit};
-
-/// One producer/consumer run.
-struct ProducerConsumer {
-    pairs: usize,
-    blocks: usize,
-}
-
-impl Visit for ProducerConsumer {
-    type Out = Run;
-    fn visit<A: GlobalAlloc + Sync>(self, a: &A) -> Run {
-        heap::producer_consumer(a, self.pairs, self.blocks)
-    }
-}
+use smpalloc_bench::heap::{Contestant, Workload};
 
 fn main() {
     let mut contestants = Vec::new();
@@ -64,7 +49,7 @@ fn main() {
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); contestants.len()];
     for round in 0..rounds {
         for (i, c) in contestants.iter().enumerate() {
-            let run = c.with(ProducerConsumer { pairs, blocks });
+            let run = c.with(Workload::ProducerConsumer { pairs, blocks });
             let ns = run.elapsed.as_nanos() as f64 / (blocks * pairs) as f64;
             println!("round {round} {:>9}: {ns:6.1} ns/block", c.key());
             times[i].push(ns);

@@ -157,6 +157,39 @@ macro_rules! arceos_bytes {
     };
 }
 
+/// `Bytes` for a TLSF with rlsf's API (`insert_free_block_ptr`, `allocate`, `deallocate` by
+/// alignment): ours and rlsf's.
+macro_rules! tlsf_bytes {
+    ($name:ident, $ty:ty) => {
+        impl Bytes for $name {
+            unsafe fn over(pool: NonNull<[u8]>) -> Self {
+                let mut tlsf = Box::new(<$ty>::new());
+                // SAFETY: the caller gives us the pool.
+                unsafe { tlsf.insert_free_block_ptr(pool).unwrap() };
+                Self(tlsf)
+            }
+            #[inline]
+            fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+                self.0.allocate(layout)
+            }
+            #[inline]
+            unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+                // SAFETY: the caller's contract.
+                unsafe { self.0.deallocate(ptr, layout.align()) }
+            }
+        }
+    };
+}
+
+tlsf_bytes!(OursTlsf, smpalloc::byte::DefaultTlsf);
+tlsf_bytes!(Rlsf, rlsf::Tlsf<'static, u32, u32, 28, 32>);
+
+arceos_bytes!(
+    OursByte,
+    smpalloc::TlsfByteAllocator,
+    smpalloc::BaseAllocator,
+    smpalloc::ByteAllocator
+);
 arceos_bytes!(
     OursBuddy,
     smpalloc::BuddyByteAllocator,
@@ -169,41 +202,6 @@ arceos_bytes!(
     smpalloc::BaseAllocator,
     smpalloc::ByteAllocator
 );
-
-impl Bytes for OursTlsf {
-    unsafe fn over(pool: NonNull<[u8]>) -> Self {
-        let mut tlsf = Box::new(smpalloc::byte::DefaultTlsf::new());
-        // SAFETY: the caller gives us the pool.
-        unsafe { tlsf.insert_free_block_ptr(pool).unwrap() };
-        Self(tlsf)
-    }
-    #[inline]
-    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        self.0.allocate(layout)
-    }
-    #[inline]
-    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.deallocate(ptr, layout.align()) }
-    }
-}
-
-impl Bytes for OursByte {
-    unsafe fn over(pool: NonNull<[u8]>) -> Self {
-        use smpalloc::BaseAllocator;
-        let mut a = Box::new(smpalloc::TlsfByteAllocator::new());
-        a.init(pool.cast::<u8>().as_ptr().expose_provenance(), pool.len());
-        Self(a)
-    }
-    #[inline]
-    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        smpalloc::ByteAllocator::alloc(&mut *self.0, layout).ok()
-    }
-    #[inline]
-    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        smpalloc::ByteAllocator::dealloc(&mut *self.0, ptr, layout);
-    }
-}
 
 impl Bytes for OursHeap {
     unsafe fn over(pool: NonNull<[u8]>) -> Self {
@@ -220,24 +218,6 @@ impl Bytes for OursHeap {
     unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: the caller's contract.
         unsafe { self.0.deallocate(ptr, layout) }
-    }
-}
-
-impl Bytes for Rlsf {
-    unsafe fn over(pool: NonNull<[u8]>) -> Self {
-        let mut tlsf = Box::new(rlsf::Tlsf::new());
-        // SAFETY: the caller gives us the pool.
-        unsafe { tlsf.insert_free_block_ptr(pool).unwrap() };
-        Self(tlsf)
-    }
-    #[inline]
-    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        self.0.allocate(layout)
-    }
-    #[inline]
-    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.deallocate(ptr, layout.align()) }
     }
 }
 

@@ -485,6 +485,73 @@ impl Ring {
     }
 }
 
+/// Which threaded workload, with its operations per thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// [`churn`] on `threads` threads, `ops` operations each.
+    Churn { threads: usize, ops: usize },
+    /// [`producer_consumer`]: `pairs` pairs, `blocks` blocks per pair.
+    ProducerConsumer { pairs: usize, blocks: usize },
+    /// [`larson`] on `threads` threads, `ops` operations each.
+    Larson { threads: usize, ops: usize },
+}
+
+impl Visit for Workload {
+    type Out = Run;
+    fn visit<A: GlobalAlloc + Sync>(self, a: &A) -> Run {
+        match self {
+            Workload::Churn { threads, ops } => churn(a, threads, ops),
+            Workload::ProducerConsumer { pairs, blocks } => producer_consumer(a, pairs, blocks),
+            Workload::Larson { threads, ops } => larson(a, threads, ops),
+        }
+    }
+}
+
+impl Workload {
+    /// The same workload with the operations `contestant` runs (see `Contestant::scaled`).
+    pub fn for_contestant(self, contestant: Contestant) -> Self {
+        match self {
+            Workload::Churn { threads, ops } => Workload::Churn {
+                threads,
+                ops: contestant.scaled(ops),
+            },
+            Workload::ProducerConsumer { pairs, blocks } => Workload::ProducerConsumer {
+                pairs,
+                blocks: contestant.scaled(blocks),
+            },
+            Workload::Larson { threads, ops } => Workload::Larson {
+                threads,
+                ops: contestant.scaled(ops),
+            },
+        }
+    }
+
+    /// The probe's command-line name.
+    pub fn key(self) -> String {
+        match self {
+            Workload::Churn { threads, ops } => format!("churn:{threads}:{ops}"),
+            Workload::ProducerConsumer { pairs, blocks } => format!("pc:{pairs}:{blocks}"),
+            Workload::Larson { threads, ops } => format!("larson:{threads}:{ops}"),
+        }
+    }
+
+    /// The workload a [`key`](Self::key) names.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let mut parts = key.split(':');
+        let (name, threads, ops) = (parts.next()?, parts.next()?, parts.next()?);
+        let (threads, ops) = (threads.parse().ok()?, ops.parse().ok()?);
+        match name {
+            "churn" => Some(Workload::Churn { threads, ops }),
+            "pc" => Some(Workload::ProducerConsumer {
+                pairs: threads,
+                blocks: ops,
+            }),
+            "larson" => Some(Workload::Larson { threads, ops }),
+            _ => None,
+        }
+    }
+}
+
 /// Producer/consumer: `pairs` pairs of threads, each with its own [`Ring`]; the even thread of
 /// a pair allocates `blocks` blocks of 16..=512 B and pushes them into the ring, the odd one pops
 /// and frees them (it replays the same seeded sizes for the layouts). One pair is the showcase's

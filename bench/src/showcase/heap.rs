@@ -9,7 +9,7 @@ use crate::heap as contestants;
 use core::time::Duration;
 use std::process::{Command, ExitCode};
 
-use contestants::{Contestant, LIVE, Run, Visit};
+use contestants::{Contestant, LIVE, Visit, Workload};
 
 use super::{Options, Table, markdown, rotate};
 use crate::bytes::Collections;
@@ -28,71 +28,6 @@ const OVER_LARSON_OPS: u64 = 40_000;
 const OVER_PAIRS: usize = 4;
 /// Blocks per pair of that run.
 const OVER_BLOCKS: u64 = 125_000;
-
-/// Which threaded workload, with its operations per thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Workload {
-    Churn { threads: usize, ops: usize },
-    ProducerConsumer { pairs: usize, blocks: usize },
-    Larson { threads: usize, ops: usize },
-}
-
-impl Visit for Workload {
-    type Out = Run;
-    fn visit<A: core::alloc::GlobalAlloc + Sync>(self, a: &A) -> Run {
-        match self {
-            Workload::Churn { threads, ops } => contestants::churn(a, threads, ops),
-            Workload::ProducerConsumer { pairs, blocks } => {
-                contestants::producer_consumer(a, pairs, blocks)
-            }
-            Workload::Larson { threads, ops } => contestants::larson(a, threads, ops),
-        }
-    }
-}
-
-impl Workload {
-    /// The same workload with the operations `contestant` runs (see `Contestant::scaled`).
-    fn for_contestant(self, contestant: Contestant) -> Self {
-        match self {
-            Workload::Churn { threads, ops } => Workload::Churn {
-                threads,
-                ops: contestant.scaled(ops),
-            },
-            Workload::ProducerConsumer { pairs, blocks } => Workload::ProducerConsumer {
-                pairs,
-                blocks: contestant.scaled(blocks),
-            },
-            Workload::Larson { threads, ops } => Workload::Larson {
-                threads,
-                ops: contestant.scaled(ops),
-            },
-        }
-    }
-
-    /// The probe's command-line name.
-    fn key(self) -> String {
-        match self {
-            Workload::Churn { threads, ops } => format!("churn:{threads}:{ops}"),
-            Workload::ProducerConsumer { pairs, blocks } => format!("pc:{pairs}:{blocks}"),
-            Workload::Larson { threads, ops } => format!("larson:{threads}:{ops}"),
-        }
-    }
-
-    fn from_key(key: &str) -> Option<Self> {
-        let mut parts = key.split(':');
-        let (name, threads, ops) = (parts.next()?, parts.next()?, parts.next()?);
-        let (threads, ops) = (threads.parse().ok()?, ops.parse().ok()?);
-        match name {
-            "churn" => Some(Workload::Churn { threads, ops }),
-            "pc" => Some(Workload::ProducerConsumer {
-                pairs: threads,
-                blocks: ops,
-            }),
-            "larson" => Some(Workload::Larson { threads, ops }),
-            _ => None,
-        }
-    }
-}
 
 struct Arceos(Collections);
 
