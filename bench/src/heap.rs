@@ -552,7 +552,7 @@ impl Workload {
     }
 }
 
-/// Producer/consumer: `pairs` pairs of threads, each with its own [`Ring`]; the even thread of
+/// Producer/consumer: `pairs` pairs of threads, each with its own `Ring`; the even thread of
 /// a pair allocates `blocks` blocks of 16..=512 B and pushes them into the ring, the odd one pops
 /// and frees them (it replays the same seeded sizes for the layouts). One pair is the showcase's
 /// row; four pairs (8 threads) oversubscribe a 2-CPU machine on purpose.

@@ -14,8 +14,8 @@
 //! textbook baseline): our time divided by the best peer's time, so below 1 means faster.
 //!
 //! Sections: IDs (`ids`), the PID table (`radix`), pages (`pages`), bytes (`bytes`) and the SMP
-//! heap (`heap`), each built from the same [`Table`]. With `--markdown FILE` the run also
-//! writes every table, with the date, machine, commit and caveats, to FILE ([`markdown`]).
+//! heap (`heap`), each built from the same `Table`. With `--markdown FILE` the run also
+//! writes every table, with the date, machine, commit and caveats, to FILE (module `markdown`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
