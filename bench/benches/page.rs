@@ -2,7 +2,7 @@
 //! `smpalloc::BuddyPageAllocator<4096>` against axallocator 0.2's `BitmapPageAllocator`
 //! (page-alloc-4g), `buddy_system_allocator` 0.13's `FrameAllocator` and bitmap-allocator
 //! 0.4's `BitAlloc1M`, each managing 1,048,576 pages of 4 KiB with 50% used in a
-//! seeded-random single-page pattern (`examples/common/page_peers.rs`).
+//! seeded-random single-page pattern (`smpalloc_bench::pages`).
 //!
 //! Groups (one benchmark per allocator in each):
 //! - `page_single`: allocate + free one page, one thread (and `std::alloc::System` allocating
@@ -12,18 +12,14 @@
 //!   single-page pairs; the time is wall time per operation of both threads together
 //!   (aggregate throughput), so on a 2-vCPU machine it shows contention.
 //!
-//! Run with `cargo bench --bench page`; `examples/showcase.rs` prints the same scenarios as
-//! side-by-side tables with the targets.
+//! Run with `cargo bench -p smpalloc-bench --bench page`; the showcase prints the same
+//! scenarios as side-by-side tables with their targets.
 
 use core::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 
-#[path = "../examples/common/page_peers.rs"]
-#[allow(dead_code, reason = "shared with the showcase, which uses more of it")]
-mod page_peers;
-
-use page_peers::{Kind, Shared, Solo, Visit};
+use smpalloc_bench::pages::{self as page_peers, Kind, Shared, Solo, Visit};
 
 /// What one benchmark measures.
 #[derive(Clone, Copy)]

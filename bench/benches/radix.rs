@@ -9,17 +9,13 @@
 //! - `lookup_2r1w`: 2 threads look up while 1 thread creates and exits processes;
 //! - `lifecycle_1t` / `lifecycle_2t`: allocate, register, lookup x4, unregister, free.
 //!
-//! Run with `cargo bench --bench radix`; `examples/showcase.rs` prints the same scenarios.
+//! Run with `cargo bench -p smpalloc-bench --bench radix`; the showcase prints the same scenarios.
 
 use core::time::Duration;
 
 use criterion::Criterion;
 
-#[path = "../examples/common/radix_workloads.rs"]
-#[allow(dead_code, reason = "shared with the showcase")]
-mod workloads;
-
-use workloads::{Kind, Workload};
+use smpalloc_bench::radix::{Kind, Workload};
 
 fn group(c: &mut Criterion, name: &str, kinds: &[Kind], workload: Workload) {
     let mut group = c.benchmark_group(name);

@@ -1,15 +1,13 @@
-//! The showcase section of the PID table (issue 4): `smpalloc::radix::NexaPidTable` against
+//! The showcase section of the PID table: `smpalloc::radix::NexaPidTable` against
 //! `RwLock<BTreeMap>`, `SpinLock<HashMap>`, `SpinLock<BTreeMap>` and the seed's design, all
-//! with 32,768 live processes. Contestants and workloads: `radix_workloads.rs` (shared with
+//! with 32,768 live processes. Contestants and workloads: [`crate::radix`] (shared with
 //! `benches/radix.rs`).
 
-#[path = "radix_workloads.rs"]
-#[allow(dead_code, reason = "shared with the bench, which uses more of it")]
-mod workloads;
+use crate::radix as workloads;
 
 use workloads::{Kind, Workload};
 
-use crate::{Measured, Table};
+use super::{Measured, Table};
 
 /// Runs `kinds` on `workload` for `rounds` rounds in a rotating order; ns per operation.
 fn interleaved(kinds: &[Kind], rounds: usize, workload: Workload, ops: u64) -> Vec<Measured> {
@@ -25,22 +23,18 @@ fn interleaved(kinds: &[Kind], rounds: usize, workload: Workload, ops: u64) -> V
 }
 
 /// Prints the PID-table tables.
-pub(crate) fn section(options: &crate::Options) {
-    println!("PID table: 262,143 PIDs, 32,768 live processes");
-    println!("-----------------------------------------------");
-    println!(
-        "ours (*): smpalloc::radix::NexaPidTable (lock-free AtomicBitmap next-fit + lock-free"
-    );
-    println!("  3-level 64-way radix tree over a static 4,289-node pool); 'bare get' is the same");
-    println!(
-        "  walk without its reuse-epoch check (what the reclamation protection costs); 'eager'"
-    );
-    println!("  reclaims a leaf as soon as it empties (PidTable's default reclaims on demand).");
-    println!("peers: std RwLock<(bitmap, BTreeMap)>, smpalloc::SpinLock<(bitmap, BTreeMap)>,");
-    println!("  SpinLock<(bitmap, hashbrown::HashMap)>, and SpinLock<seed array scan> (NexaOS's");
-    println!("  previous design: bitmap + linear scan of a process array; it runs 1/200 of the");
-    println!("  operations). The peers' bitmap is the seed's next-fit word scan.");
-    println!();
+pub(crate) fn section(options: &super::Options) {
+    out!("PID table: 262,143 PIDs, 32,768 live processes");
+    out!("-----------------------------------------------");
+    out!("ours (*): smpalloc::radix::NexaPidTable (lock-free AtomicBitmap next-fit + lock-free");
+    out!("  3-level 64-way radix tree over a static 4,289-node pool); 'bare get' is the same");
+    out!("  walk without its reuse-epoch check (what the reclamation protection costs); 'eager'");
+    out!("  reclaims a leaf as soon as it empties (PidTable's default reclaims on demand).");
+    out!("peers: std RwLock<(bitmap, BTreeMap)>, smpalloc::SpinLock<(bitmap, BTreeMap)>,");
+    out!("  SpinLock<(bitmap, hashbrown::HashMap)>, and SpinLock<seed array scan> (NexaOS's");
+    out!("  previous design: bitmap + linear scan of a process array; it runs 1/200 of the");
+    out!("  operations). The peers' bitmap is the seed's next-fit word scan.");
+    out!();
     let rounds = options.rounds();
     let scenarios = [
         (

@@ -1,5 +1,5 @@
-//! The PID-table contestants and workloads shared by the showcase's radix section
-//! (`examples/common/radix.rs`) and `benches/radix.rs` (both include this file with `#[path]`).
+//! The PID-table contestants and workloads, shared by the showcase's radix section and
+//! `benches/radix.rs`.
 //!
 //! Every contestant maps PIDs `1..262,144` to process-table indices and allocates PIDs
 //! next-fit with wrap-around:
@@ -23,12 +23,13 @@ use std::time::Instant;
 
 use smpalloc::SpinLock;
 use smpalloc::radix::{NexaPidTable, NodePool, Reclaim};
+use smpalloc_testkit::Rng;
 
-/// Live processes held by every workload (the 32,768).
-pub(crate) const LIVE: usize = 32_768;
+/// Live processes held by every workload (32,768, as NexaOS sizes its table).
+pub const LIVE: usize = 32_768;
 
 /// A PID table under test.
-pub(crate) trait PidMap: Sync {
+pub trait PidMap: Sync {
     fn allocate(&self) -> Option<usize>;
     fn register(&self, pid: usize, value: usize);
     fn lookup(&self, pid: usize) -> Option<usize>;
@@ -38,7 +39,7 @@ pub(crate) trait PidMap: Sync {
 
 /// Ours: `Ours<true>` with the normal (validated) lookup, `Ours<false>` looked up without the
 /// reuse validation (the branch is folded at compile time).
-pub(crate) struct Ours<const VALIDATED: bool>(pub(crate) &'static NexaPidTable);
+pub struct Ours<const VALIDATED: bool>(pub &'static NexaPidTable);
 
 impl<const VALIDATED: bool> PidMap for Ours<VALIDATED> {
     #[inline]
@@ -68,7 +69,7 @@ impl<const VALIDATED: bool> PidMap for Ours<VALIDATED> {
 }
 
 /// The seed's PID bitmap: 4,096 words, PID 0 reserved, next-fit by word from a hint.
-pub(crate) struct SeedBitmap {
+pub struct SeedBitmap {
     words: Box<[u64; 4096]>,
     hint: usize,
 }
@@ -102,7 +103,7 @@ impl SeedBitmap {
 }
 
 /// A map the locked peers keep next to their bitmap.
-pub(crate) trait Mapping: Send + Sync {
+pub trait Mapping: Send + Sync {
     fn new() -> Self;
     fn insert(&mut self, pid: usize, value: usize);
     fn get(&self, pid: usize) -> Option<usize>;
@@ -140,7 +141,7 @@ impl Mapping for hashbrown::HashMap<usize, usize> {
 }
 
 /// The seed's process array: a linear scan finds a PID's entry (or a free slot).
-pub(crate) struct ProcessArray(Vec<Option<(usize, usize)>>);
+pub struct ProcessArray(Vec<Option<(usize, usize)>>);
 
 impl Mapping for ProcessArray {
     fn new() -> Self {
@@ -164,18 +165,30 @@ impl Mapping for ProcessArray {
 }
 
 /// `SpinLock<(bitmap, M)>`.
-pub(crate) struct Spin<M>(SpinLock<(SeedBitmap, M)>);
+pub struct Spin<M>(SpinLock<(SeedBitmap, M)>);
 /// `RwLock<(bitmap, M)>`.
-pub(crate) struct Rw<M>(RwLock<(SeedBitmap, M)>);
+pub struct Rw<M>(RwLock<(SeedBitmap, M)>);
+
+impl<M: Mapping> Default for Spin<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M: Mapping> Default for Rw<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl<M: Mapping> Spin<M> {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Spin(SpinLock::new((SeedBitmap::new(), M::new())))
     }
 }
 
 impl<M: Mapping> Rw<M> {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Rw(RwLock::new((SeedBitmap::new(), M::new())))
     }
 }
@@ -222,7 +235,7 @@ impl<M: Mapping> PidMap for Rw<M> {
 
 /// The contestants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Ours,
     OursBare,
     OursEager,
@@ -234,7 +247,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Lookup scenarios.
-    pub(crate) const LOOKUP: [Kind; 6] = [
+    pub const LOOKUP: [Kind; 6] = [
         Kind::Ours,
         Kind::OursBare,
         Kind::RwBTree,
@@ -243,7 +256,7 @@ impl Kind {
         Kind::SpinSeed,
     ];
     /// Lifecycle scenarios (the bare lookup only matters for lookups).
-    pub(crate) const LIFECYCLE: [Kind; 6] = [
+    pub const LIFECYCLE: [Kind; 6] = [
         Kind::Ours,
         Kind::OursEager,
         Kind::RwBTree,
@@ -252,7 +265,7 @@ impl Kind {
         Kind::SpinSeed,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Ours => "smpalloc PidTable",
             Kind::OursBare => "smpalloc PidTable, bare get",
@@ -265,7 +278,7 @@ impl Kind {
     }
 
     /// A criterion-friendly id.
-    pub(crate) fn id(self) -> &'static str {
+    pub fn id(self) -> &'static str {
         match self {
             Kind::Ours => "smpalloc",
             Kind::OursBare => "smpalloc_bare_get",
@@ -277,12 +290,12 @@ impl Kind {
         }
     }
 
-    pub(crate) fn is_peer(self) -> bool {
+    pub fn is_peer(self) -> bool {
         !matches!(self, Kind::Ours | Kind::OursBare | Kind::OursEager)
     }
 
     /// The seed's linear scans take microseconds: it runs this fraction of the operations.
-    pub(crate) fn ops(self, ops: u64) -> u64 {
+    pub fn ops(self, ops: u64) -> u64 {
         if self == Kind::SpinSeed {
             (ops / 200).max(50)
         } else {
@@ -292,7 +305,7 @@ impl Kind {
 
     /// Runs `workload` on a fresh instance of this contestant (ours is one static table,
     /// left with no live process after every run).
-    pub(crate) fn run(self, workload: Workload, ops: u64) -> Duration {
+    pub fn run(self, workload: Workload, ops: u64) -> Duration {
         static TABLE: NexaPidTable = NexaPidTable::with_reserved_after_wrap(300);
         static EAGER: NexaPidTable =
             NexaPidTable::with_options(NodePool::new(), 300, Reclaim::Eager);
@@ -315,24 +328,12 @@ impl Kind {
 
 /// What a measurement does. `ops` counts lookups or lifecycles of the measured threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Workload {
+pub enum Workload {
     /// Lookups of random live PIDs by `readers` threads while `writers` threads create and
     /// exit processes (allocate, register, unregister, free) without pause.
     Lookup { readers: usize, writers: usize },
     /// Full lifecycles (allocate, register, lookup x4, unregister, free) by `threads` threads.
     Lifecycle { threads: usize },
-}
-
-/// A small xorshift PRNG.
-struct Rng(u64);
-impl Rng {
-    #[inline]
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// One process lifecycle.
@@ -350,7 +351,7 @@ fn lifecycle<M: PidMap>(map: &M, value: usize) {
 /// Fills `map` with `LIVE` processes, runs `workload` for `ops` operations of the measured
 /// threads, empties it again; returns the wall time of the measured phase (all measured
 /// threads, start to last finish).
-pub(crate) fn run<M: PidMap>(map: &M, workload: Workload, ops: u64) -> Duration {
+pub fn run<M: PidMap>(map: &M, workload: Workload, ops: u64) -> Duration {
     let live: Vec<usize> = (0..LIVE)
         .map(|i| {
             let pid = map.allocate().expect("PIDs ran out");
@@ -379,11 +380,11 @@ pub(crate) fn run<M: PidMap>(map: &M, workload: Workload, ops: u64) -> Duration 
                     .map(|r| {
                         let (barrier, live) = (&barrier, &live);
                         s.spawn(move || {
-                            let mut rng = Rng(0x5eed + r as u64);
+                            let mut rng = Rng::new(0x5eed + r as u64);
                             barrier.wait();
                             let start = Instant::now();
                             for _ in 0..per {
-                                let pid = live[rng.next() as usize % LIVE];
+                                let pid = live[rng.below(LIVE)];
                                 black_box(map.lookup(pid));
                             }
                             start.elapsed()

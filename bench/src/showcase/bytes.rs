@@ -1,13 +1,13 @@
 //! The showcase section for the bytes family: `smpalloc::Tlsf`, `TlsfByteAllocator` and
 //! `TlsfHeap` against rlsf, talc, buddy_system_allocator, linked_list_allocator, axallocator's
-//! TLSF and `std::alloc::System` (contestants and workloads: `byte_contestants.rs`, shared with
-//! `benches/tlsf.rs`); then the arceos set for the slab and buddy byte allocators (issue 7).
+//! TLSF and `std::alloc::System` (contestants and workloads: [`crate::bytes`], shared with
+//! `benches/tlsf.rs`); then the arceos set for the slab and buddy byte allocators.
 
-use crate::byte_contestants as contestants;
+use crate::bytes as contestants;
 use contestants::{Bytes, Collections, Kind, Locked, Rlsf, Visit};
 use smpalloc::TlsfHeap;
 
-use crate::{Measured, Options, Table, rotate};
+use super::{Measured, Options, Table, markdown, rotate};
 
 /// ns per churn step.
 struct Churn {
@@ -57,22 +57,18 @@ impl Visit for CollectionsRun {
 
 /// Prints this family's tables.
 pub(crate) fn section(options: &Options) {
-    println!("Bytes: TLSF and the arena heap (issue 6)");
-    println!("----------------------------------------");
-    println!("ours (*): smpalloc::Tlsf<u32, u32, 28, 32> (the algorithm, &mut self),");
-    println!(
-        "  TlsfByteAllocator (arceos' API over it), TlsfHeap<2> (two arenas behind SpinLocks)."
-    );
-    println!(
-        "peers: rlsf 0.2 Tlsf<u32, u32, 28, 32>; talc 4 Talc<ErrOnOom>; buddy_system_allocator"
-    );
-    println!("  0.13 Heap<32>; linked_list_allocator 0.10 Heap; axallocator 0.2 TlsfByteAllocator");
-    println!("  (rlsf inside); std::alloc::System (ignores the pool).");
-    println!(
+    out!("Bytes: TLSF and the arena heap");
+    out!("-------------------------------");
+    out!("ours (*): smpalloc::Tlsf<u32, u32, 28, 32> (the algorithm, &mut self),");
+    out!("  TlsfByteAllocator (arceos' API over it), TlsfHeap<2> (two arenas behind SpinLocks).");
+    out!("peers: rlsf 0.2 Tlsf<u32, u32, 28, 32>; talc 4 Talc<ErrOnOom>; buddy_system_allocator");
+    out!("  0.13 Heap<32>; linked_list_allocator 0.10 Heap; axallocator 0.2 TlsfByteAllocator");
+    out!("  (rlsf inside); std::alloc::System (ignores the pool).");
+    out!(
         "Mix: 70% 8..128 B, 25% 129 B..4 KiB, 5% 4..64 KiB, align 8; one seeded step sequence for"
     );
-    println!("  all: each step frees the block of a random slot of 8,192, or allocates into it.");
-    println!();
+    out!("  all: each step frees the block of a random slot of 8,192, or allocates into it.");
+    out!();
     let rounds = options.rounds();
 
     // Single thread, time per step.
@@ -103,19 +99,25 @@ pub(crate) fn section(options: &Options) {
 
     // Latency distribution.
     let latency_ops = options.ops(1_000_000) as usize;
-    println!(
+    out!(
         "latency of single steps on the 64 MiB pool, {latency_ops} steps each (ns, Instant::now around each)"
     );
-    println!(
+    markdown::preformatted(true);
+    out!(
         "  {:<27} {:>8} {:>8} {:>8} {:>9} {:>8}",
-        "allocator", "p50", "p99", "p99.9", "p99.99", "max"
+        "allocator",
+        "p50",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max"
     );
     let mut p9999 = Vec::new();
     for kind in [Kind::OursTlsf, Kind::OursHeap, Kind::Rlsf, Kind::Talc] {
         let lat = kind.with(Latency { ops: latency_ops });
         let q = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize];
         p9999.push((kind, q(0.9999), *lat.last().unwrap()));
-        println!(
+        out!(
             "  {:<27} {:>8} {:>8} {:>8} {:>9} {:>8}",
             format!("{}{}", if kind.ours() { "* " } else { "  " }, kind.name()),
             q(0.5),
@@ -126,16 +128,18 @@ pub(crate) fn section(options: &Options) {
         );
     }
     let rlsf = p9999.iter().find(|(k, ..)| *k == Kind::Rlsf).unwrap();
-    println!(
+    out!(
         "  Tlsf vs rlsf: p99.99 {:.2}x, max {:.2}x (the max includes timer interrupts and page faults)",
         p9999[0].1 as f64 / rlsf.1 as f64,
         p9999[0].2 as f64 / rlsf.2 as f64
     );
-    println!();
+    markdown::preformatted(false);
+    out!();
 
     // Heap efficiency.
-    println!("heap efficiency: live requested bytes / 16 MiB pool at the first failed allocation");
-    println!("  (3 allocations to 1 random free, the same mix and seed for all)");
+    out!("heap efficiency: live requested bytes / 16 MiB pool at the first failed allocation");
+    out!("  (3 allocations to 1 random free, the same mix and seed for all)");
+    markdown::preformatted(true);
     let eff: Vec<(Kind, f64)> = Kind::ALL
         .into_iter()
         .filter(|&k| k != Kind::System)
@@ -143,14 +147,14 @@ pub(crate) fn section(options: &Options) {
         .collect();
     let of = |kind: Kind| eff.iter().find(|(k, _)| *k == kind).unwrap().1;
     for (kind, e) in &eff {
-        println!(
+        out!(
             "  {:<27} {:>6.1}%",
             format!("{}{}", if kind.ours() { "* " } else { "  " }, kind.name()),
             e * 100.0
         );
     }
     let (tlsf, rlsf, talc) = (of(Kind::OursTlsf), of(Kind::Rlsf), of(Kind::Talc));
-    println!(
+    out!(
         "  target: at least rlsf's and talc's: Tlsf {:.1}% vs rlsf {:.1}%, talc {:.1}% ({})",
         tlsf * 100.0,
         rlsf * 100.0,
@@ -161,7 +165,8 @@ pub(crate) fn section(options: &Options) {
             "MISSED"
         }
     );
-    println!();
+    markdown::preformatted(false);
+    out!();
 
     // Two threads.
     let thread_ops = options.ops(200_000) as usize;
@@ -203,11 +208,9 @@ pub(crate) fn section(options: &Options) {
     table.print();
 
     // The arceos benchmark set.
-    println!("arceos' collection benchmarks through allocator_api2::Allocator on a 128 MiB pool");
-    println!(
-        "  (arceos' BTreeMap case needs nightly `btreemap_alloc`; a hashbrown map with the same"
-    );
-    println!("  random insert/remove pattern and Vec<u8> keys in the allocator stands in for it)");
+    out!("arceos' collection benchmarks through allocator_api2::Allocator on a 128 MiB pool");
+    out!("  (arceos' BTreeMap case needs nightly `btreemap_alloc`; a hashbrown map with the same");
+    out!("  random insert/remove pattern and Vec<u8> keys in the allocator stands in for it)");
     let kinds = [Kind::OursByte, Kind::OursHeap, Kind::AxTlsf, Kind::System];
     for workload in Collections::ALL {
         let mut table = Table::new(format!("{} (ns per run)", workload.name()))
@@ -222,20 +225,16 @@ pub(crate) fn section(options: &Options) {
     buddy_slab(options);
 }
 
-/// The arceos set for `BuddyByteAllocator` and `SlabByteAllocator` (issue 7) against
+/// The arceos set for `BuddyByteAllocator` and `SlabByteAllocator` against
 /// axallocator's buddy and slab allocators and `System`.
 fn buddy_slab(options: &Options) {
-    println!("Bytes: slab and buddy (issue 7)");
-    println!("-------------------------------");
-    println!("ours (*): BuddyByteAllocator (binary buddy, O(1) merges), SlabByteAllocator (32");
-    println!(
-        "  classes of slabs carved from our buddy); peers: axallocator 0.2 BuddyByteAllocator"
-    );
-    println!("  (buddy_system_allocator 0.10: scans a free list per merge), SlabByteAllocator");
-    println!(
-        "  (ax_slab_allocator 0.4: 7 classes over that buddy), std System. Same workloads and"
-    );
-    println!("  128 MiB pool as the TLSF section's arceos set.");
+    out!("Bytes: slab and buddy");
+    out!("---------------------");
+    out!("ours (*): BuddyByteAllocator (binary buddy, O(1) merges), SlabByteAllocator (32");
+    out!("  classes of slabs carved from our buddy); peers: axallocator 0.2 BuddyByteAllocator");
+    out!("  (buddy_system_allocator 0.10: scans a free list per merge), SlabByteAllocator");
+    out!("  (ax_slab_allocator 0.4: 7 classes over that buddy), std System. Same workloads and");
+    out!("  128 MiB pool as the TLSF section's arceos set.");
     let rounds = options.rounds();
     let kinds = Kind::BUDDY_SLAB;
     for workload in Collections::ALL {

@@ -1,17 +1,12 @@
 //! The showcase section for the page layer: `smpalloc::BitmapPageAllocator` and
-//! `smpalloc::BuddyPageAllocator` against the peers of `page_peers.rs`, on 1,048,576 pages of
+//! `smpalloc::BuddyPageAllocator` against the peers of [`crate::pages`], on 1,048,576 pages of
 //! 4 KiB with 50% used in a random single-page pattern.
 
-#[path = "page_peers.rs"]
-#[allow(
-    dead_code,
-    reason = "shared with benches/page.rs, which uses more of it"
-)]
-mod page_peers;
+use crate::pages as page_peers;
 
 use page_peers::{Kind, Shared, Solo, Visit};
 
-use crate::{Measured, Table};
+use super::{Measured, Table};
 
 /// One scenario.
 #[derive(Debug, Clone, Copy)]
@@ -104,21 +99,17 @@ fn verdict(
 }
 
 /// Prints the page tables.
-pub(crate) fn section(options: &crate::Options) {
-    println!("Pages: 1,048,576 pages of 4 KiB per allocator, 50% used in a random pattern");
-    println!("-------------------------------------------------------------------------");
-    println!("ours (*): smpalloc::BitmapPageAllocator<4096> (lock-free, per-CPU cursors) and");
-    println!(
-        "  smpalloc::BuddyPageAllocator<4096> (MAX_ORDER 10, per-CPU page caches, zone lock)."
-    );
-    println!(
-        "peers: axallocator 0.2 BitmapPageAllocator<4096> (page-alloc-4g: a BitAlloc1M segment"
-    );
-    println!("  tree); buddy_system_allocator 0.13 FrameAllocator (a BTreeSet per order);");
-    println!("  bitmap-allocator 0.4 BitAlloc1M. Single-threaded peers run without a lock;");
-    println!("  threaded, each sits behind a smpalloc::SpinLock. Every round prepares each");
-    println!("  allocator afresh (all pages allocated one by one, a seeded-random half freed).");
-    println!();
+pub(crate) fn section(options: &super::Options) {
+    out!("Pages: 1,048,576 pages of 4 KiB per allocator, 50% used in a random pattern");
+    out!("-------------------------------------------------------------------------");
+    out!("ours (*): smpalloc::BitmapPageAllocator<4096> (lock-free, per-CPU cursors) and");
+    out!("  smpalloc::BuddyPageAllocator<4096> (MAX_ORDER 10, per-CPU page caches, zone lock).");
+    out!("peers: axallocator 0.2 BitmapPageAllocator<4096> (page-alloc-4g: a BitAlloc1M segment");
+    out!("  tree); buddy_system_allocator 0.13 FrameAllocator (a BTreeSet per order);");
+    out!("  bitmap-allocator 0.4 BitAlloc1M. Single-threaded peers run without a lock;");
+    out!("  threaded, each sits behind a smpalloc::SpinLock. Every round prepares each");
+    out!("  allocator afresh (all pages allocated one by one, a seeded-random half freed).");
+    out!();
 
     let rounds = options.rounds().min(5);
     let scenarios = [

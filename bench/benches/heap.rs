@@ -2,7 +2,7 @@
 //! glibc (`std::alloc::System`), mimalloc, jemalloc (`tikv_jemallocator::Jemalloc`), snmalloc
 //! (`snmalloc_rs::SnMalloc`), rlsf's `GlobalTlsf`, talc, buddy_system_allocator,
 //! linked_list_allocator and axallocator's slab (and TLSF for the arceos set), on the same
-//! seeded operations (contestants and workloads: `examples/common/heap_contestants.rs`, shared
+//! seeded operations (contestants and workloads: `smpalloc_bench::heap`, shared
 //! with the showcase, which also measures resident memory).
 //!
 //! Groups (time per operation; threaded groups divide the wall time by all threads' operations,
@@ -25,49 +25,41 @@ use core::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 
-#[path = "../examples/common/byte_contestants.rs"]
-#[allow(dead_code, reason = "shared with the showcase and the TLSF bench")]
-mod byte_contestants;
-#[path = "../examples/common/heap_contestants.rs"]
-#[allow(dead_code, reason = "shared with the showcase, which uses more of it")]
-mod heap_contestants;
-
-use byte_contestants::Collections;
-use heap_contestants::{Contestant, Run, Visit};
+use smpalloc_bench::bytes::Collections;
+use smpalloc_bench::heap::{self as heap_contestants, Contestant, Visit, Workload};
 
 /// A threaded workload: churn and larson on that many threads, producer/consumer on that many
 /// pairs of threads.
 #[derive(Clone, Copy)]
-enum Workload {
+enum Threads {
     Churn(usize),
     ProducerConsumer(usize),
     Larson(usize),
 }
 
-impl Workload {
+impl Threads {
     fn threads(self) -> usize {
         match self {
-            Workload::Churn(threads) | Workload::Larson(threads) => threads,
-            Workload::ProducerConsumer(pairs) => 2 * pairs,
+            Threads::Churn(threads) | Threads::Larson(threads) => threads,
+            Threads::ProducerConsumer(pairs) => 2 * pairs,
         }
     }
-}
 
-/// One run of `workload` with `ops` operations in all.
-struct Once {
-    workload: Workload,
-    ops: usize,
-}
-
-impl Visit for Once {
-    type Out = Run;
-    fn visit<A: GlobalAlloc + Sync>(self, a: &A) -> Run {
-        match self.workload {
-            Workload::Churn(threads) => heap_contestants::churn(a, threads, self.ops / threads),
-            Workload::ProducerConsumer(pairs) => {
-                heap_contestants::producer_consumer(a, pairs, self.ops / pairs)
-            }
-            Workload::Larson(threads) => heap_contestants::larson(a, threads, self.ops / threads),
+    /// The workload of `ops` operations in all.
+    fn workload(self, ops: usize) -> Workload {
+        match self {
+            Threads::Churn(threads) => Workload::Churn {
+                threads,
+                ops: ops / threads,
+            },
+            Threads::ProducerConsumer(pairs) => Workload::ProducerConsumer {
+                pairs,
+                blocks: ops / pairs,
+            },
+            Threads::Larson(threads) => Workload::Larson {
+                threads,
+                ops: ops / threads,
+            },
         }
     }
 }
@@ -95,7 +87,7 @@ fn configure<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTim
 fn threaded(
     c: &mut Criterion,
     name: &str,
-    workload: Workload,
+    workload: Threads,
     contestants: &[Contestant],
     scale: fn(Contestant, usize) -> usize,
 ) {
@@ -107,7 +99,7 @@ fn threaded(
         group.bench_function(contestant.name(), |b| {
             b.iter_custom(|iters| {
                 let ops = scale(contestant, (iters as usize).clamp(min, 1_000_000));
-                let run = contestant.with(Once { workload, ops });
+                let run = contestant.with(workload.workload(ops));
                 Duration::from_secs_f64(run.ns_per_op() * iters as f64 / 1e9)
             });
         });
@@ -131,28 +123,28 @@ fn arceos(c: &mut Criterion) {
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     let (all, scaled) = (&Contestant::THREADED, Contestant::scaled as fn(_, _) -> _);
-    threaded(&mut c, "heap_churn_1t", Workload::Churn(1), all, scaled);
-    threaded(&mut c, "heap_churn_2t", Workload::Churn(2), all, scaled);
+    threaded(&mut c, "heap_churn_1t", Threads::Churn(1), all, scaled);
+    threaded(&mut c, "heap_churn_2t", Threads::Churn(2), all, scaled);
     threaded(
         &mut c,
         "heap_producer_consumer",
-        Workload::ProducerConsumer(1),
+        Threads::ProducerConsumer(1),
         all,
         scaled,
     );
-    threaded(&mut c, "heap_larson_2t", Workload::Larson(2), all, scaled);
-    // More threads than CPUs on purpose (issue 15).
+    threaded(&mut c, "heap_larson_2t", Threads::Larson(2), all, scaled);
+    // More threads than CPUs on purpose.
     threaded(
         &mut c,
         "heap_producer_consumer_4x",
-        Workload::ProducerConsumer(4),
+        Threads::ProducerConsumer(4),
         all,
         scaled,
     );
     threaded(
         &mut c,
         "heap_larson_32t",
-        Workload::Larson(32),
+        Threads::Larson(32),
         &Contestant::OVERSUBSCRIBED,
         Contestant::scaled_oversubscribed,
     );

@@ -10,18 +10,14 @@
 //!   16 handles and dropping the oldest; the time is wall time per operation of both threads
 //!   together (aggregate throughput), so on a 2-vCPU machine it shows contention.
 //!
-//! Run with `cargo bench --bench pid`; `examples/showcase.rs` prints the same scenarios as
+//! Run with `cargo bench -p smpalloc-bench --bench pid`; the showcase prints the same scenarios as
 //! side-by-side tables.
 
 use core::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 
-#[path = "../examples/common/ids.rs"]
-#[allow(dead_code, reason = "shared with the showcase, which uses more of it")]
-mod ids;
-
-use ids::{Fill, Ids, Kind, Visit};
+use smpalloc_bench::ids::{self, Fill, Ids, Kind, Visit};
 
 /// What one benchmark measures.
 #[derive(Clone, Copy)]

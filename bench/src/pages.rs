@@ -1,5 +1,5 @@
-//! The page-allocator contestants and workloads shared by `examples/showcase.rs` (the pages
-//! section) and `benches/page.rs` (both include this file with `#[path]`).
+//! The page-allocator contestants and workloads, shared by the showcase's pages section and
+//! `benches/page.rs`.
 //!
 //! Every allocator manages 1,048,576 pages of 4 KiB (4 GiB at 1 GiB) and is prepared the same
 //! way: every page allocated one by one, then a seeded-random half freed again, so 50% of the
@@ -20,18 +20,19 @@ use std::time::Instant;
 
 use bitmap_allocator_04::BitAlloc;
 use smpalloc::SpinLock;
+use smpalloc_testkit::Rng;
 
 /// Page size of every contestant.
-pub(crate) const PAGE: usize = 4096;
+pub const PAGE: usize = 4096;
 /// Pages managed by every contestant.
-pub(crate) const PAGES: usize = 1 << 20;
+pub const PAGES: usize = 1 << 20;
 /// First address (1 GiB, so axallocator's 1 GiB-aligned base wastes nothing).
-pub(crate) const BASE: usize = 1 << 30;
+pub const BASE: usize = 1 << 30;
 /// The seed of the random 50% pattern.
-pub(crate) const SEED: u64 = 0x9a9e_5eed;
+pub const SEED: u64 = 0x9a9e_5eed;
 
 /// An allocator driven by one thread (`&mut`, no lock).
-pub(crate) trait Solo: Send {
+pub trait Solo: Send {
     /// `count` pages aligned to `align` pages; the address.
     fn alloc(&mut self, count: usize, align: usize) -> Option<usize>;
     /// Frees what `alloc` returned.
@@ -39,7 +40,7 @@ pub(crate) trait Solo: Send {
 }
 
 /// An allocator shared by threads.
-pub(crate) trait Shared: Sync {
+pub trait Shared: Sync {
     /// As [`Solo::alloc`].
     fn alloc(&self, count: usize, align: usize) -> Option<usize>;
     /// As [`Solo::free`].
@@ -138,7 +139,7 @@ impl<T: Solo> Shared for SpinLock<T> {
 
 /// The contestants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Bitmap,
     Buddy,
     AxBitmap,
@@ -147,7 +148,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Bitmap,
         Kind::Buddy,
         Kind::AxBitmap,
@@ -155,7 +156,7 @@ impl Kind {
         Kind::BitAlloc,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Bitmap => "smpalloc BitmapPageAllocator",
             Kind::Buddy => "smpalloc BuddyPageAllocator",
@@ -166,7 +167,7 @@ impl Kind {
     }
 
     /// A short identifier (criterion benchmark ids).
-    pub(crate) fn id(self) -> &'static str {
+    pub fn id(self) -> &'static str {
         match self {
             Kind::Bitmap => "smpalloc_bitmap",
             Kind::Buddy => "smpalloc_buddy",
@@ -176,18 +177,18 @@ impl Kind {
         }
     }
 
-    pub(crate) fn is_peer(self) -> bool {
+    pub fn is_peer(self) -> bool {
         !matches!(self, Kind::Bitmap | Kind::Buddy)
     }
 
     /// Whether it is a bitmap (the bitmap targets compare bitmaps).
-    pub(crate) fn is_bitmap(self) -> bool {
+    pub fn is_bitmap(self) -> bool {
         matches!(self, Kind::Bitmap | Kind::AxBitmap | Kind::BitAlloc)
     }
 
     /// Builds the contestant, prepared (50% used), and hands it to `visit`: ours as they
     /// are, peers without a lock (`solo`) or behind a `SpinLock` (threaded).
-    pub(crate) fn with<V: Visit>(self, visit: V) -> V::Out {
+    pub fn with<V: Visit>(self, visit: V) -> V::Out {
         match self {
             Kind::Bitmap => {
                 let mut a = Box::new(OurBitmap::new());
@@ -224,7 +225,7 @@ impl Kind {
 }
 
 /// What to do with a prepared contestant.
-pub(crate) trait Visit {
+pub trait Visit {
     type Out;
     /// Ours: usable alone and shared without a lock.
     fn ours<A: Solo + Shared>(self, allocator: &mut A) -> Self::Out;
@@ -232,28 +233,12 @@ pub(crate) trait Visit {
     fn peer<A: Solo>(self, allocator: A) -> Self::Out;
 }
 
-/// A small seeded PRNG (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n as u64) as usize
-    }
-}
-
 /// Allocates every page one by one, then frees a seeded-random half.
-pub(crate) fn prepare(allocator: &mut impl Solo) {
+pub fn prepare(allocator: &mut impl Solo) {
     let mut pages: Vec<usize> = (0..PAGES)
         .map(|_| allocator.alloc(1, 1).expect("a free page while preparing"))
         .collect();
-    let mut rng = Rng(SEED);
-    for i in (1..pages.len()).rev() {
-        pages.swap(i, rng.below(i + 1));
-    }
+    Rng::new(SEED).shuffle(&mut pages);
     for &page in &pages[..PAGES / 2] {
         allocator.free(page, 1);
     }
@@ -261,18 +246,13 @@ pub(crate) fn prepare(allocator: &mut impl Solo) {
 
 /// One allocation of `count` pages aligned to `align` pages and its free.
 #[inline]
-pub(crate) fn pair(allocator: &mut impl Solo, count: usize, align: usize) {
+pub fn pair(allocator: &mut impl Solo, count: usize, align: usize) {
     let addr = allocator.alloc(count, align).expect("pages");
     allocator.free(black_box(addr), count);
 }
 
 /// `ops` pairs on one thread.
-pub(crate) fn time_pairs(
-    allocator: &mut impl Solo,
-    count: usize,
-    align: usize,
-    ops: u64,
-) -> Duration {
+pub fn time_pairs(allocator: &mut impl Solo, count: usize, align: usize, ops: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..ops {
         pair(allocator, count, align);
@@ -282,7 +262,7 @@ pub(crate) fn time_pairs(
 
 /// `threads` threads share the allocator, each doing `ops / threads` single-page pairs;
 /// returns the wall time of all of them (aggregate throughput = ops / time).
-pub(crate) fn time_threads(allocator: &impl Shared, threads: usize, ops: u64) -> Duration {
+pub fn time_threads(allocator: &impl Shared, threads: usize, ops: u64) -> Duration {
     let per_thread = ops / threads as u64;
     let barrier = Barrier::new(threads + 1);
     std::thread::scope(|s| {
@@ -306,7 +286,7 @@ pub(crate) fn time_threads(allocator: &impl Shared, threads: usize, ops: u64) ->
 
 /// `std::alloc::System` allocating one 4 KiB page-aligned block and freeing it, `ops` times
 /// (the same thing at the byte level).
-pub(crate) fn time_system(ops: u64) -> Duration {
+pub fn time_system(ops: u64) -> Duration {
     use core::alloc::GlobalAlloc;
     use std::alloc::System;
     let layout = Layout::from_size_align(PAGE, PAGE).unwrap();

@@ -1,7 +1,6 @@
-//! The SMP-heap contestants and workloads shared by the showcase's heap section
-//! (`examples/common/heap.rs`) and `benches/heap.rs` (both include this file with `#[path]`,
-//! next to `byte_contestants.rs`, whose pool, generator, single-threaded contestants and arceos
-//! collection workloads it reuses).
+//! The SMP-heap contestants and workloads, shared by the showcase's heap section and
+//! `benches/heap.rs`; they reuse [`crate::bytes`]' pool, single-threaded contestants and arceos
+//! collection workloads.
 //!
 //! Every contestant is used as a `GlobalAlloc + Sync` shared by the threads of a run:
 //! - ours: `smpalloc::heap::StdHeap` (per-CPU magazines over `SystemPages`, one static for the
@@ -24,7 +23,7 @@
 //!   its own) to the other, which frees them;
 //! - [`larson`]: a shared live set of 1,000 atomic pointers per thread; each operation allocates
 //!   8..=1,024 B, swaps it into a random slot and frees what was there (blocks cross threads);
-//! - [`arceos`]: arceos' collection benchmarks (`byte_contestants::Collections`) through
+//! - [`arceos`]: arceos' collection benchmarks ([`crate::bytes::Collections`]) through
 //!   `allocator_api2::Allocator`.
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -41,13 +40,12 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 use smpalloc::TlsfHeap;
 use smpalloc::heap::{StdHeap, SystemPages};
+use smpalloc_testkit::Rng;
 
-use crate::byte_contestants::{
-    self as bytes, AxSlab, AxTlsf, Bytes, Collections, Locked, Rng, Talc,
-};
+use crate::bytes::{self as bytes, AxSlab, AxTlsf, Bytes, Collections, Locked, Talc};
 
 /// Live blocks per thread of [`churn`] and [`larson`].
-pub(crate) const LIVE: usize = 1_000;
+pub const LIVE: usize = 1_000;
 /// Seed of every random choice here.
 const SEED: u64 = 0x5eed_4ea9;
 
@@ -78,7 +76,7 @@ static RLSF: rlsf::GlobalTlsf = rlsf::GlobalTlsf::new();
 
 /// Which contestant.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Contestant {
+pub enum Contestant {
     Ours,
     OursTlsfHeap,
     System,
@@ -94,14 +92,14 @@ pub(crate) enum Contestant {
 }
 
 /// Runs something generic over one contestant.
-pub(crate) trait Visit {
+pub trait Visit {
     type Out;
     fn visit<A: GlobalAlloc + Sync>(self, a: &A) -> Self::Out;
 }
 
 impl Contestant {
-    /// The contestants of the threaded workloads (the issue's list).
-    pub(crate) const THREADED: [Contestant; 11] = [
+    /// The contestants of the threaded workloads.
+    pub const THREADED: [Contestant; 11] = [
         Contestant::Ours,
         Contestant::OursTlsfHeap,
         Contestant::System,
@@ -119,7 +117,7 @@ impl Contestant {
     /// not with the threads: linked_list_allocator scans its free list (about 0.1 ms per
     /// operation) and buddy_system_allocator's frees search a linked free list for the buddy to
     /// merge with (freeing the live set after each run takes it 4 to 10 s).
-    pub(crate) const OVERSUBSCRIBED: [Contestant; 9] = [
+    pub const OVERSUBSCRIBED: [Contestant; 9] = [
         Contestant::Ours,
         Contestant::OursTlsfHeap,
         Contestant::System,
@@ -131,14 +129,14 @@ impl Contestant {
         Contestant::AxSlab,
     ];
     /// The general-purpose peers (the ones a program would pick as its global allocator).
-    pub(crate) const GENERAL: [Contestant; 4] = [
+    pub const GENERAL: [Contestant; 4] = [
         Contestant::Mimalloc,
         Contestant::Jemalloc,
         Contestant::Snmalloc,
         Contestant::System,
     ];
     /// The contestants of the arceos collection set.
-    pub(crate) const ARCEOS: [Contestant; 8] = [
+    pub const ARCEOS: [Contestant; 8] = [
         Contestant::Ours,
         Contestant::OursTlsfHeap,
         Contestant::AxSlab,
@@ -149,7 +147,7 @@ impl Contestant {
         Contestant::Snmalloc,
     ];
     /// The contestants whose resident memory a probe process measures.
-    pub(crate) const PROBED: [Contestant; 5] = [
+    pub const PROBED: [Contestant; 5] = [
         Contestant::Ours,
         Contestant::System,
         Contestant::Mimalloc,
@@ -157,7 +155,7 @@ impl Contestant {
         Contestant::Snmalloc,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Contestant::Ours => "smpalloc StdHeap",
             Contestant::OursTlsfHeap => "smpalloc TlsfHeap<2>",
@@ -175,7 +173,7 @@ impl Contestant {
     }
 
     /// A short name for the command line of a probe.
-    pub(crate) fn key(self) -> &'static str {
+    pub fn key(self) -> &'static str {
         match self {
             Contestant::Ours => "ours",
             Contestant::OursTlsfHeap => "tlsfheap",
@@ -192,19 +190,19 @@ impl Contestant {
         }
     }
 
-    pub(crate) fn from_key(key: &str) -> Option<Self> {
+    pub fn from_key(key: &str) -> Option<Self> {
         [Contestant::AxTlsf]
             .into_iter()
             .chain(Contestant::THREADED)
             .find(|c| c.key() == key)
     }
 
-    pub(crate) fn ours(self) -> bool {
+    pub fn ours(self) -> bool {
         matches!(self, Contestant::Ours | Contestant::OursTlsfHeap)
     }
 
     /// A no_std peer behind one lock (the targets of the 2-thread churn name them).
-    pub(crate) fn locked_peer(self) -> bool {
+    pub fn locked_peer(self) -> bool {
         matches!(
             self,
             Contestant::Rlsf
@@ -218,7 +216,7 @@ impl Contestant {
 
     /// Operations to run of a workload sized `ops` for the fast contestants: the free-list
     /// scanning linked_list_allocator gets a tenth (it takes microseconds per operation).
-    pub(crate) fn scaled(self, ops: usize) -> usize {
+    pub fn scaled(self, ops: usize) -> usize {
         if self == Contestant::LinkedList {
             (ops / 10).max(1)
         } else {
@@ -227,7 +225,7 @@ impl Contestant {
     }
 
     /// Behind one spin lock that every operation takes (no lock-free or per-CPU front).
-    pub(crate) fn spins(self) -> bool {
+    pub fn spins(self) -> bool {
         matches!(
             self,
             Contestant::OursTlsfHeap
@@ -242,13 +240,13 @@ impl Contestant {
     /// Operations to run of an oversubscribed workload (more threads than CPUs) sized `ops`:
     /// [`scaled`](Self::scaled), and a tenth of that for the contestants that [`spin`](Self::spins)
     /// (a preempted lock holder makes each of their operations take microseconds).
-    pub(crate) fn scaled_oversubscribed(self, ops: usize) -> usize {
+    pub fn scaled_oversubscribed(self, ops: usize) -> usize {
         let ops = self.scaled(ops);
         if self.spins() { (ops / 10).max(1) } else { ops }
     }
 
     /// Calls `v` with this contestant: a process-wide one, or a fresh one over the pool.
-    pub(crate) fn with<V: Visit>(self, v: V) -> V::Out {
+    pub fn with<V: Visit>(self, v: V) -> V::Out {
         let pool = || bytes::pool(bytes::MAX_POOL);
         match self {
             Contestant::Ours => v.visit(&OURS),
@@ -300,7 +298,7 @@ impl Contestant {
 }
 
 /// The most bytes our heap has held from the OS at once (its `SystemPages` count them).
-pub(crate) fn ours_peak_bytes() -> usize {
+pub fn ours_peak_bytes() -> usize {
     OURS.pages().peak_bytes()
 }
 
@@ -373,17 +371,17 @@ fn alloc_touch<A: GlobalAlloc>(a: &A, size: usize) -> *mut u8 {
 
 /// What a threaded run found.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Run {
+pub struct Run {
     /// Wall time of the timed part.
-    pub(crate) elapsed: Duration,
+    pub elapsed: Duration,
     /// Operations of all threads together.
-    pub(crate) ops: usize,
+    pub ops: usize,
     /// The largest number of requested bytes live at once (summed over the threads' peaks).
-    pub(crate) peak_live: usize,
+    pub peak_live: usize,
 }
 
 impl Run {
-    pub(crate) fn ns_per_op(&self) -> f64 {
+    pub fn ns_per_op(&self) -> f64 {
         self.elapsed.as_secs_f64() * 1e9 / self.ops as f64
     }
 }
@@ -391,7 +389,7 @@ impl Run {
 /// Small-object churn: each of `threads` threads fills its own live set of [`LIVE`] blocks of
 /// 8..=256 B, then `ops` times allocates a block of a random size and puts it in a random slot,
 /// freeing the block that was there; the live sets are freed after the timed part.
-pub(crate) fn churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) -> Run {
+pub fn churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) -> Run {
     let peaks: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
     let elapsed = timed_threads(
         threads,
@@ -399,7 +397,7 @@ pub(crate) fn churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) ->
             let mut rng = Rng::new(SEED ^ (t as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             let live: Vec<(*mut u8, usize)> = (0..LIVE)
                 .map(|_| {
-                    let size = 8 + rng.below(249) as usize;
+                    let size = 8 + rng.below(249);
                     (alloc_touch(a, size), size)
                 })
                 .collect();
@@ -409,8 +407,8 @@ pub(crate) fn churn<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) ->
             let mut bytes: usize = live.iter().map(|&(_, size)| size).sum();
             let mut peak = bytes;
             for _ in 0..ops {
-                let slot = &mut live[rng.below(LIVE as u64) as usize];
-                let size = 8 + rng.below(249) as usize;
+                let slot = &mut live[rng.below(LIVE)];
+                let size = 8 + rng.below(249);
                 let (old, old_size) = core::mem::replace(slot, (alloc_touch(a, size), size));
                 bytes += size;
                 peak = peak.max(bytes);
@@ -487,13 +485,80 @@ impl Ring {
     }
 }
 
-/// Producer/consumer: `pairs` pairs of threads, each with its own [`Ring`]; the even thread of
+/// Which threaded workload, with its operations per thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workload {
+    /// [`churn`] on `threads` threads, `ops` operations each.
+    Churn { threads: usize, ops: usize },
+    /// [`producer_consumer`]: `pairs` pairs, `blocks` blocks per pair.
+    ProducerConsumer { pairs: usize, blocks: usize },
+    /// [`larson`] on `threads` threads, `ops` operations each.
+    Larson { threads: usize, ops: usize },
+}
+
+impl Visit for Workload {
+    type Out = Run;
+    fn visit<A: GlobalAlloc + Sync>(self, a: &A) -> Run {
+        match self {
+            Workload::Churn { threads, ops } => churn(a, threads, ops),
+            Workload::ProducerConsumer { pairs, blocks } => producer_consumer(a, pairs, blocks),
+            Workload::Larson { threads, ops } => larson(a, threads, ops),
+        }
+    }
+}
+
+impl Workload {
+    /// The same workload with the operations `contestant` runs (see `Contestant::scaled`).
+    pub fn for_contestant(self, contestant: Contestant) -> Self {
+        match self {
+            Workload::Churn { threads, ops } => Workload::Churn {
+                threads,
+                ops: contestant.scaled(ops),
+            },
+            Workload::ProducerConsumer { pairs, blocks } => Workload::ProducerConsumer {
+                pairs,
+                blocks: contestant.scaled(blocks),
+            },
+            Workload::Larson { threads, ops } => Workload::Larson {
+                threads,
+                ops: contestant.scaled(ops),
+            },
+        }
+    }
+
+    /// The probe's command-line name.
+    pub fn key(self) -> String {
+        match self {
+            Workload::Churn { threads, ops } => format!("churn:{threads}:{ops}"),
+            Workload::ProducerConsumer { pairs, blocks } => format!("pc:{pairs}:{blocks}"),
+            Workload::Larson { threads, ops } => format!("larson:{threads}:{ops}"),
+        }
+    }
+
+    /// The workload a [`key`](Self::key) names.
+    pub fn from_key(key: &str) -> Option<Self> {
+        let mut parts = key.split(':');
+        let (name, threads, ops) = (parts.next()?, parts.next()?, parts.next()?);
+        let (threads, ops) = (threads.parse().ok()?, ops.parse().ok()?);
+        match name {
+            "churn" => Some(Workload::Churn { threads, ops }),
+            "pc" => Some(Workload::ProducerConsumer {
+                pairs: threads,
+                blocks: ops,
+            }),
+            "larson" => Some(Workload::Larson { threads, ops }),
+            _ => None,
+        }
+    }
+}
+
+/// Producer/consumer: `pairs` pairs of threads, each with its own `Ring`; the even thread of
 /// a pair allocates `blocks` blocks of 16..=512 B and pushes them into the ring, the odd one pops
-/// and frees them (it replays the same seeded sizes for the layouts). One pair is the issue 7
+/// and frees them (it replays the same seeded sizes for the layouts). One pair is the showcase's
 /// row; four pairs (8 threads) oversubscribe a 2-CPU machine on purpose.
-pub(crate) fn producer_consumer<A: GlobalAlloc + Sync>(a: &A, pairs: usize, blocks: usize) -> Run {
+pub fn producer_consumer<A: GlobalAlloc + Sync>(a: &A, pairs: usize, blocks: usize) -> Run {
     let rings: Vec<Ring> = (0..pairs).map(|_| Ring::new()).collect();
-    let size_of = |rng: &mut Rng| 16 + rng.below(497) as usize;
+    let size_of = |rng: &mut Rng| 16 + rng.below(497);
     let elapsed = timed_threads(
         2 * pairs,
         |t| Rng::new(SEED ^ 0x9c ^ (((t / 2) as u64) << 8)),
@@ -526,10 +591,10 @@ pub(crate) fn producer_consumer<A: GlobalAlloc + Sync>(a: &A, pairs: usize, bloc
 /// by the calling thread; each of `threads` threads `ops` times allocates 8..=1,024 B (its size
 /// in its first word), swaps it into a random slot and frees the block it took out, wherever
 /// that came from. The caller frees the live set at the end.
-pub(crate) fn larson<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) -> Run {
+pub fn larson<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) -> Run {
     let mut rng = Rng::new(SEED ^ 0x1a75);
     let new_block = |rng: &mut Rng| {
-        let size = 8 + rng.below(1017) as usize;
+        let size = 8 + rng.below(1017);
         let ptr = alloc_touch(a, size);
         // SAFETY: at least 8 bytes, aligned to 8.
         unsafe { ptr.cast::<usize>().write(size) };
@@ -544,7 +609,7 @@ pub(crate) fn larson<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) -
         |_, mut rng| {
             for _ in 0..ops {
                 let fresh = new_block(&mut rng);
-                let slot = &slots[rng.below(slots.len() as u64) as usize];
+                let slot = &slots[rng.below(slots.len())];
                 // AcqRel: release our block's size word to the thread that takes it out;
                 // acquire the size word of the block we take out.
                 let old = slot.swap(fresh, Ordering::AcqRel);
@@ -573,7 +638,7 @@ pub(crate) fn larson<A: GlobalAlloc + Sync>(a: &A, threads: usize, ops: usize) -
 }
 
 /// A `GlobalAlloc` borrowed as a single-threaded [`Bytes`] contestant (for the collections).
-pub(crate) struct ByGlobal<'a, A: GlobalAlloc>(pub(crate) &'a A);
+pub struct ByGlobal<'a, A: GlobalAlloc>(pub &'a A);
 
 impl<A: GlobalAlloc> Bytes for ByGlobal<'_, A> {
     unsafe fn over(_pool: NonNull<[u8]>) -> Self {
@@ -593,7 +658,7 @@ impl<A: GlobalAlloc> Bytes for ByGlobal<'_, A> {
 
 /// Times arceos' collection workload on `a` through `allocator_api2::Allocator` (the same
 /// `Api` adapter for every contestant).
-pub(crate) fn arceos<A: GlobalAlloc>(a: &A, workload: Collections) -> Duration {
+pub fn arceos<A: GlobalAlloc>(a: &A, workload: Collections) -> Duration {
     let b = RefCell::new(ByGlobal(a));
     let start = Instant::now();
     black_box(workload.run(bytes::Api(&b)));

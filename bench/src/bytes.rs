@@ -1,13 +1,12 @@
-//! The byte-allocator contestants and workloads shared by the showcase's bytes and heap sections
-//! (`examples/common/bytes.rs`, `heap_contestants.rs`), `benches/tlsf.rs` and `benches/heap.rs`
-//! (each crate includes this file once, at its root, with `#[path]`).
+//! The byte-allocator contestants and workloads, shared by the showcase's bytes and heap
+//! sections, [`crate::heap`], `benches/tlsf.rs` and `benches/heap.rs`.
 //!
 //! - ours: `smpalloc::Tlsf<u32, u32, 28, 32>` (the algorithm), `TlsfByteAllocator` (arceos'
 //!   API) and `TlsfHeap` (arenas behind spin locks, what `#[global_allocator]` uses);
 //! - peers: `rlsf` 0.2 (`Tlsf<u32, u32, 28, 32>`, arceos' configuration), `talc` 4
 //!   (`Talc<ErrOnOom>`), `buddy_system_allocator` 0.13 (`Heap<32>`), `linked_list_allocator`
 //!   0.10 (`Heap`), axallocator 0.2's `TlsfByteAllocator` (rlsf inside) and `std::alloc::System`;
-//! - issue 7 (the arceos set only): ours `BuddyByteAllocator` and `SlabByteAllocator` against
+//! - the arceos set only: ours `BuddyByteAllocator` and `SlabByteAllocator` against
 //!   axallocator 0.2's `BuddyByteAllocator` (buddy_system_allocator 0.10 inside) and
 //!   `SlabByteAllocator` (ax_slab_allocator 0.4 inside).
 //!
@@ -23,20 +22,21 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use smpalloc::{SpinLock, TlsfHeap};
+use smpalloc_testkit::Rng;
 
 /// The largest pool any workload uses (128 MiB, the arceos set); smaller pools are prefixes.
-pub(crate) const MAX_POOL: usize = 128 << 20;
+pub const MAX_POOL: usize = 128 << 20;
 /// The churn pool.
-pub(crate) const POOL: usize = 64 << 20;
+pub const POOL: usize = 64 << 20;
 /// The heap-efficiency pool.
-pub(crate) const EFFICIENCY_POOL: usize = 16 << 20;
+pub const EFFICIENCY_POOL: usize = 16 << 20;
 /// Slots of the churn workload (about half hold a block in the steady state).
-pub(crate) const SLOTS: usize = 8192;
+pub const SLOTS: usize = 8192;
 /// Seed of every random choice.
-pub(crate) const SEED: u64 = 0x7157_f00d;
+pub const SEED: u64 = 0x7157_f00d;
 
 /// The pool memory: one leaked, page-aligned 128 MiB buffer, handed to one allocator at a time.
-pub(crate) fn pool(len: usize) -> NonNull<[u8]> {
+pub fn pool(len: usize) -> NonNull<[u8]> {
     static BASE: OnceLock<usize> = OnceLock::new();
     let base = *BASE.get_or_init(|| {
         let layout = Layout::from_size_align(MAX_POOL, 4096).unwrap();
@@ -53,64 +53,44 @@ pub(crate) fn pool(len: usize) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(ptr, len)
 }
 
-/// A small seeded PRNG (xorshift64*).
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        Self(seed | 1)
-    }
-
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// A request size of the mix: 70% 8..=128 B, 25% 129 B..=4 KiB, 5% 4..=64 KiB.
-pub(crate) fn mix_size(rng: &mut Rng) -> usize {
+pub fn mix_size(rng: &mut Rng) -> usize {
     let class = rng.below(100);
-    (if class < 70 {
+    if class < 70 {
         8 + rng.below(121)
     } else if class < 95 {
         129 + rng.below(4096 - 128)
     } else {
         4097 + rng.below(65536 - 4096)
-    }) as usize
+    }
 }
 
 /// One step: the slot, and the size to allocate there if it is empty.
 #[derive(Clone, Copy)]
-pub(crate) struct Step {
-    pub(crate) slot: u32,
-    pub(crate) size: u32,
+pub struct Step {
+    pub slot: u32,
+    pub size: u32,
 }
 
 /// The seeded step sequence (`stream` selects an independent one, for threads).
-pub(crate) fn steps(stream: u64, len: usize) -> Vec<Step> {
+pub fn steps(stream: u64, len: usize) -> Vec<Step> {
     let mut rng = Rng::new(SEED ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     (0..len)
         .map(|_| Step {
-            slot: rng.below(SLOTS as u64) as u32,
+            slot: rng.below(SLOTS) as u32,
             size: mix_size(&mut rng) as u32,
         })
         .collect()
 }
 
 /// Alignment of every churn request.
-pub(crate) const ALIGN: usize = 8;
+pub const ALIGN: usize = 8;
 
 // ---------------------------------------------------------------------------------------------
 // The allocators
 
 /// A byte allocator under test, owning a pool.
-pub(crate) trait Bytes {
+pub trait Bytes {
     /// A fresh allocator over `pool`.
     ///
     /// # Safety
@@ -123,34 +103,34 @@ pub(crate) trait Bytes {
 }
 
 /// `smpalloc::Tlsf` with arceos' parameters.
-pub(crate) struct OursTlsf(Box<smpalloc::byte::DefaultTlsf>);
+pub struct OursTlsf(Box<smpalloc::byte::DefaultTlsf>);
 /// `smpalloc::TlsfByteAllocator`.
-pub(crate) struct OursByte(Box<smpalloc::TlsfByteAllocator>);
+pub struct OursByte(Box<smpalloc::TlsfByteAllocator>);
 /// `smpalloc::TlsfHeap<2>`, used from one thread (its locks uncontended).
-pub(crate) struct OursHeap(Box<TlsfHeap<2>>);
+pub struct OursHeap(Box<TlsfHeap<2>>);
 /// rlsf's `Tlsf` with arceos' parameters.
-pub(crate) struct Rlsf(Box<rlsf::Tlsf<'static, u32, u32, 28, 32>>);
+pub struct Rlsf(Box<rlsf::Tlsf<'static, u32, u32, 28, 32>>);
 /// talc's `Talc` with `ErrOnOom` (the pool is claimed up front).
-pub(crate) struct Talc(talc::Talc<talc::ErrOnOom>);
+pub struct Talc(talc::Talc<talc::ErrOnOom>);
 /// buddy_system_allocator's `Heap<32>`.
-pub(crate) struct Buddy(Box<buddy_system_allocator::Heap<32>>);
+pub struct Buddy(Box<buddy_system_allocator::Heap<32>>);
 /// linked_list_allocator's `Heap`.
-pub(crate) struct LinkedList(linked_list_allocator::Heap);
+pub struct LinkedList(linked_list_allocator::Heap);
 /// One of axallocator's byte allocators.
-pub(crate) struct Ax<T>(Box<T>);
+pub struct Ax<T>(Box<T>);
 /// axallocator's `TlsfByteAllocator` (rlsf inside).
-pub(crate) type AxTlsf = Ax<axallocator::TlsfByteAllocator>;
+pub type AxTlsf = Ax<axallocator::TlsfByteAllocator>;
 /// `std::alloc::System` (ignores the pool).
-pub(crate) struct System;
+pub struct System;
 /// `smpalloc::BuddyByteAllocator`.
-pub(crate) struct OursBuddy(Box<smpalloc::BuddyByteAllocator>);
+pub struct OursBuddy(Box<smpalloc::BuddyByteAllocator>);
 /// `smpalloc::SlabByteAllocator`.
-pub(crate) struct OursSlab(Box<smpalloc::SlabByteAllocator>);
+pub struct OursSlab(Box<smpalloc::SlabByteAllocator>);
 /// axallocator's `BuddyByteAllocator` (buddy_system_allocator 0.10 inside).
-pub(crate) type AxBuddy = Ax<axallocator::BuddyByteAllocator>;
+pub type AxBuddy = Ax<axallocator::BuddyByteAllocator>;
 /// axallocator's `SlabByteAllocator` (ax_slab_allocator 0.4 inside: slabs of 64..4096 B over a
 /// buddy heap).
-pub(crate) type AxSlab = Ax<axallocator::SlabByteAllocator>;
+pub type AxSlab = Ax<axallocator::SlabByteAllocator>;
 
 /// `Bytes` for a type with arceos' traits (`$base`, `$bytes`: the crate's trait paths).
 macro_rules! arceos_bytes {
@@ -177,6 +157,39 @@ macro_rules! arceos_bytes {
     };
 }
 
+/// `Bytes` for a TLSF with rlsf's API (`insert_free_block_ptr`, `allocate`, `deallocate` by
+/// alignment): ours and rlsf's.
+macro_rules! tlsf_bytes {
+    ($name:ident, $ty:ty) => {
+        impl Bytes for $name {
+            unsafe fn over(pool: NonNull<[u8]>) -> Self {
+                let mut tlsf = Box::new(<$ty>::new());
+                // SAFETY: the caller gives us the pool.
+                unsafe { tlsf.insert_free_block_ptr(pool).unwrap() };
+                Self(tlsf)
+            }
+            #[inline]
+            fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+                self.0.allocate(layout)
+            }
+            #[inline]
+            unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
+                // SAFETY: the caller's contract.
+                unsafe { self.0.deallocate(ptr, layout.align()) }
+            }
+        }
+    };
+}
+
+tlsf_bytes!(OursTlsf, smpalloc::byte::DefaultTlsf);
+tlsf_bytes!(Rlsf, rlsf::Tlsf<'static, u32, u32, 28, 32>);
+
+arceos_bytes!(
+    OursByte,
+    smpalloc::TlsfByteAllocator,
+    smpalloc::BaseAllocator,
+    smpalloc::ByteAllocator
+);
 arceos_bytes!(
     OursBuddy,
     smpalloc::BuddyByteAllocator,
@@ -189,41 +202,6 @@ arceos_bytes!(
     smpalloc::BaseAllocator,
     smpalloc::ByteAllocator
 );
-
-impl Bytes for OursTlsf {
-    unsafe fn over(pool: NonNull<[u8]>) -> Self {
-        let mut tlsf = Box::new(smpalloc::byte::DefaultTlsf::new());
-        // SAFETY: the caller gives us the pool.
-        unsafe { tlsf.insert_free_block_ptr(pool).unwrap() };
-        Self(tlsf)
-    }
-    #[inline]
-    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        self.0.allocate(layout)
-    }
-    #[inline]
-    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.deallocate(ptr, layout.align()) }
-    }
-}
-
-impl Bytes for OursByte {
-    unsafe fn over(pool: NonNull<[u8]>) -> Self {
-        use smpalloc::BaseAllocator;
-        let mut a = Box::new(smpalloc::TlsfByteAllocator::new());
-        a.init(pool.cast::<u8>().as_ptr().expose_provenance(), pool.len());
-        Self(a)
-    }
-    #[inline]
-    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        smpalloc::ByteAllocator::alloc(&mut *self.0, layout).ok()
-    }
-    #[inline]
-    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        smpalloc::ByteAllocator::dealloc(&mut *self.0, ptr, layout);
-    }
-}
 
 impl Bytes for OursHeap {
     unsafe fn over(pool: NonNull<[u8]>) -> Self {
@@ -240,24 +218,6 @@ impl Bytes for OursHeap {
     unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
         // SAFETY: the caller's contract.
         unsafe { self.0.deallocate(ptr, layout) }
-    }
-}
-
-impl Bytes for Rlsf {
-    unsafe fn over(pool: NonNull<[u8]>) -> Self {
-        let mut tlsf = Box::new(rlsf::Tlsf::new());
-        // SAFETY: the caller gives us the pool.
-        unsafe { tlsf.insert_free_block_ptr(pool).unwrap() };
-        Self(tlsf)
-    }
-    #[inline]
-    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        self.0.allocate(layout)
-    }
-    #[inline]
-    unsafe fn free(&mut self, ptr: NonNull<u8>, layout: Layout) {
-        // SAFETY: the caller's contract.
-        unsafe { self.0.deallocate(ptr, layout.align()) }
     }
 }
 
@@ -354,7 +314,7 @@ impl Bytes for System {
 
 /// Which contestant.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Kind {
+pub enum Kind {
     OursTlsf,
     OursByte,
     OursHeap,
@@ -371,13 +331,13 @@ pub(crate) enum Kind {
 }
 
 /// Runs something generic over one contestant.
-pub(crate) trait Visit {
+pub trait Visit {
     type Out;
     fn visit<B: Bytes>(self, kind: Kind) -> Self::Out;
 }
 
 impl Kind {
-    pub(crate) const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 9] = [
         Kind::OursTlsf,
         Kind::OursByte,
         Kind::OursHeap,
@@ -389,8 +349,8 @@ impl Kind {
         Kind::System,
     ];
 
-    /// The issue 7 contestants (the arceos set only; not in `ALL`).
-    pub(crate) const BUDDY_SLAB: [Kind; 5] = [
+    /// The slab and buddy contestants (the arceos set only; not in `ALL`).
+    pub const BUDDY_SLAB: [Kind; 5] = [
         Kind::OursBuddy,
         Kind::OursSlab,
         Kind::AxBuddy,
@@ -398,7 +358,7 @@ impl Kind {
         Kind::System,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::OursTlsf => "smpalloc Tlsf",
             Kind::OursByte => "smpalloc TlsfByteAllocator",
@@ -416,14 +376,14 @@ impl Kind {
         }
     }
 
-    pub(crate) fn ours(self) -> bool {
+    pub fn ours(self) -> bool {
         matches!(
             self,
             Kind::OursTlsf | Kind::OursByte | Kind::OursHeap | Kind::OursBuddy | Kind::OursSlab
         )
     }
 
-    pub(crate) fn with<V: Visit>(self, v: V) -> V::Out {
+    pub fn with<V: Visit>(self, v: V) -> V::Out {
         match self {
             Kind::OursTlsf => v.visit::<OursTlsf>(self),
             Kind::OursByte => v.visit::<OursByte>(self),
@@ -446,16 +406,22 @@ impl Kind {
 // Churn
 
 /// The live blocks of a churn run.
-pub(crate) struct Slots(Vec<Option<(NonNull<u8>, Layout)>>);
+pub struct Slots(Vec<Option<(NonNull<u8>, Layout)>>);
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl Slots {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self(vec![None; SLOTS])
     }
 
     /// Runs `steps`, returns how many allocations failed.
     #[inline]
-    pub(crate) fn run<B: Bytes>(&mut self, b: &mut B, steps: &[Step]) -> usize {
+    pub fn run<B: Bytes>(&mut self, b: &mut B, steps: &[Step]) -> usize {
         let mut failed = 0;
         for step in steps {
             let slot = &mut self.0[step.slot as usize];
@@ -482,7 +448,7 @@ impl Slots {
     }
 
     /// Frees every live block.
-    pub(crate) fn drain<B: Bytes>(&mut self, b: &mut B) {
+    pub fn drain<B: Bytes>(&mut self, b: &mut B) {
         for slot in &mut self.0 {
             if let Some((ptr, layout)) = slot.take() {
                 // SAFETY: live, freed once.
@@ -493,10 +459,10 @@ impl Slots {
 }
 
 /// Warm-up steps before timing (the live set reaches its steady state).
-pub(crate) const WARMUP: usize = 4 * SLOTS;
+pub const WARMUP: usize = 4 * SLOTS;
 
 /// Times `ops` churn steps on a fresh `B` over the 64 MiB pool (after the warm-up).
-pub(crate) fn time_churn<B: Bytes>(ops: usize) -> Duration {
+pub fn time_churn<B: Bytes>(ops: usize) -> Duration {
     static STEPS: OnceLock<Vec<Step>> = OnceLock::new();
     let all = STEPS.get_or_init(|| steps(0, WARMUP + 3_000_000));
     let ops = ops.min(all.len() - WARMUP);
@@ -517,7 +483,7 @@ pub(crate) fn time_churn<B: Bytes>(ops: usize) -> Duration {
 }
 
 /// Per-operation latencies (ns) of `ops` churn steps, sorted.
-pub(crate) fn latencies<B: Bytes>(ops: usize) -> Vec<u32> {
+pub fn latencies<B: Bytes>(ops: usize) -> Vec<u32> {
     let all = steps(1, WARMUP + ops);
     // SAFETY: as in `time_churn`.
     let mut b = unsafe { B::over(pool(POOL)) };
@@ -536,7 +502,7 @@ pub(crate) fn latencies<B: Bytes>(ops: usize) -> Vec<u32> {
 
 /// Heap efficiency: allocate the mix (3 allocations to 1 random free) on a fresh 16 MiB pool
 /// until the first failure; the live requested bytes then, as a fraction of the pool.
-pub(crate) fn efficiency<B: Bytes>() -> f64 {
+pub fn efficiency<B: Bytes>() -> f64 {
     let mut rng = Rng::new(SEED ^ 0xeff);
     // SAFETY: as in `time_churn`.
     let mut b = unsafe { B::over(pool(EFFICIENCY_POOL)) };
@@ -544,7 +510,7 @@ pub(crate) fn efficiency<B: Bytes>() -> f64 {
     let mut bytes = 0;
     loop {
         if rng.below(4) == 0 && !live.is_empty() {
-            let (ptr, layout) = live.swap_remove(rng.below(live.len() as u64) as usize);
+            let (ptr, layout) = live.swap_remove(rng.below(live.len()));
             bytes -= layout.size();
             // SAFETY: live, freed once.
             unsafe { b.free(ptr, layout) };
@@ -570,7 +536,7 @@ pub(crate) fn efficiency<B: Bytes>() -> f64 {
 // Threads
 
 /// An allocator shared by threads.
-pub(crate) trait Shared: Sync {
+pub trait Shared: Sync {
     fn alloc(&self, layout: Layout) -> Option<NonNull<u8>>;
     /// # Safety
     /// `ptr` came from `alloc(layout)` and was not freed.
@@ -590,14 +556,14 @@ impl<const N: usize> Shared for TlsfHeap<N> {
 }
 
 /// A single-threaded contestant behind one `SpinLock` (what a kernel would do with it).
-pub(crate) struct Locked<B: Bytes>(pub(crate) SpinLock<B>);
+pub struct Locked<B: Bytes>(pub SpinLock<B>);
 
 impl<B: Bytes> Locked<B> {
     /// A fresh `B` over `pool`, behind the lock.
     ///
     /// # Safety
     /// As [`Bytes::over`].
-    pub(crate) unsafe fn over(pool: NonNull<[u8]>) -> Self {
+    pub unsafe fn over(pool: NonNull<[u8]>) -> Self {
         // SAFETY: the caller's contract.
         Self(SpinLock::new(unsafe { B::over(pool) }))
     }
@@ -633,7 +599,7 @@ impl Shared for System {
 }
 
 /// Borrows a `Shared` allocator as a `Bytes` one, for one thread's churn.
-pub(crate) struct ByRef<'a, S: Shared>(pub(crate) &'a S);
+pub struct ByRef<'a, S: Shared>(pub &'a S);
 
 impl<S: Shared> Bytes for ByRef<'_, S> {
     unsafe fn over(_pool: NonNull<[u8]>) -> Self {
@@ -652,7 +618,7 @@ impl<S: Shared> Bytes for ByRef<'_, S> {
 
 /// `threads` threads each run `ops` churn steps (their own slots and sequence) on `shared`;
 /// returns the wall time of the whole run.
-pub(crate) fn time_threads<S: Shared>(shared: &S, threads: usize, ops: usize) -> Duration {
+pub fn time_threads<S: Shared>(shared: &S, threads: usize, ops: usize) -> Duration {
     let sequences: Vec<Vec<Step>> = (0..threads)
         .map(|t| steps(10 + t as u64, WARMUP + ops))
         .collect();
@@ -682,7 +648,7 @@ pub(crate) fn time_threads<S: Shared>(shared: &S, threads: usize, ops: usize) ->
 
 /// Any `Bytes` allocator as an `allocator_api2` allocator (arceos' `AllocatorRc` does the same
 /// with `Rc<RefCell<_>>`).
-pub(crate) struct Api<'a, B: Bytes>(pub(crate) &'a RefCell<B>);
+pub struct Api<'a, B: Bytes>(pub &'a RefCell<B>);
 
 impl<B: Bytes> Clone for Api<'_, B> {
     fn clone(&self) -> Self {
@@ -719,7 +685,7 @@ unsafe impl<B: Bytes> allocator_api2::alloc::Allocator for Api<'_, B> {
 
 /// The four workloads of arceos' `benches/collections.rs`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Collections {
+pub enum Collections {
     /// Push 3,000,000 `u32` into a growing `Vec`.
     VecPush3M,
     /// 25,000 `Vec<u64>` of capacity 64, freed in shuffled order.
@@ -731,14 +697,14 @@ pub(crate) enum Collections {
 }
 
 impl Collections {
-    pub(crate) const ALL: [Collections; 4] = [
+    pub const ALL: [Collections; 4] = [
         Collections::VecPush3M,
         Collections::RandFree25K64,
         Collections::RandFree7500x520,
         Collections::Map50K,
     ];
 
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Collections::VecPush3M => "vec_push_3M",
             Collections::RandFree25K64 => "vec_rand_free_25K_64",
@@ -748,14 +714,14 @@ impl Collections {
     }
 
     /// Runs the workload in `a`; returns a checksum (so nothing is optimized away).
-    pub(crate) fn run<A: allocator_api2::alloc::Allocator + Copy>(self, a: A) -> u64 {
+    pub fn run<A: allocator_api2::alloc::Allocator + Copy>(self, a: A) -> u64 {
         use allocator_api2::vec::Vec as AVec;
         let mut rng = Rng::new(SEED ^ 0xa5ce05);
         match self {
             Collections::VecPush3M => {
                 let mut v = AVec::new_in(a);
                 for _ in 0..3_000_000 {
-                    v.push(rng.next() as u32);
+                    v.push(rng.next_u64() as u32);
                 }
                 v[v.len() / 2] as u64 + v.len() as u64
             }
@@ -774,7 +740,7 @@ impl Collections {
                     .collect();
                 // Fisher-Yates with the seeded generator.
                 for i in (1..vs.len()).rev() {
-                    vs.swap(i, rng.below(i as u64 + 1) as usize);
+                    vs.swap(i, rng.below(i + 1));
                 }
                 let mut sum = 0;
                 for v in vs {
@@ -788,12 +754,12 @@ impl Collections {
                 let mut keys: Vec<u64> = Vec::new();
                 for _ in 0..50_000 {
                     if rng.below(5) == 0 && !keys.is_empty() {
-                        let k = keys.swap_remove(rng.below(keys.len() as u64) as usize);
+                        let k = keys.swap_remove(rng.below(keys.len()));
                         let mut key = AVec::new_in(a);
                         key.extend_from_slice(format!("key_{k}").as_bytes());
                         map.remove(&key);
                     } else {
-                        let v = rng.next();
+                        let v = rng.next_u64();
                         let mut key = AVec::new_in(a);
                         key.extend_from_slice(format!("key_{v}").as_bytes());
                         map.insert(key, v);
@@ -807,7 +773,7 @@ impl Collections {
 }
 
 /// Times `workload` with a fresh `B` over the 128 MiB pool, through `Api`.
-pub(crate) fn time_collections<B: Bytes>(workload: Collections) -> Duration {
+pub fn time_collections<B: Bytes>(workload: Collections) -> Duration {
     // SAFETY: as in `time_churn`.
     let b = RefCell::new(unsafe { B::over(pool(MAX_POOL)) });
     let start = Instant::now();
@@ -816,7 +782,7 @@ pub(crate) fn time_collections<B: Bytes>(workload: Collections) -> Duration {
 }
 
 /// Times `workload` on `std`'s global allocator (allocator_api2's `Global`).
-pub(crate) fn time_collections_global(workload: Collections) -> Duration {
+pub fn time_collections_global(workload: Collections) -> Duration {
     let start = Instant::now();
     core::hint::black_box(workload.run(allocator_api2::alloc::Global));
     start.elapsed()

@@ -1,27 +1,26 @@
-//! The showcase section for the SMP heap (issue 7): `smpalloc::heap::StdHeap` and `TlsfHeap`
+//! The showcase section for the SMP heap: `smpalloc::heap::StdHeap` and `TlsfHeap`
 //! against glibc, mimalloc, jemalloc, snmalloc and the locked `no_std` peers, including rows
-//! with more threads than CPUs on purpose (issue 15) (contestants and workloads:
-//! `heap_contestants.rs`, shared with `benches/heap.rs`), plus the resident memory of each churn
+//! with more threads than CPUs on purpose (contestants and workloads:
+//! [`crate::heap`], shared with `benches/heap.rs`), plus the resident memory of each churn
 //! run, measured in a child process per allocator (`--rss-probe`).
 
-#[path = "heap_contestants.rs"]
-mod contestants;
+use crate::heap as contestants;
 
 use core::time::Duration;
 use std::process::{Command, ExitCode};
 
-use contestants::{Contestant, LIVE, Run, Visit};
+use contestants::{Contestant, LIVE, Visit, Workload};
 
-use crate::byte_contestants::Collections;
-use crate::{Options, Table, rotate};
+use super::{Options, Table, markdown, rotate};
+use crate::bytes::Collections;
 
 /// Operations per thread of the churn runs.
 const CHURN_OPS: u64 = 1_000_000;
 /// Operations per thread of the larson runs.
 const LARSON_OPS: u64 = 600_000;
-/// Blocks of the producer/consumer run (the issue's figure).
+/// Blocks of the producer/consumer run (1,000,000).
 const BLOCKS: u64 = 1_000_000;
-/// Threads of the larson run that oversubscribes the CPUs on purpose (issue 15).
+/// Threads of the larson run that oversubscribes the CPUs on purpose.
 const OVER_THREADS: usize = 32;
 /// Operations per thread of that run (fewer than [`LARSON_OPS`]: there are 32 threads).
 const OVER_LARSON_OPS: u64 = 40_000;
@@ -29,71 +28,6 @@ const OVER_LARSON_OPS: u64 = 40_000;
 const OVER_PAIRS: usize = 4;
 /// Blocks per pair of that run.
 const OVER_BLOCKS: u64 = 125_000;
-
-/// Which threaded workload, with its operations per thread.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Workload {
-    Churn { threads: usize, ops: usize },
-    ProducerConsumer { pairs: usize, blocks: usize },
-    Larson { threads: usize, ops: usize },
-}
-
-impl Visit for Workload {
-    type Out = Run;
-    fn visit<A: core::alloc::GlobalAlloc + Sync>(self, a: &A) -> Run {
-        match self {
-            Workload::Churn { threads, ops } => contestants::churn(a, threads, ops),
-            Workload::ProducerConsumer { pairs, blocks } => {
-                contestants::producer_consumer(a, pairs, blocks)
-            }
-            Workload::Larson { threads, ops } => contestants::larson(a, threads, ops),
-        }
-    }
-}
-
-impl Workload {
-    /// The same workload with the operations `contestant` runs (see `Contestant::scaled`).
-    fn for_contestant(self, contestant: Contestant) -> Self {
-        match self {
-            Workload::Churn { threads, ops } => Workload::Churn {
-                threads,
-                ops: contestant.scaled(ops),
-            },
-            Workload::ProducerConsumer { pairs, blocks } => Workload::ProducerConsumer {
-                pairs,
-                blocks: contestant.scaled(blocks),
-            },
-            Workload::Larson { threads, ops } => Workload::Larson {
-                threads,
-                ops: contestant.scaled(ops),
-            },
-        }
-    }
-
-    /// The probe's command-line name.
-    fn key(self) -> String {
-        match self {
-            Workload::Churn { threads, ops } => format!("churn:{threads}:{ops}"),
-            Workload::ProducerConsumer { pairs, blocks } => format!("pc:{pairs}:{blocks}"),
-            Workload::Larson { threads, ops } => format!("larson:{threads}:{ops}"),
-        }
-    }
-
-    fn from_key(key: &str) -> Option<Self> {
-        let mut parts = key.split(':');
-        let (name, threads, ops) = (parts.next()?, parts.next()?, parts.next()?);
-        let (threads, ops) = (threads.parse().ok()?, ops.parse().ok()?);
-        match name {
-            "churn" => Some(Workload::Churn { threads, ops }),
-            "pc" => Some(Workload::ProducerConsumer {
-                pairs: threads,
-                blocks: ops,
-            }),
-            "larson" => Some(Workload::Larson { threads, ops }),
-            _ => None,
-        }
-    }
-}
 
 struct Arceos(Collections);
 
@@ -134,7 +68,7 @@ fn ratios(table: &Table, peers: impl Iterator<Item = Contestant>, max: f64) -> (
         .filter_map(|p| table.ns(p.name()).map(|ns| (p, ours / ns)))
         .map(|(p, ratio)| {
             met &= ratio <= max;
-            format!("{} {ratio:.2}x", crate::short(p.name()))
+            format!("{} {ratio:.2}x", super::short(p.name()))
         })
         .collect();
     (text.join(", "), met)
@@ -152,24 +86,20 @@ fn verdict(met: bool) -> &'static str {
 
 /// Prints the heap section.
 pub(crate) fn section(options: &Options) {
-    println!("SMP heap");
-    println!("--------");
-    println!("ours (*): smpalloc::heap::StdHeap (thread caches of magazines over per-class depots");
-    println!("  and slabs, over SystemPages; one static, as #[global_allocator] would be);");
-    println!("  TlsfHeap<2> (TLSF arenas behind spin locks).");
-    println!("peers from the OS: std::alloc::System (glibc malloc), mimalloc 0.1, jemalloc 5.3");
-    println!("  (tikv-jemallocator 0.7), snmalloc (snmalloc-rs 0.7), rlsf GlobalTlsf (one pthread");
-    println!("  mutex, mmap'd pools). Locked no_std peers over one 128 MiB pool (the");
-    println!("  same buffer for each, a fresh allocator per run): talc 4 in smpalloc::SpinLock,");
-    println!("  buddy_system_allocator LockedHeap<32>, linked_list_allocator LockedHeap,");
-    println!(
-        "  axallocator SlabByteAllocator (and TLSF for the arceos set) in smpalloc::SpinLock."
-    );
-    println!(
-        "Every contestant runs the same seeded operations; linked_list_allocator runs a tenth"
-    );
-    println!("  of them (it scans its free list) and its ns/op is per operation all the same.");
-    println!();
+    out!("SMP heap");
+    out!("--------");
+    out!("ours (*): smpalloc::heap::StdHeap (thread caches of magazines over per-class depots");
+    out!("  and slabs, over SystemPages; one static, as #[global_allocator] would be);");
+    out!("  TlsfHeap<2> (TLSF arenas behind spin locks).");
+    out!("peers from the OS: std::alloc::System (glibc malloc), mimalloc 0.1, jemalloc 5.3");
+    out!("  (tikv-jemallocator 0.7), snmalloc (snmalloc-rs 0.7), rlsf GlobalTlsf (one pthread");
+    out!("  mutex, mmap'd pools). Locked no_std peers over one 128 MiB pool (the");
+    out!("  same buffer for each, a fresh allocator per run): talc 4 in smpalloc::SpinLock,");
+    out!("  buddy_system_allocator LockedHeap<32>, linked_list_allocator LockedHeap,");
+    out!("  axallocator SlabByteAllocator (and TLSF for the arceos set) in smpalloc::SpinLock.");
+    out!("Every contestant runs the same seeded operations; linked_list_allocator runs a tenth");
+    out!("  of them (it scans its free list) and its ns/op is per operation all the same.");
+    out!();
     let rounds = options.rounds();
     let churn_ops = options.ops(CHURN_OPS) as usize;
     let larson_ops = options.ops(LARSON_OPS) as usize;
@@ -262,13 +192,11 @@ pub(crate) fn section(options: &Options) {
 
     oversubscribed(options, rounds, contention);
 
-    println!("arceos' collection benchmarks through allocator_api2::Allocator (the same adapter");
-    println!("  for every contestant; hash_map_50K stands in for btree_map_50K as in the bytes");
-    println!(
-        "  section). The pool peers and TlsfHeap work in the pre-touched 128 MiB pool; StdHeap,"
-    );
-    println!("  glibc, mimalloc, jemalloc and snmalloc take fresh memory from the OS and pay its");
-    println!("  page faults.");
+    out!("arceos' collection benchmarks through allocator_api2::Allocator (the same adapter");
+    out!("  for every contestant; hash_map_50K stands in for btree_map_50K as in the bytes");
+    out!("  section). The pool peers and TlsfHeap work in the pre-touched 128 MiB pool; StdHeap,");
+    out!("  glibc, mimalloc, jemalloc and snmalloc take fresh memory from the OS and pay its");
+    out!("  page faults.");
     let arceos = Contestant::ARCEOS;
     for workload in Collections::ALL {
         let mut table = Table::new(format!("{} (ns per run)", workload.name()))
@@ -328,7 +256,7 @@ fn oversubscribed(options: &Options, rounds: usize, contention: &str) {
         kinds
             .iter()
             .filter(|c| c.spins())
-            .map(|c| crate::short(crate::short_ours(c.name())))
+            .map(|c| super::short(super::short_ours(c.name())))
             .collect::<Vec<_>>()
             .join(", "),
     ));
@@ -382,17 +310,19 @@ fn memory(options: &Options, churn_ops: usize, larson_ops: usize) {
         threads,
         ops: larson_ops,
     });
-    println!(
+    out!(
         "memory: peak resident bytes / peak live requested bytes of the churn runs (one child \
          process per cell, VmHWM after the run minus VmHWM before it)"
     );
+    markdown::preformatted(true);
     let mut head = format!("  {:<27}", "allocator");
     for w in &workloads {
         head += &format!(" {:>18}", w.key().rsplit_once(':').unwrap().0);
     }
-    println!("{head}");
+    out!("{head}");
     let Ok(exe) = std::env::current_exe() else {
-        println!("  n/a (current_exe unavailable)");
+        out!("  n/a (current_exe unavailable)");
+        markdown::preformatted(false);
         return;
     };
     let mut pages_line = format!("  {:<27}", "  StdHeap SystemPages peak");
@@ -435,12 +365,12 @@ fn memory(options: &Options, churn_ops: usize, larson_ops: usize) {
                 }
             }
         }
-        println!("{line}");
+        out!("{line}");
         measured.push((c, ratios));
     }
-    println!("{pages_line}");
-    println!("{live_line}");
-    println!(
+    out!("{pages_line}");
+    out!("{live_line}");
+    out!(
         "  (RSS includes each allocator's metadata and the probe's own thread stacks, the same \
          for all; the live sets are small, so fixed costs weigh heavily)"
     );
@@ -456,13 +386,14 @@ fn memory(options: &Options, churn_ops: usize, larson_ops: usize) {
             .iter()
             .map(|(o, j)| format!("{o:.2}x vs {j:.2}x"))
             .collect();
-        println!(
+        out!(
             "  target: peak RSS / live at most jemalloc's: StdHeap {} ({})",
             text.join(", "),
             verdict(met)
         );
     }
-    println!();
+    markdown::preformatted(false);
+    out!();
 }
 
 /// What a probe printed: `rss=<bytes|n/a> live=<bytes> pages=<bytes|n/a>`.

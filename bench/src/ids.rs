@@ -1,5 +1,5 @@
-//! The ID-allocator contestants and workloads shared by `examples/showcase.rs` and
-//! `benches/pid.rs` (both include this file with `#[path]`).
+//! The ID-allocator contestants and workloads, shared by the showcase's IDs section and
+//! `benches/pid.rs`.
 //!
 //! Every allocator manages 262,144 IDs (`pid_allocator`'s `ORDER = 4096` words of 64 bits) and
 //! hands out handles that free their ID when dropped, so all of them run the same code:
@@ -17,25 +17,26 @@ use std::time::Instant;
 
 use bitmap_allocator::BitAlloc;
 use smpalloc::{Policy, SpinLock};
+use smpalloc_testkit::Rng;
 
 /// Words of 64 bits in every allocator (the `ORDER` of both `PidAllocator`s).
-pub(crate) const ORDER: usize = 4096;
+pub const ORDER: usize = 4096;
 /// IDs managed by every allocator.
-pub(crate) const CAPACITY: usize = ORDER * 64;
+pub const CAPACITY: usize = ORDER * 64;
 /// IDs held in the dense scenario: the prefix `0..DENSE`, 90% of the capacity.
-pub(crate) const DENSE: usize = 235_930;
+pub const DENSE: usize = 235_930;
 /// IDs freed again in the holes scenario: a seeded-random 10% of the capacity.
-pub(crate) const HOLES: usize = CAPACITY / 10;
+pub const HOLES: usize = CAPACITY / 10;
 /// Handles each thread keeps in the ring workload.
-pub(crate) const RING: usize = 16;
+pub const RING: usize = 16;
 /// The seed of every random choice (the holes pattern).
-pub(crate) const SEED: u64 = 0x5eed_1d5a;
+pub const SEED: u64 = 0x5eed_1d5a;
 
 // ---------------------------------------------------------------------------------------------
 // The allocators
 
 /// An ID allocator under test: `allocate` returns a handle that frees its ID when dropped.
-pub(crate) trait Ids: Sync {
+pub trait Ids: Sync {
     /// The allocation handle; derefs to the ID.
     type Handle<'a>: Deref<Target = usize>
     where
@@ -64,7 +65,7 @@ impl Ids for pid_allocator::PidAllocator<ORDER> {
 }
 
 /// A handle-less allocator; [`Held`] gives it a freeing handle.
-pub(crate) trait RawIds: Sync {
+pub trait RawIds: Sync {
     /// Allocates one ID, `None` when full.
     fn alloc_raw(&self) -> Option<usize>;
     /// Frees an ID returned by `alloc_raw`.
@@ -72,7 +73,7 @@ pub(crate) trait RawIds: Sync {
 }
 
 /// The handle of a [`RawIds`] allocator: frees the ID on drop, like the crates' own handles.
-pub(crate) struct Held<'a, R: RawIds> {
+pub struct Held<'a, R: RawIds> {
     id: usize,
     owner: &'a R,
 }
@@ -106,7 +107,7 @@ impl<R: RawIds> Ids for R {
 
 /// `index-set`'s lock-free bitset: `set_next_free_bit` CASes the first non-full word at or
 /// after a rotation hint; `remove` is one `fetch_and`.
-pub(crate) struct IndexSet(index_set::AtomicBitSet<ORDER>);
+pub struct IndexSet(index_set::AtomicBitSet<ORDER>);
 
 impl RawIds for IndexSet {
     #[inline]
@@ -123,7 +124,7 @@ impl RawIds for IndexSet {
 
 /// rcore's `bitmap-allocator` (a 16-ary segment tree, lowest free first) behind a `SpinLock`.
 /// The crate has no 256K type, so this is `BitAlloc1M` with only the first 262,144 bits free.
-pub(crate) struct RcoreBitmap(SpinLock<bitmap_allocator::BitAlloc1M>);
+pub struct RcoreBitmap(SpinLock<bitmap_allocator::BitAlloc1M>);
 
 impl RawIds for RcoreBitmap {
     #[inline]
@@ -138,7 +139,7 @@ impl RawIds for RcoreBitmap {
 }
 
 /// The baseline: a `SpinLock<[u64; 4096]>`, lowest free ID by a first-fit scan of the words.
-pub(crate) struct SpinScan(SpinLock<[u64; ORDER]>);
+pub struct SpinScan(SpinLock<[u64; ORDER]>);
 
 impl RawIds for SpinScan {
     #[inline]
@@ -160,7 +161,7 @@ impl RawIds for SpinScan {
 }
 
 /// Something to do with a freshly built allocator of any kind (see [`Kind::with`]).
-pub(crate) trait Visit {
+pub trait Visit {
     /// What the visit returns.
     type Out;
     /// Runs on the fresh allocator.
@@ -169,7 +170,7 @@ pub(crate) trait Visit {
 
 /// One contestant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// `smpalloc::PidAllocator`, `Policy::NextFit` (the default).
     NextFit,
     /// `smpalloc::PidAllocator`, `Policy::LowestFree`.
@@ -188,7 +189,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     /// Every contestant, ours first.
-    pub(crate) const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 7] = [
         Kind::NextFit,
         Kind::LowestFree,
         Kind::PerCpuNextFit,
@@ -199,7 +200,7 @@ impl Kind {
     ];
 
     /// The contestants of the thread-scaling table.
-    pub(crate) const SCALING: [Kind; 5] = [
+    pub const SCALING: [Kind; 5] = [
         Kind::NextFit,
         Kind::LowestFree,
         Kind::PerCpuNextFit,
@@ -208,7 +209,7 @@ impl Kind {
     ];
 
     /// The name printed in tables.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Kind::NextFit => "smpalloc NextFit",
             Kind::LowestFree => "smpalloc LowestFree",
@@ -221,8 +222,7 @@ impl Kind {
     }
 
     /// A short identifier (criterion benchmark ids).
-    #[allow(dead_code, reason = "used by the benchmarks only")]
-    pub(crate) fn id(self) -> &'static str {
+    pub fn id(self) -> &'static str {
         match self {
             Kind::NextFit => "smpalloc_nextfit",
             Kind::LowestFree => "smpalloc_lowestfree",
@@ -235,12 +235,12 @@ impl Kind {
     }
 
     /// Whether this is someone else's allocator (ratios compare us with the best of these).
-    pub(crate) fn is_peer(self) -> bool {
+    pub fn is_peer(self) -> bool {
         !matches!(self, Kind::NextFit | Kind::LowestFree | Kind::PerCpuNextFit)
     }
 
     /// Builds a fresh, empty allocator of this kind and hands it to `visit`.
-    pub(crate) fn with<V: Visit>(self, visit: V) -> V::Out {
+    pub fn with<V: Visit>(self, visit: V) -> V::Out {
         let ours = |policy| Box::new(smpalloc::PidAllocator::<ORDER>::new().with_policy(policy));
         match self {
             Kind::NextFit => visit.visit(&*ours(Policy::NextFit)),
@@ -265,7 +265,7 @@ impl Kind {
 
 /// Which state the allocator is in while allocate+drop pairs are measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fill {
+pub enum Fill {
     /// Nothing held.
     Empty,
     /// IDs `0..DENSE` held (90%, a dense prefix).
@@ -279,7 +279,7 @@ pub(crate) enum Fill {
 /// The same IDs end up held for every allocator and policy: all IDs are allocated, then the
 /// unwanted ones dropped. (Allocating `DENSE` IDs from fresh would not give the prefix with
 /// per-CPU cursors, which start spread over the ID space.)
-pub(crate) fn prepare<A: Ids>(ids: &A, fill: Fill) -> Vec<A::Handle<'_>> {
+pub fn prepare<A: Ids>(ids: &A, fill: Fill) -> Vec<A::Handle<'_>> {
     if fill == Fill::Empty {
         return Vec::new();
     }
@@ -309,11 +309,11 @@ pub(crate) fn prepare<A: Ids>(ids: &A, fill: Fill) -> Vec<A::Handle<'_>> {
 
 /// `mask[id]` is true for the [`HOLES`] IDs the holes scenario frees: a seeded partial
 /// Fisher-Yates shuffle, the same on every run.
-pub(crate) fn hole_mask() -> Vec<bool> {
-    let mut rng = SplitMix64(SEED);
+pub fn hole_mask() -> Vec<bool> {
+    let mut rng = Rng::new(SEED);
     let mut order: Vec<usize> = (0..CAPACITY).collect();
     for i in 0..HOLES {
-        let j = i + (rng.next() % (CAPACITY - i) as u64) as usize;
+        let j = i + rng.below(CAPACITY - i);
         order.swap(i, j);
     }
     let mut mask = vec![false; CAPACITY];
@@ -323,29 +323,15 @@ pub(crate) fn hole_mask() -> Vec<bool> {
     mask
 }
 
-/// The SplitMix64 generator (Steele, Lea, Flood 2014): a tiny seeded PRNG.
-pub(crate) struct SplitMix64(pub(crate) u64);
-
-impl SplitMix64 {
-    /// The next 64 random bits.
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
-
 /// One measured operation: allocate an ID and drop its handle at once.
 #[inline(always)]
-pub(crate) fn alloc_drop<A: Ids>(ids: &A) -> usize {
+pub fn alloc_drop<A: Ids>(ids: &A) -> usize {
     let handle = ids.allocate().expect("allocator full");
     black_box(*handle)
 }
 
 /// Times `ops` allocate+drop pairs.
-pub(crate) fn time_pairs<A: Ids>(ids: &A, ops: u64) -> Duration {
+pub fn time_pairs<A: Ids>(ids: &A, ops: u64) -> Duration {
     let start = Instant::now();
     for _ in 0..ops {
         alloc_drop(ids);
@@ -355,14 +341,14 @@ pub(crate) fn time_pairs<A: Ids>(ids: &A, ops: u64) -> Duration {
 
 /// One run of the ring workload.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RingRun {
+pub struct RingRun {
     /// Wall time from the first thread's start to the last thread's finish.
-    pub(crate) elapsed: Duration,
+    pub elapsed: Duration,
     /// The threads' CPU time (summed) over `elapsed`: how many CPUs were really busy with the
     /// run. Near the thread count when the threads ran side by side; near 1 when the scheduler
     /// took turns on one CPU (another process had the other). `None` where per-thread CPU
     /// time is not measured (only 64-bit Linux is).
-    pub(crate) cpus: Option<f64>,
+    pub cpus: Option<f64>,
 }
 
 /// Nanoseconds of CPU time the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`), on 64-bit
@@ -402,7 +388,7 @@ fn thread_cpu_ns() -> Option<u64> {
 ///
 /// The threads start together: each waits (yielding) until all have arrived, so that none runs
 /// alone while the others are still being spawned.
-pub(crate) fn time_ring<A: Ids>(ids: &A, threads: usize, ops: u64) -> RingRun {
+pub fn time_ring<A: Ids>(ids: &A, threads: usize, ops: u64) -> RingRun {
     let per_thread = ops.div_ceil(threads as u64);
     let arrived = AtomicUsize::new(0);
     let spans: Vec<(Instant, Instant, Option<u64>)> = std::thread::scope(|scope| {

@@ -1,7 +1,7 @@
 //! Criterion benchmarks of the TLSF family: `smpalloc::Tlsf`, `TlsfByteAllocator` and
 //! `TlsfHeap` against rlsf 0.2, talc 4, buddy_system_allocator 0.13, linked_list_allocator
 //! 0.10, axallocator 0.2's TLSF and `std::alloc::System`, on one seeded operation sequence
-//! (contestants and workloads: `examples/common/byte_contestants.rs`, shared with the showcase).
+//! (contestants and workloads: `smpalloc_bench::bytes`, shared with the showcase).
 //!
 //! Groups:
 //! - `tlsf_churn_64MiB`: one thread, steady-state churn on a 64 MiB pool (70% 8..128 B, 25%
@@ -19,12 +19,8 @@ use core::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 
-#[path = "../examples/common/byte_contestants.rs"]
-#[allow(dead_code, reason = "shared with the showcase, which uses more of it")]
-mod contestants;
-
-use contestants::{Bytes, Collections, Kind, Locked, Rlsf, Visit};
 use smpalloc::TlsfHeap;
+use smpalloc_bench::bytes::{self as contestants, Bytes, Collections, Kind, Locked, Rlsf, Visit};
 
 struct Churn<'g, 'c> {
     group: &'g mut BenchmarkGroup<'c, WallTime>,
@@ -120,10 +116,10 @@ fn arceos(c: &mut Criterion) {
     for workload in Collections::ALL {
         let name = format!("tlsf_arceos_{}", workload.name().split(' ').next().unwrap());
         let mut group = configure(c, &name, 10);
-        let issue7 = Kind::BUDDY_SLAB.into_iter().filter(|&k| k != Kind::System);
+        let buddy_slab = Kind::BUDDY_SLAB.into_iter().filter(|&k| k != Kind::System);
         for kind in [Kind::OursByte, Kind::OursHeap, Kind::AxTlsf, Kind::System]
             .into_iter()
-            .chain(issue7)
+            .chain(buddy_slab)
         {
             kind.with(Arceos {
                 group: &mut group,
