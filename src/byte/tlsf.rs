@@ -256,6 +256,8 @@ impl fmt::Display for CheckError {
     }
 }
 
+impl core::error::Error for CheckError {}
+
 #[inline(always)]
 const fn log2(x: usize) -> u32 {
     usize::BITS - 1 - x.leading_zeros()

@@ -28,7 +28,7 @@ use core::borrow::Borrow;
 use core::fmt;
 
 use super::regions::Regions;
-use super::{PageInvariantError, align_in_pages, page_number, region_pages};
+use super::{CheckError, align_in_pages, page_number, region_pages};
 use crate::bitmap::{AtomicBitmap, BITS, BitmapError, Cursor, summary_words};
 use crate::percpu::PerCpu;
 use crate::sync::atomic::{AtomicUsize, Ordering};
@@ -434,9 +434,9 @@ where
     ///
     /// # Time Complexity
     /// O(WORDS).
-    pub fn check(&self) -> Result<(), PageInvariantError> {
+    pub fn check(&self) -> Result<(), CheckError> {
         let bits = self.bits();
-        bits.check().map_err(PageInvariantError::Bitmap)?;
+        bits.check().map_err(CheckError::Bitmap)?;
         let mut regions: arrayvec::ArrayVec<(usize, usize), { super::MAX_REGIONS }> = self
             .regions
             .iter()
@@ -454,7 +454,7 @@ where
         {
             if bits.count_allocated_in(pos, start) != start - pos {
                 let page = (pos..start).find(|&i| !bits.contains(i)).unwrap_or(pos);
-                return Err(PageInvariantError::Unmanaged { page });
+                return Err(CheckError::Unmanaged { page });
             }
             pos = end;
         }

@@ -60,8 +60,7 @@ use core::fmt;
 
 use super::pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY, PageCache, PcpSlot};
 use super::{
-    MAX_REGIONS, PageInvariantError, align_in_pages, for_each_block, order_for, page_number,
-    region_pages,
+    CheckError, MAX_REGIONS, align_in_pages, for_each_block, order_for, page_number, region_pages,
 };
 use crate::percpu::{self, PerCpu};
 use crate::sync::atomic::{AtomicU32, Ordering};
@@ -980,7 +979,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     ///
     /// # Time Complexity
     /// O(window pages * regions + parked pages^2).
-    pub fn check(&self) -> Result<(), PageInvariantError> {
+    pub fn check(&self) -> Result<(), CheckError> {
         let pinned = percpu::pinned_mode();
         // Pinned: the calling CPU's cache only (the others are their CPUs' alone; their pages
         // are counted through the published sizes below). Otherwise every cache.
@@ -1002,7 +1001,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             let mut at = zone.heads[order];
             while at != NIL {
                 let index = at as usize;
-                let bad = PageInvariantError::FreeList { order, page: index };
+                let bad = CheckError::FreeList { order, page: index };
                 let page = meta.get(index).ok_or(bad)?;
                 if order > MAX_ORDER
                     || page.prev.load(Ordering::Relaxed) != prev
@@ -1016,7 +1015,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 if order < MAX_ORDER {
                     let buddy = index ^ (1 << order);
                     if meta.get(buddy).map(PageMeta::state) == Some(FREE | order as u32) {
-                        return Err(PageInvariantError::Unmerged {
+                        return Err(CheckError::Unmerged {
                             page: index.min(buddy),
                             order,
                         });
@@ -1028,7 +1027,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 at = page.next.load(Ordering::Relaxed);
             }
             if count != zone.blocks[order] {
-                return Err(PageInvariantError::Count {
+                return Err(CheckError::Count {
                     what: "free blocks of an order",
                     counted: zone.blocks[order],
                     actual: count,
@@ -1036,7 +1035,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             }
         }
         if free_pages != zone.free_pages {
-            return Err(PageInvariantError::Count {
+            return Err(CheckError::Count {
                 what: "free pages",
                 counted: zone.free_pages,
                 actual: free_pages,
@@ -1048,7 +1047,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         let mut chain: Option<(usize, usize)> = None;
         while pos < meta.len() {
             let state = meta[pos].state();
-            let bad = PageInvariantError::PageState { page: pos, state };
+            let bad = CheckError::PageState { page: pos, state };
             let order = (state & ORDER) as usize;
             let (kind, links) = (state & KIND, state & (MORE | CONT));
             if state & !(KIND | ORDER | MORE | CONT) != 0 || (links != 0 && kind != ALLOC) {
@@ -1094,7 +1093,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                     });
                     if !canonical {
                         let state = meta[first].state();
-                        return Err(PageInvariantError::PageState { page: first, state });
+                        return Err(CheckError::PageState { page: first, state });
                     }
                     None
                 };
@@ -1102,7 +1101,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             let interior = &meta[pos + 1..pos + span];
             if let Some(i) = interior.iter().position(|page| page.state() != NONE) {
                 let state = interior[i].state();
-                return Err(PageInvariantError::PageState {
+                return Err(CheckError::PageState {
                     page: pos + 1 + i,
                     state,
                 });
@@ -1111,10 +1110,10 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         }
         if let Some((first, _)) = chain {
             let state = meta[first].state();
-            return Err(PageInvariantError::PageState { page: first, state });
+            return Err(CheckError::PageState { page: first, state });
         }
         if walked_free != free_pages {
-            return Err(PageInvariantError::Count {
+            return Err(CheckError::Count {
                 what: "free pages (page walk)",
                 counted: free_pages,
                 actual: walked_free,
@@ -1129,7 +1128,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             // (exact when no call is running, as `check` requires).
             if let Some(slot) = own {
                 if slot.parked() != parked {
-                    return Err(PageInvariantError::Count {
+                    return Err(CheckError::Count {
                         what: "a cache's published size",
                         counted: slot.parked(),
                         actual: parked,
@@ -1139,7 +1138,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             parked = self.caches.iter().map(PcpSlot::parked).sum();
         }
         if parked != held {
-            return Err(PageInvariantError::Count {
+            return Err(CheckError::Count {
                 what: "parked pages",
                 counted: parked,
                 actual: held,
@@ -1149,12 +1148,12 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         for (i, page) in all.clone().enumerate() {
             let state = meta.get(page).map_or(NIL, PageMeta::state);
             if state != HELD || all.clone().skip(i + 1).any(|other| other == page) {
-                return Err(PageInvariantError::PageState { page, state });
+                return Err(CheckError::PageState { page, state });
             }
         }
         let regions: usize = zone.regions.iter().map(|&(s, e)| e - s).sum();
         if regions != zone.total_pages {
-            return Err(PageInvariantError::Count {
+            return Err(CheckError::Count {
                 what: "total pages",
                 counted: zone.total_pages,
                 actual: regions,
