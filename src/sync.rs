@@ -12,9 +12,12 @@
 //!
 //! Loom's atomics are not `const`-constructible, so every constructor in the crate that must be a
 //! `const fn` (for `static` allocators) is declared with [`loom_const_fn!`], which drops the
-//! `const` under `cfg(loom)`; models build fresh instances instead of statics.
+//! `const` under `cfg(loom)`; models build fresh instances instead of statics. The capacities a
+//! model shrinks (magazines, node fanouts, per-CPU slots) come from one table, [`model::Sizes`].
 //!
 //! [loom]: https://docs.rs/loom
+
+pub(crate) mod model;
 
 pub(crate) mod atomic {
     #[cfg(loom)]

@@ -20,11 +20,12 @@ use crate::byte::slab::SlabCache;
 use crate::byte::slab::class::slab_bytes;
 use crate::lock::{SpinLock, SpinLockGuard};
 use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::model::SIZES;
 use crate::sync::{MutPtr, UnsafeCell, loom_const_fn};
 
 /// Empty slabs a class keeps before returning one to the pages (0 under loom, so a model's
 /// single slab goes back as soon as it empties).
-const KEEP_EMPTY: usize = if cfg!(loom) { 0 } else { 2 };
+const KEEP_EMPTY: usize = SIZES.keep_empty_slabs;
 
 /// Slabs to give back after the class lock is dropped.
 type Released = ArrayVec<NonNull<u8>, MAGAZINE>;

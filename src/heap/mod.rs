@@ -26,7 +26,7 @@ mod thread;
 
 #[cfg(all(feature = "mmap", unix))]
 pub use mmap::MmapPages;
-pub use route::{DEPOT, HEAP_CLASSES, HUGE, MAGAZINE, PROBES, Route, depot_limit};
+pub use route::{HEAP_CLASSES, MAGAZINE, Route, depot_limit};
 pub use smp::SmpHeap;
 pub use source::PageSource;
 #[cfg(feature = "std")]

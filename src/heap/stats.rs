@@ -9,6 +9,7 @@ use arrayvec::ArrayVec;
 
 use crate::byte::slab::cache;
 use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::model::SIZES;
 
 /// A violated invariant found by [`SmpHeap::check`](super::SmpHeap::check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,7 +110,7 @@ pub(super) struct Objects {
     seen: ArrayVec<usize, CHECK_OBJECTS>,
 }
 
-const CHECK_OBJECTS: usize = if cfg!(loom) { 64 } else { 4096 };
+const CHECK_OBJECTS: usize = SIZES.check_objects;
 
 impl Objects {
     pub(super) fn new() -> Self {

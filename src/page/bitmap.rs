@@ -33,6 +33,7 @@ use crate::bitmap::{AtomicBitmap, BITS, BitmapError, Cursor, summary_words};
 use crate::percpu::PerCpu;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::loom_const_fn;
+use crate::sync::model::SIZES;
 use crate::traits::{AllocError, AllocResult, BaseAllocator, PageAllocator};
 
 /// Leaf words of the default bitmap: 4 GiB of 4 KiB pages (1,048,576 pages, 128 KiB of
@@ -70,7 +71,7 @@ pub type BitmapPageAllocator1T<const PAGE_SIZE: usize> = BitmapPageAllocator<
 >;
 
 /// CPU slots for cursors (ids are reduced modulo this).
-const SLOTS: usize = if cfg!(loom) { 2 } else { 16 };
+const SLOTS: usize = SIZES.page_cursor_slots;
 
 /// `base` before the first region is added.
 const NO_BASE: usize = usize::MAX;

@@ -33,19 +33,14 @@ use core::fmt;
 use super::pool::{self, DEAD, FANOUT, NodeStorage, RADIX_BITS};
 use crate::percpu::{PerCpu, current_cpu};
 use crate::sync::atomic::{AtomicUsize, Ordering, fence};
+use crate::sync::model::SIZES;
 use crate::sync::{Backoff, loom_const_fn};
 
 /// Per-CPU reader counters (CPU ids are reduced modulo this).
-#[cfg(not(loom))]
-const READER_SLOTS: usize = 16;
-#[cfg(loom)]
-const READER_SLOTS: usize = 2;
+const READER_SLOTS: usize = SIZES.radix_reader_slots;
 
 /// RMWs a reclamation spends on one busy reader counter before it gives up for this call.
-#[cfg(not(loom))]
-const GRACE_POLLS: usize = 64;
-#[cfg(loom)]
-const GRACE_POLLS: usize = 2;
+const GRACE_POLLS: usize = SIZES.radix_grace_polls;
 
 /// The deepest tree supported (keys must fit a `usize`).
 pub const MAX_LEVELS: usize = (usize::BITS / RADIX_BITS) as usize;
