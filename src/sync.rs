@@ -8,6 +8,7 @@
 //! | `atomic::*` | `portable_atomic` (core atomics where the target has them, fallbacks elsewhere) | `loom::sync::atomic` |
 //! | [`UnsafeCell`] | a `core::cell::UnsafeCell` with loom's `with`/`with_mut`/`get_mut` API | `loom::cell::UnsafeCell` |
 //! | `Backoff::spin` (CAS retry loops) | exponential spin hints, never yields | `loom::thread::yield_now` on every step |
+//! | [`thread_locals!`] (std only) | `std::thread_local!` | `loom::thread_local!` |
 //! | `Backoff::snooze` (waits on another thread) | bounded spin, then the `percpu` wait hook, else `std::thread::yield_now` (`std`), else spin hints | `loom::thread::yield_now` on every step |
 //!
 //! Loom's atomics are not `const`-constructible, so every constructor in the crate that must be a
@@ -80,6 +81,32 @@ macro_rules! loom_const_fn {
     };
 }
 pub(crate) use loom_const_fn;
+
+/// Declares thread-local statics: `std::thread_local!` in a normal build (a `const { .. }`
+/// initialiser stays `const`, so the access needs no lazy-init check), `loom::thread_local!`
+/// under loom (a model's threads share one OS thread, so only loom's thread-locals tell them
+/// apart; the `const` is dropped, loom has none). Normal builds need `std`.
+#[cfg(not(loom))]
+macro_rules! thread_locals {
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = const $init:block;)+) => {
+        std::thread_local! { $($(#[$attr])* static $name: $t = const $init;)+ }
+    };
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;)+) => {
+        std::thread_local! { $($(#[$attr])* static $name: $t = $init;)+ }
+    };
+}
+/// Declares thread-local statics (see the non-loom definition).
+#[cfg(loom)]
+macro_rules! thread_locals {
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = const $init:block;)+) => {
+        loom::thread_local! { $($(#[$attr])* static $name: $t = $init;)+ }
+    };
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;)+) => {
+        loom::thread_local! { $($(#[$attr])* static $name: $t = $init;)+ }
+    };
+}
+#[cfg(any(feature = "std", loom))]
+pub(crate) use thread_locals;
 
 /// Spin-hint rounds before [`Backoff::snooze`] stops spinning and starts to yield: rounds
 /// `0..=SPIN_LIMIT` issue `1, 2, 4, .., 2^SPIN_LIMIT` hints (127 in all, a few microseconds),
@@ -189,7 +216,7 @@ pub(crate) mod tests {
 
     use super::atomic::{AtomicUsize, Ordering};
 
-    std::thread_local! {
+    crate::sync::thread_locals! {
         /// Whether this thread's waits past the spin bound are counted in [`WAITS`].
         static WATCHED: Cell<bool> = const { Cell::new(false) };
     }

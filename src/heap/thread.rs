@@ -513,7 +513,7 @@ mod os {
         target_arch = "x86_64",
         not(miri)
     )))]
-    std::thread_local! {
+    crate::sync::thread_locals! {
         /// This thread's record, null before it has one, `DEAD` once its exit hook ran.
         static CURRENT: Cell<*mut Record> = const { Cell::new(ptr::null_mut()) };
     }
@@ -791,7 +791,7 @@ mod os {
         }
     }
 
-    loom::thread_local! {
+    crate::sync::thread_locals! {
         static CURRENT: Current = Current(Cell::new(ptr::null_mut()));
     }
 
