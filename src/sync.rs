@@ -86,7 +86,7 @@ pub(crate) use loom_const_fn;
 /// initialiser stays `const`, so the access needs no lazy-init check), `loom::thread_local!`
 /// under loom (a model's threads share one OS thread, so only loom's thread-locals tell them
 /// apart; the `const` is dropped, loom has none). Normal builds need `std`.
-#[cfg(not(loom))]
+#[cfg(all(feature = "std", not(loom)))]
 macro_rules! thread_locals {
     ($($(#[$attr:meta])* static $name:ident: $t:ty = const $init:block;)+) => {
         std::thread_local! { $($(#[$attr])* static $name: $t = const $init;)+ }
