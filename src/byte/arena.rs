@@ -422,7 +422,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
 
     /// Adds `pool` whole to arena `arena % ARENAS` (the SMP heap's growth: one region per
     /// pool) and allocates `layout` from it in the same critical section of that arena's lock,
-    /// so no other thread can take the new memory first (DESIGN.md 13.5, issue 14). `Ok(Some)`:
+    /// so no other thread can take the new memory first (DESIGN.md 13.5). `Ok(Some)`:
     /// the pool is the heap's, the block the caller's. `Ok(None)`: the fresh pool cannot serve
     /// `layout` (larger than an arena's largest block); it is taken out again in that same
     /// critical section (its entry vacated, E2) and is the caller's again. Errors as

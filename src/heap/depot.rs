@@ -697,7 +697,7 @@ mod tests {
 
     /// A depot exchange takes no lock: with the class lock held (a thread filling its magazine
     /// from the slabs, or one preempted there), a full magazine still goes into the depot and
-    /// comes out again, whole. (Before issue 15 both exchanges took that lock.)
+    /// comes out again, whole.
     #[test]
     fn exchange_takes_no_class_lock() {
         let pages = SystemPages::new();
