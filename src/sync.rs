@@ -43,9 +43,12 @@ pub(crate) mod atomic {
     #[allow(unused_imports)]
     pub(crate) use core::sync::atomic::compiler_fence;
 
-    /// Boot-time configuration cells that no modeled protocol touches (the CPU-id source, the
-    /// CPU count). They are plain core/portable atomics even under loom, because they must be
-    /// `static`s and are written once before any concurrent use.
+    /// Boot-time cells that no modeled protocol touches: every registration of `percpu` (the
+    /// CPU-id source, the CPU count, the interrupt, pin and wait hooks, the interrupt point of
+    /// the tests) and a few process-wide counters (std thread slots, heap ids, the thread
+    /// caches' pthread key and record counts). They are plain core/portable atomics even
+    /// under loom, because they must be `static`s and outlive a model's executions; none of
+    /// them orders other memory that a model checks.
     pub(crate) mod boot {
         pub(crate) use portable_atomic::{AtomicPtr, AtomicUsize};
     }
