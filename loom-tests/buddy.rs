@@ -156,7 +156,7 @@ fn shared_slot_falls_back_to_zone() {
 /// A free of the first 2 pages of a 3-page allocation (blocks `0..2` with `MORE`, `2` with
 /// `CONT`) races the exact free: the partial one never claims a block (its one block expects
 /// `ALLOC | 1` without links), so it always fails and the exact one always succeeds.
-/// Mutation: allocation states without links (every block `ALLOC | k`, as before issue 14) let
+/// Mutation: allocation states without links (every block `ALLOC | k`, as they once were) let
 /// the partial free win.
 #[test]
 fn partial_free_races_exact_free() {
@@ -213,13 +213,13 @@ fn on() {
     }
 }
 
-/// Defect 4 of issue 14. CPU 0's cache is at its high watermark; a free on CPU 0 holds the
-/// cache, returns a batch to the zone, and is interrupted as the zone lock is released. The
-/// handler asks for 2 pages; meanwhile CPU 1 frees a page into its own cache and drains every
-/// cache. The handler's allocation may succeed (when CPU 1's drain made a free pair) or fail,
-/// but it never waits for CPU 0's cache (the drain skips it), and nothing is lost.
-/// (When CPU 1's drain empties CPU 0's cache first, the free does not touch the zone and no
-/// interrupt comes in it; the handler is then withdrawn.)
+/// Regression (a drain waiting on a cache an interrupted free holds). CPU 0's cache is at its
+/// high watermark; a free on CPU 0 holds the cache, returns a batch to the zone, and is
+/// interrupted as the zone lock is released. The handler asks for 2 pages; meanwhile CPU 1
+/// frees a page into its own cache and drains every cache. The handler's allocation may succeed
+/// (when CPU 1's drain made a free pair) or fail, but it never waits for CPU 0's cache (the
+/// drain skips it), and nothing is lost. (When CPU 1's drain empties CPU 0's cache first, the
+/// free does not touch the zone and no interrupt comes in it; the handler is then withdrawn.)
 /// Mutation: a drain that `lock`s the caches spins forever in the handler (loom reports it).
 #[test]
 fn failing_allocation_in_a_handler_skips_the_held_cache() {

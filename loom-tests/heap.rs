@@ -15,7 +15,7 @@
 //! Each model ends with the heap's `check()` (magazines hold in-use objects, each once; slabs
 //! consistent; counters right) and, after `drain_cpu_caches()` + `reclaim()`, no slab held.
 //! The page source is `fixed.rs` (the same addresses in every execution, which the page map's
-//! walks need for loom to replay executions; issue 15).
+//! walks need for loom to replay executions).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_heap`
 #![cfg(loom)]
@@ -314,11 +314,11 @@ const BIG: Layout = match Layout::from_size_align(5000, 8) {
     Err(_) => panic!(),
 };
 
-/// Issue 14, defect 2: two CPUs each allocate a `BIG` TLSF block from a fresh heap, so both
-/// need growth. The grower allocates from its new pool in the same critical section of the
-/// arena lock that adds it, so the other CPU's first try (borrowing every arena) cannot take
-/// it first: both are served from pools, never `None` and never a direct block while a pool
-/// can be added.
+/// Regression (a grower's new pool taken by another CPU first): two CPUs each allocate a `BIG`
+/// TLSF block from a fresh heap, so both need growth. The grower allocates from its new pool in
+/// the same critical section of the arena lock that adds it, so the other CPU's first try
+/// (borrowing every arena) cannot take it first: both are served from pools, never `None` and
+/// never a direct block while a pool can be added.
 #[test]
 fn tlsf_growth_races_first_try() {
     model(|base| {
@@ -353,11 +353,12 @@ const DIRECT: Layout = match Layout::from_size_align(12 << 10, 8) {
     Err(_) => panic!(),
 };
 
-/// Issue 14, defect 3 (D1-D3): CPU 0 allocates a direct block (a pool is taken, added, found
-/// unable to serve it and taken out again in one critical section, then the block comes from
-/// the pages) and hands it to CPU 1, which frees it (its region lookup misses, the direct
-/// count says a direct block is live, so it goes back to the pages) while CPU 0 grows a pool
-/// for a `MEDIUM` block and frees it. Everything is back with the pages at the end.
+/// Regression (a direct block's free racing the pool taken out, D1-D3): CPU 0 allocates a
+/// direct block (a pool is taken, added, found unable to serve it and taken out again in one
+/// critical section, then the block comes from the pages) and hands it to CPU 1, which frees it
+/// (its region lookup misses, the direct count says a direct block is live, so it goes back to
+/// the pages) while CPU 0 grows a pool for a `MEDIUM` block and frees it. Everything is back
+/// with the pages at the end.
 #[test]
 fn direct_block_freed_on_another_cpu() {
     model(|base| {

@@ -121,12 +121,9 @@ fn prune_races_slab_creation() {
         set_model_cpu(0);
         let q = heap.allocate(SMALL).unwrap();
         pruner.join().unwrap();
-        // SAFETY: live.
-        assert_eq!(
-            unsafe { heap.usable_size(q) },
-            Some(8),
-            "the new slab is recorded"
-        );
+        // SAFETY: `q` is live (allocated above, not freed yet).
+        let usable = unsafe { heap.usable_size(q) };
+        assert_eq!(usable, Some(8), "the new slab is recorded");
         finish(&heap, vec![addr(q)]);
     });
 }

@@ -112,7 +112,7 @@ impl From<BitmapError> for crate::traits::AllocError {
 
 /// A violated invariant found by [`AtomicBitmap::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InvariantError {
+pub enum CheckError {
     /// A summary bit disagrees with the fullness of the word it stands for.
     SummaryMismatch {
         /// The summary level (1 = just above the leaves).
@@ -128,6 +128,27 @@ pub enum InvariantError {
         word: usize,
     },
 }
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::SummaryMismatch { level, child } => {
+                write!(
+                    f,
+                    "summary bit of level {level} disagrees with child word {child}"
+                )
+            }
+            Self::PaddingClear { level, word } => {
+                write!(
+                    f,
+                    "padding bit clear in summary word {word} of level {level}"
+                )
+            }
+        }
+    }
+}
+
+impl core::error::Error for CheckError {}
 
 /// The shape of a bitmap: how many words each level has and where it starts in the summary.
 #[derive(Debug, Clone, Copy)]
@@ -1070,7 +1091,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     ///
     /// # Time Complexity
     /// O(WORDS) loads.
-    pub fn check(&self) -> Result<(), InvariantError> {
+    pub fn check(&self) -> Result<(), CheckError> {
         let geom = &Self::GEOM;
         for level in 1..=geom.levels {
             for word in 0..geom.len[level] {
@@ -1080,12 +1101,12 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
                     let set = value & (1 << bit) != 0;
                     if child >= geom.len[level - 1] {
                         if !set {
-                            return Err(InvariantError::PaddingClear { level, word });
+                            return Err(CheckError::PaddingClear { level, word });
                         }
                     } else {
                         let full = self.word(level - 1, child).load(Ordering::Acquire) == FULL;
                         if set != full {
-                            return Err(InvariantError::SummaryMismatch { level, child });
+                            return Err(CheckError::SummaryMismatch { level, child });
                         }
                     }
                 }

@@ -41,6 +41,29 @@ use crate::traits::{AllocError, AllocResult, BaseAllocator, IdAllocator};
 /// (CPU ids are reduced modulo this).
 pub const HINT_SLOTS: usize = 16;
 
+/// A violated invariant found by [`PidAllocator::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckError {
+    /// The bitmap's summaries disagree with its leaves.
+    Bitmap(crate::bitmap::CheckError),
+    /// A reserved ID (below [`PidAllocator::reserved`]) is free.
+    ReservedFree,
+    /// An ID past the managed range is free.
+    UnmanagedFree,
+}
+
+impl fmt::Display for CheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bitmap(_) => "bitmap summaries disagree with the leaves",
+            Self::ReservedFree => "a reserved ID is free",
+            Self::UnmanagedFree => "an ID past the managed range is free",
+        })
+    }
+}
+
+impl core::error::Error for CheckError {}
+
 /// How a [`PidAllocator`] chooses the next ID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -244,17 +267,15 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     /// ([`AtomicBitmap::check`]), and every reserved and unmanaged ID held.
     ///
     /// # Errors
-    /// A description of the first violation.
-    pub fn check(&self) -> Result<(), &'static str> {
-        self.bitmap
-            .check()
-            .map_err(|_| "bitmap summaries disagree with the leaves")?;
+    /// The first violation found ([`CheckError`]).
+    pub fn check(&self) -> Result<(), CheckError> {
+        self.bitmap.check().map_err(CheckError::Bitmap)?;
         if self.bitmap.count_allocated_in(0, self.reserved) != self.reserved {
-            return Err("a reserved ID is free");
+            return Err(CheckError::ReservedFree);
         }
         if self.bitmap.count_allocated_in(self.limit, Self::CAPACITY) != Self::CAPACITY - self.limit
         {
-            return Err("an ID past the managed range is free");
+            return Err(CheckError::UnmanagedFree);
         }
         Ok(())
     }

@@ -55,19 +55,19 @@ pub use traits::{
 #[cfg(feature = "id")]
 pub use id::{Pid, PidAllocator, Policy};
 
-// Issue 4: the lock-free PID radix tree and `PidTable`.
+// The lock-free PID radix tree and `PidTable`.
 #[cfg(feature = "radix")]
 pub mod radix;
 #[cfg(feature = "radix")]
 pub use radix::{NodePool, PidTable, RadixTree};
 
-// Issue 5: the page layer (bitmap and buddy page allocators, per-CPU page caches).
+// The page layer (bitmap and buddy page allocators, per-CPU page caches).
 #[cfg(feature = "page")]
 pub mod page;
 #[cfg(feature = "page")]
 pub use page::{BitmapPageAllocator, BuddyPageAllocator};
 
-// Issue 6 (TLSF) and issue 7 (slab, buddy bytes): the byte allocators.
+// The byte allocators (TLSF, slab, buddy).
 #[cfg(any(feature = "tlsf", feature = "slab", feature = "buddy"))]
 pub mod byte;
 #[cfg(feature = "buddy")]
@@ -77,7 +77,7 @@ pub use byte::SlabByteAllocator;
 #[cfg(feature = "tlsf")]
 pub use byte::{Tlsf, TlsfByteAllocator, TlsfHeap};
 
-// Issue 7: the SMP heap.
+// The SMP heap.
 #[cfg(feature = "heap")]
 pub mod heap;
 #[cfg(all(feature = "heap", feature = "mmap", unix))]

@@ -297,10 +297,10 @@ mod tests {
     /// 127 spin hints to get there).
     const HANDSHAKE_ROUNDS: usize = 10_000_000;
 
-    /// Issue 15: with `std` and no wait hook, a thread waiting on a held lock yields after a
-    /// bounded spin (before, `snooze` spun forever: the `std` feature never turned on
-    /// crossbeam's yielding). The holder keeps the lock until the waiter has provably taken a
-    /// round past the bound; on the old code the handshake runs out and the test fails.
+    /// Regression: with `std` and no wait hook, a thread waiting on a held lock yields after a
+    /// bounded spin (a `snooze` that spins forever, as it once did, never gets there). The
+    /// holder keeps the lock until the waiter has provably taken a round past the bound; on the
+    /// old code the handshake runs out and the test fails.
     #[test]
     fn contended_lock_yields_after_bounded_spin() {
         let lock = SpinLock::new(0u32);

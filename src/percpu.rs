@@ -176,7 +176,7 @@ pub fn current_cpu() -> usize {
 fn fallback_cpu() -> usize {
     use core::cell::Cell;
     static NEXT_SLOT: BootUsize = BootUsize::new(0);
-    std::thread_local! {
+    crate::sync::thread_locals! {
         static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
     }
     SLOT.with(|slot| {
@@ -195,8 +195,8 @@ fn fallback_cpu() -> usize {
 }
 
 #[cfg(loom)]
-loom::thread_local! {
-    static MODEL_CPU: core::cell::Cell<Option<usize>> = core::cell::Cell::new(None);
+crate::sync::thread_locals! {
+    static MODEL_CPU: core::cell::Cell<Option<usize>> = const { core::cell::Cell::new(None) };
 }
 
 /// Under loom: makes the calling model thread report `cpu` from [`current_cpu`] (models run

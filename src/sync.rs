@@ -8,13 +8,17 @@
 //! | `atomic::*` | `portable_atomic` (core atomics where the target has them, fallbacks elsewhere) | `loom::sync::atomic` |
 //! | [`UnsafeCell`] | a `core::cell::UnsafeCell` with loom's `with`/`with_mut`/`get_mut` API | `loom::cell::UnsafeCell` |
 //! | `Backoff::spin` (CAS retry loops) | exponential spin hints, never yields | `loom::thread::yield_now` on every step |
+//! | [`thread_locals!`] (std only) | `std::thread_local!` | `loom::thread_local!` |
 //! | `Backoff::snooze` (waits on another thread) | bounded spin, then the `percpu` wait hook, else `std::thread::yield_now` (`std`), else spin hints | `loom::thread::yield_now` on every step |
 //!
 //! Loom's atomics are not `const`-constructible, so every constructor in the crate that must be a
 //! `const fn` (for `static` allocators) is declared with [`loom_const_fn!`], which drops the
-//! `const` under `cfg(loom)`; models build fresh instances instead of statics.
+//! `const` under `cfg(loom)`; models build fresh instances instead of statics. The capacities a
+//! model shrinks (magazines, node fanouts, per-CPU slots) come from one table, [`model::Sizes`].
 //!
 //! [loom]: https://docs.rs/loom
+
+pub(crate) mod model;
 
 pub(crate) mod atomic {
     #[cfg(loom)]
@@ -39,9 +43,12 @@ pub(crate) mod atomic {
     #[allow(unused_imports)]
     pub(crate) use core::sync::atomic::compiler_fence;
 
-    /// Boot-time configuration cells that no modeled protocol touches (the CPU-id source, the
-    /// CPU count). They are plain core/portable atomics even under loom, because they must be
-    /// `static`s and are written once before any concurrent use.
+    /// Boot-time cells that no modeled protocol touches: every registration of `percpu` (the
+    /// CPU-id source, the CPU count, the interrupt, pin and wait hooks, the interrupt point of
+    /// the tests) and a few process-wide counters (std thread slots, heap ids, the thread
+    /// caches' pthread key and record counts). They are plain core/portable atomics even
+    /// under loom, because they must be `static`s and outlive a model's executions; none of
+    /// them orders other memory that a model checks.
     pub(crate) mod boot {
         pub(crate) use portable_atomic::{AtomicPtr, AtomicUsize};
     }
@@ -77,6 +84,32 @@ macro_rules! loom_const_fn {
     };
 }
 pub(crate) use loom_const_fn;
+
+/// Declares thread-local statics: `std::thread_local!` in a normal build (a `const { .. }`
+/// initialiser stays `const`, so the access needs no lazy-init check), `loom::thread_local!`
+/// under loom (a model's threads share one OS thread, so only loom's thread-locals tell them
+/// apart; the `const` is dropped, loom has none). Normal builds need `std`.
+#[cfg(all(feature = "std", not(loom)))]
+macro_rules! thread_locals {
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = const $init:block;)+) => {
+        std::thread_local! { $($(#[$attr])* static $name: $t = const $init;)+ }
+    };
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;)+) => {
+        std::thread_local! { $($(#[$attr])* static $name: $t = $init;)+ }
+    };
+}
+/// Declares thread-local statics (see the non-loom definition).
+#[cfg(loom)]
+macro_rules! thread_locals {
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = const $init:block;)+) => {
+        loom::thread_local! { $($(#[$attr])* static $name: $t = $init;)+ }
+    };
+    ($($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr;)+) => {
+        loom::thread_local! { $($(#[$attr])* static $name: $t = $init;)+ }
+    };
+}
+#[cfg(any(feature = "std", loom))]
+pub(crate) use thread_locals;
 
 /// Spin-hint rounds before [`Backoff::snooze`] stops spinning and starts to yield: rounds
 /// `0..=SPIN_LIMIT` issue `1, 2, 4, .., 2^SPIN_LIMIT` hints (127 in all, a few microseconds),
@@ -186,7 +219,7 @@ pub(crate) mod tests {
 
     use super::atomic::{AtomicUsize, Ordering};
 
-    std::thread_local! {
+    crate::sync::thread_locals! {
         /// Whether this thread's waits past the spin bound are counted in [`WAITS`].
         static WATCHED: Cell<bool> = const { Cell::new(false) };
     }

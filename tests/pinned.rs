@@ -204,9 +204,13 @@ fn heap_interrupt_inside_a_section_takes_the_slow_path() {
     assert!(PINS.get() > pins, "the pinned path ran");
     assert_eq!(PINNED.get(), 0, "pins and unpins balance");
     heap.check().unwrap();
-    // Enough of one class that frees overflow both magazines and the depot (at most `DEPOT`
-    // magazines, exchanged without a lock): a spill past the depot's limit takes the class lock.
-    for i in 0..(smpalloc::heap::DEPOT + 3) * smpalloc::heap::MAGAZINE {
+    // Enough of one class that frees overflow both magazines and the depot (at most
+    // `depot_limit(class)` magazines, exchanged without a lock): a spill past the depot's limit
+    // takes the class lock.
+    let smpalloc::heap::Route::Small(class) = smpalloc::heap::Route::of(small(64)) else {
+        unreachable!("64 bytes is a slab class")
+    };
+    for i in 0..(smpalloc::heap::depot_limit(class) + 3) * smpalloc::heap::MAGAZINE {
         let layout = small(64);
         let p = heap.allocate(layout).unwrap();
         // SAFETY: fresh block of 64 bytes.

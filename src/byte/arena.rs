@@ -30,22 +30,14 @@ use core::alloc::Layout;
 use core::fmt;
 use core::ptr::{self, NonNull};
 
-#[cfg(not(loom))]
-use super::DefaultTlsf;
 use super::dangling;
 use super::tlsf::{CheckError, GRANULARITY, Tlsf};
 use crate::lock::SpinLock;
 use crate::percpu::{self, PerCpu};
 use crate::sync::atomic::{AtomicPtr, AtomicUsize, Ordering, fence};
+use crate::sync::model::ArenaTlsf;
 use crate::sync::{Backoff, loom_const_fn};
 use crate::traits::{AllocError, AllocResult};
-
-/// The `Tlsf` of one arena. Under loom a small configuration (a 256-byte header instead of
-/// 7 KB), so a heap fits on a model thread's stack; models use pools of a few blocks.
-#[cfg(not(loom))]
-type ArenaTlsf = DefaultTlsf;
-#[cfg(loom)]
-type ArenaTlsf = Tlsf<'static, u8, u8, 8, 4>;
 
 /// Regions (pools) one heap can hold.
 pub(crate) const MAX_REGIONS: usize = 16;
@@ -234,10 +226,10 @@ impl Regions {
     }
 }
 
-/// A TLSF heap of `ARENAS` arenas, each a [`DefaultTlsf`] behind its own [`SpinLock`], chosen
-/// by CPU; frees go to the arena owning the address. Usable as `#[global_allocator]` (over a
-/// static pool, see [`with_pool`](TlsfHeap::with_pool)), as an `Allocator` (features
-/// `allocator-api2` and `nightly`), or directly.
+/// A TLSF heap of `ARENAS` arenas, each a [`DefaultTlsf`](super::DefaultTlsf) behind its own
+/// [`SpinLock`], chosen by CPU; frees go to the arena owning the address. Usable as
+/// `#[global_allocator]` (over a static pool, see [`with_pool`](TlsfHeap::with_pool)), as an
+/// `Allocator` (features `allocator-api2` and `nightly`), or directly.
 ///
 /// ```
 /// use smpalloc::TlsfHeap;
@@ -430,7 +422,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
 
     /// Adds `pool` whole to arena `arena % ARENAS` (the SMP heap's growth: one region per
     /// pool) and allocates `layout` from it in the same critical section of that arena's lock,
-    /// so no other thread can take the new memory first (DESIGN.md 13.5, issue 14). `Ok(Some)`:
+    /// so no other thread can take the new memory first (DESIGN.md 13.5). `Ok(Some)`:
     /// the pool is the heap's, the block the caller's. `Ok(None)`: the fresh pool cannot serve
     /// `layout` (larger than an arena's largest block); it is taken out again in that same
     /// critical section (its entry vacated, E2) and is the caller's again. Errors as

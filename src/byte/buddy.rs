@@ -198,13 +198,15 @@ impl Region {
 
 /// A violated invariant found by [`BuddyByteAllocator::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BuddyCheckError(pub &'static str);
+pub struct CheckError(pub &'static str);
 
-impl fmt::Display for BuddyCheckError {
+impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0)
     }
 }
+
+impl core::error::Error for CheckError {}
 
 /// A binary buddy byte allocator with arceos' `BuddyByteAllocator` interface
 /// ([`BaseAllocator`] + [`ByteAllocator`]), single-threaded (`&mut self`; a kernel wraps it in
@@ -570,8 +572,8 @@ impl BuddyByteAllocator {
     ///
     /// # Time Complexity
     /// O(blocks × orders + state map words).
-    pub fn check(&self) -> Result<(), BuddyCheckError> {
-        let err = |s| Err(BuddyCheckError(s));
+    pub fn check(&self) -> Result<(), CheckError> {
+        let err = |s| Err(CheckError(s));
         let (mut total, mut used, mut internal, mut free_blocks) = (0, 0, 0, 0);
         for r in self.regions() {
             if r.start % MIN_BLOCK != 0 || r.end % MIN_BLOCK != 0 || r.start >= r.end {

@@ -17,7 +17,7 @@
 #[cfg(feature = "tlsf")]
 mod arena;
 #[cfg(feature = "buddy")]
-mod buddy;
+pub mod buddy;
 #[cfg(feature = "tlsf")]
 pub(crate) mod global;
 #[cfg(feature = "slab")]
@@ -30,14 +30,14 @@ mod tlsf_allocator;
 #[cfg(feature = "tlsf")]
 pub use arena::TlsfHeap;
 #[cfg(feature = "tlsf")]
-pub use tlsf::{BitmapWord, BlockInfo, CheckError, GRANULARITY, PoolStats, Tlsf};
+pub use tlsf::{BitmapWord, BlockInfo, GRANULARITY, PoolStats, Tlsf};
 #[cfg(feature = "tlsf")]
 pub use tlsf_allocator::{DefaultTlsf, TlsfByteAllocator};
 
 #[cfg(feature = "buddy")]
-pub use buddy::{BuddyByteAllocator, BuddyCheckError, MIN_BLOCK as BUDDY_MIN_BLOCK};
+pub use buddy::{BuddyByteAllocator, MIN_BLOCK as BUDDY_MIN_BLOCK};
 #[cfg(feature = "slab")]
-pub use slab::{SlabByteAllocator, SlabByteCheckError};
+pub use slab::SlabByteAllocator;
 
 /// A non-null pointer aligned to `align` that owns no memory: what zero-size allocations get.
 /// Freeing it is a no-op everywhere in this module.

@@ -256,6 +256,8 @@ impl fmt::Display for CheckError {
     }
 }
 
+impl core::error::Error for CheckError {}
+
 #[inline(always)]
 const fn log2(x: usize) -> u32 {
     usize::BITS - 1 - x.leading_zeros()
@@ -440,8 +442,8 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     ///
     /// A header absorbed into its predecessor is cleared (size 0, no flags): otherwise it would
     /// keep `USED`, and with the merged successor's stale `prev_phys` still pointing at it, a
-    /// second free of the same pointer would pass the header check and corrupt the heap
-    /// (issue 14). A header absorbed as the successor was already a free header.
+    /// second free of the same pointer would pass the header check and corrupt the heap. A
+    /// header absorbed as the successor was already a free header.
     ///
     /// # Safety
     /// `b` is a block of one of our pools, not on any list, whose `prev_phys` is valid and

@@ -170,12 +170,12 @@ impl TlsfByteAllocator {
     /// Runs [`Tlsf::check`] and walks every region with [`Tlsf::check_pool`], checking that
     /// the regions' block totals agree with this allocator's counters and that each region's
     /// bitmap has a bit set exactly at the start of every used block.
-    pub fn check(&self) -> Result<(), super::CheckError> {
+    pub fn check(&self) -> Result<(), super::tlsf::CheckError> {
         let (_, free) = self.inner.check()?;
         let mut used = 0;
         let mut blocks = 0;
         for r in &self.regions[..self.regions_len] {
-            let pool = r.pool().ok_or(super::CheckError("null region"))?;
+            let pool = r.pool().ok_or(super::tlsf::CheckError("null region"))?;
             // SAFETY: every region's pool was inserted (and grown) with exactly this range.
             let stats = unsafe { self.inner.check_pool(pool)? };
             used += stats.used_bytes;
@@ -185,7 +185,7 @@ impl TlsfByteAllocator {
                 let (word, mask) = r.bit(block.start.as_ptr().addr());
                 // SAFETY: inside the region's bitmap (the block starts in the pool).
                 if (unsafe { word.read() } & mask != 0) != block.used {
-                    return Err(super::CheckError(
+                    return Err(super::tlsf::CheckError(
                         "bitmap bit disagrees with a block's state",
                     ));
                 }
@@ -196,13 +196,15 @@ impl TlsfByteAllocator {
                 .map(|w| unsafe { r.bits().add(w).read() }.count_ones() as usize)
                 .sum();
             if set != stats.used_blocks {
-                return Err(super::CheckError(
+                return Err(super::tlsf::CheckError(
                     "bitmap marks a granule where no used block starts",
                 ));
             }
         }
         if used != self.used || blocks != self.managed || free != self.managed - self.used {
-            return Err(super::CheckError("byte counters disagree with the pools"));
+            return Err(super::tlsf::CheckError(
+                "byte counters disagree with the pools",
+            ));
         }
         Ok(())
     }

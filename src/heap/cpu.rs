@@ -13,7 +13,7 @@ use super::PageSource;
 use super::depot::Depot;
 use super::magazine::{CacheCounters, Magazines};
 use super::route::{HEAP_CLASSES, MAGAZINE, PROBES};
-use super::stats::HeapCheckError;
+use super::stats::CheckError;
 use crate::lock::{SpinLock, SpinLockGuard};
 use crate::percpu::{self, LocalBusy, PerCpu};
 
@@ -151,7 +151,7 @@ impl<const CPUS: usize> CpuCaches<CPUS> {
     /// the class checks that follow. Without pin hooks: every slot, in index order. With pin
     /// hooks: the calling CPU's slot only (none when it is busy); the other CPUs' magazines
     /// are theirs alone, and the class checks see them only through their counters.
-    pub(super) fn lock_and_check(&self) -> Result<ArrayVec<SlotGuard<'_>, CPUS>, HeapCheckError> {
+    pub(super) fn lock_and_check(&self) -> Result<ArrayVec<SlotGuard<'_>, CPUS>, CheckError> {
         let mut held: ArrayVec<(&CpuSlot, SlotGuard<'_>), CPUS> = ArrayVec::new();
         if percpu::pinned_mode() {
             if let Ok(own) = self.slots.lock_local(|slot| &slot.caches) {
@@ -162,7 +162,7 @@ impl<const CPUS: usize> CpuCaches<CPUS> {
         }
         for (slot, caches) in &held {
             for (class, magazines) in caches.iter().enumerate() {
-                let error = |what| HeapCheckError::Magazine { class, what };
+                let error = |what| CheckError::Magazine { class, what };
                 let previous = magazines.previous.0.len();
                 if previous != 0 && previous != MAGAZINE {
                     return Err(error("a previous magazine is neither full nor empty"));

@@ -15,16 +15,17 @@ use super::PageSource;
 use super::magazine::Magazine;
 use super::pagemap::{PAGE, PageMap, Tally};
 use super::route::{DEPOT, HEAP_CLASSES, MAGAZINE, depot_limit};
-use super::stats::{HeapCheckError, Objects, load, store};
+use super::stats::{CheckError, Objects, load, store};
 use crate::byte::slab::SlabCache;
 use crate::byte::slab::class::slab_bytes;
 use crate::lock::{SpinLock, SpinLockGuard};
 use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::model::SIZES;
 use crate::sync::{MutPtr, UnsafeCell, loom_const_fn};
 
 /// Empty slabs a class keeps before returning one to the pages (0 under loom, so a model's
 /// single slab goes back as soon as it empties).
-const KEEP_EMPTY: usize = if cfg!(loom) { 0 } else { 2 };
+const KEEP_EMPTY: usize = SIZES.keep_empty_slabs;
 
 /// Slabs to give back after the class lock is dropped.
 type Released = ArrayVec<NonNull<u8>, MAGAZINE>;
@@ -510,7 +511,7 @@ impl Depot {
         &self,
         class: usize,
         cached: impl Iterator<Item = &'a NonNull<u8>>,
-    ) -> Result<(), HeapCheckError> {
+    ) -> Result<(), CheckError> {
         let c = &self.classes[class];
         let claimed = c.depot.claim_all_full();
         let result = self.check_claimed(class, claimed, cached);
@@ -526,7 +527,7 @@ impl Depot {
         class: usize,
         claimed: usize,
         cached: impl Iterator<Item = &'a NonNull<u8>>,
-    ) -> Result<(), HeapCheckError> {
+    ) -> Result<(), CheckError> {
         let c = &self.classes[class];
         let slots: ArrayVec<MutPtr<Magazine>, DEPOT> = (0..DEPOT)
             .filter(|&i| claimed & full_bit(i) != 0)
@@ -537,10 +538,10 @@ impl Depot {
         let magazines: ArrayVec<&Magazine, DEPOT> =
             slots.iter().map(|slot| &*unsafe { slot.deref() }).collect();
         let slabs = self.slabs(class);
-        let error = |what| HeapCheckError::Magazine { class, what };
+        let error = |what| CheckError::Magazine { class, what };
         let counts = slabs
             .check()
-            .map_err(|error| HeapCheckError::Slab { class, error })?;
+            .map_err(|error| CheckError::Slab { class, error })?;
         if magazines.iter().any(|m| m.0.len() != MAGAZINE) {
             return Err(error("a depot magazine is not full"));
         }
@@ -578,7 +579,7 @@ impl Depot {
         huge_bytes: &dyn Fn(usize) -> usize,
         is_pool: &dyn Fn(usize) -> bool,
         verify: &dyn Fn(&Tally) -> Result<(), &'static str>,
-    ) -> Result<(), HeapCheckError> {
+    ) -> Result<(), CheckError> {
         let states: ArrayVec<_, HEAP_CLASSES> =
             (0..HEAP_CLASSES).map(|class| self.slabs(class)).collect();
         let slab_bytes = |class: usize| {
@@ -591,17 +592,17 @@ impl Depot {
         let tally = self
             .map
             .tally(&slab_bytes, huge_bytes, is_pool, verify)
-            .map_err(HeapCheckError::PageMap)?;
+            .map_err(CheckError::PageMap)?;
         for (class, state) in states.iter().enumerate() {
             let pages = state.counts().slabs * slab_bytes(class) / PAGE;
             if tally.slab_pages[class] != pages {
-                return Err(HeapCheckError::PageMap(
+                return Err(CheckError::PageMap(
                     "a class's slab pages and its map entries differ",
                 ));
             }
         }
         if tally.slab_pages[HEAP_CLASSES..].iter().any(|&n| n != 0) {
-            return Err(HeapCheckError::PageMap(
+            return Err(CheckError::PageMap(
                 "a slab entry names no class of the heap",
             ));
         }
@@ -696,7 +697,7 @@ mod tests {
 
     /// A depot exchange takes no lock: with the class lock held (a thread filling its magazine
     /// from the slabs, or one preempted there), a full magazine still goes into the depot and
-    /// comes out again, whole. (Before issue 15 both exchanges took that lock.)
+    /// comes out again, whole.
     #[test]
     fn exchange_takes_no_class_lock() {
         let pages = SystemPages::new();
@@ -750,7 +751,7 @@ mod tests {
         let twice = [one.0[0]];
         assert!(matches!(
             depot.check(CLASS, one.0.iter().chain(&twice)),
-            Err(HeapCheckError::Magazine { .. })
+            Err(CheckError::Magazine { .. })
         ));
         // SAFETY: as above.
         unsafe { depot.unload(CLASS, &pages, &mut one) };

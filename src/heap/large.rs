@@ -1,5 +1,5 @@
 //! The TLSF route and huge blocks: odd alignments and sizes above the slab classes up to
-//! [`HUGE`](super::HUGE) from TLSF arenas that grow from the page source, larger blocks straight
+//! [`HUGE`](super::route::HUGE) from TLSF arenas that grow from the page source, larger blocks straight
 //! from the page source.
 //!
 //! **TLSF growth** (DESIGN.md 13.5, G1-G2, D1-D3) allocates the grower's block from its new pool
@@ -24,11 +24,12 @@ use crate::lock::SpinLock;
 use crate::percpu;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::loom_const_fn;
+use crate::sync::model::SIZES;
 
 /// The first TLSF pool taken from the pages; each one taken while others are held is twice the
 /// size for each held one (`TLSF_CHUNK << held`). 8 KiB under loom, so a model's pool holds
 /// one block of a few KiB and growths race for it.
-const TLSF_CHUNK: usize = if cfg!(loom) { 8 * 1024 } else { 256 * 1024 };
+const TLSF_CHUNK: usize = SIZES.tlsf_chunk;
 
 /// The TLSF pools a heap took from its page source and still holds: `(start, bytes)`, each
 /// taken with `alloc_pages(bytes, 4096)`. At most as many as `TlsfHeap` has regions (16); when

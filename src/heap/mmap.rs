@@ -256,7 +256,7 @@ pub struct MmapPages {
 
 /// A failed [`MmapPages::check`]: what the cache's walk found against its counters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MmapCheckError {
+pub enum CheckError {
     /// A listed span is not aligned to its size (`order`: its list).
     Misaligned {
         /// The list.
@@ -303,7 +303,7 @@ pub enum MmapCheckError {
     },
 }
 
-impl fmt::Display for MmapCheckError {
+impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::Misaligned { order, addr } => {
@@ -331,7 +331,7 @@ impl fmt::Display for MmapCheckError {
     }
 }
 
-impl core::error::Error for MmapCheckError {}
+impl core::error::Error for CheckError {}
 
 impl MmapPages {
     crate::sync::loom_const_fn! {
@@ -388,7 +388,7 @@ impl MmapPages {
     ///
     /// # Errors
     /// The first broken invariant found.
-    pub fn check(&self) -> Result<(), MmapCheckError> {
+    pub fn check(&self) -> Result<(), CheckError> {
         let cache = self.cache.lock();
         let mut total = 0;
         for order in 0..ORDERS {
@@ -398,7 +398,7 @@ impl MmapPages {
             while let Some(span) = node {
                 let addr = span.as_ptr().addr();
                 if addr % bytes != 0 {
-                    return Err(MmapCheckError::Misaligned { order, addr });
+                    return Err(CheckError::Misaligned { order, addr });
                 }
                 overlaps(&cache, span, bytes)?;
                 found += 1;
@@ -410,7 +410,7 @@ impl MmapPages {
                 node = unsafe { span.as_ref().next };
             }
             if found != cache.counts[order] {
-                return Err(MmapCheckError::Count {
+                return Err(CheckError::Count {
                     order,
                     recorded: cache.counts[order],
                     found,
@@ -420,7 +420,7 @@ impl MmapPages {
         }
         let recorded = self.cached.load(Ordering::Relaxed);
         if recorded != total {
-            return Err(MmapCheckError::Cached {
+            return Err(CheckError::Cached {
                 recorded,
                 found: total,
             });
@@ -430,20 +430,20 @@ impl MmapPages {
             let (at, bytes) = (cache.kept_at[i], cache.kept_len[i]);
             let Some(at) = at else {
                 if bytes != 0 {
-                    return Err(MmapCheckError::Kept { addr: 0, bytes });
+                    return Err(CheckError::Kept { addr: 0, bytes });
                 }
                 continue;
             };
             let addr = at.as_ptr().addr();
             if bytes == 0 || addr % PAGE != 0 || bytes % PAGE != 0 {
-                return Err(MmapCheckError::Kept { addr, bytes });
+                return Err(CheckError::Kept { addr, bytes });
             }
             overlaps(&cache, at.cast(), bytes)?;
             kept += bytes;
         }
         let recorded = self.kept.load(Ordering::Relaxed);
         if recorded != kept {
-            return Err(MmapCheckError::KeptBytes {
+            return Err(CheckError::KeptBytes {
                 recorded,
                 found: kept,
             });
@@ -730,7 +730,7 @@ impl MmapPages {
 }
 
 /// Whether `span` (`bytes` long) overlaps a listed span or kept range other than itself.
-fn overlaps(cache: &Cache, span: NonNull<FreeSpan>, bytes: usize) -> Result<(), MmapCheckError> {
+fn overlaps(cache: &Cache, span: NonNull<FreeSpan>, bytes: usize) -> Result<(), CheckError> {
     let a = span.as_ptr().addr();
     for order in 0..ORDERS {
         let mut node = cache.heads[order];
@@ -738,7 +738,7 @@ fn overlaps(cache: &Cache, span: NonNull<FreeSpan>, bytes: usize) -> Result<(), 
         while let Some(other) = node {
             let b = other.as_ptr().addr();
             if other != span && a < b + (PAGE << order) && b < a + bytes {
-                return Err(MmapCheckError::Overlap { a, b });
+                return Err(CheckError::Overlap { a, b });
             }
             seen += 1;
             if seen > cache.counts[order] {
@@ -754,7 +754,7 @@ fn overlaps(cache: &Cache, span: NonNull<FreeSpan>, bytes: usize) -> Result<(), 
         };
         let b = other.as_ptr().addr();
         if other != span.cast() && a < b + cache.kept_len[i] && b < a + bytes {
-            return Err(MmapCheckError::Overlap { a, b });
+            return Err(CheckError::Overlap { a, b });
         }
     }
     Ok(())
@@ -1029,7 +1029,7 @@ impl MmapPages {
 
 #[cfg(test)]
 mod tests {
-    use super::{CHUNK, Kind, MmapCheckError, MmapPages, PAGE, kind, request};
+    use super::{CHUNK, CheckError, Kind, MmapPages, PAGE, kind, request};
     use crate::heap::PageSource;
     use crate::sync::atomic::Ordering;
 
@@ -1042,12 +1042,12 @@ mod tests {
         unsafe { pages.free_pages(span, PAGE, PAGE) };
         pages.check().unwrap();
         pages.cached.fetch_add(PAGE, Ordering::Relaxed);
-        assert!(matches!(pages.check(), Err(MmapCheckError::Cached { .. })));
+        assert!(matches!(pages.check(), Err(CheckError::Cached { .. })));
         pages.cached.fetch_sub(PAGE, Ordering::Relaxed);
         pages.cache.lock().counts[0] += 1;
         assert!(matches!(
             pages.check(),
-            Err(MmapCheckError::Count { order: 0, .. })
+            Err(CheckError::Count { order: 0, .. })
         ));
         pages.cache.lock().counts[0] -= 1;
         {
@@ -1059,7 +1059,7 @@ mod tests {
         }
         assert!(matches!(
             pages.check(),
-            Err(MmapCheckError::Misaligned { order: 1, .. } | MmapCheckError::Overlap { .. })
+            Err(CheckError::Misaligned { order: 1, .. } | CheckError::Overlap { .. })
         ));
     }
 
@@ -1074,16 +1074,13 @@ mod tests {
         pages.check().unwrap();
         assert_eq!(pages.kept_bytes(), 3 * CHUNK);
         pages.kept.fetch_add(PAGE, Ordering::Relaxed);
-        assert!(matches!(
-            pages.check(),
-            Err(MmapCheckError::KeptBytes { .. })
-        ));
+        assert!(matches!(pages.check(), Err(CheckError::KeptBytes { .. })));
         pages.kept.fetch_sub(PAGE, Ordering::Relaxed);
         let slot = (0..super::KEEP_SLOTS)
             .find(|&i| pages.cache.lock().kept_len[i] != 0)
             .unwrap();
         pages.cache.lock().kept_len[slot] += 1;
-        assert!(matches!(pages.check(), Err(MmapCheckError::Kept { .. })));
+        assert!(matches!(pages.check(), Err(CheckError::Kept { .. })));
         pages.cache.lock().kept_len[slot] -= 1;
         pages.check().unwrap();
     }

@@ -16,7 +16,7 @@ mod depot;
 mod large;
 mod magazine;
 #[cfg(all(feature = "mmap", unix))]
-mod mmap;
+pub mod mmap;
 mod pagemap;
 mod route;
 mod smp;
@@ -25,13 +25,13 @@ mod stats;
 mod thread;
 
 #[cfg(all(feature = "mmap", unix))]
-pub use mmap::{MmapCheckError, MmapPages};
-pub use route::{DEPOT, HEAP_CLASSES, HUGE, MAGAZINE, PROBES, Route, depot_limit};
+pub use mmap::MmapPages;
+pub use route::{HEAP_CLASSES, MAGAZINE, Route, depot_limit};
 pub use smp::SmpHeap;
 pub use source::PageSource;
 #[cfg(feature = "std")]
 pub use source::SystemPages;
-pub use stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
+pub use stats::{CheckError, ClassStats, CpuClassStats, HeapStats};
 pub use thread::thread_cache_records;
 
 /// The SMP heap over pages from the operating system: a std program's global allocator.

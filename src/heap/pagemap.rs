@@ -26,6 +26,7 @@ use arrayvec::ArrayVec;
 use super::PageSource;
 use crate::lock::SpinLock;
 use crate::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::model::SIZES;
 
 /// Page granule of the map.
 pub(super) const PAGE: usize = 4096;
@@ -34,18 +35,10 @@ const PAGE_SHIFT: u32 = 12;
 pub(super) const VA_BITS: u32 = 48;
 /// Bits of the key (a page number).
 const KEY_BITS: u32 = VA_BITS - PAGE_SHIFT;
-/// Index bits per level (small under loom, so a model's nodes are few atomics). With `std`
-/// (user space: C's `free` walks the map on every call) three levels of 12 bits, 32 KiB
-/// nodes; without (kernels), and under Miri (where writing and checking 4096-slot nodes one
-/// atomic at a time costs minutes; the code is the same for any shape), four levels of 9
-/// bits, 4 KiB nodes.
-const BITS: u32 = if cfg!(loom) {
-    4
-} else if cfg!(all(feature = "std", not(miri))) {
-    12
-} else {
-    9
-};
+/// Index bits per level: with `std` three levels of 12 bits, 32 KiB nodes; without (kernels)
+/// and under Miri four levels of 9 bits, 4 KiB nodes; under loom 4 bits (`sync::model` says
+/// why).
+const BITS: u32 = SIZES.pagemap_bits;
 /// Slots per node.
 const FAN: usize = 1 << BITS;
 /// Levels, the root included.

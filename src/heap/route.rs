@@ -4,6 +4,7 @@
 use core::alloc::Layout;
 
 use crate::byte::slab::class::{CLASSES, MAX_SMALL, class_for, class_size};
+use crate::sync::model::{SIZES, Sizes};
 
 /// Alignment of [`class_16`]'s requests (C's `malloc`: glibc's `MALLOC_ALIGNMENT`).
 pub(super) const ALIGN_16: usize = 16;
@@ -48,26 +49,32 @@ pub(super) const fn class_16(size: usize) -> Option<usize> {
     }
 }
 
-/// Objects per magazine (2 under loom, so models reach every exchange quickly). 30, not 32: a
-/// thread cache's class (two magazines of 8 + 30 * 8 bytes and 16 bytes of counters) is then
-/// 512 bytes, and the fast path finds it with a shift instead of a multiplication.
-pub const MAGAZINE: usize = if cfg!(loom) { 2 } else { 30 };
+/// Objects per magazine: each CPU slot and thread cache keeps up to two magazines per class, so
+/// with [`depot_limit`] this bounds the memory the heap parks in caches (2 under loom, so
+/// models reach every exchange quickly). 30, not 32: a thread cache's class (two magazines of
+/// 8 + 30 * 8 bytes and 16 bytes of counters) is then 512 bytes, and the fast path finds it
+/// with a shift instead of a multiplication.
+pub const MAGAZINE: usize = SIZES.magazine;
 
 /// The most full magazines a class's depot holds (its actual limit shrinks with the class size,
 /// see [`depot_limit`]).
-pub const DEPOT: usize = if cfg!(loom) { 1 } else { 16 };
+pub(crate) const DEPOT: usize = SIZES.depot;
 
-/// Classes the heap serves from slabs (the first 4 under loom: 8..32 B; larger sizes go to
-/// TLSF there), all 32 otherwise.
-pub const HEAP_CLASSES: usize = if cfg!(loom) { 4 } else { CLASSES };
+/// Classes the heap serves from slabs, all 32 (the first 4 under loom: 8..32 B; larger sizes go
+/// to TLSF there): the bound of the class index of [`Route::Small`] and of
+/// [`SmpHeap::class_stats`](super::SmpHeap::class_stats).
+pub const HEAP_CLASSES: usize = SIZES.heap_classes;
+const _: () = assert!(Sizes::SHIPPED.heap_classes == CLASSES && HEAP_CLASSES <= CLASSES);
 
 /// Other slots a thread tries when its own is busy, before the class lock.
-pub const PROBES: usize = 2;
+pub(crate) const PROBES: usize = 2;
 
-/// Requests above this many bytes skip TLSF and go to the page source.
-pub const HUGE: usize = 256 * 1024;
+/// Requests above this many bytes (256 KiB) skip TLSF and go to the page source
+/// ([`Route::Huge`]).
+pub(crate) const HUGE: usize = 256 * 1024;
 
-/// Full magazines the depot of `class` may hold: about 256 KiB of objects, 1 to [`DEPOT`].
+/// Full magazines the depot of `class` may hold: about 256 KiB of objects, 1 to the depot's 16
+/// slots (1 under loom).
 pub const fn depot_limit(class: usize) -> usize {
     let bytes = MAGAZINE * class_size(class);
     let limit = (256 * 1024) / bytes;
@@ -87,9 +94,10 @@ pub enum Route {
     Zero,
     /// A slab class (index).
     Small(usize),
-    /// The TLSF arenas: sizes above the slab classes up to [`HUGE`], and odd alignments.
+    /// The TLSF arenas: sizes above the slab classes up to 256 KiB, and odd alignments.
     Tlsf,
-    /// Straight from the page source ([`PageSource::alloc_huge`](super::PageSource::alloc_huge)).
+    /// Straight from the page source ([`PageSource::alloc_huge`](super::PageSource::alloc_huge)):
+    /// sizes above 256 KiB.
     Huge,
 }
 

@@ -20,7 +20,7 @@ use super::depot::Depot;
 use super::large::{Large, Resize};
 use super::pagemap::{Owner, PAGE, PageMap, Tally};
 use super::route::{ALIGN_16, HEAP_CLASSES, Route, class_16};
-use super::stats::{ClassStats, CpuClassStats, HeapCheckError, HeapStats};
+use super::stats::{CheckError, ClassStats, CpuClassStats, HeapStats};
 use super::thread::Threads;
 use crate::TlsfHeap;
 use crate::byte::slab::class::{class_size, objects_per_slab, size_divisor, slab_bytes};
@@ -719,7 +719,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// With thread caches: first collects the caches of threads that exited; checks the calling
     /// thread's cache in full (other live threads' caches are theirs: their objects count as
     /// handed out).
-    pub fn check(&self) -> Result<HeapStats, HeapCheckError> {
+    pub fn check(&self) -> Result<HeapStats, CheckError> {
         self.threads.collect(&self.depot, &self.pages);
         let slots = self.cpus.lock_and_check()?;
         for class in 0..HEAP_CLASSES {
@@ -729,7 +729,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
                 .check(class, cpu::cached(&slots, class).chain(own.iter()))?;
         }
         drop(slots);
-        self.tlsf().check().map_err(HeapCheckError::Tlsf)?;
+        self.tlsf().check().map_err(CheckError::Tlsf)?;
         let tlsf = self.tlsf();
         let in_pool = |addr: usize| {
             NonNull::new(ptr::without_provenance_mut(addr)).is_some_and(|p| tlsf.in_region(p))

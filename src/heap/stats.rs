@@ -7,18 +7,19 @@ use core::ptr::NonNull;
 
 use arrayvec::ArrayVec;
 
-use crate::byte::slab::SlabCheckError;
+use crate::byte::slab::cache;
 use crate::sync::atomic::{AtomicUsize, Ordering};
+use crate::sync::model::SIZES;
 
 /// A violated invariant found by [`SmpHeap::check`](super::SmpHeap::check).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeapCheckError {
+pub enum CheckError {
     /// A class's slabs are inconsistent.
     Slab {
         /// The class.
         class: usize,
         /// What is wrong.
-        error: SlabCheckError,
+        error: cache::CheckError,
     },
     /// A magazine (CPU or depot) holds a pointer that is not an in-use object of its class,
     /// or one object twice, or a depot magazine is not full, or a previous magazine is neither
@@ -30,21 +31,23 @@ pub enum HeapCheckError {
         what: &'static str,
     },
     /// The TLSF arenas are inconsistent.
-    Tlsf(crate::byte::CheckError),
+    Tlsf(crate::byte::tlsf::CheckError),
     /// The page map disagrees with the slabs or the huge and direct blocks (DESIGN.md 13.10).
     PageMap(&'static str),
 }
 
-impl fmt::Display for HeapCheckError {
+impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HeapCheckError::Slab { class, error } => write!(f, "class {class}: {error}"),
-            HeapCheckError::Magazine { class, what } => write!(f, "class {class}: {what}"),
-            HeapCheckError::Tlsf(e) => write!(f, "tlsf: {e:?}"),
-            HeapCheckError::PageMap(what) => write!(f, "page map: {what}"),
+            CheckError::Slab { class, error } => write!(f, "class {class}: {error}"),
+            CheckError::Magazine { class, what } => write!(f, "class {class}: {what}"),
+            CheckError::Tlsf(e) => write!(f, "tlsf: {e:?}"),
+            CheckError::PageMap(what) => write!(f, "page map: {what}"),
         }
     }
 }
+
+impl core::error::Error for CheckError {}
 
 /// Statistics of one size class, read without stopping the heap (each field is exact when the
 /// heap is quiescent, a recent value otherwise).
@@ -107,7 +110,7 @@ pub(super) struct Objects {
     seen: ArrayVec<usize, CHECK_OBJECTS>,
 }
 
-const CHECK_OBJECTS: usize = if cfg!(loom) { 64 } else { 4096 };
+const CHECK_OBJECTS: usize = SIZES.check_objects;
 
 impl Objects {
     pub(super) fn new() -> Self {

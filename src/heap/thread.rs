@@ -19,7 +19,7 @@ mod enabled {
     use super::super::depot::Depot;
     use super::super::magazine::{CacheCounters, Magazines};
     use super::super::route::{HEAP_CLASSES, MAGAZINE};
-    use super::super::stats::{HeapCheckError, load, store};
+    use super::super::stats::{CheckError, load, store};
     use super::os;
     use crate::lock::SpinLock;
     use crate::percpu;
@@ -218,8 +218,8 @@ mod enabled {
             &self,
             class: usize,
             out: &mut arrayvec::ArrayVec<NonNull<u8>, { 2 * MAGAZINE }>,
-        ) -> Result<(), HeapCheckError> {
-            let error = |what| HeapCheckError::Magazine { class, what };
+        ) -> Result<(), CheckError> {
+            let error = |what| CheckError::Magazine { class, what };
             let cache = &self.classes[class];
             let magazines = cache.magazines.get_mut();
             // SAFETY: caller (T1); read only, and the reference ends before `magazines` does.
@@ -471,7 +471,7 @@ mod enabled {
             &self,
             class: usize,
             out: &mut arrayvec::ArrayVec<NonNull<u8>, { 2 * MAGAZINE }>,
-        ) -> Result<(), HeapCheckError> {
+        ) -> Result<(), CheckError> {
             match self.current() {
                 // SAFETY: T1: the owner, bound to this heap.
                 Some(record) => unsafe { record.check_class(class, out) },
@@ -513,7 +513,7 @@ mod os {
         target_arch = "x86_64",
         not(miri)
     )))]
-    std::thread_local! {
+    crate::sync::thread_locals! {
         /// This thread's record, null before it has one, `DEAD` once its exit hook ran.
         static CURRENT: Cell<*mut Record> = const { Cell::new(ptr::null_mut()) };
     }
@@ -799,7 +799,7 @@ mod os {
         }
     }
 
-    loom::thread_local! {
+    crate::sync::thread_locals! {
         static CURRENT: Current = Current(Cell::new(ptr::null_mut()));
     }
 
@@ -865,7 +865,7 @@ mod disabled {
     use super::super::PageSource;
     use super::super::depot::Depot;
     use super::super::route::MAGAZINE;
-    use super::super::stats::HeapCheckError;
+    use super::super::stats::CheckError;
 
     /// No thread caches in this build.
     pub(crate) enum Record {}
@@ -938,7 +938,7 @@ mod disabled {
             &self,
             _: usize,
             _: &mut arrayvec::ArrayVec<NonNull<u8>, { 2 * MAGAZINE }>,
-        ) -> Result<(), HeapCheckError> {
+        ) -> Result<(), CheckError> {
             Ok(())
         }
     }

@@ -28,11 +28,12 @@ use core::borrow::Borrow;
 use core::fmt;
 
 use super::regions::Regions;
-use super::{PageInvariantError, align_in_pages, page_number, region_pages};
+use super::{CheckError, align_in_pages, page_number, region_pages};
 use crate::bitmap::{AtomicBitmap, BITS, BitmapError, Cursor, summary_words};
 use crate::percpu::PerCpu;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::loom_const_fn;
+use crate::sync::model::SIZES;
 use crate::traits::{AllocError, AllocResult, BaseAllocator, PageAllocator};
 
 /// Leaf words of the default bitmap: 4 GiB of 4 KiB pages (1,048,576 pages, 128 KiB of
@@ -70,7 +71,7 @@ pub type BitmapPageAllocator1T<const PAGE_SIZE: usize> = BitmapPageAllocator<
 >;
 
 /// CPU slots for cursors (ids are reduced modulo this).
-const SLOTS: usize = if cfg!(loom) { 2 } else { 16 };
+const SLOTS: usize = SIZES.page_cursor_slots;
 
 /// `base` before the first region is added.
 const NO_BASE: usize = usize::MAX;
@@ -434,9 +435,9 @@ where
     ///
     /// # Time Complexity
     /// O(WORDS).
-    pub fn check(&self) -> Result<(), PageInvariantError> {
+    pub fn check(&self) -> Result<(), CheckError> {
         let bits = self.bits();
-        bits.check().map_err(PageInvariantError::Bitmap)?;
+        bits.check().map_err(CheckError::Bitmap)?;
         let mut regions: arrayvec::ArrayVec<(usize, usize), { super::MAX_REGIONS }> = self
             .regions
             .iter()
@@ -454,7 +455,7 @@ where
         {
             if bits.count_allocated_in(pos, start) != start - pos {
                 let page = (pos..start).find(|&i| !bits.contains(i)).unwrap_or(pos);
-                return Err(PageInvariantError::Unmanaged { page });
+                return Err(CheckError::Unmanaged { page });
             }
             pos = end;
         }

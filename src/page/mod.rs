@@ -38,9 +38,9 @@ use crate::traits::{AllocError, AllocResult};
 
 /// A violated invariant found by a page allocator's `check()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PageInvariantError {
+pub enum CheckError {
     /// The underlying bitmap's summaries are inconsistent.
-    Bitmap(crate::bitmap::InvariantError),
+    Bitmap(crate::bitmap::CheckError),
     /// A page outside every region is marked free (bitmap) or has a state (buddy).
     Unmanaged {
         /// The page's index in the allocator's window.
@@ -79,11 +79,13 @@ pub enum PageInvariantError {
     },
 }
 
-impl core::fmt::Display for PageInvariantError {
+impl core::fmt::Display for CheckError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         core::fmt::Debug::fmt(self, f)
     }
 }
+
+impl core::error::Error for CheckError {}
 
 /// Checks a byte alignment: a power of two and a multiple of `page_size`; returns it in pages.
 #[inline]

@@ -29,13 +29,14 @@ use arrayvec::ArrayVec;
 use crate::SpinLock;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::loom_const_fn;
+use crate::sync::model::SIZES;
 
 /// Pages a cache can hold (its array's size).
-pub const PCP_CAPACITY: usize = if cfg!(loom) { 4 } else { 64 };
+pub const PCP_CAPACITY: usize = SIZES.pcp_capacity;
 /// Default high watermark: a free into a cache holding this many pages drains a batch first.
-pub const DEFAULT_PCP_HIGH: usize = if cfg!(loom) { 2 } else { 64 };
+pub const DEFAULT_PCP_HIGH: usize = SIZES.pcp_high;
 /// Default batch: pages moved between a cache and the zone at once.
-pub const DEFAULT_PCP_BATCH: usize = if cfg!(loom) { 1 } else { 16 };
+pub const DEFAULT_PCP_BATCH: usize = SIZES.pcp_batch;
 
 /// One CPU's parked single pages (window page indices), a LIFO stack (the most recently
 /// freed page is the most likely to be cache-hot).

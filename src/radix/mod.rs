@@ -10,8 +10,8 @@
 //! - [`compat`]: the NexaOS free functions over one static table.
 
 mod pool;
-mod table;
-mod tree;
+pub mod table;
+pub mod tree;
 
 #[cfg(not(loom))]
 pub mod compat;
@@ -21,9 +21,5 @@ pub use pool::HeapNodePool;
 pub use pool::{FANOUT, Node, NodePool, NodeStorage, RADIX_BITS, full_tree_nodes};
 #[cfg(not(loom))]
 pub use table::NexaPidTable;
-pub use table::{
-    MAX_PID_VALUE, NEXA_POOL_NODES, PidError, PidInvariantError, PidStats, PidTable, TreeView,
-};
-pub use tree::{
-    Census, MAX_LEVELS, RadixError, RadixInvariantError, RadixStats, RadixTree, Reclaim,
-};
+pub use table::{MAX_PID_VALUE, NEXA_POOL_NODES, PidError, PidStats, PidTable, TreeView};
+pub use tree::{Census, MAX_LEVELS, RadixError, RadixStats, RadixTree, Reclaim};

@@ -15,18 +15,14 @@
 
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sync::loom_const_fn;
+use crate::sync::model::SIZES;
 
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
 
 /// Bits of key consumed per tree level: 6 (64-way nodes); 1 (2-way) under loom so models stay
 /// small.
-#[cfg(not(loom))]
-pub const RADIX_BITS: u32 = 6;
-/// Bits of key consumed per tree level: 6 (64-way nodes); 1 (2-way) under loom so models stay
-/// small.
-#[cfg(loom)]
-pub const RADIX_BITS: u32 = 1;
+pub const RADIX_BITS: u32 = SIZES.radix_bits;
 
 /// Children (or values) per node: `1 << RADIX_BITS`.
 pub const FANOUT: usize = 1 << RADIX_BITS;

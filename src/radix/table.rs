@@ -24,9 +24,9 @@
 use core::fmt;
 
 use super::pool::NodeStorage;
-use super::tree::{Census, RadixInvariantError, RadixStats, RadixTree, Reclaim};
+use super::tree::{self, Census, RadixStats, RadixTree, Reclaim};
 use crate::bitmap::{
-    AtomicBitmap, BITS, BitmapError, CyclicCursor, DEFAULT_SUMMARY_WORDS, InvariantError,
+    self as bitmap, AtomicBitmap, BITS, BitmapError, CyclicCursor, DEFAULT_SUMMARY_WORDS,
 };
 use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Backoff, loom_const_fn};
@@ -80,11 +80,11 @@ impl core::error::Error for PidError {}
 
 /// A broken invariant found by [`PidTable::check`] (always a bug).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PidInvariantError {
+pub enum CheckError {
     /// The bitmap's own invariant.
-    Bitmap(InvariantError),
+    Bitmap(bitmap::CheckError),
     /// The tree's own invariant.
-    Tree(RadixInvariantError),
+    Tree(tree::CheckError),
     /// PID 0 is not marked allocated (reserved).
     PidZero,
     /// A PID maps to a value but is not allocated (or holds a tombstone at rest).
@@ -94,13 +94,13 @@ pub enum PidInvariantError {
     },
 }
 
-impl fmt::Display for PidInvariantError {
+impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PID table invariant broken: {self:?}")
     }
 }
 
-impl core::error::Error for PidInvariantError {}
+impl core::error::Error for CheckError {}
 
 /// A snapshot of a table's use ([`PidTable::get_pid_stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -540,11 +540,11 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
     ///
     /// # Errors
     /// The first broken invariant found.
-    pub fn check(&self) -> Result<(), PidInvariantError> {
-        self.pids.check().map_err(PidInvariantError::Bitmap)?;
-        self.map.check().map_err(PidInvariantError::Tree)?;
+    pub fn check(&self) -> Result<(), CheckError> {
+        self.pids.check().map_err(CheckError::Bitmap)?;
+        self.map.check().map_err(CheckError::Tree)?;
         if !self.pids.contains(0) {
-            return Err(PidInvariantError::PidZero);
+            return Err(CheckError::PidZero);
         }
         let mut stale = None;
         self.map.for_each(|pid, value| {
@@ -553,7 +553,7 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
             }
         });
         match stale {
-            Some(pid) => Err(PidInvariantError::StaleMapping { pid }),
+            Some(pid) => Err(CheckError::StaleMapping { pid }),
             None => Ok(()),
         }
     }
@@ -623,7 +623,7 @@ impl<const LEVELS: usize, S: NodeStorage> TreeView<'_, LEVELS, S> {
     ///
     /// # Errors
     /// The first broken invariant found.
-    pub fn check(&self) -> Result<Census, RadixInvariantError> {
+    pub fn check(&self) -> Result<Census, tree::CheckError> {
         self.map.check()
     }
 }

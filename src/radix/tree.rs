@@ -12,7 +12,7 @@
 //! - **Updates** run inside a *read section* (a per-CPU reader count incremented on entry and
 //!   decremented on exit), which no reclamation overtakes.
 //! - **Counts**: each node counts its occupied slots plus in-flight insert *reservations*. An
-//!   insert reserves (count + 1, refused once the node is [`DEAD`]) before it fills a slot. A
+//!   insert reserves (count + 1, refused once the node is `DEAD`) before it fills a slot. A
 //!   node is *frozen* by CAS 0 -> `DEAD` (by whoever drops its count to 0 under
 //!   [`Reclaim::Eager`], by the sweep of [`RadixTree::reclaim`] under [`Reclaim::OnDemand`]).
 //!   A frozen node is empty forever.
@@ -33,19 +33,14 @@ use core::fmt;
 use super::pool::{self, DEAD, FANOUT, NodeStorage, RADIX_BITS};
 use crate::percpu::{PerCpu, current_cpu};
 use crate::sync::atomic::{AtomicUsize, Ordering, fence};
+use crate::sync::model::SIZES;
 use crate::sync::{Backoff, loom_const_fn};
 
 /// Per-CPU reader counters (CPU ids are reduced modulo this).
-#[cfg(not(loom))]
-const READER_SLOTS: usize = 16;
-#[cfg(loom)]
-const READER_SLOTS: usize = 2;
+const READER_SLOTS: usize = SIZES.radix_reader_slots;
 
 /// RMWs a reclamation spends on one busy reader counter before it gives up for this call.
-#[cfg(not(loom))]
-const GRACE_POLLS: usize = 64;
-#[cfg(loom)]
-const GRACE_POLLS: usize = 2;
+const GRACE_POLLS: usize = SIZES.radix_grace_polls;
 
 /// The deepest tree supported (keys must fit a `usize`).
 pub const MAX_LEVELS: usize = (usize::BITS / RADIX_BITS) as usize;
@@ -83,7 +78,7 @@ impl core::error::Error for RadixError {}
 
 /// A broken invariant found by [`RadixTree::check`] (always a bug).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RadixInvariantError {
+pub enum CheckError {
     /// A reachable node's count differs from its occupied slots (or it is frozen).
     Count {
         /// The node.
@@ -120,13 +115,13 @@ pub enum RadixInvariantError {
     },
 }
 
-impl fmt::Display for RadixInvariantError {
+impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "radix tree invariant broken: {self:?}")
     }
 }
 
-impl core::error::Error for RadixInvariantError {}
+impl core::error::Error for CheckError {}
 
 /// What [`RadixTree::check`] counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -890,7 +885,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
     ///
     /// # Time Complexity
     /// O(reachable nodes * FANOUT + retired + free).
-    pub fn check(&self) -> Result<Census, RadixInvariantError> {
+    pub fn check(&self) -> Result<Census, CheckError> {
         let mut census = Census {
             nodes: 0,
             values: 0,
@@ -906,7 +901,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         let (free, fresh) = pool::census(&self.storage);
         let in_use = self.storage.nodes_in_use();
         if census.nodes + census.retired + free != fresh || in_use + free != fresh {
-            return Err(RadixInvariantError::Conservation {
+            return Err(CheckError::Conservation {
                 reachable: census.nodes,
                 retired: census.retired,
                 free,
@@ -922,7 +917,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         index: usize,
         level: usize,
         census: &mut Census,
-    ) -> Result<(), RadixInvariantError> {
+    ) -> Result<(), CheckError> {
         census.nodes += 1;
         let node = self.node(index);
         let count = node.count.load(Ordering::Acquire);
@@ -938,13 +933,13 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
             } else {
                 let child = word - 1;
                 if child == 0 || child >= self.storage.capacity() {
-                    return Err(RadixInvariantError::BadChild { node: index });
+                    return Err(CheckError::BadChild { node: index });
                 }
                 self.check_node(child, level + 1, census)?;
             }
         }
         if count != occupied {
-            return Err(RadixInvariantError::Count {
+            return Err(CheckError::Count {
                 node: index,
                 count,
                 occupied,
@@ -952,7 +947,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         }
         if occupied == 0 && index != 0 {
             if self.policy == Reclaim::Eager {
-                return Err(RadixInvariantError::EmptyNode { node: index });
+                return Err(CheckError::EmptyNode { node: index });
             }
             census.empty += 1;
         }

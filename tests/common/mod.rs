@@ -55,7 +55,7 @@ impl<const O: usize, const S: usize> Observed for PidAllocator<O, S> {
         self.used()
     }
     fn invariants(&self) -> Result<(), String> {
-        self.check().map_err(ToString::to_string)
+        self.check().map_err(|e| e.to_string())
     }
     fn allocated_ids(&self) -> Vec<usize> {
         let (lo, hi) = (self.reserved(), self.reserved() + self.size());

@@ -1,9 +1,9 @@
-//! One size class's slabs: [`SlabCache`], single-threaded (`&mut self`). The SMP heap keeps
+//! One size class's slabs: `SlabCache`, single-threaded (`&mut self`). The SMP heap keeps
 //! one per class behind the class lock; [`SlabByteAllocator`](super::SlabByteAllocator) owns
 //! them directly.
 //!
 //! A slab is `slab_bytes(class)` bytes aligned to its own size, so the slab of an object is
-//! found by masking its address. The slab's last `HEADER_BYTES` hold its [`Header`]: a magic word
+//! found by masking its address. The slab's last `HEADER_BYTES` hold its `Header`: a magic word
 //! (the slab's address xor a constant, so a stray pointer is recognised), the class, the list it
 //! is on, how many objects were ever carved (objects are carved lazily, so a fresh slab costs
 //! no writes), how many are in use, an intrusive free list of returned objects, and a bitmap of
@@ -69,13 +69,15 @@ impl fmt::Display for SlabError {
 
 /// A violated invariant found by `SlabCache::check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlabCheckError(pub &'static str);
+pub struct CheckError(pub &'static str);
 
-impl fmt::Display for SlabCheckError {
+impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0)
     }
 }
+
+impl core::error::Error for CheckError {}
 
 /// Counts of one slab cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -420,7 +422,7 @@ impl SlabCache {
     /// Checks the lists and every listed slab: magic, class, links, the in-use bitmap against
     /// `inuse`, the free list (inside the carved objects, not in use, no repeats), counts
     /// against the slabs found (full slabs are not listed: their number is what remains).
-    pub(crate) fn check(&self) -> Result<SlabCounts, SlabCheckError> {
+    pub(crate) fn check(&self) -> Result<SlabCounts, CheckError> {
         let per_slab = self.per_slab();
         let mut listed = 0;
         let mut listed_inuse = 0;
@@ -433,23 +435,21 @@ impl SlabCache {
                 let header = unsafe { &*h };
                 let slab = self.slab_of(h);
                 if header.magic != MAGIC ^ slab.addr() || header.class != self.class {
-                    return Err(SlabCheckError("listed slab has a bad header"));
+                    return Err(CheckError("listed slab has a bad header"));
                 }
                 if header.list != list || header.prev != prev {
-                    return Err(SlabCheckError("slab list links are inconsistent"));
+                    return Err(CheckError("slab list links are inconsistent"));
                 }
                 let inuse = header.inuse as usize;
                 let bits: u32 = header.used.iter().map(|w| w.count_ones()).sum();
                 if bits as usize != inuse || header.carved as usize > per_slab {
-                    return Err(SlabCheckError(
-                        "slab in-use bitmap disagrees with its count",
-                    ));
+                    return Err(CheckError("slab in-use bitmap disagrees with its count"));
                 }
                 match list {
                     PARTIAL if inuse == 0 || inuse == per_slab => {
-                        return Err(SlabCheckError("partial slab is empty or full"));
+                        return Err(CheckError("partial slab is empty or full"));
                     }
-                    EMPTY if inuse != 0 => return Err(SlabCheckError("empty slab has objects")),
+                    EMPTY if inuse != 0 => return Err(CheckError("empty slab has objects")),
                     _ => {}
                 }
                 // The free list: carved, not in use, distinct, and exactly carved - inuse long.
@@ -460,13 +460,11 @@ impl SlabCache {
                     let offset = object.addr().wrapping_sub(slab.addr());
                     let index = offset / self.size();
                     if offset % self.size() != 0 || index >= header.carved as usize {
-                        return Err(SlabCheckError("free list leaves the carved objects"));
+                        return Err(CheckError("free list leaves the carved objects"));
                     }
                     let bit = 1 << (index % 64);
                     if header.used[index / 64] & bit != 0 || seen[index / 64] & bit != 0 {
-                        return Err(SlabCheckError(
-                            "free list holds an in-use or repeated object",
-                        ));
+                        return Err(CheckError("free list holds an in-use or repeated object"));
                     }
                     seen[index / 64] |= bit;
                     free += 1;
@@ -474,7 +472,7 @@ impl SlabCache {
                     object = unsafe { object.cast::<*mut u8>().read() };
                 }
                 if free + inuse != header.carved as usize {
-                    return Err(SlabCheckError("carved objects are neither free nor in use"));
+                    return Err(CheckError("carved objects are neither free nor in use"));
                 }
                 listed += 1;
                 listed_inuse += inuse;
@@ -486,11 +484,11 @@ impl SlabCache {
             }
         }
         if empty != self.counts.empty_slabs || listed > self.counts.slabs {
-            return Err(SlabCheckError("slab counts disagree with the lists"));
+            return Err(CheckError("slab counts disagree with the lists"));
         }
         let full = self.counts.slabs - listed;
         if listed_inuse + full * per_slab != self.counts.inuse {
-            return Err(SlabCheckError("in-use count disagrees with the slabs"));
+            return Err(CheckError("in-use count disagrees with the slabs"));
         }
         Ok(self.counts)
     }

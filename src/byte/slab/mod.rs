@@ -2,18 +2,18 @@
 //! SMP heap (one cache per class behind the class lock) and [`SlabByteAllocator`] (arceos'
 //! API, single-threaded).
 
-mod cache;
+pub mod cache;
 pub mod class;
 
 pub(crate) use cache::SlabCache;
-pub use cache::{SlabCheckError, SlabCounts, SlabError};
+pub use cache::{SlabCounts, SlabError};
 
 use core::alloc::Layout;
 use core::fmt;
 use core::ptr::NonNull;
 
 use self::class::{CLASSES, class_for, class_size, objects_per_slab, slab_bytes};
-use super::buddy::{BuddyByteAllocator, BuddyCheckError};
+use super::buddy::{self, BuddyByteAllocator};
 use super::dangling;
 use crate::traits::{AllocError, AllocResult, BaseAllocator, ByteAllocator};
 
@@ -22,21 +22,21 @@ const KEEP_EMPTY: usize = 1;
 
 /// A violated invariant found by [`SlabByteAllocator::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SlabByteCheckError {
+pub enum CheckError {
     /// A size class's cache is inconsistent.
     Cache {
         /// The class index.
         class: usize,
         /// What is wrong.
-        error: SlabCheckError,
+        error: cache::CheckError,
     },
     /// The buddy allocator under the slabs is inconsistent.
-    Buddy(BuddyCheckError),
+    Buddy(buddy::CheckError),
     /// The statistics disagree with the slabs and blocks.
     Counters(&'static str),
 }
 
-impl fmt::Display for SlabByteCheckError {
+impl fmt::Display for CheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cache { class, error } => write!(f, "slab class {class}: {error}"),
@@ -45,6 +45,8 @@ impl fmt::Display for SlabByteCheckError {
         }
     }
 }
+
+impl core::error::Error for CheckError {}
 
 /// A slab byte allocator with arceos' `SlabByteAllocator` interface ([`BaseAllocator`] +
 /// [`ByteAllocator`]), single-threaded (`&mut self`; a kernel wraps it in a lock).
@@ -214,26 +216,26 @@ impl SlabByteAllocator {
     ///
     /// # Time Complexity
     /// O(slabs × objects per slab + the buddy check).
-    pub fn check(&self) -> Result<(), SlabByteCheckError> {
+    pub fn check(&self) -> Result<(), CheckError> {
         let mut slab_total = 0;
         for (class, cache) in self.caches.iter().enumerate() {
             if cache.class() != class {
-                return Err(SlabByteCheckError::Counters("a cache serves another class"));
+                return Err(CheckError::Counters("a cache serves another class"));
             }
             let counts = cache
                 .check()
-                .map_err(|error| SlabByteCheckError::Cache { class, error })?;
+                .map_err(|error| CheckError::Cache { class, error })?;
             slab_total += counts.slabs * slab_bytes(class);
         }
-        self.buddy.check().map_err(SlabByteCheckError::Buddy)?;
+        self.buddy.check().map_err(CheckError::Buddy)?;
         if slab_total != self.buddy.internal_bytes() {
-            return Err(SlabByteCheckError::Counters(
+            return Err(CheckError::Counters(
                 "slab bytes disagree with the buddy's internal blocks",
             ));
         }
         if self.used_bytes() + self.available_bytes() + self.overhead_bytes() != self.total_bytes()
         {
-            return Err(SlabByteCheckError::Counters(
+            return Err(CheckError::Counters(
                 "used + available + overhead is not total",
             ));
         }

@@ -1,20 +1,9 @@
 //! [`BuddyPageAllocator`]: the binary buddy system (Knowlton 1965; Knuth, TAOCP vol. 1,
 //! 2.5) as Linux's page allocator implements it, with per-CPU page caches in front.
 //!
-//! # Layout
-//! The allocator describes a *window* of pages, `base..base + meta.len()`, with one
-//! [`PageMeta`] per page kept outside the managed memory (handed in by the caller, or
-//! allocated with the `alloc` feature). `base` is aligned to a maximal block
-//! (`2^MAX_ORDER` pages), so a block's alignment in the window is its address's alignment.
-//! Regions (any number up to [`MAX_REGIONS`](super::MAX_REGIONS), anywhere in the window) are
-//! cut into maximal aligned blocks when added.
-//!
-//! A free block of order `k` (`2^k` pages) is linked into free list `k` through its head
-//! page's `prev`/`next` (window indices, `u32`, `NIL` = none), so unlinking any block is O(1);
-//! its head's state says `FREE | k`. Merging on free asks only the buddy's head state:
-//! `buddy = index ^ (1 << k)` is free with order `k` exactly when its state is `FREE | k`, so a
-//! free is O(MAX_ORDER) and never scans a list (the original `buddy_system_allocator` scans
-//! the whole list for the buddy).
+//! The zone algorithm (free lists, split, merge, the window layout and the allocation links)
+//! is single-threaded, in [`zone`]; this module makes it concurrent: the zone lock, the per-CPU
+//! page caches, and the lock-free claim by which a free takes a block.
 //!
 //! # Page states and who may change them
 //! | state | meaning | leaves it |
@@ -23,14 +12,6 @@
 //! | `FREE \| k` | head of a free block in list `k` | the zone lock holder |
 //! | `ALLOC \| links \| k` | head of a block the user owns | anyone, by CAS to `HELD` (a free) |
 //! | `HELD \| k` | owned by the allocator in transit, or parked in a CPU cache | its owner |
-//!
-//! An allocation of `n` pages is the canonical decomposition of its range into aligned blocks
-//! (`for_each_block`); `links` records its boundaries: `MORE` on every block but the last,
-//! `CONT` on every block but the first (a one-block allocation has neither). A free of
-//! `(pos, count)` decomposes its range the same way and expects exactly those states, so it
-//! matches one allocation, never a part of one or two neighbours (the first block has no
-//! `CONT`, the last no `MORE`, and each block in between is the next block of the same
-//! allocation). One page is `ALLOC | 0` exactly, so the one-page free stays one CAS.
 //!
 //! A free first wins the CAS `ALLOC | links | k -> HELD | k` (a double free loses it and gets
 //! `NotAllocated`, nothing changed); from then on the page is the freeing thread's to park in
@@ -53,47 +34,21 @@
 //! (`region_pages`), so no call returns address 0 and every address converts to a non-null
 //! pointer (the heap's page source needs that).
 
+mod zone;
+
 #[cfg(feature = "alloc")]
 use alloc::boxed::Box;
 use arrayvec::ArrayVec;
 use core::fmt;
 
+use self::zone::{ALLOC, HELD, KIND, NIL, NONE, ORDER, ORDERS, Zone, alloc_state, mark_allocation};
 use super::pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY, PageCache, PcpSlot};
-use super::{
-    MAX_REGIONS, PageInvariantError, align_in_pages, for_each_block, order_for, page_number,
-    region_pages,
-};
+use super::{CheckError, align_in_pages, for_each_block, order_for, page_number, region_pages};
 use crate::percpu::{self, PerCpu};
 use crate::sync::atomic::{AtomicU32, Ordering};
 use crate::sync::loom_const_fn;
 use crate::traits::{AllocError, AllocResult, BaseAllocator, PageAllocator};
 use crate::{SpinLock, SpinLockGuard};
-
-/// No page (end of a free list).
-const NIL: u32 = u32::MAX;
-/// State tags (the low byte holds the order).
-const NONE: u32 = 0;
-const FREE: u32 = 1 << 8;
-const ALLOC: u32 = 2 << 8;
-const HELD: u32 = 3 << 8;
-/// The kind bits of a state (`NONE`, `FREE`, `ALLOC`, `HELD`).
-const KIND: u32 = 0xff00;
-/// The order bits of a state.
-const ORDER: u32 = 0xff;
-/// Allocation links of an `ALLOC` head: another block of the same allocation follows.
-const MORE: u32 = 1 << 16;
-/// Allocation links of an `ALLOC` head: another block of the same allocation precedes.
-const CONT: u32 = 1 << 17;
-
-/// The `ALLOC` state of block `block` of `order` in the allocation `[start, end)`.
-#[inline(always)]
-fn alloc_state(block: usize, order: usize, start: usize, end: usize) -> u32 {
-    let more = if block + (1 << order) == end { 0 } else { MORE };
-    let cont = if block == start { 0 } else { CONT };
-    ALLOC | more | cont | order as u32
-}
-/// Free lists the zone has room for (orders `0..ORDERS`); `MAX_ORDER < ORDERS`.
-const ORDERS: usize = 32;
 
 /// The metadata of one page: free-list links (used under the zone lock) and its state.
 ///
@@ -130,6 +85,36 @@ impl PageMeta {
     fn set_state(&self, state: u32) {
         self.state.store(state, Ordering::Relaxed);
     }
+
+    /// The lock-free claim of a free: CAS the state `expected -> new`.
+    #[inline(always)]
+    fn claim_state(&self, expected: u32, new: u32) -> bool {
+        self.state
+            .compare_exchange(expected, new, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// The previous block on the free list (under the zone lock).
+    #[inline(always)]
+    fn prev(&self) -> u32 {
+        self.prev.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn set_prev(&self, prev: u32) {
+        self.prev.store(prev, Ordering::Relaxed);
+    }
+
+    /// The next block on the free list (under the zone lock).
+    #[inline(always)]
+    fn next(&self) -> u32 {
+        self.next.load(Ordering::Relaxed)
+    }
+
+    #[inline(always)]
+    fn set_next(&self, next: u32) {
+        self.next.store(next, Ordering::Relaxed);
+    }
 }
 
 impl Default for PageMeta {
@@ -164,148 +149,6 @@ impl Metadata {
             #[cfg(feature = "alloc")]
             Metadata::Owned(meta) => meta,
         }
-    }
-}
-
-/// The free lists and counters, guarded by the zone lock. Window indices throughout.
-struct Zone {
-    /// Head of free list `k` (`NIL` = empty).
-    heads: [u32; ORDERS],
-    /// Blocks in free list `k`.
-    blocks: [usize; ORDERS],
-    /// Pages in all free lists.
-    free_pages: usize,
-    /// Pages in all regions.
-    total_pages: usize,
-    /// The regions, `[start, end)` window indices.
-    regions: ArrayVec<(usize, usize), MAX_REGIONS>,
-}
-
-impl Zone {
-    const fn new() -> Self {
-        Self {
-            heads: [NIL; ORDERS],
-            blocks: [0; ORDERS],
-            free_pages: 0,
-            total_pages: 0,
-            regions: ArrayVec::new_const(),
-        }
-    }
-
-    /// Links block `index` of `order` at the head of its list and marks it free.
-    #[inline]
-    fn push(&mut self, meta: &[PageMeta], index: usize, order: usize) {
-        let page = &meta[index];
-        let head = self.heads[order];
-        page.prev.store(NIL, Ordering::Relaxed);
-        page.next.store(head, Ordering::Relaxed);
-        if head != NIL {
-            meta[head as usize]
-                .prev
-                .store(index as u32, Ordering::Relaxed);
-        }
-        self.heads[order] = index as u32;
-        page.set_state(FREE | order as u32);
-        self.blocks[order] += 1;
-        self.free_pages += 1 << order;
-    }
-
-    /// Unlinks free block `index` of `order` (O(1)); the caller sets its new state.
-    #[inline]
-    fn unlink(&mut self, meta: &[PageMeta], index: usize, order: usize) {
-        let page = &meta[index];
-        let prev = page.prev.load(Ordering::Relaxed);
-        let next = page.next.load(Ordering::Relaxed);
-        if prev == NIL {
-            self.heads[order] = next;
-        } else {
-            meta[prev as usize].next.store(next, Ordering::Relaxed);
-        }
-        if next != NIL {
-            meta[next as usize].prev.store(prev, Ordering::Relaxed);
-        }
-        self.blocks[order] -= 1;
-        self.free_pages -= 1 << order;
-    }
-
-    /// Takes a block of `order`, splitting a larger one if needed (the upper halves go back
-    /// to the lists), and gives its head `state | order`. O(MAX_ORDER).
-    #[inline]
-    fn alloc_block(&mut self, meta: &[PageMeta], order: usize, state: u32) -> Option<usize> {
-        let mut from = order;
-        while self.heads.get(from)? == &NIL {
-            from += 1;
-        }
-        let index = self.heads[from] as usize;
-        self.unlink(meta, index, from);
-        while from > order {
-            from -= 1;
-            self.push(meta, index + (1 << from), from);
-        }
-        meta[index].set_state(state | order as u32);
-        Some(index)
-    }
-
-    /// Returns block `index` of `order` (owned by the caller: `HELD`, or unmanaged pages of a
-    /// new region) to the lists, merging with free buddies. O(max_order).
-    #[inline]
-    fn free_block(&mut self, meta: &[PageMeta], index: usize, order: usize, max_order: usize) {
-        let (mut index, mut order) = (index, order);
-        meta[index].set_state(NONE);
-        while order < max_order {
-            let buddy = index ^ (1 << order);
-            // Exact under the zone lock: only its holder writes or clears FREE.
-            match meta.get(buddy) {
-                Some(page) if page.state() == FREE | order as u32 => {}
-                _ => break,
-            }
-            self.unlink(meta, buddy, order);
-            meta[buddy].set_state(NONE);
-            index &= !(1 << order);
-            order += 1;
-        }
-        self.push(meta, index, order);
-    }
-
-    /// Takes exactly block `index` of `order` out of whatever free block contains it
-    /// (splitting around it) and marks it `HELD | order`; `false` if no free block does.
-    fn carve(&mut self, meta: &[PageMeta], index: usize, order: usize, max_order: usize) -> bool {
-        for mut from in order..=max_order {
-            let mut head = index & !((1 << from) - 1);
-            if meta.get(head).map(PageMeta::state) != Some(FREE | from as u32) {
-                continue;
-            }
-            self.unlink(meta, head, from);
-            meta[head].set_state(NONE);
-            while from > order {
-                from -= 1;
-                let half = 1 << from;
-                if index >= head + half {
-                    self.push(meta, head, from);
-                    head += half;
-                } else {
-                    self.push(meta, head + half, from);
-                }
-            }
-            meta[index].set_state(HELD | order as u32);
-            return true;
-        }
-        false
-    }
-
-    /// Whether every page of `[start, end)` lies in a region.
-    fn covers(&self, start: usize, end: usize) -> bool {
-        let mut pos = start;
-        'outer: while pos < end {
-            for &(s, e) in &self.regions {
-                if s <= pos && pos < e {
-                    pos = e;
-                    continue 'outer;
-                }
-            }
-            return false;
-        }
-        true
     }
 }
 
@@ -816,15 +659,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// (an `ALLOC` state): CAS `expected -> HELD | order`.
     #[inline(always)]
     fn claim_state(&self, index: usize, order: usize, expected: u32) -> bool {
-        self.meta()[index]
-            .state
-            .compare_exchange(
-                expected,
-                HELD | order as u32,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
+        self.meta()[index].claim_state(expected, HELD | order as u32)
     }
 
     /// Why freeing `[start, end)` failed.
@@ -980,7 +815,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     ///
     /// # Time Complexity
     /// O(window pages * regions + parked pages^2).
-    pub fn check(&self) -> Result<(), PageInvariantError> {
+    pub fn check(&self) -> Result<(), CheckError> {
         let pinned = percpu::pinned_mode();
         // Pinned: the calling CPU's cache only (the others are their CPUs' alone; their pages
         // are counted through the published sizes below). Otherwise every cache.
@@ -994,132 +829,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         };
         let zone = self.zone.lock();
         let meta = self.meta();
-        // Free lists.
-        let mut free_pages = 0;
-        for order in 0..ORDERS {
-            let mut count = 0;
-            let mut prev = NIL;
-            let mut at = zone.heads[order];
-            while at != NIL {
-                let index = at as usize;
-                let bad = PageInvariantError::FreeList { order, page: index };
-                let page = meta.get(index).ok_or(bad)?;
-                if order > MAX_ORDER
-                    || page.prev.load(Ordering::Relaxed) != prev
-                    || page.state() != FREE | order as u32
-                    || index % (1 << order) != 0
-                    || !zone.covers(index, index + (1 << order))
-                    || count > meta.len()
-                {
-                    return Err(bad);
-                }
-                if order < MAX_ORDER {
-                    let buddy = index ^ (1 << order);
-                    if meta.get(buddy).map(PageMeta::state) == Some(FREE | order as u32) {
-                        return Err(PageInvariantError::Unmerged {
-                            page: index.min(buddy),
-                            order,
-                        });
-                    }
-                }
-                count += 1;
-                free_pages += 1 << order;
-                prev = at;
-                at = page.next.load(Ordering::Relaxed);
-            }
-            if count != zone.blocks[order] {
-                return Err(PageInvariantError::Count {
-                    what: "free blocks of an order",
-                    counted: zone.blocks[order],
-                    actual: count,
-                });
-            }
-        }
-        if free_pages != zone.free_pages {
-            return Err(PageInvariantError::Count {
-                what: "free pages",
-                counted: zone.free_pages,
-                actual: free_pages,
-            });
-        }
-        // Every window page: heads of blocks, interior pages, parked pages, unmanaged pages.
-        let (mut walked_free, mut held, mut pos) = (0, 0, 0);
-        // The allocation whose blocks are being walked: (first block, where the next starts).
-        let mut chain: Option<(usize, usize)> = None;
-        while pos < meta.len() {
-            let state = meta[pos].state();
-            let bad = PageInvariantError::PageState { page: pos, state };
-            let order = (state & ORDER) as usize;
-            let (kind, links) = (state & KIND, state & (MORE | CONT));
-            if state & !(KIND | ORDER | MORE | CONT) != 0 || (links != 0 && kind != ALLOC) {
-                return Err(bad);
-            }
-            // Links: a `CONT` block continues the open allocation right where it stopped; any
-            // other page while one is open is an error.
-            match chain {
-                Some((_, next)) if kind == ALLOC && links & CONT != 0 && next == pos => {}
-                None if kind != ALLOC || links & CONT == 0 => {}
-                _ => return Err(bad),
-            }
-            let in_regions = zone.covers(pos, pos + 1);
-            let span = match kind {
-                NONE if !in_regions => {
-                    pos += 1;
-                    continue;
-                }
-                FREE | ALLOC if order <= MAX_ORDER => 1 << order,
-                HELD if order == 0 => {
-                    held += 1;
-                    1
-                }
-                _ => return Err(bad),
-            };
-            if pos % span != 0 || pos + span > meta.len() || !zone.covers(pos, pos + span) {
-                return Err(bad);
-            }
-            if kind == FREE {
-                walked_free += span;
-            }
-            if kind == ALLOC {
-                let first = chain.map_or(pos, |(first, _)| first);
-                chain = if links & MORE != 0 {
-                    Some((first, pos + span))
-                } else {
-                    // The allocation `[first, pos + span)` ends here: its blocks must be the
-                    // canonical decomposition a free of that range expects.
-                    let mut canonical = true;
-                    for_each_block(first, pos + span, MAX_ORDER, |block, k| {
-                        canonical &=
-                            meta[block].state() == alloc_state(block, k, first, pos + span);
-                    });
-                    if !canonical {
-                        let state = meta[first].state();
-                        return Err(PageInvariantError::PageState { page: first, state });
-                    }
-                    None
-                };
-            }
-            let interior = &meta[pos + 1..pos + span];
-            if let Some(i) = interior.iter().position(|page| page.state() != NONE) {
-                let state = interior[i].state();
-                return Err(PageInvariantError::PageState {
-                    page: pos + 1 + i,
-                    state,
-                });
-            }
-            pos += span;
-        }
-        if let Some((first, _)) = chain {
-            let state = meta[first].state();
-            return Err(PageInvariantError::PageState { page: first, state });
-        }
-        if walked_free != free_pages {
-            return Err(PageInvariantError::Count {
-                what: "free pages (page walk)",
-                counted: free_pages,
-                actual: walked_free,
-            });
-        }
+        let held = zone.check(meta, MAX_ORDER)?;
         // One shared borrow per guard, reused below (each `Deref` of a guard makes a fresh
         // borrow of the cell; two of them alive at once would alias).
         let caches: ArrayVec<&PageCache, CPUS> = guards.iter().map(|guard| &**guard).collect();
@@ -1129,7 +839,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             // (exact when no call is running, as `check` requires).
             if let Some(slot) = own {
                 if slot.parked() != parked {
-                    return Err(PageInvariantError::Count {
+                    return Err(CheckError::Count {
                         what: "a cache's published size",
                         counted: slot.parked(),
                         actual: parked,
@@ -1139,7 +849,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             parked = self.caches.iter().map(PcpSlot::parked).sum();
         }
         if parked != held {
-            return Err(PageInvariantError::Count {
+            return Err(CheckError::Count {
                 what: "parked pages",
                 counted: parked,
                 actual: held,
@@ -1149,12 +859,12 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         for (i, page) in all.clone().enumerate() {
             let state = meta.get(page).map_or(NIL, PageMeta::state);
             if state != HELD || all.clone().skip(i + 1).any(|other| other == page) {
-                return Err(PageInvariantError::PageState { page, state });
+                return Err(CheckError::PageState { page, state });
             }
         }
         let regions: usize = zone.regions.iter().map(|&(s, e)| e - s).sum();
         if regions != zone.total_pages {
-            return Err(PageInvariantError::Count {
+            return Err(CheckError::Count {
                 what: "total pages",
                 counted: zone.total_pages,
                 actual: regions,
@@ -1162,16 +872,6 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         }
         Ok(())
     }
-}
-
-/// Gives the blocks of the allocation `[start, end)` (the canonical decomposition, each head
-/// owned by the caller: `HELD`, or being handed out under the zone lock) their final `ALLOC`
-/// states, with the links that make a free match exactly this range.
-#[inline]
-fn mark_allocation(meta: &[PageMeta], start: usize, end: usize, max_order: usize) {
-    for_each_block(start, end, max_order, |block, order| {
-        meta[block].set_state(alloc_state(block, order, start, end));
-    });
 }
 
 impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize> Default
