@@ -1,31 +1,71 @@
-//! # smpalloc
+//! Lock-free concurrent allocators for SMP kernels and multithreaded programs: IDs, PIDs,
+//! pages, bytes and a per-CPU heap. `no_std` first; constructors are `const fn`, so allocators
+//! live in `static`s; every concurrent protocol is checked by a [loom](https://docs.rs/loom)
+//! model; the APIs of the crates it replaces (arceos' allocator traits, `pid_allocator`, rlsf)
+//! keep working.
 //!
-//! Lock-free concurrent allocators for SMP kernels and multithreaded programs, `no_std` first.
+//! # Which allocator for which job
 //!
-//! | family | types | feature | status |
-//! |---|---|---|---|
-//! | IDs | [`AtomicBitmap`](bitmap::AtomicBitmap), [`PidAllocator`], [`Pid`] | `id` | built |
-//! | PID table | [`RadixTree`], [`PidTable`], NexaOS [`compat`](radix::compat) | `radix` | built |
-//! | pages | [`BitmapPageAllocator`], [`BuddyPageAllocator`] with per-CPU page caches | `page` | built |
-//! | bytes | `Tlsf` (rlsf API), `TlsfByteAllocator`, `TlsfHeap` (per-CPU arenas, `GlobalAlloc`) | `tlsf` | built |
-//! | bytes | `SlabByteAllocator`, `BuddyByteAllocator` (arceos API) | `slab`, `buddy` | built |
-//! | SMP heap | [`SmpHeap`]: per-CPU magazines over slabs from the page layer, TLSF for the rest; `GlobalAlloc` | `heap` | built |
+//! | job | type | feature |
+//! |---|---|---|
+//! | PIDs, file descriptors, small integer IDs | [`PidAllocator`] (over [`bitmap::AtomicBitmap`]) | `id` |
+//! | PIDs with a PID -> process-table map, wait-free lookups | [`radix::NexaPidTable`], [`PidTable`] over a [`RadixTree`] | `radix` |
+//! | physical pages, lock-free, one bit each | [`BitmapPageAllocator`] | `page` |
+//! | physical pages in power-of-two blocks, per-CPU page caches | [`BuddyPageAllocator`] | `page` |
+//! | bytes in a pool you own, O(1), rlsf's API | [`Tlsf`]; locked with per-CPU arenas: [`TlsfHeap`] | `tlsf` |
+//! | arceos' byte allocators | [`TlsfByteAllocator`], [`SlabByteAllocator`], [`BuddyByteAllocator`] | `tlsf`, `slab`, `buddy` |
+//! | `kmalloc` or a `#[global_allocator]` | [`SmpHeap`] over a [`heap::PageSource`]; [`heap::StdHeap`] in std programs | `heap` |
 //!
-//! The foundation every family uses: [`SpinLock`] (the one lock), [`percpu`] (the CPU-id
-//! source and cache-padded per-CPU slots) and [`traits`] (arceos' allocator traits, so a kernel
-//! switches by changing an import). All atomics go through one private `sync` module, which
-//! becomes loom's under `--cfg loom`; every concurrent protocol has a loom model in
-//! `loom-tests/`, and DESIGN.md proves each one.
+//! Underneath: [`SpinLock`] (the crate's one lock), [`percpu`] (the CPU-id source, interrupt
+//! and pin hooks, per-CPU slots) and [`traits`] (arceos' [`BaseAllocator`],
+//! [`ByteAllocator`], [`PageAllocator`], [`IdAllocator`], so a kernel switches by an import).
 //!
-//! Constructors are `const fn`, so allocators can live in `static`s:
+//! # Quick start
 //!
-//! ```
-//! use smpalloc::PidAllocator;
+//! A kernel keeps its allocators in `static`s (their zeroed metadata lands in `.bss`),
+//! registers its CPU-id source and hands them memory:
+//!
+//! ```no_run
+//! use smpalloc::page::{BuddyPageAllocator, PageMeta};
+//! use smpalloc::{PidAllocator, SmpHeap, percpu};
+//!
+//! static META: [PageMeta; 1 << 16] = [const { PageMeta::new() }; 1 << 16]; // 256 MiB
+//! static PAGES: BuddyPageAllocator<4096> = BuddyPageAllocator::with_metadata(0x8000_0000, &META);
+//! #[global_allocator]
+//! static HEAP: SmpHeap<&BuddyPageAllocator<4096>, 4> = SmpHeap::new(&PAGES);
 //! static PIDS: PidAllocator<64> = PidAllocator::with_reserved(1); // PIDs 1..4096
-//! let init = PIDS.allocate_specific(1).unwrap();
-//! let next = PIDS.allocate().unwrap();
-//! assert_eq!((*init, *next), (1, 2));
+//!
+//! fn boot(cpu_id: fn() -> usize, free_start: usize, free_end: usize) {
+//!     percpu::set_cpu_id_source(cpu_id);
+//!     percpu::set_cpu_count(4);
+//!     PAGES.add_memory(free_start, free_end - free_start).unwrap();
+//!     let init = PIDS.allocate().unwrap().into_raw(); // PID 1, kept (no drop)
+//!     assert_eq!(init, 1); // and `alloc` works from here on every CPU
+//! }
+//! # let _ = boot;
 //! ```
+//!
+//! A std program: `#[global_allocator] static HEAP: StdHeap = StdHeap::new(SystemPages::new());`
+//! ([`heap::StdHeap`], [`heap::SystemPages`]; or `SmpHeap<MmapPages>` for pages straight from
+//! `mmap`). Every structure has a `check()` that verifies its invariants while it runs.
+//!
+//! # Features
+//!
+//! On by default: the families `id`, `radix`, `page`, `tlsf`, `buddy`, `slab`, `heap`, and
+//! `std` (thread-slot CPU ids, yielding lock waits, the heap's thread caches,
+//! [`heap::SystemPages`]), `alloc` (heap-allocated radix nodes and page metadata), `mmap`
+//! (`MmapPages`, unix). Off: `initial-exec-tls` (the C library's inline thread-local),
+//! `allocator-api2` (the heaps as `allocator_api2::alloc::Allocator`, stable) and `nightly`
+//! (`core::alloc::Allocator`). A kernel depends with `default-features = false` and the
+//! families it uses.
+//!
+//! # Design, verification, benchmarks
+//!
+//! The repository's `docs/design/` has one file per layer (sync and lock, per-CPU, bitmap and
+//! IDs, radix and PID table, pages, TLSF and arenas, slab and buddy bytes, heap, C library,
+//! kernel): its protocols, memory orderings, the loom model that covers each, bad-input tables
+//! and tests. `BENCHMARKS.md` has the figures of one showcase run against the peer crates.
+//! The README shows how to model-check your own code with smpalloc inside (`--cfg loom`).
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(feature = "nightly", feature(allocator_api))]
