@@ -11,7 +11,7 @@ use std::sync::{Arc, Barrier};
 
 use smpalloc::page::LowestFreeBitmapPageAllocator as BitmapPageAllocator;
 use smpalloc::page::{BitmapPageAllocator as NextFitBitmapPageAllocator, CheckError};
-use smpalloc::{AllocError, BaseAllocator, PageAllocator};
+use smpalloc::{AllocError, PageAllocator};
 
 const PAGE_SIZE: usize = 4096;
 const SIZE_1G: usize = 1 << 30;
