@@ -208,3 +208,46 @@ fn first_region_races_alloc_and_counts() {
         assert_exact(&pages, usize::from(got.is_ok()));
     });
 }
+
+/// The lowest-free placement (`LowestFreeBitmapPageAllocator`, arceos' order) on the same
+/// shrunk allocator: two CPUs claiming single pages at once with pages 62, 63 and 64 free
+/// (across the word boundary) get exactly 62 and 63, whichever CAS wins; freed, they come
+/// back lowest first; the cursors stay untouched (`check`). Mutation: dispatching
+/// `LOWEST_FREE` to the next-fit path fails it (the reallocation after the free moves on).
+#[test]
+fn lowest_free_single_pages_take_the_lowest() {
+    use smpalloc::bitmap::AtomicBitmap;
+    type Lowest = BitmapPageAllocator<
+        P,
+        2,
+        { summary_words(2) },
+        AtomicBitmap<2, { summary_words(2) }>,
+        true,
+    >;
+    model(|| {
+        let pages = Lowest::new();
+        pages.add_memory(BASE, 128 * P).unwrap();
+        pages.alloc_pages_at(BASE, 62, P).unwrap();
+        pages.alloc_pages_at(BASE + 65 * P, 63, P).unwrap();
+        let pages = Arc::new(pages);
+        let other = pages.clone();
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            other.alloc_pages(1, P).unwrap()
+        });
+        set_model_cpu(0);
+        let mine = page(pages.alloc_pages(1, P).unwrap());
+        let theirs = page(t.join().unwrap());
+        let mut got = [mine, theirs];
+        got.sort_unstable();
+        assert_eq!(got, [62, 63]);
+        assert_eq!(pages.used_pages(), 127);
+        // Freed, they come back lowest first (next-fit would move on to 64).
+        pages.try_dealloc_pages(BASE + 62 * P, 2).unwrap();
+        for expected in [62, 63, 64] {
+            assert_eq!(pages.alloc_pages(1, P).map(page), Ok(expected));
+        }
+        assert_eq!(pages.alloc_pages(1, P), Err(AllocError::NoMemory));
+        pages.check().unwrap();
+    });
+}

@@ -10,7 +10,9 @@
 //! - One page, page-aligned: next-fit from a per-CPU cursor (`AtomicBitmap::alloc_next_fit`:
 //!   one load and one CAS when the cursor's word has a free bit, the summaries otherwise).
 //!   CPUs start their cursors in different parts of the region, so they claim in different
-//!   words.
+//!   words. With `LOWEST_FREE` ([`LowestFreeBitmapPageAllocator`], arceos' order): the lowest
+//!   free page (`AtomicBitmap::alloc_lowest`, the same scan as `PidAllocator`'s lowest-free
+//!   policy: a load and a CAS when word 0 has a free bit, the summaries otherwise).
 //! - Anything else (more pages, or an alignment above one page, one page included):
 //!   `AtomicBitmap::alloc_contiguous_offset`, first fit, with the offset that turns an aligned
 //!   *address* into a condition on the bit index (`base` need not be aligned). Runs of up to a
@@ -57,6 +59,27 @@ pub type BitmapPageAllocator4G<const PAGE_SIZE: usize> = BitmapPageAllocator<PAG
 pub type BitmapPageAllocator64G<const PAGE_SIZE: usize> =
     BitmapPageAllocator<PAGE_SIZE, { words_for(1 << 24) }, { summary_words(words_for(1 << 24)) }>;
 
+/// A [`BitmapPageAllocator`] that always hands out the lowest free pages, as arceos'
+/// `BitmapPageAllocator` (axallocator 0.2) does: code that relies on that order changes only
+/// its import (`use smpalloc::page::LowestFreeBitmapPageAllocator as BitmapPageAllocator;`).
+/// `WORDS`/`SUMMARY` choose the capacity as for [`BitmapPageAllocator`]; see its "Placement"
+/// section for what differs from next-fit and from arceos.
+///
+/// ```
+/// use smpalloc::page::LowestFreeBitmapPageAllocator;
+/// static PAGES: LowestFreeBitmapPageAllocator<4096> = LowestFreeBitmapPageAllocator::new();
+/// PAGES.add_memory(0x4000_1000, 64 << 20).unwrap();
+/// let a = PAGES.alloc_pages(1, 4096).unwrap();
+/// assert_eq!(a, 0x4000_1000); // the region's first page
+/// PAGES.dealloc_pages(a, 1);
+/// assert_eq!(PAGES.alloc_pages(1, 4096).unwrap(), a); // the lowest free page again
+/// ```
+pub type LowestFreeBitmapPageAllocator<
+    const PAGE_SIZE: usize,
+    const WORDS: usize = DEFAULT_BITMAP_WORDS,
+    const SUMMARY: usize = { summary_words(DEFAULT_BITMAP_WORDS) },
+> = BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, AtomicBitmap<WORDS, SUMMARY>, true>;
+
 /// The bitmap of [`BitmapPageAllocator1T`]: 268,435,456 pages, 32 MiB.
 pub type Bitmap1T = AtomicBitmap<{ words_for(1 << 28) }, { summary_words(words_for(1 << 28)) }>;
 
@@ -98,6 +121,42 @@ fn cursors() -> PerCpu<Cursor, SLOTS> {
 /// Every method takes `&self` and may run on any number of CPUs at once; the arceos traits'
 /// `&mut self` methods delegate to them.
 ///
+/// # Placement
+/// `LOWEST_FREE` (a constant, so each choice compiles to its own code and the default pays
+/// nothing for the other) chooses where a *single page at page alignment* comes from:
+/// - `false`, the default: next-fit from a per-CPU cursor. The cursors start spread over the
+///   first region, so CPUs allocating at once claim pages in different bitmap words (fewer
+///   failed CASes, no cache line bouncing between them) and a CPU's next page is usually in
+///   the word it just used (one load and one CAS). Which page comes back depends on the CPU
+///   and on what that CPU allocated before: a page just freed is not handed out again until
+///   the cursor comes round.
+/// - `true` ([`LowestFreeBitmapPageAllocator`]): always the lowest free page of the window,
+///   arceos' order: allocate, free, allocate returns the same page. The search starts at page
+///   0 each time (through the bitmap's summaries: O(levels) word reads, the same lock-free
+///   scan as `PidAllocator`'s `Policy::LowestFree`), so CPUs allocating at once contend on
+///   the lowest non-full word. No cursor is used.
+///
+/// Every other request is placed the same way under both: several pages, or an alignment
+/// above one page, take the lowest free run of that many pages whose first *address* is a
+/// multiple of the alignment (first fit, arceos' order too); `alloc_pages_at` takes exactly
+/// the pages asked for. Under concurrency "lowest" is the lowest a search saw: a page freed
+/// behind a running search may be passed over by it.
+///
+/// Where both policies differ from arceos 0.2 (its test suite passes against the
+/// lowest-free policy with these cases aside):
+/// - `alloc_pages(1, align)` with `align` above one page returns an aligned page; arceos
+///   ignores the alignment for a single page and returns its lowest free page.
+/// - Alignments above 1 GiB are accepted (arceos: `InvalidParam`).
+/// - `alloc_pages_at` on a taken page returns `MemoryOverlap` (arceos: `NoMemory`), outside
+///   every region `InvalidParam` (arceos: `NoMemory`, or an overflow panic below its base).
+/// - The window starts at the first region's first page, not at that address rounded down to
+///   1 GiB, so a region fits whenever its pages fit the capacity: 4 GiB of 4 KiB pages from
+///   `0x1000` fits the default 4 GiB bitmap exactly, where arceos panics ("bitmap capacity
+///   exceeded": its window starts at 0). More regions can be added (arceos' `add_memory`
+///   always fails).
+/// - Freeing never panics (arceos asserts page alignment); bad input is an error that
+///   changes nothing ([`try_dealloc_pages`](Self::try_dealloc_pages)).
+///
 /// ```
 /// use smpalloc::page::BitmapPageAllocator;
 /// static PAGES: BitmapPageAllocator<4096> = BitmapPageAllocator::new();
@@ -115,6 +174,7 @@ pub struct BitmapPageAllocator<
     const WORDS: usize = DEFAULT_BITMAP_WORDS,
     const SUMMARY: usize = { summary_words(DEFAULT_BITMAP_WORDS) },
     B = AtomicBitmap<WORDS, SUMMARY>,
+    const LOWEST_FREE: bool = false,
 > {
     /// One bit per page of the window `base..base + WORDS * BITS`; 1 = allocated or not in
     /// any region.
@@ -129,8 +189,8 @@ pub struct BitmapPageAllocator<
     cursors: PerCpu<Cursor, SLOTS>,
 }
 
-impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize>
-    BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY>
+impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, const LOWEST_FREE: bool>
+    BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, AtomicBitmap<WORDS, SUMMARY>, LOWEST_FREE>
 {
     loom_const_fn! {
         /// An allocator managing no memory yet (every page of its window marked unavailable);
@@ -147,16 +207,23 @@ impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize>
     }
 }
 
-impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize> Default
-    for BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY>
+impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, const LOWEST_FREE: bool>
+    Default
+    for BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, AtomicBitmap<WORDS, SUMMARY>, LOWEST_FREE>
 {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize>
-    BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, &'static AtomicBitmap<WORDS, SUMMARY>>
+impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, const LOWEST_FREE: bool>
+    BitmapPageAllocator<
+        PAGE_SIZE,
+        WORDS,
+        SUMMARY,
+        &'static AtomicBitmap<WORDS, SUMMARY>,
+        LOWEST_FREE,
+    >
 {
     /// An allocator over caller-provided bitmap storage (for capacities too large for a
     /// `static`, such as [`BitmapPageAllocator1T`]'s 32 MiB). The bitmap's previous contents
@@ -176,8 +243,8 @@ impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize>
     }
 }
 
-impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, B>
-    BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, B>
+impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, B, const LOWEST_FREE: bool>
+    BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, B, LOWEST_FREE>
 where
     B: Borrow<AtomicBitmap<WORDS, SUMMARY>>,
 {
@@ -227,8 +294,9 @@ where
         })?;
         let base = self.base.load(Ordering::Relaxed);
         let (lo, count) = (first - base, end - first);
-        if slot == 0 {
-            // Spread the CPUs' cursors over the first region.
+        if slot == 0 && !LOWEST_FREE {
+            // Spread the CPUs' cursors over the first region (lowest-free placement leaves
+            // them at 0, unused: `check` verifies that).
             for (i, cursor) in self.cursors.iter().enumerate() {
                 cursor.set(lo + count / SLOTS * i);
             }
@@ -257,7 +325,9 @@ where
     }
 
     /// Allocates `num_pages` contiguous pages whose first address is a multiple of
-    /// `align_pow2` bytes; returns that address.
+    /// `align_pow2` bytes; returns that address. Which pages: see the type's "Placement"
+    /// (one page at page alignment: next-fit from this CPU's cursor, or the lowest free page
+    /// with `LOWEST_FREE`; anything else: the lowest free run that fits, under both).
     ///
     /// # Errors
     /// - [`AllocError::InvalidParam`]: `num_pages == 0`, or `align_pow2` is not a power of two
@@ -265,8 +335,8 @@ where
     /// - [`AllocError::NoMemory`]: no such run is free.
     ///
     /// # Time Complexity
-    /// One page, page-aligned: one load and one CAS when the CPU's cursor word has a free
-    /// page, O(summary levels) otherwise. Up to a word of pages (64) with alignment up to 64
+    /// One page, page-aligned: one load and one CAS when the CPU's cursor word (next-fit) or
+    /// the lowest word (lowest-free) has a free page, O(summary levels) otherwise. Up to a word of pages (64) with alignment up to 64
     /// pages: O(log num_pages) word operations per non-full word scanned (first fit). Longer
     /// runs: O(num_pages / BITS) per candidate.
     #[inline]
@@ -284,7 +354,12 @@ where
             return Err(AllocError::NoMemory);
         }
         let index = if num_pages == 1 && align == 1 {
-            self.bits().alloc_next_fit(self.cursors.current(), 0)
+            // `LOWEST_FREE` is a constant: each instantiation compiles one of the two calls.
+            if LOWEST_FREE {
+                self.bits().alloc_lowest()
+            } else {
+                self.bits().alloc_next_fit(self.cursors.current(), 0)
+            }
         } else {
             // Bit `i` is address `(base + i) * PAGE_SIZE`: aligned when `i % align == -base`.
             let offset = base.wrapping_neg() & (align - 1);
@@ -431,13 +506,26 @@ where
     /// Checks the invariants (call it when no other thread uses the allocator; tests call it
     /// after every step):
     /// - the bitmap's summaries agree with its leaves;
-    /// - every page of the window outside every region is marked allocated.
+    /// - every page of the window outside every region is marked allocated;
+    /// - the placement's state: next-fit cursors lie inside the window
+    ///   ([`CheckError::Cursor`] otherwise); lowest-free placement never moves them from 0.
     ///
     /// # Time Complexity
     /// O(WORDS).
     pub fn check(&self) -> Result<(), CheckError> {
         let bits = self.bits();
         bits.check().map_err(CheckError::Bitmap)?;
+        for (slot, cursor) in self.cursors.iter().enumerate() {
+            let position = cursor.get();
+            let bad = if LOWEST_FREE {
+                position != 0
+            } else {
+                position >= Self::CAPACITY
+            };
+            if bad {
+                return Err(CheckError::Cursor { slot, position });
+            }
+        }
         let mut regions: arrayvec::ArrayVec<(usize, usize), { super::MAX_REGIONS }> = self
             .regions
             .iter()
@@ -463,8 +551,8 @@ where
     }
 }
 
-impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, B> BaseAllocator
-    for BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, B>
+impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, B, const LOWEST_FREE: bool>
+    BaseAllocator for BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, B, LOWEST_FREE>
 where
     B: Borrow<AtomicBitmap<WORDS, SUMMARY>>,
 {
@@ -478,8 +566,8 @@ where
     }
 }
 
-impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, B> PageAllocator
-    for BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, B>
+impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, B, const LOWEST_FREE: bool>
+    PageAllocator for BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, B, LOWEST_FREE>
 where
     B: Borrow<AtomicBitmap<WORDS, SUMMARY>>,
 {
@@ -517,8 +605,8 @@ where
     }
 }
 
-impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, B> fmt::Debug
-    for BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, B>
+impl<const PAGE_SIZE: usize, const WORDS: usize, const SUMMARY: usize, B, const LOWEST_FREE: bool>
+    fmt::Debug for BitmapPageAllocator<PAGE_SIZE, WORDS, SUMMARY, B, LOWEST_FREE>
 where
     B: Borrow<AtomicBitmap<WORDS, SUMMARY>>,
 {

@@ -3,7 +3,8 @@
 //! pages they manage (a kernel's physical pages may not be mapped yet).
 //!
 //! - [`BitmapPageAllocator`]: lock-free, one bit per page on [`AtomicBitmap`]. Single pages by
-//!   CAS from a per-CPU next-fit cursor; aligned contiguous runs found word-parallel through
+//!   CAS from a per-CPU next-fit cursor (or, as [`LowestFreeBitmapPageAllocator`], always the
+//!   lowest free page: arceos' order); aligned contiguous runs found word-parallel through
 //!   the bitmap's summaries (Bonwick's observation that a bitmap answers "is there a free run
 //!   here" per word, not per bit), claimed word by word with rollback. Capacity is a const
 //!   generic; the 1 TiB size takes caller-provided storage ([`BitmapPageAllocator::from_storage`]).
@@ -29,6 +30,7 @@ mod regions;
 pub use bitmap::{
     Bitmap1T, BitmapPageAllocator, BitmapPageAllocator1T, BitmapPageAllocator4G,
     BitmapPageAllocator64G, BitmapPageAllocator256M, DEFAULT_BITMAP_WORDS,
+    LowestFreeBitmapPageAllocator,
 };
 pub use buddy::{BuddyPageAllocator, PageMeta};
 pub use pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY};
@@ -76,6 +78,14 @@ pub enum CheckError {
         page: usize,
         /// Their order.
         order: usize,
+    },
+    /// A bitmap allocator's per-CPU cursor is out of place: past the window (next-fit), or
+    /// moved at all (lowest-free placement never uses the cursors).
+    Cursor {
+        /// The cursor's CPU slot.
+        slot: usize,
+        /// Its position (a page index in the window).
+        position: usize,
     },
 }
 
