@@ -105,7 +105,7 @@ pub use radix::{NodePool, PidTable, RadixTree};
 #[cfg(feature = "page")]
 pub mod page;
 #[cfg(feature = "page")]
-pub use page::{BitmapPageAllocator, BuddyPageAllocator};
+pub use page::{BitmapPageAllocator, BuddyPageAllocator, LowestFreeBitmapPageAllocator};
 
 // The byte allocators (TLSF, slab, buddy).
 #[cfg(any(feature = "tlsf", feature = "slab", feature = "buddy"))]
