@@ -16,7 +16,7 @@
 //! - rlsf's own small scenarios for every configuration (96-byte pools, zero-size allocations,
 //!   shrinking to zero, growing a pool), with the checks after each step.
 //!
-//! Runs under Miri (strict provenance) with fewer and shorter cases.
+//! Runs under Miri (strict provenance) with fewer configurations and fewer, shorter cases.
 
 // The memory and the shadow oracle. Once the test-support kit (`tests/support`) is merged,
 // these lines become:
@@ -578,16 +578,27 @@ macro_rules! suite {
     };
 }
 
+// Under Miri (about 12 s per configuration) only three run: the fixed tiling (`<1, 1>`), the
+// smallest that splits and merges with the natural level 0 (`<1, 8>`) and with the floored one
+// over two levels (`<2, 1>`).
 suite!(u8_u8_1_1, u8, u8, 1, 1);
+#[cfg(not(miri))]
 suite!(u8_u8_1_2, u8, u8, 1, 2);
+#[cfg(not(miri))]
 suite!(u8_u8_1_4, u8, u8, 1, 4);
 suite!(u8_u8_1_8, u8, u8, 1, 8);
+#[cfg(not(miri))]
 suite!(u16_u16_1_1, u16, u16, 1, 1);
+#[cfg(not(miri))]
 suite!(u16_u8_1_8, u16, u8, 1, 8);
 suite!(u8_u8_2_1, u8, u8, 2, 1);
+#[cfg(not(miri))]
 suite!(u16_u16_2_1, u16, u16, 2, 1);
+#[cfg(not(miri))]
 suite!(u8_u8_2_2, u8, u8, 2, 2);
+#[cfg(not(miri))]
 suite!(u8_u8_3_1, u8, u8, 3, 1);
+#[cfg(not(miri))]
 suite!(u8_u8_8_1, u8, u8, 8, 1);
 
 /// The smallest configurations' exact blocks (64-bit targets): `FLLEN` 1 with `SLLEN` up to 4
