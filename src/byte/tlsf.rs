@@ -37,7 +37,7 @@
 //! configuration rlsf accepts (every `FLLEN` and `SLLEN` of at least 1) is valid here, its
 //! largest block is at least `2 * MIN_BLOCK - GRANULARITY` (what cutting a pool needs, see the
 //! invariants) and above rlsf's documented maximum `(4 words << FLLEN) - 4 words` for the same
-//! `FLLEN`, so every size rlsf can allocate in a configuration, this `Tlsf` can too.
+//! `FLLEN`, so no size rlsf can allocate in a configuration is too large for this `Tlsf`.
 //!
 //! # Fragmentation
 //!
