@@ -23,12 +23,21 @@
 //!
 //! # Size classes
 //!
-//! Free blocks are kept in `FLLEN x SLLEN` doubly linked lists. With `L = SLLEN * GRANULARITY`,
-//! first level 0 holds sizes `0..L` in `SLLEN` lists one granule apart; first level `f >= 1`
-//! holds `L << (f-1) .. L << f` in `SLLEN` equal steps. A bit per list (and one per first
-//! level) says whether it is non-empty, so finding the first non-empty list at or above a class
-//! is two bit scans. The largest block is `(L << (FLLEN-1)) - GRANULARITY`
+//! Free blocks are kept in `FLLEN x SLLEN` doubly linked lists. With
+//! `L = max(SLLEN * GRANULARITY, 2 * MIN_BLOCK)` (`SLLEN` granules, but at least four), first
+//! level 0 holds sizes `0..L` in `SLLEN` equal steps (one granule apart when `SLLEN >= 4`);
+//! first level `f >= 1` holds `L << (f-1) .. L << f` in `SLLEN` equal steps. A bit per list (and
+//! one per first level) says whether it is non-empty, so finding the first non-empty list at or
+//! above a class is two bit scans. The largest block is `(L << (FLLEN-1)) - GRANULARITY`
 //! ([`Tlsf::MAX_BLOCK_SIZE`]); longer pools are cut into several blocks.
+//!
+//! The floor on `L` matters only for `SLLEN < 4`: without it, level 0 (and for `SLLEN == 1`
+//! level 1) would cover only sizes below the minimum block, lists no block can ever be on, and
+//! `FLLEN == 1` would leave a largest block smaller than the smallest. With it, every
+//! configuration rlsf accepts (every `FLLEN` and `SLLEN` of at least 1) is valid here, its
+//! largest block is at least `2 * MIN_BLOCK - GRANULARITY` (what cutting a pool needs, see the
+//! invariants) and above rlsf's documented maximum `(4 words << FLLEN) - 4 words` for the same
+//! `FLLEN`, so no size rlsf can allocate in a configuration is too large for this `Tlsf`.
 //!
 //! # Fragmentation
 //!
@@ -56,6 +65,18 @@
 //!    for the first), and the last is the sentinel.
 //! 2. Two physically adjacent free blocks always sum to more than [`Tlsf::MAX_BLOCK_SIZE`]
 //!    (otherwise they are merged).
+//!
+//!    Invariant 2 is why `MAX_BLOCK_SIZE >= 2 * MIN_BLOCK - GRANULARITY` (three granules) is
+//!    required, and all that is: a pool longer than the largest block is cut into pieces of at
+//!    most `MAX_BLOCK_SIZE`, adjacent pieces summing past it; when the rest after a full piece
+//!    would be under a minimum block, the piece gives up a minimum block to the end instead,
+//!    and is then still at least `MAX_BLOCK_SIZE + GRANULARITY - MIN_BLOCK`, a valid block only
+//!    if that is at least `MIN_BLOCK`. The floor on `L` above guarantees it for every
+//!    configuration. In the tiniest (`FLLEN == 1`, `SLLEN <= 4`: blocks of 32 or 48 bytes on
+//!    64-bit targets) no two free blocks can ever merge (any two sum past the maximum) and no
+//!    block can be split (the rest would be under a minimum block), so a pool is a fixed
+//!    tiling, allocations take whole blocks, and an aligned allocation succeeds only where a
+//!    block's payload happens to be aligned; every operation and check is unchanged.
 //! 3. A free block is in exactly the list of its size class; a list's bit is set iff the list is
 //!    non-empty; a first-level bit is set iff its second-level word is non-zero.
 //!
@@ -158,8 +179,24 @@ bitmap_word!(u8, u16, u32, u64, u128, usize);
 ///
 /// `FLBitmap`/`SLBitmap` are the bitmap words (at least `FLLEN`/`SLLEN` bits wide); `FLLEN` is
 /// the number of first-level classes (powers of two), `SLLEN` (a power of two) the number of
-/// lists per class. Invalid parameters are compile errors. All operations take `&mut self`;
-/// wrap it in a lock ([`TlsfHeap`](super::TlsfHeap) does, one per arena) to share it.
+/// lists per class. All operations take `&mut self`; wrap it in a lock
+/// ([`TlsfHeap`](super::TlsfHeap) does, one per arena) to share it.
+///
+/// Every configuration rlsf 0.2 accepts is accepted, `Tlsf<'_, u8, u8, 1, 1>` included. Invalid
+/// parameters are compile errors (from [`Tlsf::new`]), exactly rlsf's: `FLLEN` or `SLLEN` zero,
+/// `SLLEN` not a power of two, a bitmap word narrower than `FLLEN`/`SLLEN` bits.
+///
+/// The largest block, [`MAX_BLOCK_SIZE`](Tlsf::MAX_BLOCK_SIZE), is `(L << (FLLEN - 1)) - 16`
+/// bytes with `L = 16 * max(SLLEN, 4)` (64-bit targets; capped at `isize::MAX`); no
+/// allocation's payload exceeds [`MAX_ALLOCATION_SIZE`](Tlsf::MAX_ALLOCATION_SIZE), 16 bytes
+/// less, and longer pools are cut into several blocks, all usable. It is never below rlsf's
+/// `(32 << FLLEN) - 32` for the same `FLLEN`, so no size rlsf can allocate in a configuration
+/// is too large here (rlsf's largest allocation is further cut by its good-fit rounding); for
+/// `SLLEN > 4` it is about `SLLEN / 4` times rlsf's (`<u16, u16, 12, 16>`: 512 KiB, rlsf
+/// 128 KiB). The smallest configurations are small allocators: with `FLLEN == 1` and
+/// `SLLEN <= 4` every block is 32 or 48 bytes (payloads of at most 32 bytes; rlsf: 16), and
+/// blocks neither merge nor split (module documentation, invariant 2). Each step of `FLLEN`
+/// doubles the largest block.
 ///
 /// ```
 /// use smpalloc::Tlsf;
@@ -282,16 +319,25 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
             SLLEN <= SL::BITS as usize,
             "Tlsf: SLBitmap has fewer than SLLEN bits"
         );
+        // Holds for every configuration the checks above accept (`LIN_LOG` below); invariant 2
+        // and pool cutting need it (module documentation).
         assert!(
-            Self::MAX_BLOCK_SIZE >= 4 * MIN_BLOCK,
-            "Tlsf: FLLEN/SLLEN too small: the largest block would be under four minimum blocks"
+            Self::MAX_BLOCK_SIZE >= 2 * MIN_BLOCK - GRANULARITY,
+            "Tlsf: the largest block is under 2 * MIN_BLOCK - GRANULARITY"
         );
     };
 
     const SL_SHIFT: u32 = SLLEN.trailing_zeros();
     const G_SHIFT: u32 = GRANULARITY.trailing_zeros();
-    /// log2 of the end of the linear first level (`SLLEN * GRANULARITY`).
-    const LIN_LOG: u32 = Self::SL_SHIFT + Self::G_SHIFT;
+    /// log2 of the end of first level 0, `L = max(SLLEN * GRANULARITY, 2 * MIN_BLOCK)`: at
+    /// least four granules, so that level 0 holds block sizes and `FLLEN == 1` a largest
+    /// block of at least `2 * MIN_BLOCK - GRANULARITY`. Level 0's step is
+    /// `2^(LIN_LOG - SL_SHIFT)`, the granule when `SLLEN >= 4`.
+    const LIN_LOG: u32 = {
+        let natural = Self::SL_SHIFT + Self::G_SHIFT;
+        let floor = (2 * MIN_BLOCK).trailing_zeros();
+        if natural < floor { floor } else { natural }
+    };
 
     /// The largest block (header included) this configuration can represent; longer pools are
     /// cut into blocks of at most this size, and no allocation can be larger.
@@ -329,8 +375,9 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     ///
     /// Written without a linear-or-logarithmic branch (a `max` and a saturating subtraction):
     /// block sizes of a real workload straddle the end of the linear level, and a mispredicted
-    /// branch here, on every link, costs more than the arithmetic. Level 0 behaves like level `LIN_LOG` without its leading bit: the
-    /// same step (`GRANULARITY`), starting at 0.
+    /// branch here, on every link, costs more than the arithmetic. Level 0 behaves like level 1
+    /// without its leading bit: the same step (`2^(LIN_LOG - SL_SHIFT)`, the granule when
+    /// `SLLEN >= 4`), starting at 0.
     #[inline(always)]
     fn map_floor(size: usize) -> (usize, usize) {
         let l = log2(size | 1);
@@ -344,8 +391,8 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     #[inline(always)]
     fn map_ceil(size: usize) -> (usize, usize) {
         let top = log2(size | 1).max(Self::LIN_LOG);
-        // Round up to the next step of `size`'s level (a no-op on level 0, whose step is the
-        // granule), then map down.
+        // Round up to the next step of `size`'s level (a no-op on level 0 when its step is the
+        // granule, `SLLEN >= 4`), then map down.
         Self::map_floor(size + (1usize << (top - Self::SL_SHIFT)) - 1)
     }
 
