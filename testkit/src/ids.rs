@@ -1,0 +1,290 @@
+//! The shadow oracle for IDs: which IDs of a domain the test owns, and what each ID
+//! allocator policy should hand out next.
+//!
+//! The model is an ordered set of owned IDs. It is stored as maximal runs (`start -> end` in a
+//! `BTreeMap`) rather than one `BTreeSet<usize>` entry per ID, so that a bitmap with a
+//! 262,144-ID allocated prefix costs one entry and "lowest free ID at or above x" is one
+//! `O(log n)` lookup; observably it is exactly a `BTreeSet<usize>` of owned IDs (`contains`,
+//! `len`, `ids`).
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Debug;
+
+/// What the oracle reads from an allocator under test.
+pub trait IdObserver {
+    /// Whether the allocator reports `id` as allocated.
+    fn is_owned(&self, id: usize) -> bool;
+    /// The allocator's count of allocated IDs (in the model's domain).
+    fn used_count(&self) -> usize;
+    /// The allocator's own invariant check.
+    fn invariants(&self) -> Result<(), String>;
+    /// Every allocated ID of the model's domain, in increasing order.
+    fn allocated_ids(&self) -> Vec<usize>;
+}
+
+/// `value` rounded up to a multiple of `align` (a power of two); `None` on overflow.
+fn align_up(value: usize, align: usize) -> Option<usize> {
+    value.checked_add(align - 1).map(|v| v & !(align - 1))
+}
+
+/// The shadow model: which IDs of the domain `start..end` the test owns.
+///
+/// IDs outside the domain are never owned by the test (for a `PidAllocator` they are the
+/// reserved and unmanaged IDs, which the allocator itself holds).
+#[derive(Debug, Clone)]
+pub struct IdShadow {
+    /// Maximal runs of owned IDs: `start -> end` (exclusive); disjoint and never adjacent.
+    runs: BTreeMap<usize, usize>,
+    /// The number of owned IDs.
+    len: usize,
+    /// The domain: the IDs the allocator may hand out.
+    start: usize,
+    end: usize,
+}
+
+impl IdShadow {
+    /// An empty model over the domain `start..end`.
+    pub fn new(start: usize, end: usize) -> Self {
+        assert!(start <= end);
+        Self {
+            runs: BTreeMap::new(),
+            len: 0,
+            start,
+            end,
+        }
+    }
+
+    /// A model over `start..end` that owns `start..prefix_end` (clamped to the domain).
+    pub fn with_prefix(start: usize, end: usize, prefix_end: usize) -> Self {
+        let mut model = Self::new(start, end);
+        let prefix_end = prefix_end.min(end);
+        if prefix_end > start {
+            model.take_range(start, prefix_end);
+        }
+        model
+    }
+
+    /// The domain `(start, end)`.
+    pub fn domain(&self) -> (usize, usize) {
+        (self.start, self.end)
+    }
+
+    /// Replaces the domain and forgets every owned ID (what `BaseAllocator::init` does).
+    pub fn reset(&mut self, start: usize, end: usize) {
+        *self = Self::new(start, end);
+    }
+
+    /// Grows the domain to `start..end` (a superset of the old one); owned IDs stay owned.
+    pub fn grow(&mut self, start: usize, end: usize) {
+        assert!(
+            start <= self.start && end >= self.end,
+            "the domain only grows"
+        );
+        self.start = start;
+        self.end = end;
+    }
+
+    /// The number of owned IDs.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no ID is owned.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether `id` is in the domain.
+    pub fn in_domain(&self, id: usize) -> bool {
+        self.start <= id && id < self.end
+    }
+
+    /// The run `(start, end)` of owned IDs containing `id`.
+    pub fn run_at(&self, id: usize) -> Option<(usize, usize)> {
+        self.runs
+            .range(..=id)
+            .next_back()
+            .filter(|&(_, &e)| id < e)
+            .map(|(&s, &e)| (s, e))
+    }
+
+    /// Whether the test owns `id`.
+    pub fn contains(&self, id: usize) -> bool {
+        self.run_at(id).is_some()
+    }
+
+    /// Whether every ID of `a..b` is owned (`a < b`).
+    pub fn all_owned(&self, a: usize, b: usize) -> bool {
+        assert!(a < b);
+        self.run_at(a).is_some_and(|(_, e)| e >= b)
+    }
+
+    /// The highest owned ID in `a..b` (`a < b`).
+    pub fn highest_owned_in(&self, a: usize, b: usize) -> Option<usize> {
+        assert!(a < b);
+        let (_, &e) = self.runs.range(..b).next_back()?;
+        (e > a).then(|| e.min(b) - 1)
+    }
+
+    /// The `k`-th owned ID in increasing order (`k < len`).
+    pub fn nth(&self, k: usize) -> Option<usize> {
+        let mut k = k;
+        for (&s, &e) in &self.runs {
+            if k < e - s {
+                return Some(s + k);
+            }
+            k -= e - s;
+        }
+        None
+    }
+
+    /// Every owned ID, in increasing order.
+    pub fn ids(&self) -> Vec<usize> {
+        self.runs.iter().flat_map(|(&s, &e)| s..e).collect()
+    }
+
+    /// The lowest free ID of the domain at or above `from`.
+    pub fn lowest_free_from(&self, from: usize) -> Option<usize> {
+        let mut id = from.max(self.start);
+        if let Some((_, e)) = self.run_at(id) {
+            id = e; // runs are maximal: `e` is free or the end of the domain
+        }
+        (id < self.end).then_some(id)
+    }
+
+    /// Next-fit from `cursor` over an ID space of `capacity`: the first free ID at or after
+    /// `max(cursor, floor)`, else (wrapping) the first at or after `floor`. Returns the ID and
+    /// the cursor afterwards (one past the ID, or `floor` when that is the capacity).
+    pub fn next_fit(&self, cursor: usize, floor: usize, capacity: usize) -> (Option<usize>, usize) {
+        let start = cursor.max(floor);
+        let found = self.lowest_free_from(start).or_else(|| {
+            if start > floor {
+                self.lowest_free_from(floor)
+            } else {
+                None
+            }
+        });
+        match found {
+            Some(id) => (Some(id), if id + 1 < capacity { id + 1 } else { floor }),
+            None => (None, cursor),
+        }
+    }
+
+    /// First fit of `count` contiguous free IDs of the domain starting at a multiple of
+    /// `align` (a power of two) at or above `floor`.
+    pub fn first_fit_range(&self, count: usize, align: usize, floor: usize) -> Option<usize> {
+        assert!(count > 0 && align.is_power_of_two());
+        let mut s = align_up(floor.max(self.start), align)?;
+        loop {
+            let e = s.checked_add(count)?;
+            if e > self.end {
+                return None;
+            }
+            match self.highest_owned_in(s, e) {
+                // Every aligned start in (s, t] also covers `t`.
+                Some(t) => s = align_up(t + 1, align)?,
+                None => return Some(s),
+            }
+        }
+    }
+
+    /// Records that the test now owns `id`; panics if it already did (a duplicate) or if `id`
+    /// is outside the domain (a reserved or unmanaged ID was handed out).
+    #[track_caller]
+    pub fn take(&mut self, id: usize) {
+        self.take_range(id, id + 1);
+    }
+
+    /// Records that the test now owns `a..b` (`a < b`); panics as [`take`](Self::take).
+    #[track_caller]
+    pub fn take_range(&mut self, a: usize, b: usize) {
+        assert!(a < b, "empty range {a}..{b}");
+        assert!(
+            self.start <= a && b <= self.end,
+            "IDs {a}..{b} handed out, outside the domain {}..{}",
+            self.start,
+            self.end
+        );
+        assert!(
+            self.highest_owned_in(a, b).is_none(),
+            "duplicate: {a}..{b} handed out while {} is owned",
+            self.highest_owned_in(a, b).unwrap_or_default()
+        );
+        let (mut s, mut e) = (a, b);
+        if let Some((&ps, &pe)) = self.runs.range(..a).next_back() {
+            if pe == a {
+                self.runs.remove(&ps);
+                s = ps;
+            }
+        }
+        if let Some(ne) = self.runs.remove(&b) {
+            e = ne;
+        }
+        self.runs.insert(s, e);
+        self.len += b - a;
+    }
+
+    /// Records that `id` was freed; panics if it was not owned.
+    #[track_caller]
+    pub fn release(&mut self, id: usize) {
+        self.release_range(id, id + 1);
+    }
+
+    /// Records that `a..b` (`a < b`) was freed; panics unless all of it was owned.
+    #[track_caller]
+    pub fn release_range(&mut self, a: usize, b: usize) {
+        let (s, e) = self
+            .run_at(a)
+            .filter(|&(_, e)| e >= b)
+            .unwrap_or_else(|| panic!("model: releasing {a}..{b}, not all owned"));
+        self.runs.remove(&s);
+        if s < a {
+            self.runs.insert(s, a);
+        }
+        if b < e {
+            self.runs.insert(b, e);
+        }
+        self.len -= b - a;
+    }
+
+    /// Compares the allocator with the model after one step: `contains` for the touched IDs
+    /// (and their neighbours), the used count, and the allocator's invariant check.
+    #[track_caller]
+    pub fn verify(&self, alloc: &impl IdObserver, touched: &[usize], context: &dyn Debug) {
+        for &id in touched {
+            for probe in [id.wrapping_sub(1), id, id.wrapping_add(1)] {
+                assert_eq!(
+                    alloc.is_owned(probe),
+                    self.contains(probe),
+                    "contains({probe}) disagrees with the model after {context:?}"
+                );
+            }
+        }
+        assert_eq!(alloc.used_count(), self.len, "used count after {context:?}");
+        if let Err(e) = alloc.invariants() {
+            panic!("check() failed after {context:?}: {e}");
+        }
+    }
+
+    /// [`verify`](Self::verify) plus a comparison of every allocated ID.
+    #[track_caller]
+    pub fn verify_full(&self, alloc: &impl IdObserver, context: &dyn Debug) {
+        self.verify(alloc, &[], context);
+        let actual = alloc.allocated_ids();
+        if actual.len() != self.len || !actual.iter().all(|&id| self.contains(id)) {
+            let extra: Vec<_> = actual
+                .iter()
+                .filter(|&&id| !self.contains(id))
+                .take(8)
+                .collect();
+            panic!(
+                "allocated IDs differ from the model after {context:?}: {} vs {} owned; \
+                 allocated but not owned: {extra:?}",
+                actual.len(),
+                self.len
+            );
+        }
+    }
+}
