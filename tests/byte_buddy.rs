@@ -3,23 +3,25 @@
 //! memory back at the end), one regression test per defect of arceos' buddy allocator, and
 //! the bad-input cases. Runs under Miri (strict provenance) with fewer and shorter cases.
 
-mod byte_shadow;
+mod support;
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-use byte_shadow::{Pool, Rng, Shadow, check, layout, op, run};
 use proptest::prelude::*;
 use smpalloc::{AllocError, BaseAllocator, BuddyByteAllocator, ByteAllocator};
+use support::Rng;
+use support::bytes::{ByteShadow, check, layout, op, run};
+use support::memory::Memory;
 
 const POOL: usize = if cfg!(miri) { 64 * 1024 } else { 4 << 20 };
 const MAX_SIZE: usize = if cfg!(miri) { 8 * 1024 } else { 64 * 1024 };
 const OPS: usize = if cfg!(miri) { 30 } else { 300 };
 
 /// An allocator over `pool`'s bytes `[offset, offset + len)`.
-fn buddy_over(pool: &Pool, offset: usize, len: usize) -> (BuddyByteAllocator, Shadow) {
+fn buddy_over(pool: &Memory, offset: usize, len: usize) -> (BuddyByteAllocator, ByteShadow) {
     let mut a = BuddyByteAllocator::new();
-    let mut shadow = Shadow::new();
+    let mut shadow = ByteShadow::new();
     let region = pool.slice(offset, len);
     // SAFETY: the pool outlives the allocator and nothing else uses it.
     unsafe { a.add_region(region) }.unwrap();
@@ -34,7 +36,7 @@ proptest! {
     /// over two regions.
     #[test]
     fn random_programs(ops in prop::collection::vec(op(), 1..OPS), offset in 0usize..64, cut in 0usize..4096, second in any::<bool>()) {
-        let pool = Pool::new(POOL, 4096);
+        let pool = Memory::new(POOL, 4096);
         let half = POOL / 2;
         let (mut a, mut shadow) = buddy_over(&pool, offset, half - offset - cut);
         if second {
@@ -54,7 +56,7 @@ proptest! {
 #[test]
 fn random_order_frees_merge_completely() {
     let n = if cfg!(miri) { 300 } else { 25_000 };
-    let pool = Pool::new(n * 512 * 2, 4096);
+    let pool = Memory::new(n * 512 * 2, 4096);
     let (mut a, _) = buddy_over(&pool, 0, pool.len());
     let (blocks, largest) = (a.free_blocks(), a.largest_free_block());
     let l = layout(512, 8);
@@ -84,7 +86,7 @@ fn weakly_aligned_region_wastes_nothing() {
     } else {
         256 * 1024 + 3
     };
-    let pool = Pool::new(len + 64, 4096);
+    let pool = Memory::new(len + 64, 4096);
     let (mut a, _) = buddy_over(&pool, 24, len);
     let total = a.total_bytes();
     // The metadata is 3.1 % plus the descriptor; everything else is blocks.
@@ -101,7 +103,7 @@ fn weakly_aligned_region_wastes_nothing() {
 /// Alignment up to the block size, and larger than the size, is honoured.
 #[test]
 fn alignments_up_to_64_kib() {
-    let pool = Pool::new(POOL, 4096);
+    let pool = Memory::new(POOL, 4096);
     let (mut a, mut shadow) = buddy_over(&pool, 16 * 3, POOL - 100);
     for shift in 0..=if cfg!(miri) { 12 } else { 16 } {
         let l = layout(1 + shift * 7, 1 << shift);
@@ -152,7 +154,7 @@ fn blocks_of_4_gib_and_more() {
 /// pointers; overlapping and too-small regions; zero-size layouts.
 #[test]
 fn bad_input_is_refused() {
-    let pool = Pool::new(POOL, 4096);
+    let pool = Memory::new(POOL, 4096);
     let (mut a, mut shadow) = buddy_over(&pool, 0, POOL / 2);
     let l = layout(100, 8);
     let p = shadow.alloc(&mut a, l).unwrap();
@@ -262,7 +264,7 @@ fn bad_input_is_refused() {
 #[cfg(debug_assertions)]
 #[should_panic(expected = "double free")]
 fn dealloc_of_a_freed_block_panics_in_debug() {
-    let pool = Pool::new(64 * 1024, 4096);
+    let pool = Memory::new(64 * 1024, 4096);
     let (mut a, _) = buddy_over(&pool, 0, pool.len());
     let p = a.alloc(layout(64, 8)).unwrap();
     a.dealloc(p, layout(64, 8));
@@ -282,9 +284,9 @@ fn fill_and_drain_several_regions() {
     // Under Miri 24 KiB, about the least the three regions fit in (the fill ends with
     // thousands of 16-byte blocks, each an interpreted step).
     const LEN: usize = if cfg!(miri) { 24 * 1024 } else { POOL };
-    let pool = Pool::new(LEN, 4096);
+    let pool = Memory::new(LEN, 4096);
     let mut a = BuddyByteAllocator::default();
-    let mut shadow = Shadow::new();
+    let mut shadow = ByteShadow::new();
     for (offset, len) in [
         (8, LEN / 4 - 8),
         (LEN / 4 + 4096, LEN / 4 - 5000),
@@ -316,7 +318,7 @@ fn fill_and_drain_several_regions() {
 fn lives_in_a_static_behind_a_lock() {
     static BUDDY: smpalloc::SpinLock<BuddyByteAllocator> =
         smpalloc::SpinLock::new(BuddyByteAllocator::new());
-    let pool = Pool::new(64 * 1024, 4096);
+    let pool = Memory::new(64 * 1024, 4096);
     let mut a = BUDDY.lock();
     // SAFETY: the pool outlives every use of the allocator below (it is emptied first).
     unsafe { a.add_region(pool.all()) }.unwrap();
