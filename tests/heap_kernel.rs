@@ -4,6 +4,8 @@
 //! frees and an ownership table, and every page back with the buddy at the end (TLSF pools
 //! included: `reclaim` returns the wholly free ones, never memory given with `add_memory`).
 
+mod support;
+
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -13,6 +15,7 @@ use std::thread;
 
 use smpalloc::BuddyPageAllocator;
 use smpalloc::heap::{Route, SmpHeap};
+use support::Rng;
 
 type Pages = BuddyPageAllocator<4096, 10, 4>;
 type Heap = SmpHeap<&'static Pages, 4>;
@@ -175,13 +178,10 @@ fn threads_with_cross_cpu_frees() {
             s.spawn(move || {
                 CPU.with(|c| c.set(t));
                 let mut mine: Vec<Block> = Vec::new();
-                let mut seed = 0x9e37_79b9_u64 ^ t as u64;
+                let mut rng = Rng::new(0x9e37_79b9_u64 ^ t as u64);
                 for i in 0..rounds {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let size = [8, 24, 64, 200, 1000, 4096, 9000][(seed % 7) as usize];
-                    let align = 1 << ((seed >> 8) % 7);
+                    let size = [8, 24, 64, 200, 1000, 4096, 9000][rng.below(7)];
+                    let align = 1 << rng.below(7);
                     let layout = Layout::from_size_align(size, align).unwrap();
                     let p = heap.allocate(layout).expect("64 MiB is enough");
                     assert_eq!(p.as_ptr().addr() % align, 0);
@@ -192,9 +192,8 @@ fn threads_with_cross_cpu_frees() {
                     assert!(previous.is_none(), "block handed out twice");
                     mine.push((p.as_ptr().expose_provenance(), layout, tag));
                     if mine.len() > 64 {
-                        let (addr, layout, tag) =
-                            mine.swap_remove((seed as usize >> 16) % mine.len());
-                        if seed % 2 == 0 {
+                        let (addr, layout, tag) = mine.swap_remove(rng.below(mine.len()));
+                        if rng.chance(50) {
                             handoff.lock().unwrap()[(t + 1) % THREADS].push((addr, layout, tag));
                         } else {
                             free(heap, owners, (addr, layout, tag));

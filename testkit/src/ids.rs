@@ -8,21 +8,7 @@
 //! `len`, `ids`).
 
 use alloc::collections::BTreeMap;
-use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::Debug;
-
-/// What the oracle reads from an allocator under test.
-pub trait IdObserver {
-    /// Whether the allocator reports `id` as allocated.
-    fn is_owned(&self, id: usize) -> bool;
-    /// The allocator's count of allocated IDs (in the model's domain).
-    fn used_count(&self) -> usize;
-    /// The allocator's own invariant check.
-    fn invariants(&self) -> Result<(), String>;
-    /// Every allocated ID of the model's domain, in increasing order.
-    fn allocated_ids(&self) -> Vec<usize>;
-}
 
 /// `value` rounded up to a multiple of `align` (a power of two); `None` on overflow.
 fn align_up(value: usize, align: usize) -> Option<usize> {
@@ -247,44 +233,5 @@ impl IdShadow {
             self.runs.insert(b, e);
         }
         self.len -= b - a;
-    }
-
-    /// Compares the allocator with the model after one step: `contains` for the touched IDs
-    /// (and their neighbours), the used count, and the allocator's invariant check.
-    #[track_caller]
-    pub fn verify(&self, alloc: &impl IdObserver, touched: &[usize], context: &dyn Debug) {
-        for &id in touched {
-            for probe in [id.wrapping_sub(1), id, id.wrapping_add(1)] {
-                assert_eq!(
-                    alloc.is_owned(probe),
-                    self.contains(probe),
-                    "contains({probe}) disagrees with the model after {context:?}"
-                );
-            }
-        }
-        assert_eq!(alloc.used_count(), self.len, "used count after {context:?}");
-        if let Err(e) = alloc.invariants() {
-            panic!("check() failed after {context:?}: {e}");
-        }
-    }
-
-    /// [`verify`](Self::verify) plus a comparison of every allocated ID.
-    #[track_caller]
-    pub fn verify_full(&self, alloc: &impl IdObserver, context: &dyn Debug) {
-        self.verify(alloc, &[], context);
-        let actual = alloc.allocated_ids();
-        if actual.len() != self.len || !actual.iter().all(|&id| self.contains(id)) {
-            let extra: Vec<_> = actual
-                .iter()
-                .filter(|&&id| !self.contains(id))
-                .take(8)
-                .collect();
-            panic!(
-                "allocated IDs differ from the model after {context:?}: {} vs {} owned; \
-                 allocated but not owned: {extra:?}",
-                actual.len(),
-                self.len
-            );
-        }
     }
 }

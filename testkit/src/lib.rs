@@ -21,7 +21,7 @@ mod ids;
 mod ranges;
 
 #[cfg(feature = "alloc")]
-pub use ids::{IdObserver, IdShadow};
+pub use ids::IdShadow;
 #[cfg(feature = "alloc")]
 pub use ranges::{RangeError, RangeShadow, Regions};
 
