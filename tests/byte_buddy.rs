@@ -11,7 +11,7 @@ use core::ptr::NonNull;
 use proptest::prelude::*;
 use smpalloc::{AllocError, BaseAllocator, BuddyByteAllocator, ByteAllocator};
 use support::Rng;
-use support::bytes::{ByteShadow, check, layout, op, run};
+use support::bytes::{self, ByteShadow, check, layout, op};
 use support::memory::Memory;
 
 const POOL: usize = if cfg!(miri) { 64 * 1024 } else { 4 << 20 };
@@ -20,13 +20,7 @@ const OPS: usize = if cfg!(miri) { 30 } else { 300 };
 
 /// An allocator over `pool`'s bytes `[offset, offset + len)`.
 fn buddy_over(pool: &Memory, offset: usize, len: usize) -> (BuddyByteAllocator, ByteShadow) {
-    let mut a = BuddyByteAllocator::new();
-    let mut shadow = ByteShadow::new();
-    let region = pool.slice(offset, len);
-    // SAFETY: the pool outlives the allocator and nothing else uses it.
-    unsafe { a.add_region(region) }.unwrap();
-    shadow.pool(region);
-    (a, shadow)
+    bytes::over(pool, offset, len)
 }
 
 proptest! {
@@ -36,16 +30,7 @@ proptest! {
     /// over two regions.
     #[test]
     fn random_programs(ops in prop::collection::vec(op(), 1..OPS), offset in 0usize..64, cut in 0usize..4096, second in any::<bool>()) {
-        let pool = Memory::new(POOL, 4096);
-        let half = POOL / 2;
-        let (mut a, mut shadow) = buddy_over(&pool, offset, half - offset - cut);
-        if second {
-            let region = pool.slice(half + offset, half - offset);
-            // SAFETY: disjoint from the first region, inside the pool.
-            unsafe { a.add_region(region) }.unwrap();
-            shadow.pool(region);
-        }
-        run(&mut a, &mut shadow, &ops, MAX_SIZE);
+        bytes::random_program::<BuddyByteAllocator>(POOL, &ops, (offset, cut, second), MAX_SIZE);
     }
 }
 
@@ -250,10 +235,7 @@ fn bad_input_is_refused() {
     assert_eq!(snapshot(&a), after_free);
     assert_eq!(a.regions_len(), 1);
     // A region right after the first one is a separate region; blocks do not merge across.
-    let region = pool.slice(POOL / 2, POOL / 2);
-    // SAFETY: disjoint, inside the pool.
-    unsafe { a.add_region(region) }.unwrap();
-    shadow.pool(region);
+    bytes::add_region(&mut a, &mut shadow, &pool, POOL / 2, POOL / 2);
     assert_eq!(a.regions_len(), 2);
     check(&a);
     shadow.free_all(&mut a);
@@ -292,10 +274,7 @@ fn fill_and_drain_several_regions() {
         (LEN / 4 + 4096, LEN / 4 - 5000),
         (LEN / 2, LEN / 2 - 1),
     ] {
-        let region = pool.slice(offset, len);
-        // SAFETY: disjoint regions of the pool.
-        unsafe { a.add_region(region) }.unwrap();
-        shadow.pool(region);
+        bytes::add_region(&mut a, &mut shadow, &pool, offset, len);
     }
     let mut rng = Rng::new(3);
     let sizes = [16, 24, 100, 512, 4000, 9000];

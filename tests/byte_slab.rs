@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use smpalloc::byte::slab::class::{CLASSES, class_for, class_size, slab_bytes};
 use smpalloc::{AllocError, BaseAllocator, ByteAllocator, SlabByteAllocator};
 use support::Rng;
-use support::bytes::{ByteShadow, check, layout, op, run};
+use support::bytes::{self, ByteShadow, check, layout, op};
 use support::memory::Memory;
 
 /// Under Miri 512 KiB: one slab of every class (332 KiB) fits, and every `check()` scans the
@@ -22,13 +22,7 @@ const MAX_SIZE: usize = if cfg!(miri) { 8 * 1024 } else { 64 * 1024 };
 const OPS: usize = if cfg!(miri) { 30 } else { 300 };
 
 fn slab_over(pool: &Memory, offset: usize, len: usize) -> (SlabByteAllocator, ByteShadow) {
-    let mut a = SlabByteAllocator::new();
-    let mut shadow = ByteShadow::new();
-    let region = pool.slice(offset, len);
-    // SAFETY: the pool outlives the allocator and nothing else uses it.
-    unsafe { a.add_region(region) }.unwrap();
-    shadow.pool(region);
-    (a, shadow)
+    bytes::over(pool, offset, len)
 }
 
 proptest! {
@@ -38,16 +32,7 @@ proptest! {
     /// over two regions.
     #[test]
     fn random_programs(ops in prop::collection::vec(op(), 1..OPS), offset in 0usize..64, cut in 0usize..4096, second in any::<bool>()) {
-        let pool = Memory::new(POOL, 4096);
-        let half = POOL / 2;
-        let (mut a, mut shadow) = slab_over(&pool, offset, half - offset - cut);
-        if second {
-            let region = pool.slice(half + offset, half - offset);
-            // SAFETY: disjoint from the first region, inside the pool.
-            unsafe { a.add_region(region) }.unwrap();
-            shadow.pool(region);
-        }
-        run(&mut a, &mut shadow, &ops, MAX_SIZE);
+        bytes::random_program::<SlabByteAllocator>(POOL, &ops, (offset, cut, second), MAX_SIZE);
     }
 }
 

@@ -16,6 +16,7 @@ use std::thread;
 use smpalloc::BuddyPageAllocator;
 use smpalloc::heap::{Route, SmpHeap};
 use support::Rng;
+use support::memory::{fill, holds};
 
 type Pages = BuddyPageAllocator<4096, 10, 4>;
 type Heap = SmpHeap<&'static Pages, 4>;
@@ -32,14 +33,7 @@ fn cpu_source() -> usize {
 
 /// A buddy allocator over `bytes` of real memory (leaked: the heap writes slab headers).
 fn pages(bytes: usize) -> &'static Pages {
-    let layout = Layout::from_size_align(bytes, 4096 << 10).unwrap();
-    // SAFETY: non-zero size.
-    let pool = unsafe { std::alloc::alloc(layout) };
-    assert!(!pool.is_null());
-    let start = pool.expose_provenance();
-    let pages = Box::leak(Box::new(Pages::with_window(start, bytes)));
-    pages.add_memory(start, bytes).unwrap();
-    pages
+    support::pages::leaked_buddy(bytes)
 }
 
 /// A heap over a fresh buddy allocator of `bytes`, and that allocator.
@@ -558,20 +552,6 @@ fn fill_region_table(heap: &Heap) -> core::ops::Range<usize> {
     start..start + 16 * 4096
 }
 
-/// Writes `len` bytes of a pattern of `tag` at `p`.
-fn fill_with(p: NonNull<u8>, len: usize, tag: u8) {
-    for i in 0..len {
-        // SAFETY: the caller's block holds `len` bytes.
-        unsafe { p.as_ptr().add(i).write(tag ^ (i % 251) as u8) };
-    }
-}
-
-/// Whether the first `len` bytes at `p` still hold the pattern of `tag`.
-fn holds(p: NonNull<u8>, len: usize, tag: u8) -> bool {
-    // SAFETY: the caller's block holds `len` bytes.
-    (0..len).all(|i| unsafe { p.as_ptr().add(i).read() } == tag ^ (i % 251) as u8)
-}
-
 /// Direct blocks (issue 14, defect 3): with the region table full, TLSF-route requests come
 /// straight from the buddy in whole pages, the statistics count them, reallocation keeps the
 /// contents across every route boundary (TLSF -> TLSF moving and in place, -> huge, -> TLSF,
@@ -591,7 +571,7 @@ fn direct_blocks_reallocate_across_routes() {
     assert_eq!(Route::of(odd), Route::Tlsf);
     let q = heap.allocate(odd).unwrap();
     assert!(user.contains(&q.as_ptr().addr()));
-    fill_with(q, odd.size(), 7);
+    fill(q, odd.size(), 7);
     assert_eq!(direct(&heap), 0);
 
     // Too large for the user regions, and no pool can be added: a direct block.
@@ -603,7 +583,7 @@ fn direct_blocks_reallocate_across_routes() {
         (64 << 10, 0)
     );
     assert_eq!(pages.used_pages() * 4096, (16 << 12) + heap.map_bytes());
-    fill_with(p, layout.size(), 1);
+    fill(p, layout.size(), 1);
 
     // TLSF -> TLSF, one page more: moves to a new direct block.
     // SAFETY: live, allocated with `layout`.
@@ -611,14 +591,14 @@ fn direct_blocks_reallocate_across_routes() {
     let layout = Layout::from_size_align((64 << 10) + 100, 8).unwrap();
     assert!(holds(p, 64 << 10, 1));
     assert_eq!(direct(&heap), 68 << 10);
-    fill_with(p, layout.size(), 2);
+    fill(p, layout.size(), 2);
     // Same page count: in place.
     // SAFETY: as above.
     let same = unsafe { heap.reallocate(p, layout, (64 << 10) + 200) }.unwrap();
     assert_eq!(same, p);
     let layout = Layout::from_size_align((64 << 10) + 200, 8).unwrap();
     assert!(holds(p, (64 << 10) + 100, 2));
-    fill_with(p, layout.size(), 3);
+    fill(p, layout.size(), 3);
     // -> huge.
     let big = 300 << 10;
     // SAFETY: as above.
@@ -628,7 +608,7 @@ fn direct_blocks_reallocate_across_routes() {
     assert!(holds(p, (64 << 10) + 200, 3));
     let stats = heap.check().unwrap();
     assert_eq!((stats.tlsf_direct_bytes, stats.huge_bytes), (0, big));
-    fill_with(p, big, 4);
+    fill(p, big, 4);
     // -> TLSF again (direct).
     // SAFETY: as above.
     let p = unsafe { heap.reallocate(p, layout, 100 << 10) }.unwrap();

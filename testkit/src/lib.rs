@@ -26,10 +26,11 @@ pub use ids::IdShadow;
 pub use ranges::{RangeError, RangeShadow, Regions};
 
 /// The byte a memory test writes at offset `i` of a block tagged `seed` (and checks before the
-/// block is freed): differs between neighbouring offsets and between seeds, so a block that is
+/// block is freed): differs between seeds at every offset, and between offsets within 251
+/// bytes (a prime period, so a copy shifted by a power of two shows), so a block that is
 /// overwritten, shifted or handed out twice shows.
 pub const fn pattern(seed: u8, i: usize) -> u8 {
-    seed.wrapping_add((i as u8).wrapping_mul(31))
+    seed ^ (i % 251) as u8
 }
 
 /// A seeded pseudo-random generator: SplitMix64 (Steele, Lea and Flood, 2014). Deterministic

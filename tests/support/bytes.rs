@@ -8,10 +8,12 @@ use core::ptr::NonNull;
 use smpalloc::byte::slab::class::{class_for, class_size};
 use smpalloc::{AllocResult, BuddyByteAllocator, ByteAllocator, SlabByteAllocator};
 
-use super::memory::{Fill, MemShadow};
+use super::memory::{Fill, MemShadow, Memory};
 
 /// The byte allocators as the tests drive them (`&mut self`: they live behind a lock).
-pub(crate) trait Bytes: ByteAllocator {
+pub(crate) trait Bytes: ByteAllocator + Sized {
+    /// A new, empty allocator.
+    fn empty() -> Self;
     /// The bytes `used_bytes` grows by for `layout`.
     fn charged(layout: Layout) -> usize;
     fn try_free(&mut self, ptr: NonNull<u8>, layout: Layout) -> AllocResult;
@@ -32,42 +34,83 @@ pub(crate) fn buddy_block(layout: Layout) -> usize {
         .next_power_of_two()
 }
 
-impl Bytes for BuddyByteAllocator {
-    fn charged(layout: Layout) -> usize {
-        buddy_block(layout)
-    }
-    fn try_free(&mut self, ptr: NonNull<u8>, layout: Layout) -> AllocResult {
-        self.try_dealloc(ptr, layout)
-    }
-    fn invariants(&self) -> Result<(), String> {
-        self.check().map_err(|e| e.to_string())
-    }
-    unsafe fn add(&mut self, region: NonNull<[u8]>) -> AllocResult {
-        // SAFETY: caller.
-        unsafe { self.add_region(region) }
+/// The calls both allocators spell alike; `$charged` is the bytes `used_bytes` grows by.
+macro_rules! impl_bytes {
+    ($ty:ty, charged: $charged:expr $(, reclaim: $reclaim:ident)?) => {
+        impl Bytes for $ty {
+            fn empty() -> Self {
+                Self::new()
+            }
+            fn charged(layout: Layout) -> usize {
+                $charged(layout)
+            }
+            fn try_free(&mut self, ptr: NonNull<u8>, layout: Layout) -> AllocResult {
+                self.try_dealloc(ptr, layout)
+            }
+            fn invariants(&self) -> Result<(), String> {
+                self.check().map_err(|e| e.to_string())
+            }
+            unsafe fn add(&mut self, region: NonNull<[u8]>) -> AllocResult {
+                // SAFETY: the caller's.
+                unsafe { self.add_region(region) }
+            }
+            $(fn reclaim_all(&mut self) {
+                self.$reclaim();
+            })?
+        }
+    };
+}
+
+impl_bytes!(BuddyByteAllocator, charged: buddy_block);
+impl_bytes!(SlabByteAllocator, charged: slab_charge, reclaim: reclaim);
+
+/// A slab allocation's bytes for `layout`: its class, or a buddy block beyond the classes.
+pub(crate) fn slab_charge(layout: Layout) -> usize {
+    match class_for(layout.size(), layout.align()) {
+        Some(c) => class_size(c),
+        None => buddy_block(layout),
     }
 }
 
-impl Bytes for SlabByteAllocator {
-    fn charged(layout: Layout) -> usize {
-        match class_for(layout.size(), layout.align()) {
-            Some(c) => class_size(c),
-            None => buddy_block(layout),
-        }
+/// A fresh allocator over `memory`'s bytes `[offset, offset + len)`, and its oracle.
+pub(crate) fn over<A: Bytes>(memory: &Memory, offset: usize, len: usize) -> (A, ByteShadow) {
+    let mut a = A::empty();
+    let mut shadow = ByteShadow::new();
+    add_region(&mut a, &mut shadow, memory, offset, len);
+    (a, shadow)
+}
+
+/// Gives `memory`'s bytes `[offset, offset + len)` to `a` as a region, and tells its oracle.
+pub(crate) fn add_region<A: Bytes>(
+    a: &mut A,
+    shadow: &mut ByteShadow,
+    memory: &Memory,
+    offset: usize,
+    len: usize,
+) {
+    let region = memory.slice(offset, len);
+    // SAFETY: the memory outlives the allocator (the tests drop it last) and nothing else uses
+    // these bytes: each test gives every byte of its memory to one region at most.
+    unsafe { a.add(region) }.unwrap();
+    shadow.pool(region);
+}
+
+/// The random-programs property of a byte allocator over `pool` bytes: one region with a
+/// weakly aligned start (`offset`) and a cut end, and, if `second`, a second region in the
+/// other half; then [`run`].
+pub(crate) fn random_program<A: Bytes>(
+    pool: usize,
+    ops: &[Op],
+    (offset, cut, second): (usize, usize, bool),
+    max_size: usize,
+) {
+    let memory = Memory::new(pool, 4096);
+    let half = pool / 2;
+    let (mut a, mut shadow) = over::<A>(&memory, offset, half - offset - cut);
+    if second {
+        add_region(&mut a, &mut shadow, &memory, half + offset, half - offset);
     }
-    fn try_free(&mut self, ptr: NonNull<u8>, layout: Layout) -> AllocResult {
-        self.try_dealloc(ptr, layout)
-    }
-    fn invariants(&self) -> Result<(), String> {
-        self.check().map_err(|e| e.to_string())
-    }
-    unsafe fn add(&mut self, region: NonNull<[u8]>) -> AllocResult {
-        // SAFETY: caller.
-        unsafe { self.add_region(region) }
-    }
-    fn reclaim_all(&mut self) {
-        self.reclaim();
-    }
+    run(&mut a, &mut shadow, ops, max_size);
 }
 
 /// The oracle of one run: the live blocks (a [`MemShadow`] over the pools, filled at both

@@ -262,3 +262,18 @@ fn ends(size: usize) -> [core::ops::Range<usize>; 2] {
         [0..128, size - 128..size]
     }
 }
+
+/// Writes `len` bytes of the [`pattern`] of `tag` at `p` (a block of at least `len` bytes the
+/// test owns).
+pub(crate) fn fill(p: NonNull<u8>, len: usize, tag: u8) {
+    for i in 0..len {
+        // SAFETY: the caller's block holds `len` bytes.
+        unsafe { p.as_ptr().add(i).write(pattern(tag, i)) };
+    }
+}
+
+/// Whether the first `len` bytes at `p` still hold the [`pattern`] of `tag`.
+pub(crate) fn holds(p: NonNull<u8>, len: usize, tag: u8) -> bool {
+    // SAFETY: the caller's block holds `len` bytes.
+    (0..len).all(|i| unsafe { p.as_ptr().add(i).read() } == pattern(tag, i))
+}
