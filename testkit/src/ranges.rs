@@ -18,6 +18,9 @@ pub enum Regions {
     One,
     /// Inside the union of the regions: adjacent regions of pages form one run.
     Union,
+    /// Anywhere: memory from the system, no region to check against (overlap and double free
+    /// are still caught).
+    Any,
 }
 
 /// Why the model refused a change.
@@ -117,6 +120,7 @@ impl<T> RangeShadow<T> {
     /// Whether `start..end` (non-empty) lies where ranges must lie.
     pub fn in_regions(&self, start: usize, end: usize) -> bool {
         match self.within {
+            Regions::Any => true,
             Regions::One => self
                 .regions
                 .iter()
@@ -279,5 +283,9 @@ mod tests {
         assert!(!u.is_free(14, 16));
         assert_eq!(u.nth(7).map(|r| (r.0, r.1)), Some((5, 15)));
         assert_eq!(u.live_per_region(), [1, 0, 0]);
+
+        let mut a = RangeShadow::new(Regions::Any);
+        assert_eq!(a.insert(usize::MAX - 8, usize::MAX, ()), Ok(()));
+        assert!(a.insert(usize::MAX - 1, usize::MAX, ()).is_err());
     }
 }
