@@ -8,10 +8,9 @@ mod support;
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-use proptest::prelude::*;
 use smpalloc::{AllocError, BaseAllocator, BuddyByteAllocator, ByteAllocator};
 use support::Rng;
-use support::bytes::{self, ByteShadow, check, layout, op};
+use support::bytes::{self, ByteShadow, check, layout};
 use support::memory::Memory;
 
 const POOL: usize = if cfg!(miri) { 64 * 1024 } else { 4 << 20 };
@@ -23,16 +22,7 @@ fn buddy_over(pool: &Memory, offset: usize, len: usize) -> (BuddyByteAllocator, 
     bytes::over(pool, offset, len)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, failure_persistence: None, ..ProptestConfig::default() })]
-
-    /// Random programs over one region with a random (weakly aligned) start and length, and
-    /// over two regions.
-    #[test]
-    fn random_programs(ops in prop::collection::vec(op(), 1..OPS), offset in 0usize..64, cut in 0usize..4096, second in any::<bool>()) {
-        bytes::random_program::<BuddyByteAllocator>(POOL, &ops, (offset, cut, second), MAX_SIZE);
-    }
-}
+bytes::random_programs_test!(BuddyByteAllocator, pool: POOL, ops: OPS, max_size: MAX_SIZE);
 
 /// arceos' buddy scans the free list for the buddy on every merge, so 25,000 frees in random
 /// order are quadratic (1.6 s in its benchmark). Here every merge is O(1): free 25,000
@@ -246,11 +236,7 @@ fn bad_input_is_refused() {
 #[cfg(debug_assertions)]
 #[should_panic(expected = "double free")]
 fn dealloc_of_a_freed_block_panics_in_debug() {
-    let pool = Memory::new(64 * 1024, 4096);
-    let (mut a, _) = buddy_over(&pool, 0, pool.len());
-    let p = a.alloc(layout(64, 8)).unwrap();
-    a.dealloc(p, layout(64, 8));
-    a.dealloc(p, layout(64, 8));
+    bytes::dealloc_twice::<BuddyByteAllocator>();
 }
 
 /// `init` panics with the reason when the region is refused.

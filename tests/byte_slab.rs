@@ -8,11 +8,10 @@ mod support;
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-use proptest::prelude::*;
 use smpalloc::byte::slab::class::{CLASSES, class_for, class_size, slab_bytes};
 use smpalloc::{AllocError, BaseAllocator, ByteAllocator, SlabByteAllocator};
 use support::Rng;
-use support::bytes::{self, ByteShadow, check, layout, op};
+use support::bytes::{self, ByteShadow, check, layout};
 use support::memory::Memory;
 
 /// Under Miri 512 KiB: one slab of every class (332 KiB) fits, and every `check()` scans the
@@ -25,16 +24,7 @@ fn slab_over(pool: &Memory, offset: usize, len: usize) -> (SlabByteAllocator, By
     bytes::over(pool, offset, len)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, failure_persistence: None, ..ProptestConfig::default() })]
-
-    /// Random programs over one region with a random (weakly aligned) start and length, and
-    /// over two regions.
-    #[test]
-    fn random_programs(ops in prop::collection::vec(op(), 1..OPS), offset in 0usize..64, cut in 0usize..4096, second in any::<bool>()) {
-        bytes::random_program::<SlabByteAllocator>(POOL, &ops, (offset, cut, second), MAX_SIZE);
-    }
-}
+bytes::random_programs_test!(SlabByteAllocator, pool: POOL, ops: OPS, max_size: MAX_SIZE);
 
 /// Many objects of every class, freed in random order: slabs fill, empty and go back; at the
 /// end (after `reclaim`) all memory is back in the buddy as its initial free blocks.
@@ -262,11 +252,7 @@ fn bad_input_is_refused() {
 #[cfg(debug_assertions)]
 #[should_panic(expected = "double free")]
 fn dealloc_of_a_freed_object_panics_in_debug() {
-    let pool = Memory::new(64 * 1024, 4096);
-    let (mut a, _) = slab_over(&pool, 0, pool.len());
-    let p = a.alloc(layout(64, 8)).unwrap();
-    a.dealloc(p, layout(64, 8));
-    a.dealloc(p, layout(64, 8));
+    bytes::dealloc_twice::<SlabByteAllocator>();
 }
 
 /// `init` panics with the reason when the region is refused.

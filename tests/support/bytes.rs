@@ -113,6 +113,49 @@ pub(crate) fn random_program<A: Bytes>(
     run(&mut a, &mut shadow, ops, max_size);
 }
 
+/// Allocates a block of a fresh `A` and frees it twice through the trait's `dealloc`, which
+/// refuses the second free with a `debug_assert!` (the calling test expects that panic).
+pub(crate) fn dealloc_twice<A: Bytes>() {
+    let memory = Memory::new(64 * 1024, 4096);
+    let (mut a, _) = over::<A>(&memory, 0, memory.len());
+    let p = a.alloc(layout(64, 8)).unwrap();
+    a.dealloc(p, layout(64, 8));
+    a.dealloc(p, layout(64, 8));
+}
+
+/// The `random_programs` property test of a byte allocator `$ty` over `$pool` bytes: up to
+/// `$ops` steps of [`op`]s with sizes up to `$max_size`, through [`random_program`] (64 cases,
+/// 2 under Miri).
+macro_rules! random_programs_test {
+    ($ty:ty, pool: $pool:expr, ops: $ops:expr, max_size: $max_size:expr) => {
+        proptest::proptest! {
+            #![proptest_config(proptest::test_runner::Config {
+                cases: if cfg!(miri) { 2 } else { 64 },
+                failure_persistence: None,
+                ..proptest::test_runner::Config::default()
+            })]
+
+            /// Random programs over one region with a random (weakly aligned) start and
+            /// length, and over two regions.
+            #[test]
+            fn random_programs(
+                ops in proptest::collection::vec($crate::support::bytes::op(), 1..$ops),
+                offset in 0usize..64,
+                cut in 0usize..4096,
+                second in proptest::prelude::any::<bool>(),
+            ) {
+                $crate::support::bytes::random_program::<$ty>(
+                    $pool,
+                    &ops,
+                    (offset, cut, second),
+                    $max_size,
+                );
+            }
+        }
+    };
+}
+pub(crate) use random_programs_test;
+
 /// The oracle of one run: the live blocks (a [`MemShadow`] over the pools, filled at both
 /// ends), the order they were allocated in (what [`free_nth`](Self::free_nth) picks from), and
 /// the expected `used_bytes`.
