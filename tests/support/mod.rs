@@ -8,8 +8,9 @@
 //! - [`bytes`]: the adapter trait over the byte allocators ([`bytes::Bytes`]) and the random
 //!   program both run against the memory oracle;
 //! - [`pages`]: the adapter trait over the page allocators ([`pages::Pages`], `&self`, so
-//!   threads can share one) and [`suite!`], which runs one test body over every
-//!   allocator and configuration as one `#[test]` each.
+//!   threads can share one), and a buddy over leaked memory for the heap tests;
+//! - [`suite!`]: runs one test body over every allocator and configuration, one `#[test]`
+//!   each.
 
 #![allow(
     dead_code,
