@@ -235,3 +235,52 @@ impl IdShadow {
         self.len -= b - a;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::IdShadow;
+
+    #[test]
+    fn runs_merge_and_policies_find_what_a_set_would() {
+        let mut m = IdShadow::with_prefix(10, 100, 20);
+        assert_eq!((m.len(), m.run_at(15)), (10, Some((10, 20))));
+        m.take_range(22, 30);
+        m.take(20);
+        assert_eq!(m.lowest_free_from(0), Some(21));
+        m.take(21); // 10..30 is one run now
+        assert_eq!((m.run_at(29), m.len()), (Some((10, 30)), 20));
+        assert_eq!(m.highest_owned_in(0, 100), Some(29));
+        assert_eq!(m.nth(19), Some(29));
+        // Next fit from a cursor past the free IDs wraps to the floor.
+        assert_eq!(m.next_fit(99, 10, 100), (Some(99), 10));
+        // First fit of 8 IDs aligned to 8 at or above 12: 32 (10..30 taken).
+        assert_eq!(m.first_fit_range(8, 8, 12), Some(32));
+        assert_eq!(m.first_fit_range(80, 1, 0), None);
+        m.release_range(12, 28);
+        assert_eq!(m.ids(), [10, 11, 28, 29]);
+        m.grow(0, 200);
+        assert!(m.in_domain(150) && m.contains(28));
+    }
+
+    #[test]
+    #[should_panic(expected = "duplicate")]
+    fn a_duplicate_panics() {
+        let mut m = IdShadow::new(0, 64);
+        m.take_range(3, 9);
+        m.take(8);
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the domain")]
+    fn an_id_outside_the_domain_panics() {
+        IdShadow::new(1, 64).take(0);
+    }
+
+    #[test]
+    #[should_panic(expected = "not all owned")]
+    fn a_free_of_a_free_id_panics() {
+        let mut m = IdShadow::new(0, 64);
+        m.take(5);
+        m.release_range(5, 7);
+    }
+}

@@ -168,9 +168,11 @@ impl MemShadow {
             // SAFETY: the allocator just gave us `layout.size()` bytes at `ptr`.
             Fill::Whole => unsafe { ptr.as_ptr().write_bytes(live.fill, layout.size()) },
             Fill::Ends => {
-                for i in ends(layout.size()).into_iter().flatten() {
-                    // SAFETY: inside the block just allocated.
-                    unsafe { ptr.as_ptr().add(i).write(pattern(live.fill, i)) };
+                for span in ends(layout.size()) {
+                    for i in span {
+                        // SAFETY: inside the block just allocated.
+                        unsafe { ptr.as_ptr().add(i).write(pattern(live.fill, i)) };
+                    }
                 }
             }
         }
@@ -229,11 +231,17 @@ impl MemShadow {
                 let bytes = unsafe { core::slice::from_raw_parts(p, live.layout.size()) };
                 bytes.iter().all(|&b| b == live.fill)
             }
-            // SAFETY: inside the live block.
-            Fill::Ends => ends(live.layout.size())
-                .into_iter()
-                .flatten()
-                .all(|i| unsafe { p.add(i).read() } == pattern(live.fill, i)),
+            Fill::Ends => {
+                for span in ends(live.layout.size()) {
+                    for i in span {
+                        // SAFETY: inside the live block.
+                        if unsafe { p.add(i).read() } != pattern(live.fill, i) {
+                            return false;
+                        }
+                    }
+                }
+                true
+            }
         }
     }
 
