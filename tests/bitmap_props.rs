@@ -1,14 +1,15 @@
 //! Model-based property tests of `AtomicBitmap`: random operation sequences, each step compared
-//! with a shadow model of the owned IDs (`common::Model`) and followed by `check()` (exact
+//! with a shadow model of the owned IDs (`support::IdShadow`) and followed by `check()` (exact
 //! summaries at every level), for bitmaps of 1, 2, 64, 65 and 4097 leaf words (no summary,
 //! one level, one full level, two levels, three levels).
 
-mod common;
+mod support;
 
-use common::{Model, Pos, pick};
 use proptest::prelude::*;
 use proptest::sample::select;
 use smpalloc::bitmap::{AtomicBitmap, BITS, BitmapError, Cursor, summary_words};
+use support::IdShadow;
+use support::ids::{Pos, ShadowCheck, pick};
 
 /// One step of a test sequence; positions are mapped onto the capacity by [`pick`].
 #[derive(Debug, Clone)]
@@ -94,7 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// What `free_range(start, count)` must return given the model.
 fn expected_free_range(
-    model: &Model,
+    model: &IdShadow,
     capacity: usize,
     start: usize,
     count: usize,
@@ -118,7 +119,7 @@ fn run<const W: usize, const S: usize>(prefix: Pos, ops: &[Op]) {
     let prefix = pick(capacity, prefix);
     let bitmap = Box::new(AtomicBitmap::<W, S>::with_prefix_allocated(prefix));
     assert_eq!(bitmap.capacity(), capacity);
-    let mut model = Model::with_prefix(0, capacity, prefix);
+    let mut model = IdShadow::with_prefix(0, capacity, prefix);
     model.verify_full(&*bitmap, &format_args!("with_prefix_allocated({prefix})"));
 
     let cursors = [Cursor::new(0), Cursor::new(0)];
@@ -304,7 +305,7 @@ bitmap_model_tests! {
 #[test]
 fn default_summary_size_for_small_bitmaps() {
     let bitmap = AtomicBitmap::<1>::new();
-    let mut model = Model::new(0, BITS);
+    let mut model = IdShadow::new(0, BITS);
     for _ in 0..BITS {
         let id = bitmap.alloc_lowest().expect("a free ID");
         model.take(id);

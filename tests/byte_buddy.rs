@@ -3,49 +3,26 @@
 //! memory back at the end), one regression test per defect of arceos' buddy allocator, and
 //! the bad-input cases. Runs under Miri (strict provenance) with fewer and shorter cases.
 
-mod byte_shadow;
+mod support;
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-use byte_shadow::{Pool, Rng, Shadow, check, layout, op, run};
-use proptest::prelude::*;
 use smpalloc::{AllocError, BaseAllocator, BuddyByteAllocator, ByteAllocator};
+use support::Rng;
+use support::bytes::{self, ByteShadow, check, layout};
+use support::memory::Memory;
 
 const POOL: usize = if cfg!(miri) { 64 * 1024 } else { 4 << 20 };
 const MAX_SIZE: usize = if cfg!(miri) { 8 * 1024 } else { 64 * 1024 };
 const OPS: usize = if cfg!(miri) { 30 } else { 300 };
 
 /// An allocator over `pool`'s bytes `[offset, offset + len)`.
-fn buddy_over(pool: &Pool, offset: usize, len: usize) -> (BuddyByteAllocator, Shadow) {
-    let mut a = BuddyByteAllocator::new();
-    let mut shadow = Shadow::new();
-    let region = pool.slice(offset, len);
-    // SAFETY: the pool outlives the allocator and nothing else uses it.
-    unsafe { a.add_region(region) }.unwrap();
-    shadow.pool(region);
-    (a, shadow)
+fn buddy_over(pool: &Memory, offset: usize, len: usize) -> (BuddyByteAllocator, ByteShadow) {
+    bytes::over(pool, offset, len)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, failure_persistence: None, ..ProptestConfig::default() })]
-
-    /// Random programs over one region with a random (weakly aligned) start and length, and
-    /// over two regions.
-    #[test]
-    fn random_programs(ops in prop::collection::vec(op(), 1..OPS), offset in 0usize..64, cut in 0usize..4096, second in any::<bool>()) {
-        let pool = Pool::new(POOL, 4096);
-        let half = POOL / 2;
-        let (mut a, mut shadow) = buddy_over(&pool, offset, half - offset - cut);
-        if second {
-            let region = pool.slice(half + offset, half - offset);
-            // SAFETY: disjoint from the first region, inside the pool.
-            unsafe { a.add_region(region) }.unwrap();
-            shadow.pool(region);
-        }
-        run(&mut a, &mut shadow, &ops, MAX_SIZE);
-    }
-}
+bytes::random_programs_test!(BuddyByteAllocator, pool: POOL, ops: OPS, max_size: MAX_SIZE);
 
 /// arceos' buddy scans the free list for the buddy on every merge, so 25,000 frees in random
 /// order are quadratic (1.6 s in its benchmark). Here every merge is O(1): free 25,000
@@ -54,7 +31,7 @@ proptest! {
 #[test]
 fn random_order_frees_merge_completely() {
     let n = if cfg!(miri) { 300 } else { 25_000 };
-    let pool = Pool::new(n * 512 * 2, 4096);
+    let pool = Memory::new(n * 512 * 2, 4096);
     let (mut a, _) = buddy_over(&pool, 0, pool.len());
     let (blocks, largest) = (a.free_blocks(), a.largest_free_block());
     let l = layout(512, 8);
@@ -84,7 +61,7 @@ fn weakly_aligned_region_wastes_nothing() {
     } else {
         256 * 1024 + 3
     };
-    let pool = Pool::new(len + 64, 4096);
+    let pool = Memory::new(len + 64, 4096);
     let (mut a, _) = buddy_over(&pool, 24, len);
     let total = a.total_bytes();
     // The metadata is 3.1 % plus the descriptor; everything else is blocks.
@@ -101,7 +78,7 @@ fn weakly_aligned_region_wastes_nothing() {
 /// Alignment up to the block size, and larger than the size, is honoured.
 #[test]
 fn alignments_up_to_64_kib() {
-    let pool = Pool::new(POOL, 4096);
+    let pool = Memory::new(POOL, 4096);
     let (mut a, mut shadow) = buddy_over(&pool, 16 * 3, POOL - 100);
     for shift in 0..=if cfg!(miri) { 12 } else { 16 } {
         let l = layout(1 + shift * 7, 1 << shift);
@@ -152,7 +129,7 @@ fn blocks_of_4_gib_and_more() {
 /// pointers; overlapping and too-small regions; zero-size layouts.
 #[test]
 fn bad_input_is_refused() {
-    let pool = Pool::new(POOL, 4096);
+    let pool = Memory::new(POOL, 4096);
     let (mut a, mut shadow) = buddy_over(&pool, 0, POOL / 2);
     let l = layout(100, 8);
     let p = shadow.alloc(&mut a, l).unwrap();
@@ -248,10 +225,7 @@ fn bad_input_is_refused() {
     assert_eq!(snapshot(&a), after_free);
     assert_eq!(a.regions_len(), 1);
     // A region right after the first one is a separate region; blocks do not merge across.
-    let region = pool.slice(POOL / 2, POOL / 2);
-    // SAFETY: disjoint, inside the pool.
-    unsafe { a.add_region(region) }.unwrap();
-    shadow.pool(region);
+    bytes::add_region(&mut a, &mut shadow, &pool, POOL / 2, POOL / 2);
     assert_eq!(a.regions_len(), 2);
     check(&a);
     shadow.free_all(&mut a);
@@ -262,11 +236,7 @@ fn bad_input_is_refused() {
 #[cfg(debug_assertions)]
 #[should_panic(expected = "double free")]
 fn dealloc_of_a_freed_block_panics_in_debug() {
-    let pool = Pool::new(64 * 1024, 4096);
-    let (mut a, _) = buddy_over(&pool, 0, pool.len());
-    let p = a.alloc(layout(64, 8)).unwrap();
-    a.dealloc(p, layout(64, 8));
-    a.dealloc(p, layout(64, 8));
+    bytes::dealloc_twice::<BuddyByteAllocator>();
 }
 
 /// `init` panics with the reason when the region is refused.
@@ -282,18 +252,15 @@ fn fill_and_drain_several_regions() {
     // Under Miri 24 KiB, about the least the three regions fit in (the fill ends with
     // thousands of 16-byte blocks, each an interpreted step).
     const LEN: usize = if cfg!(miri) { 24 * 1024 } else { POOL };
-    let pool = Pool::new(LEN, 4096);
+    let pool = Memory::new(LEN, 4096);
     let mut a = BuddyByteAllocator::default();
-    let mut shadow = Shadow::new();
+    let mut shadow = ByteShadow::new();
     for (offset, len) in [
         (8, LEN / 4 - 8),
         (LEN / 4 + 4096, LEN / 4 - 5000),
         (LEN / 2, LEN / 2 - 1),
     ] {
-        let region = pool.slice(offset, len);
-        // SAFETY: disjoint regions of the pool.
-        unsafe { a.add_region(region) }.unwrap();
-        shadow.pool(region);
+        bytes::add_region(&mut a, &mut shadow, &pool, offset, len);
     }
     let mut rng = Rng::new(3);
     let sizes = [16, 24, 100, 512, 4000, 9000];
@@ -316,7 +283,7 @@ fn fill_and_drain_several_regions() {
 fn lives_in_a_static_behind_a_lock() {
     static BUDDY: smpalloc::SpinLock<BuddyByteAllocator> =
         smpalloc::SpinLock::new(BuddyByteAllocator::new());
-    let pool = Pool::new(64 * 1024, 4096);
+    let pool = Memory::new(64 * 1024, 4096);
     let mut a = BUDDY.lock();
     // SAFETY: the pool outlives every use of the allocator below (it is emptied first).
     unsafe { a.add_region(pool.all()) }.unwrap();

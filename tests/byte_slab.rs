@@ -3,15 +3,16 @@
 //! memory back at the end), one regression test per defect of arceos' slab allocator, and
 //! the bad-input cases. Runs under Miri (strict provenance) with fewer and shorter cases.
 
-mod byte_shadow;
+mod support;
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
-use byte_shadow::{Pool, Rng, Shadow, check, layout, op, run};
-use proptest::prelude::*;
 use smpalloc::byte::slab::class::{CLASSES, class_for, class_size, slab_bytes};
 use smpalloc::{AllocError, BaseAllocator, ByteAllocator, SlabByteAllocator};
+use support::Rng;
+use support::bytes::{self, ByteShadow, check, layout};
+use support::memory::Memory;
 
 /// Under Miri 512 KiB: one slab of every class (332 KiB) fits, and every `check()` scans the
 /// buddy's state map of the whole pool.
@@ -19,41 +20,17 @@ const POOL: usize = if cfg!(miri) { 512 * 1024 } else { 4 << 20 };
 const MAX_SIZE: usize = if cfg!(miri) { 8 * 1024 } else { 64 * 1024 };
 const OPS: usize = if cfg!(miri) { 30 } else { 300 };
 
-fn slab_over(pool: &Pool, offset: usize, len: usize) -> (SlabByteAllocator, Shadow) {
-    let mut a = SlabByteAllocator::new();
-    let mut shadow = Shadow::new();
-    let region = pool.slice(offset, len);
-    // SAFETY: the pool outlives the allocator and nothing else uses it.
-    unsafe { a.add_region(region) }.unwrap();
-    shadow.pool(region);
-    (a, shadow)
+fn slab_over(pool: &Memory, offset: usize, len: usize) -> (SlabByteAllocator, ByteShadow) {
+    bytes::over(pool, offset, len)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: if cfg!(miri) { 2 } else { 64 }, failure_persistence: None, ..ProptestConfig::default() })]
-
-    /// Random programs over one region with a random (weakly aligned) start and length, and
-    /// over two regions.
-    #[test]
-    fn random_programs(ops in prop::collection::vec(op(), 1..OPS), offset in 0usize..64, cut in 0usize..4096, second in any::<bool>()) {
-        let pool = Pool::new(POOL, 4096);
-        let half = POOL / 2;
-        let (mut a, mut shadow) = slab_over(&pool, offset, half - offset - cut);
-        if second {
-            let region = pool.slice(half + offset, half - offset);
-            // SAFETY: disjoint from the first region, inside the pool.
-            unsafe { a.add_region(region) }.unwrap();
-            shadow.pool(region);
-        }
-        run(&mut a, &mut shadow, &ops, MAX_SIZE);
-    }
-}
+bytes::random_programs_test!(SlabByteAllocator, pool: POOL, ops: OPS, max_size: MAX_SIZE);
 
 /// Many objects of every class, freed in random order: slabs fill, empty and go back; at the
 /// end (after `reclaim`) all memory is back in the buddy as its initial free blocks.
 #[test]
 fn every_class_fills_and_returns_its_slabs() {
-    let pool = Pool::new(POOL, 4096);
+    let pool = Memory::new(POOL, 4096);
     let (mut a, mut shadow) = slab_over(&pool, 0, POOL);
     let (blocks, largest) = (a.buddy().free_blocks(), a.buddy().largest_free_block());
     let per_class = if cfg!(miri) { 3 } else { 40 };
@@ -91,7 +68,7 @@ fn every_class_fills_and_returns_its_slabs() {
 /// buddy allocator, aligned.
 #[test]
 fn alignments_above_4096_are_honoured() {
-    let pool = Pool::new(POOL, 4096);
+    let pool = Memory::new(POOL, 4096);
     let (mut a, mut shadow) = slab_over(&pool, 4096 + 16, POOL - 8192);
     for _ in 0..if cfg!(miri) { 1 } else { 3 } {
         for (size, align) in [
@@ -117,7 +94,7 @@ fn alignments_above_4096_are_honoured() {
 fn statistics_count_each_byte_once() {
     // Under Miri 128 KiB: the fill below is one interpreted allocation per object.
     const LEN: usize = if cfg!(miri) { 128 * 1024 } else { POOL };
-    let pool = Pool::new(LEN, 4096);
+    let pool = Memory::new(LEN, 4096);
     let (mut a, mut shadow) = slab_over(&pool, 0, LEN);
     let total = a.total_bytes();
     assert_eq!(total, a.buddy().total_bytes());
@@ -152,7 +129,7 @@ fn statistics_count_each_byte_once() {
 /// buddy blocks) and 64 `u64`s (a slab class), freed in random order.
 #[test]
 fn arceos_vec_shapes_freed_shuffled() {
-    let pool = Pool::new(if cfg!(miri) { 256 * 1024 } else { 64 << 20 }, 4096);
+    let pool = Memory::new(if cfg!(miri) { 256 * 1024 } else { 64 << 20 }, 4096);
     for (n, elems) in [
         (if cfg!(miri) { 20 } else { 7_500 }, 520),
         (if cfg!(miri) { 100 } else { 25_000 }, 64),
@@ -175,7 +152,7 @@ fn arceos_vec_shapes_freed_shuffled() {
 /// too-small regions; zero-size layouts.
 #[test]
 fn bad_input_is_refused() {
-    let pool = Pool::new(POOL, 4096);
+    let pool = Memory::new(POOL, 4096);
     let (mut a, mut shadow) = slab_over(&pool, 0, POOL / 2);
     let small = layout(48, 8);
     let big = layout(5000, 8);
@@ -275,11 +252,7 @@ fn bad_input_is_refused() {
 #[cfg(debug_assertions)]
 #[should_panic(expected = "double free")]
 fn dealloc_of_a_freed_object_panics_in_debug() {
-    let pool = Pool::new(64 * 1024, 4096);
-    let (mut a, _) = slab_over(&pool, 0, pool.len());
-    let p = a.alloc(layout(64, 8)).unwrap();
-    a.dealloc(p, layout(64, 8));
-    a.dealloc(p, layout(64, 8));
+    bytes::dealloc_twice::<SlabByteAllocator>();
 }
 
 /// `init` panics with the reason when the region is refused.
@@ -294,7 +267,7 @@ fn init_of_a_null_region_panics() {
 fn lives_in_a_static_behind_a_lock() {
     static SLAB: smpalloc::SpinLock<SlabByteAllocator> =
         smpalloc::SpinLock::new(SlabByteAllocator::new());
-    let pool = Pool::new(128 * 1024, 4096);
+    let pool = Memory::new(128 * 1024, 4096);
     let mut a = SLAB.lock();
     // SAFETY: the pool outlives every use of the allocator below (it is emptied first).
     unsafe { a.add_region(pool.all()) }.unwrap();

@@ -7,6 +7,8 @@
 //! (`alarm`) turns that hang into a `SIGALRM` death, which the parent reports as a failure.
 #![cfg(all(unix, not(miri)))]
 
+mod support;
+
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -14,6 +16,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
 use smpalloc::heap::{PageSource, SmpHeap, SystemPages};
+use support::Rng;
 
 /// The system's pages, except that the thread marked `PARK` stops inside `alloc_pages`
 /// (holding whatever heap lock it took on the way) until a fork's prepare handler runs.
@@ -141,16 +144,15 @@ fn child_allocates_after_fork_from_allocating_threads() {
             let rounds = &rounds;
             s.spawn(move || {
                 let mut held: Vec<(NonNull<u8>, Layout)> = Vec::new();
-                let mut i = t;
+                let mut rng = Rng::new(t as u64);
                 while !stop.load(Ordering::Relaxed) {
-                    i = i.wrapping_mul(31).wrapping_add(7);
-                    let (size, align) = LAYOUTS[i % LAYOUTS.len()];
-                    let layout = Layout::from_size_align(size + i % 100, align).unwrap();
+                    let (size, align) = LAYOUTS[rng.below(LAYOUTS.len())];
+                    let layout = Layout::from_size_align(size + rng.below(100), align).unwrap();
                     if let Some(p) = HEAP.allocate(layout) {
                         held.push((p, layout));
                     }
                     if held.len() > 32 {
-                        let (p, layout) = held.swap_remove(i % held.len());
+                        let (p, layout) = held.swap_remove(rng.below(held.len()));
                         // SAFETY: allocated above, freed once.
                         unsafe { HEAP.deallocate(p, layout) };
                     }

@@ -4,6 +4,8 @@
 //! frees and an ownership table, and every page back with the buddy at the end (TLSF pools
 //! included: `reclaim` returns the wholly free ones, never memory given with `add_memory`).
 
+mod support;
+
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -13,6 +15,8 @@ use std::thread;
 
 use smpalloc::BuddyPageAllocator;
 use smpalloc::heap::{Route, SmpHeap};
+use support::Rng;
+use support::memory::{fill, holds};
 
 type Pages = BuddyPageAllocator<4096, 10, 4>;
 type Heap = SmpHeap<&'static Pages, 4>;
@@ -29,14 +33,7 @@ fn cpu_source() -> usize {
 
 /// A buddy allocator over `bytes` of real memory (leaked: the heap writes slab headers).
 fn pages(bytes: usize) -> &'static Pages {
-    let layout = Layout::from_size_align(bytes, 4096 << 10).unwrap();
-    // SAFETY: non-zero size.
-    let pool = unsafe { std::alloc::alloc(layout) };
-    assert!(!pool.is_null());
-    let start = pool.expose_provenance();
-    let pages = Box::leak(Box::new(Pages::with_window(start, bytes)));
-    pages.add_memory(start, bytes).unwrap();
-    pages
+    support::pages::leaked_buddy(bytes)
 }
 
 /// A heap over a fresh buddy allocator of `bytes`, and that allocator.
@@ -175,13 +172,10 @@ fn threads_with_cross_cpu_frees() {
             s.spawn(move || {
                 CPU.with(|c| c.set(t));
                 let mut mine: Vec<Block> = Vec::new();
-                let mut seed = 0x9e37_79b9_u64 ^ t as u64;
+                let mut rng = Rng::new(0x9e37_79b9_u64 ^ t as u64);
                 for i in 0..rounds {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let size = [8, 24, 64, 200, 1000, 4096, 9000][(seed % 7) as usize];
-                    let align = 1 << ((seed >> 8) % 7);
+                    let size = [8, 24, 64, 200, 1000, 4096, 9000][rng.below(7)];
+                    let align = 1 << rng.below(7);
                     let layout = Layout::from_size_align(size, align).unwrap();
                     let p = heap.allocate(layout).expect("64 MiB is enough");
                     assert_eq!(p.as_ptr().addr() % align, 0);
@@ -192,9 +186,8 @@ fn threads_with_cross_cpu_frees() {
                     assert!(previous.is_none(), "block handed out twice");
                     mine.push((p.as_ptr().expose_provenance(), layout, tag));
                     if mine.len() > 64 {
-                        let (addr, layout, tag) =
-                            mine.swap_remove((seed as usize >> 16) % mine.len());
-                        if seed % 2 == 0 {
+                        let (addr, layout, tag) = mine.swap_remove(rng.below(mine.len()));
+                        if rng.chance(50) {
                             handoff.lock().unwrap()[(t + 1) % THREADS].push((addr, layout, tag));
                         } else {
                             free(heap, owners, (addr, layout, tag));
@@ -559,20 +552,6 @@ fn fill_region_table(heap: &Heap) -> core::ops::Range<usize> {
     start..start + 16 * 4096
 }
 
-/// Writes `len` bytes of a pattern of `tag` at `p`.
-fn fill_with(p: NonNull<u8>, len: usize, tag: u8) {
-    for i in 0..len {
-        // SAFETY: the caller's block holds `len` bytes.
-        unsafe { p.as_ptr().add(i).write(tag ^ (i % 251) as u8) };
-    }
-}
-
-/// Whether the first `len` bytes at `p` still hold the pattern of `tag`.
-fn holds(p: NonNull<u8>, len: usize, tag: u8) -> bool {
-    // SAFETY: the caller's block holds `len` bytes.
-    (0..len).all(|i| unsafe { p.as_ptr().add(i).read() } == tag ^ (i % 251) as u8)
-}
-
 /// Direct blocks (issue 14, defect 3): with the region table full, TLSF-route requests come
 /// straight from the buddy in whole pages, the statistics count them, reallocation keeps the
 /// contents across every route boundary (TLSF -> TLSF moving and in place, -> huge, -> TLSF,
@@ -592,7 +571,7 @@ fn direct_blocks_reallocate_across_routes() {
     assert_eq!(Route::of(odd), Route::Tlsf);
     let q = heap.allocate(odd).unwrap();
     assert!(user.contains(&q.as_ptr().addr()));
-    fill_with(q, odd.size(), 7);
+    fill(q, odd.size(), 7);
     assert_eq!(direct(&heap), 0);
 
     // Too large for the user regions, and no pool can be added: a direct block.
@@ -604,7 +583,7 @@ fn direct_blocks_reallocate_across_routes() {
         (64 << 10, 0)
     );
     assert_eq!(pages.used_pages() * 4096, (16 << 12) + heap.map_bytes());
-    fill_with(p, layout.size(), 1);
+    fill(p, layout.size(), 1);
 
     // TLSF -> TLSF, one page more: moves to a new direct block.
     // SAFETY: live, allocated with `layout`.
@@ -612,14 +591,14 @@ fn direct_blocks_reallocate_across_routes() {
     let layout = Layout::from_size_align((64 << 10) + 100, 8).unwrap();
     assert!(holds(p, 64 << 10, 1));
     assert_eq!(direct(&heap), 68 << 10);
-    fill_with(p, layout.size(), 2);
+    fill(p, layout.size(), 2);
     // Same page count: in place.
     // SAFETY: as above.
     let same = unsafe { heap.reallocate(p, layout, (64 << 10) + 200) }.unwrap();
     assert_eq!(same, p);
     let layout = Layout::from_size_align((64 << 10) + 200, 8).unwrap();
     assert!(holds(p, (64 << 10) + 100, 2));
-    fill_with(p, layout.size(), 3);
+    fill(p, layout.size(), 3);
     // -> huge.
     let big = 300 << 10;
     // SAFETY: as above.
@@ -629,7 +608,7 @@ fn direct_blocks_reallocate_across_routes() {
     assert!(holds(p, (64 << 10) + 200, 3));
     let stats = heap.check().unwrap();
     assert_eq!((stats.tlsf_direct_bytes, stats.huge_bytes), (0, big));
-    fill_with(p, big, 4);
+    fill(p, big, 4);
     // -> TLSF again (direct).
     // SAFETY: as above.
     let p = unsafe { heap.reallocate(p, layout, 100 << 10) }.unwrap();

@@ -6,13 +6,15 @@
 //! block and TLSF pool is back with the page source: it holds nothing. A `Reclaim` step with no
 //! live TLSF block returns every TLSF pool; with one, keeps at least one.
 
+mod support;
+
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
-use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use smpalloc::heap::{HEAP_CLASSES, Route, SmpHeap, SystemPages};
+use support::{RangeShadow, Regions};
 
 std::thread_local! {
     static CPU: Cell<usize> = const { Cell::new(0) };
@@ -124,25 +126,27 @@ fn intact(live: &Live) -> bool {
     })
 }
 
-fn no_overlap(live: &[Live]) -> bool {
-    let mut ranges = BTreeMap::new();
-    for l in live {
-        ranges.insert(l.ptr.as_ptr().addr(), l.layout.size());
-    }
-    let mut end = 0;
-    for (&start, &len) in &ranges {
-        if start < end {
-            return false;
-        }
-        end = start + len;
-    }
-    ranges.len() == live.len()
+/// Records `l` in the model of owned byte ranges: fails if it overlaps a live block.
+fn own(owned: &mut RangeShadow<()>, l: &Live) -> Result<(), TestCaseError> {
+    let start = l.ptr.as_ptr().addr();
+    let r = owned.insert(start, start + l.layout.size(), ());
+    prop_assert!(r.is_ok(), "{:?}: {}", l.layout, r.unwrap_err());
+    Ok(())
+}
+
+/// Removes `l` from the model of owned byte ranges (before it is freed or moved).
+fn disown(owned: &mut RangeShadow<()>, l: &Live) -> Result<(), TestCaseError> {
+    let r = owned.remove(l.ptr.as_ptr().addr());
+    prop_assert!(r.is_ok(), "{:?}: {}", l.layout, r.unwrap_err());
+    Ok(())
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     smpalloc::percpu::set_cpu_id_source(cpu_source);
     let heap: Box<Heap> = Box::new(SmpHeap::new(SystemPages::new()));
     let mut live: Vec<Live> = Vec::new();
+    // The live blocks' byte ranges: a block handed out over a live one fails at once.
+    let mut owned = RangeShadow::new(Regions::Any);
     let mut tag = 0u8;
     for (step, op) in ops.into_iter().enumerate() {
         // Under Miri `check()` (with the statistics it returns) runs after every third step and
@@ -163,6 +167,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(ptr.as_ptr().addr() % layout.align(), 0);
                 tag = tag.wrapping_add(1);
                 let l = Live { ptr, layout, tag };
+                own(&mut owned, &l)?;
                 fill(&l);
                 live.push(l);
             }
@@ -170,6 +175,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 CPU.with(|c| c.set(cpu));
                 let l = live.swap_remove(pick % live.len());
                 prop_assert!(intact(&l), "contents of {:?} changed", l.layout);
+                disown(&mut owned, &l)?;
                 // SAFETY: allocated above with this layout, freed once.
                 unsafe { heap.deallocate(l.ptr, l.layout) };
             }
@@ -192,14 +198,17 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     kept.iter().all(|&b| b == live[i].tag),
                     "realloc lost contents"
                 );
+                disown(&mut owned, &live[i])?;
                 live[i].ptr = new;
                 live[i].layout = Layout::from_size_align(size, old.align()).unwrap();
+                own(&mut owned, &live[i])?;
                 fill(&live[i]);
             }
             Op::FreeUnsized { cpu, pick } if !live.is_empty() => {
                 CPU.with(|c| c.set(cpu));
                 let l = live.swap_remove(pick % live.len());
                 prop_assert!(intact(&l), "contents of {:?} changed", l.layout);
+                disown(&mut owned, &l)?;
                 // SAFETY: allocated above, freed once.
                 unsafe { heap.free(l.ptr) };
             }
@@ -246,8 +255,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     kept.iter().all(|&b| b == live[i].tag),
                     "unsized realloc lost contents"
                 );
+                disown(&mut owned, &live[i])?;
                 live[i].ptr = new;
                 live[i].layout = Layout::from_size_align(size, align).unwrap();
+                own(&mut owned, &live[i])?;
                 fill(&live[i]);
             }
             Op::Drain => heap.drain_cpu_caches(),
@@ -264,7 +275,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             _ => {}
         }
-        prop_assert!(no_overlap(&live), "two live blocks overlap");
+        prop_assert_eq!(owned.len(), live.len());
         if !full_check {
             continue;
         }
@@ -294,6 +305,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     for l in live.drain(..) {
         prop_assert!(intact(&l));
+        disown(&mut owned, &l)?;
         // SAFETY: allocated above, freed once.
         unsafe { heap.deallocate(l.ptr, l.layout) };
     }

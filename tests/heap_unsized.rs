@@ -5,6 +5,8 @@
 //! documented bad input: what release builds do (ignored, untouched) and what debug builds do
 //! (panic).
 
+mod support;
+
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -12,6 +14,7 @@ use std::sync::Mutex;
 
 use smpalloc::BuddyPageAllocator;
 use smpalloc::heap::{Route, SmpHeap, SystemPages};
+use support::memory::{fill, holds};
 
 std::thread_local! {
     static CPU: Cell<usize> = const { Cell::new(0) };
@@ -39,13 +42,7 @@ fn std_heap() -> Box<StdHeap> {
 /// A heap over a buddy zone of `bytes` (the kernel's setting: whole pages for huge blocks).
 fn kernel_heap(bytes: usize) -> (&'static Pages, Box<KernelHeap>) {
     smpalloc::percpu::set_cpu_id_source(cpu_source);
-    let layout = Layout::from_size_align(bytes, 4096 << 10).unwrap();
-    // SAFETY: non-zero size; leaked (the buddy keeps using it).
-    let pool = unsafe { std::alloc::alloc(layout) };
-    assert!(!pool.is_null());
-    let start = pool.expose_provenance();
-    let pages = Box::leak(Box::new(Pages::with_window(start, bytes)));
-    pages.add_memory(start, bytes).unwrap();
+    let pages: &'static Pages = support::pages::leaked_buddy(bytes);
     (pages, Box::new(SmpHeap::new(pages)))
 }
 
@@ -67,18 +64,6 @@ const LAYOUTS: [(usize, usize); 10] = [
     (300_000, 8),
     (8, 8192),
 ];
-
-fn fill(p: NonNull<u8>, len: usize, tag: u8) {
-    for i in 0..len {
-        // SAFETY: the caller's block holds `len` bytes.
-        unsafe { p.as_ptr().add(i).write(tag ^ (i % 251) as u8) };
-    }
-}
-
-fn holds(p: NonNull<u8>, len: usize, tag: u8) -> bool {
-    // SAFETY: the caller's block holds `len` bytes.
-    (0..len).all(|i| unsafe { p.as_ptr().add(i).read() } == tag ^ (i % 251) as u8)
-}
 
 /// What `usable_size` must say for a block of `l` on a heap whose huge blocks are whole pages
 /// (`pages`) or the size asked (at least a page: `SystemPages`).

@@ -1,7 +1,7 @@
-//! Property tests of both page allocators against a reference model: a `BTreeSet` of owned
-//! page numbers plus the live allocations. Random operation sequences over 1..4 regions of odd
+//! Property tests of both page allocators against a reference model: the live allocations as
+//! page ranges (`support::RangeShadow`, inside the union of the regions). Random operation sequences over 1..4 regions of odd
 //! sizes, gaps (adjacent regions included) and unaligned starts; after every step:
-//! - no page is handed out twice (the model's set refuses a duplicate), every allocation is
+//! - no page is handed out twice (the model refuses an overlap), every allocation is
 //!   aligned as asked and lies inside the regions;
 //! - an allocation fails only when the model has no fitting free run (exact for the bitmap's
 //!   first fit; for the buddy, no free naturally aligned block of the needed order);
@@ -9,12 +9,14 @@
 //! - `used_pages`, `available_pages`, `total_pages` agree with the model, `is_allocated` with
 //!   the owned set, and the allocator's own `check()` passes.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod support;
 
 use proptest::prelude::*;
+use smpalloc::AllocError;
 use smpalloc::bitmap::summary_words;
 use smpalloc::page::{BitmapPageAllocator, BuddyPageAllocator};
-use smpalloc::{AllocError, AllocResult};
+use support::pages::Pages;
+use support::{RangeShadow, Regions};
 
 const P: usize = 4096;
 /// Bitmap window: 9 words (576 pages, one summary level).
@@ -24,90 +26,42 @@ type Bitmap = BitmapPageAllocator<P, WORDS, { summary_words(WORDS) }>;
 const MAX_ORDER: usize = 4;
 type Buddy = BuddyPageAllocator<P, MAX_ORDER, 2>;
 
-/// What the tests need from an allocator.
-trait Pages {
-    /// Whether allocation never fails while the model has an aligned free run (first fit),
-    /// as opposed to needing a free aligned power-of-two block (buddy).
-    const FIRST_FIT: bool;
-    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize>;
-    fn alloc_at(&self, addr: usize, count: usize, align: usize) -> AllocResult<usize>;
-    fn free(&self, addr: usize, count: usize) -> AllocResult;
-    fn add(&self, start: usize, size: usize) -> AllocResult;
-    fn used(&self) -> usize;
-    fn available(&self) -> usize;
-    fn total(&self) -> usize;
-    fn owned(&self, addr: usize) -> bool;
-    fn invariants(&self) -> Result<(), String>;
-    fn drain(&self) {}
-}
-
-/// Both allocators have the same inherent API; the buddy also drains its CPU caches.
-macro_rules! impl_pages {
-    ($ty:ty, first_fit: $first_fit:expr $(, drain: $drain:ident)?) => {
-        impl Pages for $ty {
-            const FIRST_FIT: bool = $first_fit;
-            fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
-                self.alloc_pages(count, align)
-            }
-            fn alloc_at(&self, addr: usize, count: usize, align: usize) -> AllocResult<usize> {
-                self.alloc_pages_at(addr, count, align)
-            }
-            fn free(&self, addr: usize, count: usize) -> AllocResult {
-                self.try_dealloc_pages(addr, count)
-            }
-            fn add(&self, start: usize, size: usize) -> AllocResult {
-                self.add_memory(start, size)
-            }
-            fn used(&self) -> usize {
-                self.used_pages()
-            }
-            fn available(&self) -> usize {
-                self.available_pages()
-            }
-            fn total(&self) -> usize {
-                self.total_pages()
-            }
-            fn owned(&self, addr: usize) -> bool {
-                self.is_allocated(addr)
-            }
-            fn invariants(&self) -> Result<(), String> {
-                self.check().map_err(|e| e.to_string())
-            }
-            $(fn drain(&self) {
-                self.$drain();
-            })?
-        }
-    };
-}
-
-impl_pages!(Bitmap, first_fit: true);
-impl_pages!(Buddy, first_fit: false, drain: drain_cpu_caches);
-
 /// The reference model.
 struct Model {
-    /// `[first, end)` page numbers.
-    regions: Vec<(usize, usize)>,
-    /// Owned page numbers.
-    owned: BTreeSet<usize>,
-    /// Live allocations: address -> pages.
-    live: BTreeMap<usize, usize>,
-    /// Allocations freed earlier (for double frees).
+    /// Live allocations as page numbers `[first, end)`; the regions in page numbers.
+    live: RangeShadow<()>,
+    /// Allocations freed earlier (for double frees): address, pages.
     freed: Vec<(usize, usize)>,
 }
 
 impl Model {
+    fn new() -> Self {
+        Self {
+            live: RangeShadow::new(Regions::Union),
+            freed: Vec::new(),
+        }
+    }
+
+    fn regions(&self) -> &[(usize, usize)] {
+        self.live.regions()
+    }
+
     fn in_regions(&self, page: usize) -> bool {
-        self.regions.iter().any(|&(s, e)| s <= page && page < e)
+        self.live.in_regions(page, page + 1)
+    }
+
+    fn owned(&self, page: usize) -> bool {
+        self.live.covering(page).is_some()
     }
 
     fn run_free(&self, first: usize, count: usize) -> bool {
-        (first..first + count).all(|p| self.in_regions(p) && !self.owned.contains(&p))
+        self.live.is_free(first, first + count)
     }
 
     /// Whether some run of `count` pages at a multiple of `align` pages is free.
     fn fits(&self, count: usize, align: usize) -> bool {
-        let lo = self.regions.iter().map(|r| r.0).min().unwrap();
-        let hi = self.regions.iter().map(|r| r.1).max().unwrap();
+        let lo = self.regions().iter().map(|r| r.0).min().unwrap();
+        let hi = self.regions().iter().map(|r| r.1).max().unwrap();
         (lo.next_multiple_of(align)..hi)
             .step_by(align)
             .any(|s| self.run_free(s, count))
@@ -118,46 +72,39 @@ impl Model {
         self.fits(1 << order, 1 << order)
     }
 
+    /// Records an allocation; panics if a page of it is outside the regions or handed out
+    /// twice.
     fn take(&mut self, addr: usize, count: usize, context: &dyn core::fmt::Debug) {
         let first = addr / P;
-        for page in first..first + count {
-            assert!(
-                self.in_regions(page),
-                "{context:?}: page {page:#x} outside regions"
-            );
-            assert!(
-                self.owned.insert(page),
-                "{context:?}: page {page:#x} handed out twice"
-            );
+        if let Err(e) = self.live.insert(first, first + count, ()) {
+            panic!("{context:?}: pages {e}");
         }
-        self.live.insert(addr, count);
     }
 
     fn release(&mut self, addr: usize) {
-        let count = self.live.remove(&addr).unwrap();
-        for page in addr / P..addr / P + count {
-            assert!(self.owned.remove(&page));
-        }
-        self.freed.push((addr, count));
+        let (end, ()) = self.live.remove(addr / P).unwrap();
+        self.freed.push((addr, end - addr / P));
+    }
+
+    /// The `which`-th live allocation (modulo their number): address, pages.
+    fn pick(&self, which: usize) -> Option<(usize, usize)> {
+        self.live.nth(which).map(|(s, e, ())| (s * P, e - s))
     }
 
     fn verify(&self, pages: &impl Pages, context: &dyn core::fmt::Debug) {
         if let Err(e) = pages.invariants() {
             panic!("{context:?}: invariant: {e}");
         }
-        let total: usize = self.regions.iter().map(|(s, e)| e - s).sum();
+        let total = self.live.region_total();
+        let used = self.live.covered();
         assert_eq!(pages.total(), total, "{context:?}: total");
-        assert_eq!(pages.used(), self.owned.len(), "{context:?}: used");
-        assert_eq!(
-            pages.available(),
-            total - self.owned.len(),
-            "{context:?}: available"
-        );
-        for &(s, e) in &self.regions {
+        assert_eq!(pages.used(), used, "{context:?}: used");
+        assert_eq!(pages.available(), total - used, "{context:?}: available");
+        for &(s, e) in self.regions() {
             for page in s.saturating_sub(2)..e + 2 {
                 assert_eq!(
                     pages.owned(page * P),
-                    self.owned.contains(&page),
+                    self.owned(page),
                     "{context:?}: is_allocated({:#x})",
                     page * P
                 );
@@ -267,12 +214,7 @@ fn layout(first: usize, spec: &[(usize, usize)], limit: usize) -> Vec<(usize, us
 }
 
 fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
-    let mut model = Model {
-        regions: Vec::new(),
-        owned: BTreeSet::new(),
-        live: BTreeMap::new(),
-        freed: Vec::new(),
-    };
+    let mut model = Model::new();
     // Regions are added with byte-unaligned edges where possible: whole pages are kept.
     for (i, &(s, e)) in regions.iter().enumerate() {
         let (start, size) = if i % 2 == 1 && s > 0 {
@@ -281,24 +223,13 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
             (s * P, (e - s) * P)
         };
         pages.add(start, size).unwrap();
-        model.regions.push((s, e));
+        model.live.add_region(s, e);
         model.verify(pages, &("add", s, e));
     }
     let lo = regions[0].0;
     let hi = regions.iter().map(|r| r.1).max().unwrap();
     for (step, op) in ops.iter().enumerate() {
         let context = (step, op);
-        let pick = |which: usize, model: &Model| -> Option<(usize, usize)> {
-            let n = model.live.len();
-            (n > 0).then(|| {
-                model
-                    .live
-                    .iter()
-                    .nth(which % n)
-                    .map(|(&a, &c)| (a, c))
-                    .unwrap()
-            })
-        };
         match *op {
             Op::Alloc { count, align_shift } => {
                 let align = 1 << align_shift;
@@ -325,7 +256,7 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 count,
                 align_shift,
             } => {
-                let (s, e) = model.regions[region % model.regions.len()];
+                let (s, e) = model.regions()[region % model.regions().len()];
                 let align = 1usize << align_shift;
                 let first = (s + offset % (e - s)).next_multiple_of(align);
                 let result = pages.alloc_at(first * P, count, align * P);
@@ -340,7 +271,7 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 }
             }
             Op::Free { which } => {
-                if let Some((addr, count)) = pick(which, &model) {
+                if let Some((addr, count)) = model.pick(which) {
                     assert_eq!(pages.free(addr, count), Ok(()), "{context:?}");
                     model.release(addr);
                 }
@@ -349,7 +280,7 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 if !model.freed.is_empty() {
                     let (addr, count) = model.freed[which % model.freed.len()];
                     // Only a true double free if none of it was handed out again.
-                    if (addr / P..addr / P + count).all(|p| !model.owned.contains(&p)) {
+                    if (addr / P..addr / P + count).all(|p| !model.owned(p)) {
                         assert_eq!(
                             pages.free(addr, count),
                             Err(AllocError::NotAllocated),
@@ -359,9 +290,9 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 }
             }
             Op::FreeNeverAllocated { region, offset } => {
-                let (s, e) = model.regions[region % model.regions.len()];
+                let (s, e) = model.regions()[region % model.regions().len()];
                 let page = s + offset % (e - s);
-                if !model.owned.contains(&page) {
+                if !model.owned(page) {
                     assert_eq!(
                         pages.free(page * P, 1),
                         Err(AllocError::NotAllocated),
@@ -381,7 +312,7 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                     "{context:?}"
                 );
                 // A range starting inside a region and running out of it.
-                let (_, e) = model.regions[which as usize % model.regions.len()];
+                let (_, e) = model.regions()[which as usize % model.regions().len()];
                 if !model.in_regions(e) {
                     assert_eq!(
                         pages.free((e - 1) * P, 2),
@@ -391,7 +322,7 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 }
             }
             Op::FreeZero { which } => {
-                let addr = pick(which, &model).map_or(lo * P, |a| a.0);
+                let addr = model.pick(which).map_or(lo * P, |a| a.0);
                 assert_eq!(
                     pages.free(addr, 0),
                     Err(AllocError::InvalidParam),
@@ -399,12 +330,12 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 );
             }
             Op::FreeMisaligned { which } => {
-                if let Some((addr, count)) = pick(which, &model) {
+                if let Some((addr, count)) = model.pick(which) {
                     assert_eq!(pages.free(addr + 8, count), Err(AllocError::InvalidParam));
                 }
             }
             Op::FreePart { which, cut } => {
-                if let Some((addr, count)) = pick(which, &model).filter(|&(_, c)| c > 1) {
+                if let Some((addr, count)) = model.pick(which).filter(|&(_, c)| c > 1) {
                     if !A::FIRST_FIT {
                         // Any (start, len) inside the allocation but not all of it.
                         let first = cut % count;
@@ -426,7 +357,7 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 let pairs: Vec<(usize, usize)> = model
                     .live
                     .iter()
-                    .filter_map(|(&a, &c)| model.live.get(&(a + c * P)).map(|&d| (a, c + d)))
+                    .filter_map(|(s, e, ())| model.live.get(e).map(|(f, ())| (s * P, f - s)))
                     .collect();
                 if !A::FIRST_FIT && !pairs.is_empty() {
                     let (addr, count) = pairs[which % pairs.len()];
@@ -452,7 +383,7 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
                 offset,
                 len,
             } => {
-                let (s, e) = model.regions[region % model.regions.len()];
+                let (s, e) = model.regions()[region % model.regions().len()];
                 let start = s + offset % (e - s);
                 assert_eq!(
                     pages.add(start * P, len * P),
@@ -465,9 +396,8 @@ fn run<A: Pages>(pages: &A, regions: Vec<(usize, usize)>, ops: &[Op]) {
         model.verify(pages, &context);
     }
     // Everything back: all pages free again, and allocatable.
-    let live: Vec<usize> = model.live.keys().copied().collect();
-    for addr in live {
-        let count = model.live[&addr];
+    let live: Vec<(usize, usize)> = model.live.iter().map(|(s, e, ())| (s * P, e - s)).collect();
+    for (addr, count) in live {
         assert_eq!(pages.free(addr, count), Ok(()));
         model.release(addr);
     }

@@ -7,7 +7,7 @@
 //!
 //! Operation counts are smaller in debug builds (the default `cargo test`) and under Miri.
 
-mod common;
+mod support;
 
 use core::sync::atomic::{AtomicU8, Ordering};
 use std::collections::VecDeque;
@@ -15,10 +15,11 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::thread;
 
-use common::Rng;
+use smpalloc::AllocError;
 use smpalloc::bitmap::summary_words;
 use smpalloc::page::{BitmapPageAllocator, BuddyPageAllocator};
-use smpalloc::{AllocError, AllocResult};
+use support::Rng;
+use support::pages::Pages;
 
 const P: usize = 4096;
 /// Under Miri 30 per thread (at 200, `buddy_stress` alone took over a quarter of an hour of
@@ -33,55 +34,8 @@ const OPS: usize = if cfg!(miri) {
 /// Pages managed: 2,048 (a first region of 1,500 pages and an odd second one).
 const BASE: usize = 0x4000_0000;
 
-trait Pages: Sync {
-    /// Whether a free must name exactly one allocation (the buddy); the bitmap frees pages.
-    const EXACT: bool = false;
-    fn alloc(&self, count: usize, align: usize) -> AllocResult<usize>;
-    fn free(&self, addr: usize, count: usize) -> AllocResult;
-    fn used(&self) -> usize;
-    fn available(&self) -> usize;
-    fn total(&self) -> usize;
-    fn invariants(&self) -> Result<(), String>;
-    fn drain(&self) {}
-}
-
 type Bitmap = BitmapPageAllocator<P, 64, { summary_words(64) }>;
 type Buddy = BuddyPageAllocator<P, 6, 4>;
-
-/// Both allocators have the same inherent API; the buddy also drains its CPU caches.
-macro_rules! impl_pages {
-    ($ty:ty $(, drain: $drain:ident)?) => {
-        impl Pages for $ty {
-            fn alloc(&self, count: usize, align: usize) -> AllocResult<usize> {
-                self.alloc_pages(count, align)
-            }
-            fn free(&self, addr: usize, count: usize) -> AllocResult {
-                self.try_dealloc_pages(addr, count)
-            }
-            fn used(&self) -> usize {
-                self.used_pages()
-            }
-            fn available(&self) -> usize {
-                self.available_pages()
-            }
-            fn total(&self) -> usize {
-                self.total_pages()
-            }
-            fn invariants(&self) -> Result<(), String> {
-                self.check().map_err(|e| e.to_string())
-            }
-            $(
-                const EXACT: bool = true;
-                fn drain(&self) {
-                    self.$drain();
-                }
-            )?
-        }
-    };
-}
-
-impl_pages!(Bitmap);
-impl_pages!(Buddy, drain: drain_cpu_caches);
 
 /// Who owns which page (index from `BASE`): 0 = nobody, 1 = some thread.
 struct Table(Vec<AtomicU8>);
@@ -148,7 +102,7 @@ fn stress<I: Pages>(pages: &I, threads: usize, seed: u64) {
                     }
                     if ring.len() > 24 || (rng.below(3) == 0 && !ring.is_empty()) {
                         let (addr, count) = ring.pop_front().unwrap();
-                        if I::EXACT && count > 1 {
+                        if I::EXACT_FREE && count > 1 {
                             // A part of the allocation, racing the other threads' calls: refused
                             // (issue 14, defect 5), the allocation intact for the real free.
                             let (first, len) = if rng.below(2) == 0 {
@@ -192,25 +146,33 @@ fn stress<I: Pages>(pages: &I, threads: usize, seed: u64) {
     assert!(table.0.iter().all(|o| o.load(Ordering::Relaxed) == 0));
 }
 
-fn regions(add: impl Fn(usize, usize) -> AllocResult) {
-    add(BASE + 3 * P, 1500 * P).unwrap();
-    add(BASE + 1600 * P, 443 * P).unwrap();
+/// The two regions: 1,500 pages, then an odd 443 after a gap.
+fn regions(pages: &impl Pages) {
+    pages.add(BASE + 3 * P, 1500 * P).unwrap();
+    pages.add(BASE + 1600 * P, 443 * P).unwrap();
 }
 
-#[test]
-fn bitmap_stress() {
+fn bitmap() -> Bitmap {
+    let pages = Bitmap::new();
+    regions(&pages);
+    pages
+}
+
+fn buddy() -> Buddy {
+    let pages = Buddy::with_window(BASE, 2048 * P).with_watermarks(8, 3);
+    regions(&pages);
+    pages
+}
+
+/// [`stress`] with 2 and 4 threads, each on a fresh allocator from `make`, seeded
+/// `seed + threads`.
+fn with_2_and_4_threads<I: Pages>(&(make, seed): &(fn() -> I, u64)) {
     for threads in [2, 4] {
-        let pages = Bitmap::new();
-        regions(|s, n| pages.add_memory(s, n));
-        stress(&pages, threads, 0xb17 + threads as u64);
+        stress(&make(), threads, seed + threads as u64);
     }
 }
 
-#[test]
-fn buddy_stress() {
-    for threads in [2, 4] {
-        let pages = Buddy::with_window(BASE, 2048 * P).with_watermarks(8, 3);
-        regions(|s, n| pages.add_memory(s, n));
-        stress(&pages, threads, 0xb0d + threads as u64);
-    }
-}
+support::suite!(with_2_and_4_threads:
+    bitmap_stress => (bitmap as fn() -> Bitmap, 0xb17),
+    buddy_stress => (buddy as fn() -> Buddy, 0xb0d),
+);

@@ -1,19 +1,20 @@
 //! Model-based property tests of `PidAllocator`: every `Policy`, reserved ranges of 0, 1 and
 //! 300 IDs, handles and raw IDs, specific IDs, ranges, and arceos' `BaseAllocator` /
 //! `IdAllocator` traits (`init`, `add_memory`). Each step is compared with a shadow model
-//! (`common::Model`) and followed by `check()`.
+//! (`support::IdShadow`) and followed by `check()`.
 
-mod common;
+mod support;
 
 use std::collections::BTreeSet;
 
-use common::{Model, Pos, pick};
 use proptest::prelude::*;
 use proptest::sample::select;
 use smpalloc::bitmap::{BITS, BitmapError, summary_words};
 use smpalloc::id::HINT_SLOTS;
 use smpalloc::percpu::current_cpu;
 use smpalloc::{AllocError, BaseAllocator, IdAllocator, Pid, PidAllocator, Policy};
+use support::IdShadow;
+use support::ids::{Pos, ShadowCheck, pick};
 
 fn pos() -> impl Strategy<Value = Pos> {
     (any::<u8>(), any::<u32>()).prop_map(|(a, b)| Pos(a, b))
@@ -60,7 +61,7 @@ impl Cursors {
 
 /// The model of one allocator: owned IDs, the managed range, the cursors.
 struct PidModel {
-    ids: Model,
+    ids: IdShadow,
     cursors: Cursors,
     policy: Policy,
     capacity: usize,
@@ -70,7 +71,7 @@ impl PidModel {
     fn new(policy: Policy, reserved: usize, capacity: usize) -> Self {
         let reserved = reserved.min(capacity);
         Self {
-            ids: Model::new(reserved, capacity),
+            ids: IdShadow::new(reserved, capacity),
             cursors: Cursors::new(reserved, capacity),
             policy,
             capacity,
@@ -148,7 +149,7 @@ impl PidModel {
         }
     }
 
-    /// Checks the counts and everything `Model::verify` checks.
+    /// Checks the counts and everything `IdShadow::verify` checks.
     #[track_caller]
     fn verify<const O: usize, const S: usize>(
         &self,
@@ -186,7 +187,7 @@ impl PidModel {
 }
 
 /// A `free_range`-style range around the run of the `k`-th owned ID (see `bitmap_props`).
-fn run_range(model: &Model, k: usize, shape: u8, extra: usize) -> Option<(usize, usize)> {
+fn run_range(model: &IdShadow, k: usize, shape: u8, extra: usize) -> Option<(usize, usize)> {
     let id = model.nth(k % model.len().max(1))?;
     let (s, e) = model.run_at(id)?;
     Some(match shape {

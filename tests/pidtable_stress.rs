@@ -6,26 +6,19 @@
 //! leaves appear, empty, get reclaimed and reused all the time. When every process has
 //! exited, the table checks clean and the node count is back at its start.
 
+mod support;
+
 use std::sync::Barrier;
 use std::thread;
 
 use smpalloc::radix::{HeapNodePool, PidError, PidTable};
+use support::Rng;
 
 const THREADS: usize = 3;
 const ROUNDS: usize = if cfg!(miri) { 20 } else { 20_000 };
 
 fn value(pid: usize, thread: usize, seq: usize) -> usize {
     pid << 24 | thread << 16 | (seq & 0xffff)
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]
@@ -39,15 +32,15 @@ fn processes_come_and_go() {
         for t in 0..THREADS {
             let (table, barrier) = (&table, &barrier);
             s.spawn(move || {
-                let mut rng = Rng(0x9e37_79b9 + t as u64 * 7919);
+                let mut rng = Rng::new(0x9e37_79b9 + t as u64 * 7919);
                 let mut live: Vec<(usize, usize)> = Vec::new();
                 barrier.wait();
                 for seq in 0..ROUNDS {
                     // Create.
-                    let pid = if rng.next() % 2 == 0 {
+                    let pid = if rng.chance(50) {
                         table.allocate_pid().expect("PIDs ran out")
                     } else {
-                        let want = 1 + (rng.next() as usize % Table::MAX_PID);
+                        let want = rng.range(1, Table::MAX_PID);
                         match table.allocate_specific_pid(want) {
                             Ok(()) => want,
                             Err(PidError::AlreadyAllocated) => continue,
@@ -68,15 +61,15 @@ fn processes_come_and_go() {
                     }
                     live.push((pid, v));
                     // Look at someone else's PID: any value must be that PID's.
-                    let other = 1 + (rng.next() as usize % Table::MAX_PID);
+                    let other = rng.range(1, Table::MAX_PID);
                     if let Some(seen) = table.lookup_pid(other) {
                         assert_eq!(seen >> 24, other, "lookup of {other} returned {seen:#x}");
                     }
                     // Exit some.
-                    while live.len() > 8 || (!live.is_empty() && rng.next() % 3 == 0) {
-                        let (pid, v) = live.swap_remove(rng.next() as usize % live.len());
+                    while live.len() > 8 || (!live.is_empty() && rng.below(3) == 0) {
+                        let (pid, v) = live.swap_remove(rng.below(live.len()));
                         assert_eq!(table.lookup_pid(pid), Some(v));
-                        match rng.next() % 3 {
+                        match rng.below(3) {
                             0 => {
                                 let v2 = value(pid, t, seq + 1);
                                 assert_eq!(table.update_pid_mapping(pid, v2), Ok(v));

@@ -5,7 +5,7 @@
 //! header, foreign, misaligned, first granule, bitmap) is `Err(NotAllocated)` and changes
 //! nothing (issue 14).
 
-mod tlsf_shadow;
+mod support;
 
 use core::alloc::Layout;
 use core::panic::AssertUnwindSafe;
@@ -14,7 +14,8 @@ use std::panic::catch_unwind;
 
 use smpalloc::byte::GRANULARITY;
 use smpalloc::{AllocError, BaseAllocator, ByteAllocator, TlsfByteAllocator};
-use tlsf_shadow::{Rng, Shadow};
+use support::Rng;
+use support::memory::{Fill, MemShadow};
 
 /// A leaked, 4096-aligned buffer (arceos hands the allocator plain addresses).
 fn region(len: usize) -> usize {
@@ -46,7 +47,7 @@ fn counters_track_every_step() {
     let start = region(len + 64) + 5;
     let mut a = TlsfByteAllocator::new();
     a.init(start, len);
-    let mut shadow = Shadow::new();
+    let mut shadow = MemShadow::new(Fill::Whole);
     shadow.set_pool(0, start, start + len);
     let capacity = a.available_bytes();
     // Slack, the sentinel, and the bitmap: one word per 64 granules (1/129 of the region).

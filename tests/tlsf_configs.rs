@@ -1,6 +1,5 @@
-//! Issue 19: `Tlsf` accepts every configuration rlsf 0.2 accepts (every `FLLEN` and `SLLEN` of
-//! at least 1), `Tlsf<'_, u8, u8, 1, 1>` included; until then the small ones (`FLLEN` 1, and
-//! `FLLEN` 2 with `SLLEN` 1, among others) were compile errors, so this file did not build.
+//! `Tlsf` accepts every configuration rlsf 0.2 accepts (every `FLLEN` and `SLLEN` of at least
+//! 1), `Tlsf<'_, u8, u8, 1, 1>` included (the small ones were once compile errors).
 //!
 //! For each small configuration (`FLLEN` 1 x `SLLEN` 1, 2, 4, 8, `FLLEN` 2 x `SLLEN` 1, and the
 //! rlsf suite's `<u8, u8, 8, 1>`, whose classes changed, with `u8`/`u16` bitmaps):
@@ -18,23 +17,17 @@
 //!
 //! Runs under Miri (strict provenance) with fewer configurations and fewer, shorter cases.
 
-// The memory and the shadow oracle. Once the test-support kit (`tests/support`) is merged,
-// these lines become:
-//     mod support;
-//     use support::memory::{Fill, MemShadow as Shadow, Memory};
-//     fn memory(len: usize) -> Memory { Memory::page_aligned(len) }
-//     fn shadow() -> Shadow { Shadow::new(Fill::Whole) }
-//     fn base(m: &Memory) -> usize { m.addr() }
-mod tlsf_shadow;
-use tlsf_shadow::{Buffer as Memory, Shadow};
+// The memory and the shadow oracle (the test-support kit).
+mod support;
+use support::memory::{Fill, MemShadow as Shadow, Memory};
 fn memory(len: usize) -> Memory {
-    Memory::new(len)
+    Memory::page_aligned(len)
 }
 fn shadow() -> Shadow {
-    Shadow::new()
+    Shadow::new(Fill::Whole)
 }
 fn base(m: &Memory) -> usize {
-    m.ptr.as_ptr().addr()
+    m.addr()
 }
 
 use core::alloc::Layout;

@@ -4,7 +4,7 @@
 //! threads free), and (feature `allocator-api2`) collections living in the heap.
 //! Runs under Miri with fewer rounds.
 
-mod tlsf_shadow;
+mod support;
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -13,7 +13,8 @@ use std::sync::{Mutex, mpsc};
 use std::thread;
 
 use smpalloc::{AllocError, TlsfHeap};
-use tlsf_shadow::{Buffer, Rng};
+use support::Rng;
+use support::memory::Memory;
 
 const ROUNDS: usize = if cfg!(miri) { 60 } else { 20_000 };
 
@@ -68,10 +69,10 @@ unsafe impl Send for Sent {}
 #[test]
 fn threads_allocate_and_free_each_others_blocks() {
     const THREADS: usize = 4;
-    let buffer = Buffer::new(if cfg!(miri) { 64 * 1024 } else { 4 << 20 });
+    let buffer = Memory::page_aligned(if cfg!(miri) { 64 * 1024 } else { 4 << 20 });
     let heap: TlsfHeap<4> = TlsfHeap::new();
     // SAFETY: the buffer outlives the heap's use and is used by nothing else.
-    unsafe { heap.add_pool(buffer.slice(0, buffer.len)).unwrap() };
+    unsafe { heap.add_pool(buffer.slice(0, buffer.len())).unwrap() };
     heap.check().unwrap();
     let owners = Ownership::default();
     let (senders, receivers): (Vec<_>, Vec<_>) =
@@ -149,7 +150,7 @@ fn threads_allocate_and_free_each_others_blocks() {
 /// When this CPU's arena is exhausted, the other arenas serve it; every region ends up used.
 #[test]
 fn exhausted_arena_borrows_from_the_others() {
-    let buffer = Buffer::new(16 * 1024);
+    let buffer = Memory::page_aligned(16 * 1024);
     let heap: TlsfHeap<2> = TlsfHeap::new();
     // Two small pools: each goes whole to one arena (0, then 1).
     // SAFETY: disjoint halves of the buffer.
@@ -162,7 +163,7 @@ fn exhausted_arena_borrows_from_the_others() {
     while let Some(p) = heap.allocate(layout) {
         got.push(p);
     }
-    let base = buffer.ptr.as_ptr().addr();
+    let base = buffer.ptr().as_ptr().addr();
     let in_first = got
         .iter()
         .filter(|p| p.as_ptr().addr() < base + 8 * 1024)
@@ -184,7 +185,7 @@ fn exhausted_arena_borrows_from_the_others() {
 /// to another arena when the owner is full.
 #[test]
 fn reallocate_keeps_contents_across_arenas() {
-    let buffer = Buffer::new(8 * 1024);
+    let buffer = Memory::page_aligned(8 * 1024);
     let heap: TlsfHeap<2> = TlsfHeap::new();
     // SAFETY: disjoint halves.
     unsafe {
@@ -206,7 +207,7 @@ fn reallocate_keeps_contents_across_arenas() {
         );
         assert!(intact(q, 100, 9));
         // Fill the owner's pool so the next growth must move to the other arena.
-        let owner_half = q.as_ptr().addr() < buffer.ptr.as_ptr().addr() + 4096;
+        let owner_half = q.as_ptr().addr() < buffer.ptr().as_ptr().addr() + 4096;
         let filler = heap
             .allocate(Layout::from_size_align(3000, 16).unwrap())
             .unwrap();
@@ -214,7 +215,7 @@ fn reallocate_keeps_contents_across_arenas() {
             .reallocate(q, Layout::from_size_align(300, 16).unwrap(), 2000)
             .unwrap();
         assert!(intact(r, 100, 9));
-        let r_half = r.as_ptr().addr() < buffer.ptr.as_ptr().addr() + 4096;
+        let r_half = r.as_ptr().addr() < buffer.ptr().as_ptr().addr() + 4096;
         assert_ne!(
             owner_half, r_half,
             "the block should have moved to the other arena"
@@ -229,7 +230,7 @@ fn reallocate_keeps_contents_across_arenas() {
 /// Bad input: a clear error, and the heap is unchanged.
 #[test]
 fn bad_input_is_refused() {
-    let buffer = Buffer::new(17 * 4096);
+    let buffer = Memory::page_aligned(17 * 4096);
     let heap: TlsfHeap<2> = TlsfHeap::new();
     assert!(
         heap.allocate(Layout::new::<u64>()).is_none(),
@@ -307,7 +308,7 @@ fn bad_input_is_refused() {
 #[cfg(debug_assertions)]
 #[should_panic(expected = "double free")]
 fn double_free_panics_in_debug() {
-    let buffer = Buffer::new(4096);
+    let buffer = Memory::page_aligned(4096);
     let heap: TlsfHeap<1> = TlsfHeap::new();
     // SAFETY: the buffer, once.
     unsafe { heap.add_pool(buffer.slice(0, 4096)).unwrap() };
@@ -326,7 +327,7 @@ fn double_free_panics_in_debug() {
 #[test]
 #[cfg(debug_assertions)]
 fn misplaced_frees_panic_in_debug() {
-    let buffer = Buffer::new(4096);
+    let buffer = Memory::page_aligned(4096);
     let heap: TlsfHeap<1> = TlsfHeap::new();
     let pool = buffer.slice(0, 4096);
     // SAFETY: the buffer, once.
@@ -362,7 +363,7 @@ fn misplaced_frees_panic_in_debug() {
 fn large_pool_into_a_nearly_full_table_is_not_split() {
     const SMALL: usize = 4096;
     const LARGE: usize = 2 * 64 * 1024;
-    let buffer = Buffer::new(15 * SMALL + LARGE);
+    let buffer = Memory::page_aligned(15 * SMALL + LARGE);
     let heap: TlsfHeap<2> = TlsfHeap::new();
     for i in 0..15 {
         // SAFETY: disjoint parts of the buffer, each once.
@@ -419,10 +420,10 @@ mod collections {
     /// `Vec` and hashbrown's `HashMap` live in the heap through `allocator_api2::Allocator`.
     #[test]
     fn vec_and_hash_map_live_in_the_heap() {
-        let buffer = Buffer::new(if cfg!(miri) { 64 * 1024 } else { 1 << 20 });
+        let buffer = Memory::page_aligned(if cfg!(miri) { 64 * 1024 } else { 1 << 20 });
         let heap: TlsfHeap<2> = TlsfHeap::new();
         // SAFETY: the buffer outlives the collections (dropped first).
-        unsafe { heap.add_pool(buffer.slice(0, buffer.len)).unwrap() };
+        unsafe { heap.add_pool(buffer.slice(0, buffer.len())).unwrap() };
         let n = if cfg!(miri) { 300 } else { 20_000 };
         {
             let mut v: ApiVec<u32, &TlsfHeap<2>> = ApiVec::new_in(&heap);
@@ -454,7 +455,7 @@ mod collections {
 #[test]
 fn remove_pool_takes_back_only_a_free_whole_region() {
     const POOL: usize = 4096;
-    let buffer = Buffer::new(4 * POOL + 256 * 1024);
+    let buffer = Memory::page_aligned(4 * POOL + 256 * 1024);
     let heap: TlsfHeap<2> = TlsfHeap::new();
     // SAFETY: disjoint parts of the buffer, each added once while it is the heap's.
     unsafe {
@@ -475,7 +476,7 @@ fn remove_pool_takes_back_only_a_free_whole_region() {
     let layout = Layout::from_size_align(64, 8).unwrap();
     let p = heap.allocate(layout).unwrap();
     fill(p, 64, 0x11);
-    let in_first = p.as_ptr().addr() - buffer.ptr.as_ptr().addr() < POOL;
+    let in_first = p.as_ptr().addr() - buffer.ptr().as_ptr().addr() < POOL;
     let (own, other) = if in_first { (0, POOL) } else { (POOL, 0) };
     let used = heap.check().unwrap();
     assert_eq!(
@@ -498,7 +499,7 @@ fn remove_pool_takes_back_only_a_free_whole_region() {
     // Everything now comes from the pool that stayed, until it is full.
     let mut more = Vec::new();
     while let Some(q) = heap.allocate(layout) {
-        let offset = q.as_ptr().addr() - buffer.ptr.as_ptr().addr();
+        let offset = q.as_ptr().addr() - buffer.ptr().as_ptr().addr();
         assert!(
             (own..own + POOL).contains(&offset),
             "served from a removed pool"
@@ -518,7 +519,7 @@ fn remove_pool_takes_back_only_a_free_whole_region() {
     assert_eq!(heap.check().unwrap(), 0);
     // The memory is the caller's again: overwrite it, then give it back as one pool.
     // SAFETY: both pools were removed; nothing else uses the buffer.
-    unsafe { buffer.ptr.as_ptr().write_bytes(0xee, 2 * POOL) };
+    unsafe { buffer.ptr().as_ptr().write_bytes(0xee, 2 * POOL) };
     // SAFETY: the first two pages of the buffer, the heap's from now on.
     unsafe { heap.add_pool(buffer.slice(0, 2 * POOL)).unwrap() };
     let big = Layout::from_size_align(POOL + 1000, 8).unwrap();
@@ -541,8 +542,8 @@ fn remove_pool_takes_back_only_a_free_whole_region() {
 #[test]
 fn region_entries_are_reused_beyond_sixteen() {
     const SLOT: usize = 4096;
-    let buffer = Buffer::new(48 * SLOT);
-    let base = buffer.ptr.as_ptr().addr();
+    let buffer = Memory::page_aligned(48 * SLOT);
+    let base = buffer.ptr().as_ptr().addr();
     let heap: TlsfHeap<4> = TlsfHeap::new();
     // Region k lives at slot 3k (one page) or 3k + 1 (two pages), alternating.
     let range = |k: usize, moved: bool| {
@@ -592,7 +593,7 @@ fn region_entries_are_reused_beyond_sixteen() {
 fn frees_stay_right_while_pools_come_and_go() {
     const BASE: usize = 64 * 1024;
     const SPARE: usize = 8 * 1024;
-    let buffer = Buffer::new(2 * BASE + 6 * SPARE);
+    let buffer = Memory::page_aligned(2 * BASE + 6 * SPARE);
     let heap: TlsfHeap<2> = TlsfHeap::new();
     // SAFETY: the first two parts of the buffer, the heap's for good.
     unsafe {
@@ -704,7 +705,7 @@ unsafe impl Sync for Ranges {}
 #[test]
 fn stale_free_into_a_removed_pool_is_ignored() {
     const POOL: usize = 4096;
-    let buffer = Buffer::new(2 * POOL);
+    let buffer = Memory::page_aligned(2 * POOL);
     let heap: TlsfHeap<2> = TlsfHeap::new();
     // SAFETY: disjoint parts of the buffer, each the heap's while added.
     unsafe {
@@ -715,15 +716,15 @@ fn stale_free_into_a_removed_pool_is_ignored() {
     let p = heap.allocate(layout).unwrap();
     // SAFETY: live, freed once (the second free below is the stale one under test).
     unsafe { heap.deallocate(p, layout) };
-    let offset = p.as_ptr().addr() - buffer.ptr.as_ptr().addr();
+    let offset = p.as_ptr().addr() - buffer.ptr().as_ptr().addr();
     let pool = offset / POOL * POOL;
     heap.remove_pool(buffer.slice(pool, POOL)).unwrap();
     // SAFETY: removed: the memory is ours again.
-    unsafe { buffer.ptr.as_ptr().add(pool).write_bytes(0x77, POOL) };
+    unsafe { buffer.ptr().as_ptr().add(pool).write_bytes(0x77, POOL) };
     // SAFETY: deliberately stale (the contract is broken); the heap must ignore it.
     unsafe { heap.deallocate(p, layout) };
     // SAFETY: the removed pool, overwritten above and not used by the heap.
-    let bytes = unsafe { core::slice::from_raw_parts(buffer.ptr.as_ptr().add(pool), POOL) };
+    let bytes = unsafe { core::slice::from_raw_parts(buffer.ptr().as_ptr().add(pool), POOL) };
     assert!(
         bytes.iter().all(|&b| b == 0x77),
         "the heap wrote to a removed pool"

@@ -6,7 +6,7 @@
 //! merge (issue 14), in-place reallocation, pool growth, alignments up to 4096). Runs under
 //! Miri (strict provenance) with fewer and shorter cases.
 
-mod tlsf_shadow;
+mod support;
 
 use core::alloc::Layout;
 use core::mem::MaybeUninit;
@@ -15,7 +15,7 @@ use core::ptr::NonNull;
 use proptest::prelude::*;
 use smpalloc::byte::{BitmapWord, GRANULARITY, PoolStats};
 use smpalloc::{AllocError, Tlsf};
-use tlsf_shadow::{Buffer, Shadow};
+use support::memory::{Fill, MemShadow, Memory};
 
 const BUF: usize = if cfg!(miri) { 8 * 1024 } else { 96 * 1024 };
 /// Cases per configuration: 200 (2 under Miri), or `TLSF_PROP_CASES` for a deep run
@@ -97,10 +97,10 @@ fn run<FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usize>(
     layout: &[(usize, usize, usize)],
     ops: &[Op],
 ) {
-    let buffer = Buffer::new(BUF);
-    let base = buffer.ptr.as_ptr().addr();
+    let buffer = Memory::page_aligned(BUF);
+    let base = buffer.ptr().as_ptr().addr();
     let mut tlsf: Tlsf<'static, FL, SL, FLLEN, SLLEN> = Tlsf::new();
-    let mut shadow = Shadow::new();
+    let mut shadow = MemShadow::new(Fill::Whole);
     let mut pools: Vec<Pool> = Vec::new();
     let mut cursor = 0;
     for &(gap, len, room) in layout {
@@ -133,55 +133,56 @@ fn run<FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usize>(
         });
     }
     let slice_of = |p: &Pool| buffer.slice(p.start - base, p.covered);
-    let verify = |tlsf: &Tlsf<'static, FL, SL, FLLEN, SLLEN>, shadow: &Shadow, pools: &[Pool]| {
-        let (free_blocks, free_bytes) = tlsf.check().unwrap_or_else(|e| panic!("check: {e}"));
-        let live = shadow.live_per_pool();
-        let mut total = PoolStats::default();
-        for (i, p) in pools.iter().enumerate() {
-            // SAFETY: the pool's exact covered range.
-            let stats = unsafe { tlsf.check_pool(slice_of(p)) }
-                .unwrap_or_else(|e| panic!("check_pool {i}: {e}"));
-            assert_eq!(
-                stats.used_bytes + stats.free_bytes + stats.overhead_bytes,
-                p.covered,
-                "pool {i}: used + free + overhead != pool size"
-            );
-            assert_eq!(
-                stats.used_blocks, live[i],
-                "pool {i}: used blocks != live allocations"
-            );
-            assert_eq!(
-                stats.used_bytes + stats.free_bytes,
-                p.capacity,
-                "pool {i}: bytes lost"
-            );
-            total.free_blocks += stats.free_blocks;
-            total.free_bytes += stats.free_bytes;
-        }
-        assert_eq!(
-            (total.free_blocks, total.free_bytes),
-            (free_blocks, free_bytes),
-            "lists vs pools"
-        );
-        // Every live allocation lies inside a used block of its pool.
-        for l in shadow.lives() {
-            let addr = l.ptr.as_ptr().addr();
-            let pool = &pools[shadow.pool_of(addr).unwrap()];
-            // SAFETY: as above.
-            let inside = unsafe { tlsf.iter_blocks(slice_of(pool)) }.any(|b| {
-                // rlsf's accessors agree with the fields.
-                assert_eq!((b.is_occupied(), b.size()), (b.used, b.size));
+    let verify =
+        |tlsf: &Tlsf<'static, FL, SL, FLLEN, SLLEN>, shadow: &MemShadow, pools: &[Pool]| {
+            let (free_blocks, free_bytes) = tlsf.check().unwrap_or_else(|e| panic!("check: {e}"));
+            let live = shadow.live_per_pool();
+            let mut total = PoolStats::default();
+            for (i, p) in pools.iter().enumerate() {
+                // SAFETY: the pool's exact covered range.
+                let stats = unsafe { tlsf.check_pool(slice_of(p)) }
+                    .unwrap_or_else(|e| panic!("check_pool {i}: {e}"));
                 assert_eq!(
-                    (b.as_ptr().cast::<u8>(), b.as_ptr().len()),
-                    (b.start, b.size)
+                    stats.used_bytes + stats.free_bytes + stats.overhead_bytes,
+                    p.covered,
+                    "pool {i}: used + free + overhead != pool size"
                 );
-                let s = b.start.as_ptr().addr();
-                b.is_occupied() && s < addr && addr + l.layout.size() <= s + b.size()
-            });
-            assert!(inside, "allocation at {addr:#x} is not inside a used block");
-        }
-        shadow.verify_all();
-    };
+                assert_eq!(
+                    stats.used_blocks, live[i],
+                    "pool {i}: used blocks != live allocations"
+                );
+                assert_eq!(
+                    stats.used_bytes + stats.free_bytes,
+                    p.capacity,
+                    "pool {i}: bytes lost"
+                );
+                total.free_blocks += stats.free_blocks;
+                total.free_bytes += stats.free_bytes;
+            }
+            assert_eq!(
+                (total.free_blocks, total.free_bytes),
+                (free_blocks, free_bytes),
+                "lists vs pools"
+            );
+            // Every live allocation lies inside a used block of its pool.
+            for l in shadow.lives() {
+                let addr = l.ptr.as_ptr().addr();
+                let pool = &pools[shadow.pool_of(addr).unwrap()];
+                // SAFETY: as above.
+                let inside = unsafe { tlsf.iter_blocks(slice_of(pool)) }.any(|b| {
+                    // rlsf's accessors agree with the fields.
+                    assert_eq!((b.is_occupied(), b.size()), (b.used, b.size));
+                    assert_eq!(
+                        (b.as_ptr().cast::<u8>(), b.as_ptr().len()),
+                        (b.start, b.size)
+                    );
+                    let s = b.start.as_ptr().addr();
+                    b.is_occupied() && s < addr && addr + l.layout.size() <= s + b.size()
+                });
+                assert!(inside, "allocation at {addr:#x} is not inside a used block");
+            }
+            shadow.verify_all();
+        };
     verify(&tlsf, &shadow, &pools);
     // Pointers freed since and not handed out again whose header the test has not written
     // since (`try_deallocate`'s contract): every free of one must be refused.
@@ -339,7 +340,7 @@ macro_rules! suite {
             /// rlsf issue #15: the largest free block can be handed out whole.
             #[test]
             fn largest_free_block_is_allocatable() {
-                let buffer = Buffer::new(BUF);
+                let buffer = Memory::page_aligned(BUF);
                 for len in [200, 1000, BUF - 1] {
                     let mut tlsf = T::new();
                     // SAFETY: the buffer is ours; one pool at a time.
@@ -362,7 +363,7 @@ macro_rules! suite {
             #[test]
             fn alignments_up_to_4096() {
                 const LEN: usize = 32 * 1024;
-                let buffer = Buffer::new(LEN);
+                let buffer = Memory::page_aligned(LEN);
                 let mut tlsf = T::new();
                 // SAFETY: the whole buffer, once.
                 unsafe { tlsf.insert_free_block_ptr(buffer.slice(3, LEN - 3)).unwrap() };
@@ -394,7 +395,7 @@ macro_rules! suite {
             /// Bad input changes nothing: tiny pools, overflowing pools, impossible layouts.
             #[test]
             fn bad_input_changes_nothing() {
-                let buffer = Buffer::new(4096);
+                let buffer = Memory::page_aligned(4096);
                 let mut tlsf = T::new();
                 for (offset, len) in [(0, 0), (1, 3 * GRANULARITY - 1), (5, 3 * GRANULARITY), (0, GRANULARITY)] {
                     // SAFETY: inside the buffer.
@@ -430,7 +431,7 @@ macro_rules! suite {
             /// stays intact; a pointer that is no block start is refused too.
             #[test]
             fn double_free_is_refused() {
-                let buffer = Buffer::new(4096);
+                let buffer = Memory::page_aligned(4096);
                 let mut tlsf = T::new();
                 // SAFETY: the buffer, once.
                 unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 4096)).unwrap() };
@@ -451,7 +452,7 @@ macro_rules! suite {
             #[cfg(debug_assertions)]
             #[should_panic(expected = "double free")]
             fn double_free_panics_in_debug() {
-                let buffer = Buffer::new(4096);
+                let buffer = Memory::page_aligned(4096);
                 let mut tlsf = T::new();
                 // SAFETY: the buffer, once.
                 unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 4096)).unwrap() };
@@ -467,7 +468,7 @@ macro_rules! suite {
             /// A pool of one free block over `buffer` (512 bytes; 496 fit every
             /// configuration's largest block) and three 64-byte blocks cut from it in physical
             /// order.
-            fn three_neighbours(buffer: &Buffer) -> (T, [NonNull<u8>; 3]) {
+            fn three_neighbours(buffer: &Memory) -> (T, [NonNull<u8>; 3]) {
                 let mut tlsf = T::new();
                 // SAFETY: the buffer, once.
                 unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 512)).unwrap() };
@@ -481,7 +482,7 @@ macro_rules! suite {
             /// with the merged successor's stale back-link pointing at it) and change nothing.
             #[test]
             fn double_free_after_a_merge_is_refused() {
-                let buffer = Buffer::new(512);
+                let buffer = Memory::page_aligned(512);
                 let (mut tlsf, [a, b, c]) = three_neighbours(&buffer);
                 // Physical order a, b, c: b merges with both.
                 assert_eq!(b.as_ptr().addr() - a.as_ptr().addr(), block_for(64));
@@ -507,7 +508,7 @@ macro_rules! suite {
             #[cfg(debug_assertions)]
             #[should_panic(expected = "double free")]
             fn double_free_after_a_merge_panics_in_debug() {
-                let buffer = Buffer::new(512);
+                let buffer = Memory::page_aligned(512);
                 let (mut tlsf, [a, b, c]) = three_neighbours(&buffer);
                 // SAFETY: deliberately `b` twice; the second is caught before any write.
                 unsafe {
@@ -521,7 +522,7 @@ macro_rules! suite {
             /// Reallocation grows into a free successor and shrinks in place.
             #[test]
             fn reallocate_in_place() {
-                let buffer = Buffer::new(4096);
+                let buffer = Memory::page_aligned(4096);
                 let mut tlsf = T::new();
                 // SAFETY: the buffer, once.
                 unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 4096)).unwrap() };
@@ -560,7 +561,7 @@ macro_rules! suite {
             /// A pool grown in place merges its last free block with the new memory.
             #[test]
             fn append_grows_the_pool() {
-                let buffer = Buffer::new(4096);
+                let buffer = Memory::page_aligned(4096);
                 let mut tlsf = T::new();
                 // SAFETY: the first part of the buffer; the rest is appended below.
                 let covered = unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 300)).unwrap() };
@@ -642,7 +643,7 @@ fn insert_free_block_borrows_the_pool() {
 #[test]
 fn in_place_growth_never_exceeds_the_largest_block() {
     type T = Tlsf<'static, u8, u8, 4, 4>; // blocks of at most 496 bytes
-    let buffer = Buffer::new(4096);
+    let buffer = Memory::page_aligned(4096);
     let mut tlsf = T::new();
     // SAFETY: the buffer's first 1024 bytes, once: pieces of 496, 480 and 32 bytes.
     unsafe { tlsf.insert_free_block_ptr(buffer.slice(0, 1024)).unwrap() };

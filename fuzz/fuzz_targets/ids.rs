@@ -16,6 +16,7 @@ use smpalloc::radix::{
     MAX_PID_VALUE, NodePool, PidError, PidTable, RadixError, RadixTree, Reclaim,
 };
 use smpalloc::{AllocError, BaseAllocator, IdAllocator, PidAllocator, Policy};
+use smpalloc_testkit::IdShadow;
 
 const MAX_OPS: usize = 256;
 const WORDS: usize = 2;
@@ -150,50 +151,32 @@ fn count(x: u8) -> usize {
     x as usize % 70
 }
 
-fn lowest_free(set: &BTreeSet<usize>, from: usize, to: usize) -> Option<usize> {
-    (from..to).find(|i| !set.contains(i))
-}
-
-fn first_fit(set: &BTreeSet<usize>, n: usize, align: usize, floor: usize) -> Option<usize> {
-    let mut s = floor.next_multiple_of(align);
-    while s + n <= CAP {
-        if set.range(s..s + n).next().is_none() {
-            return Some(s);
-        }
-        s += align;
-    }
-    None
-}
-
 fn run_bitmap(ops: &[BitOp]) {
     let bits = Box::new(Bits::new());
-    let mut m = BTreeSet::new();
+    // The IDs taken, over the whole bitmap.
+    let mut m = IdShadow::new(0, CAP);
     for op in ops.iter().take(MAX_OPS) {
         match *op {
             BitOp::Lowest { floor } => {
                 let floor = id(floor);
                 let got = bits.alloc_lowest_from(floor);
-                assert_eq!(
-                    got,
-                    lowest_free(&m, floor, CAP),
-                    "alloc_lowest_from({floor})"
-                );
+                assert_eq!(got, m.lowest_free_from(floor), "alloc_lowest_from({floor})");
                 if let Some(i) = got {
-                    m.insert(i);
+                    m.take(i);
                 }
             }
             BitOp::Specific { id: i } => {
                 let i = id(i);
                 let expect = if i >= CAP {
                     Err(BitmapError::OutOfRange)
-                } else if m.contains(&i) {
+                } else if m.contains(i) {
                     Err(BitmapError::AlreadyAllocated)
                 } else {
                     Ok(())
                 };
                 assert_eq!(bits.alloc_specific(i), expect, "alloc_specific({i})");
                 if expect.is_ok() {
-                    m.insert(i);
+                    m.take(i);
                 }
             }
             BitOp::Contiguous {
@@ -207,11 +190,11 @@ fn run_bitmap(ops: &[BitOp]) {
                 let expect = if n == 0 || !align.is_power_of_two() {
                     Err(BitmapError::InvalidArgument)
                 } else {
-                    Ok(first_fit(&m, n, align, floor))
+                    Ok(m.first_fit_range(n, align, floor))
                 };
                 assert_eq!(got, expect, "alloc_contiguous({n}, {align}, {floor})");
                 if let Ok(Some(s)) = got {
-                    m.extend(s..s + n);
+                    m.take_range(s, s + n);
                 }
             }
             BitOp::Range { start, count: n } => {
@@ -220,27 +203,29 @@ fn run_bitmap(ops: &[BitOp]) {
                     Err(BitmapError::InvalidArgument)
                 } else if s + n > CAP {
                     Err(BitmapError::OutOfRange)
-                } else if m.range(s..s + n).next().is_some() {
+                } else if m.highest_owned_in(s, s + n).is_some() {
                     Err(BitmapError::AlreadyAllocated)
                 } else {
                     Ok(())
                 };
                 assert_eq!(bits.alloc_range(s, n), expect, "alloc_range({s}, {n})");
                 if expect.is_ok() {
-                    m.extend(s..s + n);
+                    m.take_range(s, s + n);
                 }
             }
             BitOp::Free { id: i } => {
                 let i = id(i);
                 let expect = if i >= CAP {
                     Err(BitmapError::OutOfRange)
-                } else if !m.contains(&i) {
+                } else if !m.contains(i) {
                     Err(BitmapError::NotAllocated)
                 } else {
                     Ok(())
                 };
                 assert_eq!(bits.free(i), expect, "free({i})");
-                m.remove(&i);
+                if expect.is_ok() {
+                    m.release(i);
+                }
             }
             BitOp::FreeRange { start, count: n } => {
                 let (s, n) = (id(start), count(n));
@@ -248,23 +233,21 @@ fn run_bitmap(ops: &[BitOp]) {
                     Err(BitmapError::InvalidArgument)
                 } else if s + n > CAP {
                     Err(BitmapError::OutOfRange)
-                } else if m.range(s..s + n).count() != n {
+                } else if !m.all_owned(s, s + n) {
                     Err(BitmapError::NotAllocated)
                 } else {
                     Ok(())
                 };
                 assert_eq!(bits.free_range(s, n), expect, "free_range({s}, {n})");
                 if expect.is_ok() {
-                    for i in s..s + n {
-                        m.remove(&i);
-                    }
+                    m.release_range(s, s + n);
                 }
             }
         }
         bits.check().expect("AtomicBitmap::check");
         assert_eq!(bits.count_allocated(), m.len());
         for i in 0..CAP {
-            assert_eq!(bits.contains(i), m.contains(&i), "contains({i})");
+            assert_eq!(bits.contains(i), m.contains(i), "contains({i})");
         }
     }
 }
@@ -274,7 +257,8 @@ fn run_pids(policy: u8, reserved: u8, ops: &[PidOp]) {
     let reserved = reserved as usize % 8;
     let mut pids = Box::new(Pids::with_reserved(reserved).with_policy(policy));
     let (mut lo, mut hi) = (reserved, CAP);
-    let mut m: BTreeSet<usize> = BTreeSet::new();
+    // The IDs taken; its domain is the managed range `lo..hi`.
+    let mut m = IdShadow::new(lo, hi);
     for op in ops.iter().take(MAX_OPS) {
         let managed = |i: usize, lo: usize, hi: usize| {
             if i < lo {
@@ -290,19 +274,19 @@ fn run_pids(policy: u8, reserved: u8, ops: &[PidOp]) {
                 let got = pids.allocate_raw();
                 match got {
                     Some(i) => {
-                        assert!(lo <= i && i < hi && !m.contains(&i), "allocate_raw: {i}");
+                        assert!(lo <= i && i < hi && !m.contains(i), "allocate_raw: {i}");
                         if policy == Policy::LowestFree {
-                            assert_eq!(Some(i), lowest_free(&m, lo, hi));
+                            assert_eq!(Some(i), m.lowest_free_from(lo));
                         }
-                        m.insert(i);
+                        m.take(i);
                     }
-                    None => assert_eq!(lowest_free(&m, lo, hi), None, "allocate_raw: None"),
+                    None => assert_eq!(m.lowest_free_from(lo), None, "allocate_raw: None"),
                 }
             }
             PidOp::Handle => {
                 let before = pids.used();
                 if let Some(pid) = pids.allocate() {
-                    assert!(!m.contains(&*pid) && pids.contains(*pid));
+                    assert!(!m.contains(*pid) && pids.contains(*pid));
                     let n = *pid;
                     drop(pid);
                     assert!(!pids.contains(n));
@@ -312,7 +296,7 @@ fn run_pids(policy: u8, reserved: u8, ops: &[PidOp]) {
             PidOp::Specific { id: i } | PidOp::Fixed { id: i } => {
                 let i = id(i);
                 let expect = managed(i, lo, hi).and_then(|()| {
-                    if m.contains(&i) {
+                    if m.contains(i) {
                         Err(BitmapError::AlreadyAllocated)
                     } else {
                         Ok(())
@@ -329,20 +313,22 @@ fn run_pids(policy: u8, reserved: u8, ops: &[PidOp]) {
                     );
                 }
                 if expect.is_ok() {
-                    m.insert(i);
+                    m.take(i);
                 }
             }
             PidOp::Free { id: i } => {
                 let i = id(i);
                 let expect = managed(i, lo, hi).and_then(|()| {
-                    if m.contains(&i) {
+                    if m.contains(i) {
                         Ok(())
                     } else {
                         Err(BitmapError::NotAllocated)
                     }
                 });
                 assert_eq!(pids.free(i), expect, "free({i})");
-                m.remove(&i);
+                if expect.is_ok() {
+                    m.release(i);
+                }
             }
             PidOp::AllocId { count: n, align } => {
                 let n = count(n);
@@ -352,29 +338,25 @@ fn run_pids(policy: u8, reserved: u8, ops: &[PidOp]) {
                     assert_eq!(got, Err(AllocError::InvalidParam));
                     continue;
                 }
-                // IDs outside `lo..hi` are held in the bitmap: the search sees them taken.
-                let mut held = m.clone();
-                held.extend((0..lo).chain(hi..CAP));
-                let expect = first_fit(&held, n, align, lo);
+                // IDs outside `lo..hi` are held in the bitmap: the search stays in the domain.
+                let expect = m.first_fit_range(n, align, lo);
                 assert_eq!(got.ok(), expect, "alloc_id({n}, {align})");
                 if let Ok(s) = got {
-                    m.extend(s..s + n);
+                    m.take_range(s, s + n);
                 }
             }
             PidOp::DeallocId { start, count: n } => {
                 let (s, n) = (id(start), count(n));
                 let expect = if s < lo || s + n > hi || n == 0 {
                     Err(AllocError::InvalidParam)
-                } else if m.range(s..s + n).count() != n {
+                } else if !m.all_owned(s, s + n) {
                     Err(AllocError::NotAllocated)
                 } else {
                     Ok(())
                 };
                 assert_eq!(pids.dealloc_id(s, n), expect, "dealloc_id({s}, {n})");
                 if expect.is_ok() {
-                    for i in s..s + n {
-                        m.remove(&i);
-                    }
+                    m.release_range(s, s + n);
                 }
             }
             PidOp::Init { start, size } => {
@@ -382,7 +364,7 @@ fn run_pids(policy: u8, reserved: u8, ops: &[PidOp]) {
                 BaseAllocator::init(&mut *pids, s, z);
                 lo = s.min(CAP);
                 hi = lo.saturating_add(z).min(CAP);
-                m.clear();
+                m.reset(lo, hi);
             }
             PidOp::AddMemory { start, size } => {
                 let (s, z) = (id(start), size as usize % 40);
@@ -408,6 +390,7 @@ fn run_pids(policy: u8, reserved: u8, ops: &[PidOp]) {
                 );
                 if let Ok((a, b)) = expect {
                     (lo, hi) = (a, b);
+                    m.grow(lo, hi);
                 }
             }
         }
@@ -416,8 +399,8 @@ fn run_pids(policy: u8, reserved: u8, ops: &[PidOp]) {
         assert_eq!(pids.size(), hi - lo, "size");
         assert_eq!(IdAllocator::available(&*pids), hi - lo - m.len());
         for i in 0..CAP + 2 {
-            assert_eq!(pids.contains(i), m.contains(&i), "contains({i})");
-            assert_eq!(IdAllocator::is_allocated(&*pids, i), m.contains(&i));
+            assert_eq!(pids.contains(i), m.contains(i), "contains({i})");
+            assert_eq!(IdAllocator::is_allocated(&*pids, i), m.contains(i));
         }
     }
 }

@@ -17,6 +17,7 @@ use core::sync::atomic::{
 
 use smpalloc::SpinLock;
 use smpalloc::heap::HeapStats;
+use smpalloc_testkit::Rng;
 
 use crate::arch::{self, MAX_CPUS};
 use crate::{BITMAP, BUDDY, HEAP, Machine, PAGE, PIDS, RAM_BASE, SLOTS, WINDOW_PAGES, println};
@@ -29,11 +30,11 @@ const LIVE_MAX: usize = 64;
 /// Kernel stacks are `2^KSTACK_ORDER` pages.
 const KSTACK_ORDER: usize = 2;
 /// One exit in `CROSS_EXIT` is handed to another hart.
-const CROSS_EXIT: u64 = 4;
+const CROSS_EXIT: usize = 4;
 /// Processes a mailbox may hold.
 const MAILBOX_MAX: usize = 32;
 /// One fork in `BIG` also allocates a TLSF-sized buffer (8-32 KiB).
-const BIG: u64 = 16;
+const BIG: usize = 16;
 
 /// Timer ticks between interrupts on each hart (200 µs at QEMU's 10 MHz).
 const TIMER_INTERVAL: u64 = 2_000;
@@ -167,22 +168,6 @@ struct Counters {
     allocator_calls: u64,
 }
 
-/// xorshift64*: a hart's private random numbers.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Called by the boot hart before it lets the others in.
 pub fn prepare(machine: &Machine) {
     TIMEBASE.store(machine.timebase, Ordering::Relaxed);
@@ -271,7 +256,7 @@ fn fork(cpu: usize, rng: &mut Rng, counters: &mut Counters) -> Box<Process> {
         .alloc_order(0)
         .unwrap_or_else(|e| arch::fail(format_args!("trap-frame page: {e:?}")));
     claim_pages(trap_frame, 1, pid);
-    let files = vec![pid as u32; rng.below(24) as usize];
+    let files = vec![pid as u32; rng.below(24)];
     let buffer = (rng.below(BIG) == 0).then(|| vec![pid as u64; 1024 << rng.below(3)]);
     counters.allocator_calls += 7 + u64::from(!files.is_empty()) + u64::from(buffer.is_some());
     let process = Box::new(Process {
@@ -354,7 +339,8 @@ fn exit(process: Box<Process>, counters: &mut Counters) {
 /// One hart's share of the storm.
 fn storm(cpu: usize) {
     let harts = HARTS.load(Ordering::Relaxed);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (cpu as u64 + 1).wrapping_mul(0xff51_afd7_ed55_8ccd));
+    let mut rng =
+        Rng::new(0x9e37_79b9_7f4a_7c15 ^ (cpu as u64 + 1).wrapping_mul(0xff51_afd7_ed55_8ccd));
     let mut counters = Counters::default();
     let mut live: BTreeMap<usize, Box<Process>> = BTreeMap::new();
     let start = arch::ticks();
@@ -369,7 +355,7 @@ fn storm(cpu: usize) {
             let process = fork(cpu, &mut rng, &mut counters);
             live.insert(process.pid, process);
         } else {
-            let from = rng.below(1 << 18) as usize;
+            let from = rng.below(1 << 18);
             let pid = *live
                 .range(from..)
                 .next()
@@ -381,7 +367,7 @@ fn storm(cpu: usize) {
             if harts > 1 && rng.below(CROSS_EXIT) == 0 {
                 // A hart QEMU has not scheduled for a while must not collect the whole
                 // process table in its mailbox: a full mailbox is passed over.
-                let to = (cpu + 1 + rng.below(harts as u64 - 1) as usize) % harts;
+                let to = (cpu + 1 + rng.below(harts - 1)) % harts;
                 let mut mailbox = MAILBOX[to].lock();
                 if mailbox.len() < MAILBOX_MAX {
                     mailbox.extend(process.take());
@@ -445,7 +431,7 @@ fn wait(
     live: &BTreeMap<usize, Box<Process>>,
     counters: &mut Counters,
 ) {
-    let other = (cpu + rng.below(harts as u64) as usize) % harts;
+    let other = (cpu + rng.below(harts)) % harts;
     let pid = LAST_PID[other].load(Ordering::Relaxed);
     if pid != 0
         && let Some(slot) = PIDS.lookup_pid(pid)
@@ -455,7 +441,7 @@ fn wait(
             "PID {pid} maps to slot {slot}, out of the table"
         ));
     }
-    if let Some((&pid, process)) = live.range(rng.below(1 << 18) as usize..).next()
+    if let Some((&pid, process)) = live.range(rng.below(1 << 18)..).next()
         && PIDS.lookup_pid(pid) != Some(process.slot)
     {
         arch::fail(format_args!(

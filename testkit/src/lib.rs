@@ -1,8 +1,37 @@
 //! smpalloc's test and benchmark support, shared by the tests, the bench crate, the fuzz
-//! targets and the kernel: one seeded random-number generator (and, as the kit grows, the
-//! shadow oracles). `no_std` and without dependencies, so the riscv64 kernel can use it too.
-//! It does not depend on smpalloc: the adapters over smpalloc's types live in `tests/support`.
+//! targets and the kernel: one seeded random-number generator ([`Rng`]) and, with the feature
+//! `alloc`, the two shadow oracles that randomized tests compare an allocator against:
+//! - [`IdShadow`]: which IDs of a domain are taken (duplicates and frees of free IDs caught),
+//!   with the expectations of the ID allocators' policies (lowest free, next fit, first fit
+//!   of an aligned range);
+//! - [`RangeShadow`]: which `[start, end)` ranges of memory (bytes or pages) are live, inside
+//!   which regions (overlap, double free, out-of-region caught), with a tag per range (a fill
+//!   seed, a layout); [`pattern`] is the fill pattern the memory tests write and check.
+//!
+//! `no_std` and without dependencies, so the riscv64 kernel can use it too. It does not depend
+//! on smpalloc: the adapters over smpalloc's types live in `tests/support`.
 #![no_std]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+#[cfg(feature = "alloc")]
+mod ids;
+#[cfg(feature = "alloc")]
+mod ranges;
+
+#[cfg(feature = "alloc")]
+pub use ids::IdShadow;
+#[cfg(feature = "alloc")]
+pub use ranges::{RangeError, RangeShadow, Regions};
+
+/// The byte a memory test writes at offset `i` of a block tagged `seed` (and checks before the
+/// block is freed): differs between seeds at every offset, and between offsets within 251
+/// bytes (a prime period, so a copy shifted by a power of two shows), so a block that is
+/// overwritten, shifted or handed out twice shows.
+pub const fn pattern(seed: u8, i: usize) -> u8 {
+    seed ^ (i % 251) as u8
+}
 
 /// A seeded pseudo-random generator: SplitMix64 (Steele, Lea and Flood, 2014). Deterministic
 /// per seed, every seed (zero included) is valid, and one step is an add, two multiplies and
@@ -71,7 +100,11 @@ mod tests {
             let x = r.range(5, 9);
             assert!((5..=9).contains(&x));
         }
-        assert!(Rng::new(3).range(0, usize::MAX) <= usize::MAX);
+        // The full range cannot overflow: it is the raw draw.
+        assert_eq!(
+            Rng::new(3).range(0, usize::MAX),
+            Rng::new(3).next_u64() as usize
+        );
         let mut v: [u32; 16] = core::array::from_fn(|i| i as u32);
         r.shuffle(&mut v);
         let mut sorted = v;

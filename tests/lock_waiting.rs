@@ -3,7 +3,7 @@
 //! hold it. Every round must complete, exactly once, with the protected state consistent.
 //! (Whether a waiter yields is checked deterministically by the unit test
 //! `lock::tests::contended_lock_yields_after_bounded_spin` and, for the kernel hook, by
-//! `wait_hook.rs`; this file asserts no timing.)
+//! `lock_wait_hook.rs`; this file asserts no timing.)
 
 use core::hint::black_box;
 

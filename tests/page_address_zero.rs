@@ -12,12 +12,15 @@
 //! pages without writing to them. What the heap itself writes (its page map's nodes) comes
 //! from real memory ([`HugeFrom`]).
 
+mod support;
+
 use core::alloc::Layout;
 use core::ptr::NonNull;
 
 use smpalloc::AllocError;
 use smpalloc::heap::{PageSource, SmpHeap, SystemPages};
 use smpalloc::page::{BitmapPageAllocator, BuddyPageAllocator};
+use support::pages::Pages;
 
 const P: usize = 4096;
 type Buddy = BuddyPageAllocator<P, 4, 2>;
@@ -36,51 +39,14 @@ fn bitmap_at_zero() -> Bitmap {
     pages
 }
 
-/// What the tests need from both allocators.
-trait Pages: PageSource {
-    fn total(&self) -> usize;
-    fn used(&self) -> usize;
-    fn alloc(&self, count: usize, align: usize) -> Result<usize, AllocError>;
-    fn alloc_at(&self, addr: usize, count: usize) -> Result<usize, AllocError>;
-    fn free(&self, addr: usize, count: usize) -> Result<(), AllocError>;
-    fn invariants(&self);
-}
-
-macro_rules! impl_pages {
-    ($ty:ty) => {
-        impl Pages for $ty {
-            fn total(&self) -> usize {
-                self.total_pages()
-            }
-            fn used(&self) -> usize {
-                self.used_pages()
-            }
-            fn alloc(&self, count: usize, align: usize) -> Result<usize, AllocError> {
-                self.alloc_pages(count, align)
-            }
-            fn alloc_at(&self, addr: usize, count: usize) -> Result<usize, AllocError> {
-                self.alloc_pages_at(addr, count, P)
-            }
-            fn free(&self, addr: usize, count: usize) -> Result<(), AllocError> {
-                self.try_dealloc_pages(addr, count)
-            }
-            fn invariants(&self) {
-                assert_eq!(self.check(), Ok(()));
-            }
-        }
-    };
-}
-impl_pages!(Buddy);
-impl_pages!(Bitmap);
-
 /// The page at 0 is not managed: 63 pages, none of them address 0, and the direct calls that
 /// name it are refused.
 fn page_zero_is_never_managed(pages: &impl Pages) {
     assert_eq!(pages.total(), 63);
-    assert_eq!(pages.alloc_at(0, 1), Err(AllocError::InvalidParam));
-    assert_eq!(pages.alloc_at(0, 2), Err(AllocError::InvalidParam));
+    assert_eq!(pages.alloc_at(0, 1, P), Err(AllocError::InvalidParam));
+    assert_eq!(pages.alloc_at(0, 2, P), Err(AllocError::InvalidParam));
     assert_eq!(pages.free(0, 1), Err(AllocError::InvalidParam));
-    assert_eq!(pages.alloc_at(P, 1), Ok(P));
+    assert_eq!(pages.alloc_at(P, 1, P), Ok(P));
     assert_eq!(pages.free(P, 1), Ok(()));
     // Exhaust page by page: 63 pages, never address 0.
     let mut all = Vec::new();
@@ -90,12 +56,12 @@ fn page_zero_is_never_managed(pages: &impl Pages) {
     }
     assert_eq!(all.len(), 63);
     assert_eq!(pages.used(), 63);
-    pages.invariants();
+    assert_eq!(pages.invariants(), Ok(()));
     for addr in all {
         pages.free(addr, 1).unwrap();
     }
     assert_eq!(pages.used(), 0);
-    pages.invariants();
+    assert_eq!(pages.invariants(), Ok(()));
 }
 
 #[test]
@@ -157,7 +123,7 @@ fn a_region_of_page_zero_alone_is_empty() {
 
 /// Through the page-source interface (what the heap calls): every request succeeds until the
 /// allocator itself has no room for it, no page is lost, and everything comes back.
-fn source_exhausts_without_leaking(pages: &impl Pages) {
+fn source_exhausts_without_leaking(pages: &(impl Pages + PageSource)) {
     for (bytes, align) in [(P, P), (2 * P, P), (P, 4 * P), (8 * P, 8 * P), (3 * P, P)] {
         let count = bytes / P;
         let mut taken: Vec<NonNull<u8>> = Vec::new();
@@ -179,9 +145,9 @@ fn source_exhausts_without_leaking(pages: &impl Pages) {
             // SAFETY: each came from `alloc_pages(bytes, align)` on this source.
             unsafe { pages.free_pages(ptr, bytes, align) };
         }
-        pages.drain();
+        PageSource::drain(pages);
         assert_eq!(pages.used(), 0, "({bytes}, {align})");
-        pages.invariants();
+        assert_eq!(pages.invariants(), Ok(()));
     }
     // Huge blocks (the trait's default: whole pages).
     let layout = Layout::from_size_align(5 * P + 1, P).unwrap();
@@ -195,20 +161,15 @@ fn source_exhausts_without_leaking(pages: &impl Pages) {
         // SAFETY: from `alloc_huge(layout)` on this source.
         unsafe { pages.free_huge(ptr, layout) };
     }
-    pages.drain();
+    PageSource::drain(pages);
     assert_eq!(pages.used(), 0);
-    pages.invariants();
+    assert_eq!(pages.invariants(), Ok(()));
 }
 
-#[test]
-fn buddy_at_zero_as_a_page_source() {
-    source_exhausts_without_leaking(&buddy_at_zero());
-}
-
-#[test]
-fn bitmap_at_zero_as_a_page_source() {
-    source_exhausts_without_leaking(&bitmap_at_zero());
-}
+support::suite!(source_exhausts_without_leaking:
+    buddy_at_zero_as_a_page_source => buddy_at_zero(),
+    bitmap_at_zero_as_a_page_source => bitmap_at_zero(),
+);
 
 /// A page source whose huge blocks come from `huge` (an allocator at address 0, its pages
 /// never touched) and whose pages for the heap's own use (the page map's nodes, which the

@@ -11,6 +11,8 @@
 //! The hooks are process-wide, so this file is its own test binary and every test in it runs
 //! with them.
 
+mod support;
+
 use core::alloc::Layout;
 use core::cell::Cell;
 use core::ptr::NonNull;
@@ -22,6 +24,7 @@ use std::sync::{LazyLock, Mutex, Once};
 use smpalloc::heap::{SmpHeap, SystemPages};
 use smpalloc::page::BuddyPageAllocator;
 use smpalloc::{AllocError, SpinLock, percpu};
+use support::Rng;
 
 thread_local! {
     /// `off` calls not yet matched by `on`.
@@ -182,27 +185,24 @@ fn a_handler_that_allocates_whenever_interrupts_come_on_never_deadlocks() {
         .map(|t| {
             std::thread::spawn(move || {
                 HANDLER.set(Some(handler));
-                let mut rng = 0x9e37_79b9_7f4a_7c15_u64 ^ (t as u64 + 1);
+                let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15_u64 ^ (t as u64 + 1));
                 let mut live: Vec<(core::ptr::NonNull<u8>, Layout)> = Vec::new();
                 let mut pages = Vec::new();
                 for _ in 0..20_000 {
-                    rng ^= rng << 13;
-                    rng ^= rng >> 7;
-                    rng ^= rng << 17;
-                    let size = match rng % 8 {
-                        0 => 5000 + (rng >> 8) as usize % 60_000, // TLSF
-                        1 => 300_000,                             // huge
-                        _ => 1 + (rng >> 8) as usize % 4096,      // slab classes
+                    let size = match rng.below(8) {
+                        0 => 5000 + rng.below(60_000), // TLSF
+                        1 => 300_000,                  // huge
+                        _ => 1 + rng.below(4096),      // slab classes
                     };
-                    if live.len() < 200 && rng % 3 != 0 {
+                    if live.len() < 200 && rng.below(3) != 0 {
                         let layout = Layout::from_size_align(size, 8).unwrap();
                         live.push((HEAP.allocate(layout).unwrap(), layout));
                     } else if let Some((p, layout)) = live.pop() {
                         // SAFETY: allocated above with `layout`, freed once.
                         unsafe { HEAP.deallocate(p, layout) };
                     }
-                    if rng % 5 == 0 {
-                        let count = 1 + (rng >> 20) as usize % 3;
+                    if rng.below(5) == 0 {
+                        let count = 1 + rng.below(3);
                         match PAGES.alloc_pages(count, 4096) {
                             Ok(page) => pages.push((page, count)),
                             Err(_) => {

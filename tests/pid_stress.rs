@@ -9,16 +9,16 @@
 //! million operations in all there), so that the whole file runs in a few seconds;
 //! `cargo test --release --test stress` runs the full counts.
 
-mod common;
+mod support;
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::collections::VecDeque;
 use std::sync::Barrier;
 use std::thread;
 
-use common::Rng;
 use smpalloc::bitmap::summary_words;
 use smpalloc::{AllocError, BaseAllocator, Pid, PidAllocator, Policy, SpinLock};
+use support::Rng;
 
 /// Divides the operation counts in debug builds.
 const SCALE: usize = if cfg!(debug_assertions) { 4 } else { 1 };
