@@ -1,4 +1,4 @@
-//! Loom models of `TlsfHeap`'s arena protocols (DESIGN.md section 12): two CPUs allocating in
+//! Loom models of `TlsfHeap`'s arena protocols (docs/design/06-tlsf-and-arenas.md): two CPUs allocating in
 //! their own arenas, a free on the CPU that does not own the block, borrowing from the other
 //! arena when one is exhausted, a region added while another CPU allocates and frees, the
 //! lazy start of a `with_pool` heap raced by two first users, and pools removed (their region

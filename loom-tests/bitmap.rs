@@ -1,4 +1,4 @@
-//! Loom models of `AtomicBitmap`'s protocols (DESIGN.md, "AtomicBitmap"). Empty unless built
+//! Loom models of `AtomicBitmap`'s protocols (docs/design/03-bitmap-and-ids.md, "AtomicBitmap"). Empty unless built
 //! with `--cfg loom`.
 //!
 //! Capacities are shrunk so a preemption bound of 2-3 reaches full and boundary states: one or

@@ -1,4 +1,4 @@
-//! Loom models of `BuddyPageAllocator`'s protocols (DESIGN.md 11.2-11.3): splits racing
+//! Loom models of `BuddyPageAllocator`'s protocols (docs/design/05-pages.md §"BuddyPageAllocator" and §"Per-CPU page caches"): splits racing
 //! merges through the per-CPU caches, cache refill and drain racing a remote free, double
 //! frees racing, two threads on one CPU slot (a migrated thread), a partial free racing the
 //! exact free (allocation links), an interrupt handler whose allocation fails while its CPU
@@ -181,7 +181,7 @@ fn partial_free_races_exact_free() {
     });
 }
 
-// Simulated interrupts (as in tests/interrupt_hooks.rs): `off`/`on` count a per-thread depth,
+// Simulated interrupts (as in tests/percpu_interrupt_hooks.rs): `off`/`on` count a per-thread depth,
 // and when it returns to 0 a pending handler runs right there, on the same model thread.
 loom::thread_local! {
     static DEPTH: Cell<usize> = Cell::new(0);

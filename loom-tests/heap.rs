@@ -1,4 +1,4 @@
-//! Loom models of the SMP heap's protocols (DESIGN.md 13.3-13.6): a magazine exchange with the
+//! Loom models of the SMP heap's protocols (docs/design/08-heap.md §"The CPU layer: magazines" to §"Orderings"): a magazine exchange with the
 //! depot racing another CPU's exchange; a cross-CPU free; a slab released to the page source
 //! racing an allocation from the same slab; a drain racing a free (and a thread that finds its
 //! slot busy); a TLSF pool returned by `reclaim` racing a TLSF allocation; two TLSF growths
@@ -391,7 +391,7 @@ fn direct_block_freed_on_another_cpu() {
     });
 }
 
-/// Thread caches (DESIGN.md 13.11, T1-T5), thread exit racing remote frees: thread A (a std
+/// Thread caches (docs/design/08-heap.md §"Thread caches (std)", T1-T5), thread exit racing remote frees: thread A (a std
 /// thread: no CPU id, so a thread cache) allocates `MAGAZINE + 1` objects, hands them over,
 /// allocates and frees one more (magazine writes after its last synchronisation with anyone)
 /// and exits, while thread B frees the objects into its own cache (spilling a magazine to the

@@ -1,4 +1,4 @@
-//! Loom models of `BitmapPageAllocator`'s protocols (DESIGN.md 11.1): contiguous claims
+//! Loom models of `BitmapPageAllocator`'s protocols (docs/design/05-pages.md §"BitmapPageAllocator"): contiguous claims
 //! racing single-page claims and frees, the rollback of a failed partial claim, and exact
 //! counters at the end. Empty unless built with `--cfg loom`.
 //!

@@ -1,4 +1,4 @@
-//! Loom models of the SMP heap's page map (DESIGN.md 13.10, P1-P5): a lookup racing the
+//! Loom models of the SMP heap's page map (docs/design/08-heap.md §"Frees without a layout: the page map", P1-P5): a lookup racing the
 //! installation of the nodes for a new slab; `reclaim` pruning empty nodes racing a slab
 //! creation that needs them; a huge block freed without its layout on one CPU while the other
 //! creates a slab recorded in the same leaf. Empty unless built with `--cfg loom`.

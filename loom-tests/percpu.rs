@@ -1,4 +1,4 @@
-//! Loom model of the CPU-local section (`PerCpu::lock_local` with pin hooks; DESIGN.md 4.1):
+//! Loom model of the CPU-local section (`PerCpu::lock_local` with pin hooks; docs/design/02-percpu.md §"The CPU-local section (pinned mode)"):
 //! an "interrupt" on the same CPU never enters a slot its task is inside, never waits, and a
 //! task on another CPU is unaffected. Empty unless built with `--cfg loom`.
 //!

@@ -1,4 +1,4 @@
-//! Loom models of `PidTable`'s bitmap-vs-mapping protocol (DESIGN.md §10, `table.rs`). Empty
+//! Loom models of `PidTable`'s bitmap-vs-mapping protocol (docs/design/04-radix-and-pid-table.md, `table.rs`). Empty
 //! unless built with `--cfg loom`: one bitmap word (PIDs 1..=63) over a 6-level 2-way tree.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target-loom cargo test --release --test loom_pidtable`

@@ -1,4 +1,4 @@
-//! Loom models of `RadixTree`'s protocols (DESIGN.md §10). Empty unless built with
+//! Loom models of `RadixTree`'s protocols (docs/design/04-radix-and-pid-table.md). Empty unless built with
 //! `--cfg loom`, where nodes are 2-way so a few keys cover every path.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target-loom cargo test --release --test loom_radix`
@@ -206,7 +206,7 @@ fn sweep_races_insert() {
 /// A lookup racing the removal of a whole 3-level path (eager: leaf and inner node freed) and
 /// the reuse of both nodes for another key: the value or nothing, never the other key's.
 /// (The free stack hands the nodes back in their old roles here, so the bounds check for an
-/// inner node reused as a leaf is argued in DESIGN.md §10.2, not reached by this model.)
+/// inner node reused as a leaf is argued in docs/design/04-radix-and-pid-table.md §"Lookup (wait-free)", not reached by this model.)
 #[test]
 fn reused_path_never_misleads_a_lookup() {
     model(|| {

@@ -29,7 +29,7 @@
 //! Every read-modify-write that changes whether a word is full (a claim that fills it, a free or
 //! rollback that un-fills it, a summary update that fills or un-fills a summary word) is followed
 //! by `sync_parent`: set or clear the parent bit to match with an `AcqRel` RMW, then re-read the
-//! child, and repeat while the re-read disagrees with what was just written. DESIGN.md proves
+//! child, and repeat while the re-read disagrees with what was just written. docs/design/03-bitmap-and-ids.md proves
 //! that at quiescence every parent bit equals "child is full", at every level. The proof needs
 //! only the summary RMWs to be `AcqRel`: the re-read is a `Relaxed` load, and leaf operations
 //! carry only the orderings that hand an ID from one owner to the next (claim `Acquire`, free
@@ -579,7 +579,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// only then claim the ID. Two successful CASes on a cursor that only moves forward cannot
     /// both cover one position in one lap, so each position is handed out at most once per lap.
     /// If the ID was taken meanwhile by an allocation that does not use the cursor (a specific
-    /// ID, a range), the search goes on from the reserved position. DESIGN.md ("Cyclic cursor");
+    /// ID, a range), the search goes on from the reserved position. docs/design/03-bitmap-and-ids.md ("The cyclic cursor");
     /// loom model `cyclic_never_reuses_within_a_lap`.
     ///
     /// # Time Complexity
@@ -1004,7 +1004,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// child (a `Relaxed` load); if the child's fullness changed meanwhile, write the parent bit
     /// again. Whenever a write changed the parent word's own fullness, repeat one level up.
     ///
-    /// Why this is enough (DESIGN.md, "Summary protocol", has the full proof): take the last
+    /// Why this is enough (docs/design/03-bitmap-and-ids.md, "The summary protocol", has the full proof): take the last
     /// write O to a parent bit, by thread T, and T's re-read after it, which agreed with O. If the
     /// child changed afterwards, the thread U that changed it writes the parent bit (O') after
     /// its change. Were O' before O in the parent word's modification order, O (`Acquire`)

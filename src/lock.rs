@@ -17,7 +17,7 @@
 //! these locks. `try_lock_unmasked` leaves them as they are: the per-CPU fast paths use it for
 //! locks a handler only ever `try_lock`s. Without hooks (std programs) nothing is called.
 //!
-//! Correctness (DESIGN.md, "SpinLock"): mutual exclusion holds because only the CAS that reads
+//! Correctness (docs/design/01-sync-and-lock.md, "SpinLock"): mutual exclusion holds because only the CAS that reads
 //! `false` enters, and the `Release` store of the previous holder synchronizes with that
 //! `Acquire` CAS, so every write inside one critical section happens before the next. Covered by
 //! the loom model `loom-tests/lock.rs`.
@@ -150,7 +150,7 @@ impl<T> SpinLock<T> {
     }
 
     /// The CPU-local section's entry ([`PerCpu::lock_local`](crate::percpu::PerCpu::lock_local)
-    /// with pin hooks registered; DESIGN.md 4.1): the caller has pinned its CPU and owns this
+    /// with pin hooks registered; docs/design/02-percpu.md §"The CPU-local section (pinned mode)"): the caller has pinned its CPU and owns this
     /// slot on it, so `locked` is a CPU-local busy flag, read and written with plain (`Relaxed`)
     /// loads and stores, never a read-modify-write. `None` when it is set: the caller
     /// interrupted code inside the same slot. The guard calls `unpin` after its unlocking store.

@@ -66,7 +66,7 @@ static INTERRUPTS_ON: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 ///
 /// The per-CPU fast paths (heap magazines, page caches) use
 /// [`try_lock_unmasked`](crate::SpinLock::try_lock_unmasked) and pay nothing: an interrupt
-/// handler that finds such a slot busy never waits for it (DESIGN.md section 3).
+/// handler that finds such a slot busy never waits for it (docs/design/01-sync-and-lock.md §"SpinLock").
 pub fn set_interrupt_hooks(off: fn(), on: fn()) {
     // `on` first: a lock that sees the new `off` (Acquire) also sees the `on` to pair it with.
     INTERRUPTS_ON.store(on as *mut (), Ordering::Release);
@@ -210,7 +210,7 @@ pub fn set_model_cpu(cpu: usize) {
 
 /// Whether the caller runs on a CPU the crate knows: a CPU-id source is registered (a kernel,
 /// or a program that reads its CPU id). When not, "this CPU" is only a thread slot, and the
-/// std heap gives each thread its own cache instead (DESIGN.md 13.11).
+/// std heap gives each thread its own cache instead (docs/design/08-heap.md §"Thread caches (std)").
 #[cfg(not(loom))]
 #[cfg_attr(not(all(feature = "std", feature = "heap", unix)), allow(dead_code))]
 pub(crate) fn has_cpu_source() -> bool {
@@ -321,7 +321,7 @@ impl<T: fmt::Debug, const N: usize> fmt::Debug for PerCpu<T, N> {
     }
 }
 
-// ----- The CPU-local section (DESIGN.md 4.1) ------------------------------------------------
+// ----- The CPU-local section (docs/design/02-percpu.md §"The CPU-local section (pinned mode)") ------------------------------------------------
 
 /// The kernel's "pin this CPU" hook (a `fn()`), or null.
 static PIN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -330,7 +330,7 @@ static UNPIN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 
 /// Registers how to pin the calling task to its CPU, which turns the per-CPU caches (heap
 /// magazines, buddy page caches) into CPU-local sections: no atomic read-modify-write on their
-/// fast paths (Linux's `local_trylock`; DESIGN.md 4.1). Call it once at boot, before other
+/// fast paths (Linux's `local_trylock`; docs/design/02-percpu.md §"The CPU-local section (pinned mode)"). Call it once at boot, before other
 /// CPUs run and before any allocator is used; never change it afterwards (a task inside a
 /// `try_lock` section while another CPU enters the same slot pinned would not be excluded).
 ///
@@ -345,7 +345,7 @@ static UNPIN: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
 ///
 /// With the hooks registered, a CPU's slot is touched by that CPU only: a drain or `check`
 /// reaches the calling CPU's slot, and reads the other CPUs' published counts (run a drain on
-/// each CPU to return every cache; DESIGN.md 4.1 says why a remote CPU cannot take the slot).
+/// each CPU to return every cache; docs/design/02-percpu.md §"The CPU-local section (pinned mode)" says why a remote CPU cannot take the slot).
 ///
 /// # Safety
 /// Exclusion now rests on the hooks: `pin` must keep the task on its CPU with no other task

@@ -38,7 +38,7 @@ pub(crate) mod atomic {
     pub(crate) use core::sync::atomic::Ordering;
 
     /// A compiler-only fence (no instruction): orders a CPU's plain accesses against an
-    /// interrupt on the same CPU (the pinned sections, DESIGN.md 4.1). Loom has no model of
+    /// interrupt on the same CPU (the pinned sections, docs/design/02-percpu.md §"The CPU-local section (pinned mode)"). Loom has no model of
     /// it and needs none: its threads never share a CPU.
     #[allow(unused_imports)]
     pub(crate) use core::sync::atomic::compiler_fence;

@@ -1,4 +1,4 @@
-//! Fork safety (issue 16, DESIGN.md 13.13): `SmpHeap::lock_for_fork` in a `pthread_atfork`
+//! Fork safety (issue 16, docs/design/08-heap.md §"Fork"): `SmpHeap::lock_for_fork` in a `pthread_atfork`
 //! prepare handler and `unlock_after_fork` in the parent and child handlers let a child forked
 //! while other threads allocate (and while one of them holds the TLSF growth lock, parked in
 //! the page source) allocate through every route, reclaim and pass `check`.

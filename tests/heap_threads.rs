@@ -1,4 +1,4 @@
-//! The std heap's thread caches (DESIGN.md 13.11): with no CPU-id source registered (this
+//! The std heap's thread caches (docs/design/08-heap.md §"Thread caches (std)"): with no CPU-id source registered (this
 //! binary never registers one), each thread that allocates gets its own cache, bound to one
 //! heap at a time. These tests check that caches are used, that they come back at thread exit
 //! (also while other threads free what the exiting thread allocated), that a heap's `Drop`

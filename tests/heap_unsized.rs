@@ -1,4 +1,4 @@
-//! `SmpHeap::free`, `usable_size` and `reallocate_unsized` (DESIGN.md 13.10): every
+//! `SmpHeap::free`, `usable_size` and `reallocate_unsized` (docs/design/08-heap.md §"Frees without a layout: the page map"): every
 //! route freed without its layout, its usable bytes written, reallocated without its layout
 //! across routes, interleaved with the sized API, `check()` (which verifies the page map
 //! against the slabs and blocks) after each step, and every page back at the end; then each
@@ -198,7 +198,7 @@ fn reallocation_without_the_layout_crosses_routes() {
 
 /// Over the mmap page source (the C library's): every route freed without its layout, and the
 /// realloc chain, whose huge steps resize mappings of their own in place, through the kept
-/// ranges or by `mremap` (DESIGN.md 13.12, K4); everything back after `reclaim`.
+/// ranges or by `mremap` (docs/design/08-heap.md §"The mmap page source", K4); everything back after `reclaim`.
 #[cfg(all(feature = "mmap", unix, not(miri)))]
 #[test]
 fn routes_and_reallocation_over_mmap_pages() {

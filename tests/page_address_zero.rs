@@ -2,7 +2,7 @@
 //! source, leaked that page (`PageSource::alloc_pages` turned address 0 into `None` and left
 //! the page allocated).
 //!
-//! The choice (DESIGN.md 11.1/11.2, the allocators' rustdoc): neither page allocator ever hands
+//! The choice (docs/design/05-pages.md §"BitmapPageAllocator" and §"BuddyPageAllocator", the allocators' rustdoc): neither page allocator ever hands
 //! out address 0. A region that contains it starts at the next page (its first page is not
 //! managed: not counted in `total_pages`, never allocated, never freed), so no API
 //! (`alloc_pages`, `alloc_pages_at`, `alloc_order`, the page-source methods, huge blocks) can

@@ -1,4 +1,4 @@
-//! Pinned mode (`percpu::set_pin_hooks`, DESIGN.md 4.1): the heap's magazines and the buddy's
+//! Pinned mode (`percpu::set_pin_hooks`, docs/design/02-percpu.md §"The CPU-local section (pinned mode)"): the heap's magazines and the buddy's
 //! page caches as CPU-local sections. Each test thread plays one CPU (a fixed id, one thread
 //! per id at a time); "pinning" keeps a per-thread depth. A simulated interrupt is delivered
 //! from the interrupt hook `off` while the thread is inside a section (the section's slow path
@@ -269,7 +269,7 @@ fn heap_one_thread_per_cpu_with_cross_cpu_frees() {
                             };
                         }
                     }
-                    // Each CPU returns its own slot (DESIGN.md 4.1).
+                    // Each CPU returns its own slot (docs/design/02-percpu.md §"The CPU-local section (pinned mode)").
                     heap.drain_cpu_caches();
                     assert_eq!(PINNED.get(), 0);
                 })

@@ -6,9 +6,9 @@
 //! `malloc_usable_size`, `malloc_trim`) and C++'s `operator new`/`delete` (plain, array,
 //! sized, aligned, nothrow) by their Itanium names, with glibc 2.36's C semantics (see each
 //! function). No CPU id is looked up per operation: every thread gets its own cache of the
-//! heap (DESIGN.md 13.11), found with one thread-local load.
+//! heap (docs/design/08-heap.md §"Thread caches (std)"), found with one thread-local load.
 //!
-//! Never allocating through itself where it must not (DESIGN.md 13.13):
+//! Never allocating through itself where it must not (docs/design/08-heap.md §"Fork"):
 //! - Rust code in this library allocates from the same static heap (`#[global_allocator]`),
 //!   never through the exported `malloc`.
 //! - A panic aborts without allocating: a hook installed by a constructor writes a fixed
@@ -301,7 +301,7 @@ pub unsafe extern "C" fn malloc_trim(_pad: usize) -> c_int {
 
 // ----- initialisation: fork handlers and the panic hook -------------------------------------
 
-/// `pthread_atfork` prepare: every heap lock, taken in the order DESIGN.md 13.13 gives.
+/// `pthread_atfork` prepare: every heap lock, taken in the order docs/design/08-heap.md §"Fork" gives.
 extern "C" fn fork_prepare() {
     HEAP.lock_for_fork();
 }

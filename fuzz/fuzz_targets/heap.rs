@@ -15,7 +15,7 @@
 //!
 //! The input picks the buddy's largest block: 4 MiB (`MAX_ORDER` 10: huge blocks, pools that
 //! double), or 128 KiB (`MAX_ORDER` 5: a TLSF-route request too large for a 128 KiB pool, and
-//! every one once 16 pools are held, is a *direct block* from the pages, DESIGN.md 13.5; huge
+//! every one once 16 pools are held, is a *direct block* from the pages, docs/design/08-heap.md §"Drain, reclaim, growth and direct blocks"; huge
 //! blocks fail there).
 #![no_main]
 
@@ -59,7 +59,7 @@ enum Op {
         idx: u8,
         size: Size,
     },
-    /// `free(ptr)` without the layout (DESIGN.md 13.10).
+    /// `free(ptr)` without the layout (docs/design/08-heap.md §"Frees without a layout: the page map").
     FreeUnsized {
         idx: u8,
     },

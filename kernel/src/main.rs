@@ -154,7 +154,7 @@ extern "C" fn kernel_boot(hartid: usize, dtb: usize) -> ! {
     // timer interrupt handler may allocate.
     percpu::set_interrupt_hooks(arch::interrupts_off, arch::interrupts_on);
     // Pinning: with these hooks the heap's magazines and the buddy's page caches are CPU-local
-    // sections (no atomic read-modify-write; DESIGN.md 4.1). This kernel never preempts, so a
+    // sections (no atomic read-modify-write; docs/design/02-percpu.md §"The CPU-local section (pinned mode)"). This kernel never preempts, so a
     // pin only counts (Linux's preempt count); a timer interrupt that lands inside a section
     // finds it busy and takes the slow path. The `trylock` build keeps the `try_lock` path.
     #[cfg(not(feature = "trylock"))]

@@ -401,7 +401,7 @@ fn storm(cpu: usize) {
         core::hint::spin_loop();
     }
     reap(cpu, &mut counters);
-    // Pinned, a hart's caches are its own (DESIGN.md 4.1): each hart returns its magazines
+    // Pinned, a hart's caches are its own (docs/design/02-percpu.md §"The CPU-local section (pinned mode)"): each hart returns its magazines
     // and parked pages itself, as Linux runs `drain_all_pages` on each CPU.
     HEAP.drain_cpu_caches();
     BUDDY.drain_cpu_caches();

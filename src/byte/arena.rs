@@ -1,6 +1,6 @@
 //! [`TlsfHeap`]: a TLSF heap of several arenas, each a [`Tlsf`] behind its own [`SpinLock`].
 //!
-//! # Protocol (DESIGN.md section 12; loom models in `loom-tests/arena.rs`)
+//! # Protocol (docs/design/06-tlsf-and-arenas.md; loom models in `loom-tests/arena.rs`)
 //!
 //! - **Arenas.** Arena `i` is a `SpinLock<DefaultTlsf>`. An allocation locks the caller's
 //!   arena (`current_cpu() % ARENAS`); when that one cannot serve it, it locks the others in
@@ -20,7 +20,7 @@
 //!   lock. Lock-free readers (`deallocate`, `reallocate`) take a consistent snapshot of each
 //!   entry (`seq` with `Acquire`, the fields, a fence, `seq` again) and *skip* entries that
 //!   are vacant or changed meanwhile: the region of a live block never changes, so they never
-//!   wait and never match a torn or stale entry (DESIGN.md 12.5, E1-E4).
+//!   wait and never match a torn or stale entry (docs/design/06-tlsf-and-arenas.md §"Atomic protocols and their orderings", E1-E4).
 //! - **Lazy start.** A heap built with [`TlsfHeap::with_pool`] (a `const fn`, for
 //!   `#[global_allocator]` statics) carves its pool into regions on first use: `state` goes
 //!   `UNINIT -> STARTING` by one CAS (the winner adds the pool, then stores `READY` with
@@ -52,7 +52,7 @@ const UNINIT: usize = 1;
 const STARTING: usize = 2;
 
 /// One entry of the region table. `seq` odd: the entry holds a live region; even: vacant (or
-/// being rewritten; 0 in a new table). Fields change only while `seq` is even (DESIGN.md 12.5,
+/// being rewritten; 0 in a new table). Fields change only while `seq` is even (docs/design/06-tlsf-and-arenas.md §"Atomic protocols and their orderings",
 /// E1-E4).
 struct Entry {
     seq: AtomicUsize,
@@ -97,7 +97,7 @@ impl Region {
 
 /// The table of regions: which arena owns which address range. Entries are reused after a
 /// region is removed; lock-free readers take consistent snapshots by `seq` (a per-entry
-/// seqlock whose readers skip, never wait: DESIGN.md 12.5).
+/// seqlock whose readers skip, never wait: docs/design/06-tlsf-and-arenas.md §"Atomic protocols and their orderings").
 struct Regions {
     entries: [Entry; MAX_REGIONS],
     /// Entries ever used (a high-water mark): readers scan below it. Written only under the
@@ -422,7 +422,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
 
     /// Adds `pool` whole to arena `arena % ARENAS` (the SMP heap's growth: one region per
     /// pool) and allocates `layout` from it in the same critical section of that arena's lock,
-    /// so no other thread can take the new memory first (DESIGN.md 13.5). `Ok(Some)`:
+    /// so no other thread can take the new memory first (docs/design/08-heap.md §"Drain, reclaim, growth and direct blocks"). `Ok(Some)`:
     /// the pool is the heap's, the block the caller's. `Ok(None)`: the fresh pool cannot serve
     /// `layout` (larger than an arena's largest block); it is taken out again in that same
     /// critical section (its entry vacated, E2) and is the caller's again. Errors as
@@ -532,7 +532,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
     /// whole to one arena (a pool split across the arenas is several regions and cannot be
     /// removed as one), or the `with_pool` pool when it went whole to one arena. The region's
     /// table entry is reused by later additions. Lookups by concurrent frees in other regions
-    /// stay correct (DESIGN.md 12.5).
+    /// stay correct (docs/design/06-tlsf-and-arenas.md §"Atomic protocols and their orderings").
     ///
     /// Errors (nothing changes): `InvalidParam` when no region of the heap is exactly `pool`;
     /// `MemoryOverlap` when an allocated block lies in it.
@@ -621,7 +621,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
     /// Frees `ptr` into the arena owning the region that contains it, as
     /// [`deallocate`](TlsfHeap::deallocate) (size non-zero); returns `false`, touching nothing,
     /// when no live region contains `ptr`. For the address of a live block of this heap the
-    /// region lookup is exact (DESIGN.md 12.5, E2-E4), and so is a miss for memory that lies
+    /// region lookup is exact (docs/design/06-tlsf-and-arenas.md §"Atomic protocols and their orderings", E2-E4), and so is a miss for memory that lies
     /// in no region of it (the SMP heap's direct blocks, 13.5).
     ///
     /// # Safety
@@ -632,7 +632,7 @@ impl<const ARENAS: usize> TlsfHeap<ARENAS> {
             return false;
         };
         let mut arena = self.arenas.get(region.owner).lock();
-        // Re-validation (DESIGN.md 12.5): a region is vacated only under its owner's lock, so
+        // Re-validation (docs/design/06-tlsf-and-arenas.md §"Atomic protocols and their orderings"): a region is vacated only under its owner's lock, so
         // an unchanged `seq` means the region is still this arena's. Always true for a live
         // block; a stale pointer whose pool was just removed is ignored here.
         if !self.regions.still_holds(&region) {

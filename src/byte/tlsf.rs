@@ -84,7 +84,7 @@
 //! the allocator wrote reads as a used, non-sentinel header whose successor points back only in
 //! front of a live allocation (`release` clears a header it merges into its predecessor). It is
 //! what makes [`Tlsf::try_deallocate`] refuse every double or stale free of a pointer it
-//! returned (DESIGN.md 12.1).
+//! returned (docs/design/06-tlsf-and-arenas.md §"Tlsf: layout and size classes").
 
 use core::alloc::Layout;
 use core::fmt;

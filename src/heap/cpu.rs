@@ -86,7 +86,7 @@ impl<const CPUS: usize> CpuCaches<CPUS> {
         })
     }
 
-    /// Takes every slot's lock in index order and keeps them (DESIGN.md 13.13). With pin hooks
+    /// Takes every slot's lock in index order and keeps them (docs/design/08-heap.md §"Fork"). With pin hooks
     /// none: a slot is its CPU's alone and is never locked from another.
     pub(super) fn lock_for_fork(&self) {
         if percpu::pinned_mode() {
@@ -125,7 +125,7 @@ impl<const CPUS: usize> CpuCaches<CPUS> {
     /// Returns every slot's magazines to the class layer (for each slot: its lock, then each
     /// class's lock). The CPUs keep working: one whose slot is being drained takes the direct
     /// path meanwhile. With pin hooks, only the calling CPU's slot (a slot is its CPU's alone;
-    /// DESIGN.md 4.1): skipped when busy (called from a handler that interrupted it).
+    /// docs/design/02-percpu.md §"The CPU-local section (pinned mode)"): skipped when busy (called from a handler that interrupted it).
     pub(super) fn drain<P: PageSource>(&self, depot: &Depot, pages: &P) {
         if percpu::pinned_mode() {
             if let Ok((slot, mut caches)) = self.slots.lock_local(|slot| &slot.caches) {

@@ -1,5 +1,5 @@
 //! The class layer: per size class, the depot (full magazines in `DEPOT` slots claimed through
-//! one atomic word, no lock: DESIGN 13.4, DP1-DP5) and one `SpinLock` over the class's
+//! one atomic word, no lock: docs/design/08-heap.md §"The depot and cross-CPU frees", DP1-DP5) and one `SpinLock` over the class's
 //! [`SlabCache`]; below it the page source. Lock order: a cache (CPU slot), then a class, then
 //! the page source; a depot claim never waits, so it has no place in the order. Slabs released
 //! to the page source are freed after the class lock is dropped (or, in long drains, in batches
@@ -47,7 +47,7 @@ const fn full_bit(i: usize) -> usize {
 }
 
 /// A class's depot: `DEPOT` magazine slots and the word that says which are full and which are
-/// claimed (DESIGN 13.4). Invariants: a slot's magazine is touched only by the thread whose CAS
+/// claimed (docs/design/08-heap.md §"The depot and cross-CPU frees"). Invariants: a slot's magazine is touched only by the thread whose CAS
 /// set its busy bit, until that thread's release (DP1); a slot is never full and busy at once;
 /// a full slot holds `MAGAZINE` objects (DP3); a slot neither full nor busy is empty.
 struct Slots {
@@ -231,7 +231,7 @@ pub(super) struct ClassCounts {
 }
 
 /// The class layer of every heap class, and the page map its slabs (and the large blocks,
-/// `large.rs`) are recorded in (DESIGN.md 13.10).
+/// `large.rs`) are recorded in (docs/design/08-heap.md §"Frees without a layout: the page map").
 pub(super) struct Depot {
     classes: [CachePadded<Class>; HEAP_CLASSES],
     map: PageMap,
@@ -458,7 +458,7 @@ impl Depot {
     }
 
     /// Takes every class's slab lock in class order and keeps them (the heap's fork handler,
-    /// DESIGN.md 13.13). Depot slots need no lock: a claim never waits.
+    /// docs/design/08-heap.md §"Fork"). Depot slots need no lock: a claim never waits.
     pub(super) fn lock_for_fork(&self) {
         for class in &self.classes {
             class.slabs.lock_held();

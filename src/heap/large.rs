@@ -2,11 +2,11 @@
 //! [`HUGE`](super::route::HUGE) from TLSF arenas that grow from the page source, larger blocks straight
 //! from the page source.
 //!
-//! **TLSF growth** (DESIGN.md 13.5, G1-G2, D1-D3) allocates the grower's block from its new pool
+//! **TLSF growth** (docs/design/08-heap.md §"Drain, reclaim, growth and direct blocks", G1-G2, D1-D3) allocates the grower's block from its new pool
 //! in the critical section that adds the pool, so no other thread takes it first; when no pool
 //! can be added the request is a *direct block* from the page source, which a free recognises
 //! by its address lying in no TLSF region and the page map recording a direct block there
-//! (DESIGN.md 13.10). Huge and direct blocks are recorded in the page map with their layout,
+//! (docs/design/08-heap.md §"Frees without a layout: the page map"). Huge and direct blocks are recorded in the page map with their layout,
 //! which their frees use.
 
 use core::alloc::Layout;
@@ -34,7 +34,7 @@ const TLSF_CHUNK: usize = SIZES.tlsf_chunk;
 /// The TLSF pools a heap took from its page source and still holds: `(start, bytes)`, each
 /// taken with `alloc_pages(bytes, 4096)`. At most as many as `TlsfHeap` has regions (16); when
 /// they are all held (or the source has no pool of the size needed), TLSF-route requests the
-/// arenas cannot serve are *direct blocks* from the page source (DESIGN.md 13.5). Only these
+/// arenas cannot serve are *direct blocks* from the page source (docs/design/08-heap.md §"Drain, reclaim, growth and direct blocks"). Only these
 /// pools are ever returned by `reclaim` (never memory a kernel gave with
 /// `TlsfHeap::add_memory`).
 struct Pools(ArrayVec<(NonNull<u8>, usize), 16>);
@@ -62,7 +62,7 @@ pub(super) struct Large {
     pool_bytes: AtomicUsize,
     /// Bytes of live direct blocks (TLSF-route blocks from `PageSource::alloc_huge`, each
     /// counted as `huge_bytes(size)`, at least one page), changed under the page map's lock
-    /// (statistics; the map tells a direct block, DESIGN.md 13.10).
+    /// (statistics; the map tells a direct block, docs/design/08-heap.md §"Frees without a layout: the page map").
     direct_bytes: AtomicUsize,
     huge_bytes: AtomicUsize,
 }
@@ -80,7 +80,7 @@ impl Large {
         }
     }
 
-    /// Takes the growth lock, then the arenas' locks, and keeps them (DESIGN.md 13.13).
+    /// Takes the growth lock, then the arenas' locks, and keeps them (docs/design/08-heap.md §"Fork").
     pub(super) fn lock_for_fork(&self) {
         self.grow.lock_held();
         self.tlsf.lock_for_fork();

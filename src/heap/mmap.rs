@@ -1,7 +1,7 @@
 //! [`MmapPages`]: the heap's page source in user space, straight from the kernel with `mmap`
 //! (feature `mmap`, unix), with a bounded page cache so that a slab is not a system call.
 //!
-//! DESIGN.md 13.12 has the layout, the cache's invariants and its bound.
+//! docs/design/08-heap.md §"The mmap page source" has the layout, the cache's invariants and its bound.
 
 use core::alloc::Layout;
 use core::fmt;
@@ -250,7 +250,7 @@ pub struct MmapPages {
     /// Bytes of the kept mappings (written under the lock, read without it).
     kept: AtomicUsize,
     /// Bytes a failed `munmap` left mapped (released with `madvise` instead): address space
-    /// lost for good, not memory (the kernel's map count limit; DESIGN.md 13.12).
+    /// lost for good, not memory (the kernel's map count limit; docs/design/08-heap.md §"The mmap page source").
     lost: AtomicUsize,
 }
 
@@ -552,7 +552,7 @@ impl MmapPages {
         Some(ptr)
     }
 
-    /// `bytes` from the kept mappings (K1..K3 of DESIGN.md 13.12): the front of the smallest
+    /// `bytes` from the kept mappings (K1..K3 of docs/design/08-heap.md §"The mmap page source"): the front of the smallest
     /// kept range that holds them (no system call; the rest stays kept), else (Linux) the
     /// largest kept range grown by `mremap`, whose pages stay resident and only the growth
     /// faults in. `None` when nothing is kept, the alignment is above a page, or the resize
@@ -827,7 +827,7 @@ fn map_aligned(bytes: usize, align: usize) -> Option<NonNull<u8>> {
 }
 
 // SAFETY: spans are carved from chunks this source mapped and hands out each once until it is
-// freed (a span is in a list, in use, or unmapped, never two: I1..I3 of DESIGN.md 13.12);
+// freed (a span is in a list, in use, or unmapped, never two: I1..I3 of docs/design/08-heap.md §"The mmap page source");
 // direct blocks are mappings of their own. Every block is aligned as asked (spans to their
 // power-of-two size, at least the alignment; direct mappings trimmed to it).
 unsafe impl PageSource for MmapPages {

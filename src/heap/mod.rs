@@ -9,7 +9,7 @@
 //! - Statistics per class ([`ClassStats`]), per CPU ([`CpuClassStats`]) and whole
 //!   ([`HeapStats`]), readable while the heap runs; [`SmpHeap::check`] verifies every invariant.
 //!
-//! DESIGN.md section 13 has the protocol, its invariants and the loom models that check them.
+//! docs/design/08-heap.md has the protocol, its invariants and the loom models that check them.
 
 mod cpu;
 mod depot;

@@ -1,7 +1,7 @@
 //! The page map: a radix tree from a page's address to what owns the page (a slab of class
 //! `c`, or the first page of a huge or direct block with its layout), so that `free`,
 //! `usable_size` and `reallocate_unsized` find a block's route from its address alone
-//! (DESIGN.md 13.10, P1-P5).
+//! (docs/design/08-heap.md §"Frees without a layout: the page map", P1-P5).
 //!
 //! - Addresses: 48-bit virtual addresses, lower half or canonical upper half (x86-64 kernels,
 //!   riscv64 Sv39/Sv48 direct maps): the key is bits 12..48; bits 47..64 must all be equal and
@@ -192,7 +192,7 @@ impl PageMap {
         }
     }
 
-    /// Takes the writers' lock and keeps it (DESIGN.md 13.13); readers take no lock.
+    /// Takes the writers' lock and keeps it (docs/design/08-heap.md §"Fork"); readers take no lock.
     pub(super) fn lock_for_fork(&self) {
         self.writers.lock_held();
     }
@@ -229,7 +229,7 @@ impl PageMap {
     /// The owner of the page holding `addr`, as seen from `addr` (a huge or direct block's
     /// entry answers only for its start address). Lock-free: one `Acquire` load per level.
     ///
-    /// P2 (DESIGN.md 13.10): exact for the address of a live block of this heap; for any other
+    /// P2 (docs/design/08-heap.md §"Frees without a layout: the page map"): exact for the address of a live block of this heap; for any other
     /// address, `None` or the owner of that page, except while `reclaim` prunes nodes (P4).
     #[inline]
     pub(super) fn get(&self, addr: usize) -> Option<Owner> {

@@ -4,9 +4,9 @@
 //! slabs), which takes slabs from the page source; the rest goes to the TLSF arenas or straight
 //! to the page source (`large.rs`). Statistics and check errors: `stats.rs`.
 //!
-//! Protocol, invariants and loom models: DESIGN.md section 13 and `loom-tests/heap.rs`.
+//! Protocol, invariants and loom models: docs/design/08-heap.md and `loom-tests/heap.rs`.
 //! Cross-CPU frees go into the freeing CPU's magazine (Bonwick's choice); the depot carries
-//! them back to allocating CPUs a magazine at a time (DESIGN.md 13.4 has the figures).
+//! them back to allocating CPUs a magazine at a time (docs/design/08-heap.md §"The depot and cross-CPU frees" has the figures).
 
 use core::alloc::Layout;
 use core::fmt;
@@ -49,7 +49,7 @@ use crate::sync::loom_const_fn;
 /// assert_eq!(HEAP.pages().held_bytes(), 0); // every slab went back to the system
 /// ```
 pub struct SmpHeap<P: PageSource, const CPUS: usize = 16> {
-    /// Per-thread caches (std, no CPU-id source registered; DESIGN.md 13.11).
+    /// Per-thread caches (std, no CPU-id source registered; docs/design/08-heap.md §"Thread caches (std)").
     threads: Threads,
     cpus: CpuCaches<CPUS>,
     depot: Depot,
@@ -92,7 +92,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// Allocates `layout`. `None` only when the page source refuses (nothing changed): a
     /// TLSF-route request the arenas cannot serve grows them, or, when they cannot grow (16
     /// pools held, or no pool of the size needed), is served straight from the page source
-    /// (a *direct block*, DESIGN.md 13.5). Size 0 gets a dangling
+    /// (a *direct block*, docs/design/08-heap.md §"Drain, reclaim, growth and direct blocks"). Size 0 gets a dangling
     /// pointer aligned to the layout (freeing it is a no-op). Any alignment a `Layout` can hold
     /// is honoured; alignments above 4 KiB are served by the page source, which refuses what it
     /// cannot align.
@@ -246,7 +246,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         Some(new)
     }
 
-    // ----- frees and sizes without a layout (DESIGN.md 13.10) -------------------------------
+    // ----- frees and sizes without a layout (docs/design/08-heap.md §"Frees without a layout: the page map") -------------------------------
 
     /// The page map (its nodes are in [`map_bytes`](Self::map_bytes)).
     #[inline(always)]
@@ -276,14 +276,14 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     }
 
     /// Frees the block at `ptr` without its layout (C's `free`): the route comes from the
-    /// page map (DESIGN.md 13.10), O(1): a slab object goes to the magazines as
+    /// page map (docs/design/08-heap.md §"Frees without a layout: the page map"), O(1): a slab object goes to the magazines as
     /// [`deallocate`](Self::deallocate) does, a TLSF block to its arena, a huge or direct block
     /// to the page source with the layout recorded for it. A pointer in page 0 (a size-0
     /// block's dangling pointer, alignment below 4096) is a no-op; a size-0 block aligned to
     /// 4096 or more has a dangling address that may be a real page: free it with
     /// `deallocate` (a no-op), not here.
     ///
-    /// Bad input (DESIGN.md 13.8): a pointer in no page of this heap (foreign, or a huge or
+    /// Bad input (docs/design/08-heap.md §"Errors"): a pointer in no page of this heap (foreign, or a huge or
     /// direct block freed already) and a pointer inside a slab object, a slab header or a
     /// huge block are ignored, the memory untouched, in release builds, and panic in debug
     /// builds. A pointer inside a TLSF block is refused by the block header check (§12's
@@ -575,12 +575,12 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
         counters.freed();
     }
 
-    // ----- fork (DESIGN.md 13.13) -----------------------------------------------------------
+    // ----- fork (docs/design/08-heap.md §"Fork") -----------------------------------------------------------
 
     /// Takes every lock of the heap and of its page source and keeps them, so that a `fork`
     /// finds no lock held by a thread the child will not have: call it in a `pthread_atfork`
     /// *prepare* handler and [`unlock_after_fork`](Self::unlock_after_fork) in the *parent*
-    /// and *child* handlers. The order (DESIGN.md 13.13): the thread-cache registry, the
+    /// and *child* handlers. The order (docs/design/08-heap.md §"Fork"): the thread-cache registry, the
     /// process-wide record pool, the CPU slots (none with pin hooks), each class's slabs,
     /// the TLSF growth lock, the TLSF arenas, the page map's writers, then
     /// [`PageSource::lock_for_fork`]. While they are held, every other thread that needs one
@@ -628,7 +628,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// working: a CPU whose slot is being drained takes the direct path meanwhile. With pin
     /// hooks (`percpu::set_pin_hooks`), only the calling CPU's slot: run it on each CPU.
     ///
-    /// With thread caches (std, DESIGN.md 13.11): also the calling thread's cache and the
+    /// With thread caches (std, docs/design/08-heap.md §"Thread caches (std)"): also the calling thread's cache and the
     /// caches of threads that exited; other live threads keep theirs (at most two magazines
     /// per class each) until they exit.
     pub fn drain_cpu_caches(&self) {
@@ -714,7 +714,7 @@ impl<P: PageSource, const CPUS: usize> SmpHeap<P, CPUS> {
     /// map against the slabs (every class's slab pages recorded, each slab's pages mapping to
     /// its class), the huge and direct byte counts, and the TLSF regions (no entry in one).
     /// With pin hooks, only the calling CPU's slot is locked and its objects checked one by
-    /// one; the other CPUs' slots are seen through their counters (DESIGN.md 4.1).
+    /// one; the other CPUs' slots are seen through their counters (docs/design/02-percpu.md §"The CPU-local section (pinned mode)").
     ///
     /// With thread caches: first collects the caches of threads that exited; checks the calling
     /// thread's cache in full (other live threads' caches are theirs: their objects count as

@@ -56,7 +56,7 @@ pub unsafe trait PageSource: Sync {
 
     /// Allocates a huge block for `layout`: the heap's blocks above 256 KiB or aligned above
     /// 4 KiB, and its *direct blocks* (TLSF-route requests served from whole pages when the
-    /// arenas cannot grow, DESIGN.md 13.5). The default takes whole pages aligned to at least
+    /// arenas cannot grow, docs/design/08-heap.md §"Drain, reclaim, growth and direct blocks"). The default takes whole pages aligned to at least
     /// 4 KiB.
     fn alloc_huge(&self, layout: Layout) -> Option<NonNull<u8>> {
         self.alloc_pages(huge_bytes(layout.size()), layout.align().max(PAGE))
@@ -159,7 +159,7 @@ unsafe impl<T: PageSource + ?Sized> PageSource for &T {
 
 /// The kernel's address for a page number's address (direct map: the address is the pointer).
 /// Never `None` for the page allocators' addresses: neither ever manages the page at address 0
-/// (DESIGN.md 11.1), so every page they hand out is a non-null pointer and none is lost here.
+/// (docs/design/05-pages.md §"BitmapPageAllocator"), so every page they hand out is a non-null pointer and none is lost here.
 #[inline]
 fn address(addr: usize) -> Option<NonNull<u8>> {
     debug_assert_ne!(addr, 0, "a page allocator handed out address 0");

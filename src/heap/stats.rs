@@ -32,7 +32,7 @@ pub enum CheckError {
     },
     /// The TLSF arenas are inconsistent.
     Tlsf(crate::byte::tlsf::CheckError),
-    /// The page map disagrees with the slabs or the huge and direct blocks (DESIGN.md 13.10).
+    /// The page map disagrees with the slabs or the huge and direct blocks (docs/design/08-heap.md §"Frees without a layout: the page map").
     PageMap(&'static str),
 }
 
@@ -97,7 +97,7 @@ pub struct HeapStats {
     pub tlsf_direct_bytes: usize,
     /// Bytes of huge blocks allocated straight from the page source.
     pub huge_bytes: usize,
-    /// Thread caches bound to the heap (std, DESIGN.md 13.11), including those of exited
+    /// Thread caches bound to the heap (std, docs/design/08-heap.md §"Thread caches (std)"), including those of exited
     /// threads not yet collected.
     pub thread_caches: usize,
 }

@@ -1,4 +1,4 @@
-//! Thread caches for std programs (DESIGN.md 13.11): per thread, per class, two magazines in a
+//! Thread caches for std programs (docs/design/08-heap.md §"Thread caches (std)"): per thread, per class, two magazines in a
 //! *record* that one heap at a time uses, with no atomic read-modify-write on the fast path.
 //!
 //! Built in std builds on unix (records from `mmap`, the exit hook a pthread key) and under
@@ -27,7 +27,7 @@ mod enabled {
     use crate::sync::atomic::{AtomicUsize, Ordering};
     use crate::sync::{UnsafeCell, loom_const_fn};
 
-    /// Record states (DESIGN.md 13.11).
+    /// Record states (docs/design/08-heap.md §"Thread caches (std)").
     pub(super) const IDLE: usize = 0;
     pub(super) const BOUND: usize = 1;
     pub(super) const ORPHAN: usize = 2;
@@ -346,7 +346,7 @@ mod enabled {
         }
 
         /// Takes the registry lock, then the process-wide record pool's, and keeps them
-        /// (DESIGN.md 13.13).
+        /// (docs/design/08-heap.md §"Fork").
         pub(crate) fn lock_for_fork(&self) {
             self.registry.lock_held();
             os::lock_for_fork();
@@ -502,7 +502,7 @@ mod os {
     /// The thread-local value of an exiting thread: never bind again (T5).
     pub(super) const DEAD: usize = 1;
 
-    /// The thread-local value while the thread takes its record (R1, DESIGN.md 13.11): a
+    /// The thread-local value while the thread takes its record (R1, docs/design/08-heap.md §"Thread caches (std)"): a
     /// nested allocation (C's `pthread_setspecific` may call `calloc`, which is this heap
     /// when it is the C library's malloc) uses the CPU slots instead of binding again.
     pub(super) const BINDING: usize = 2;
@@ -946,7 +946,7 @@ mod disabled {
 
 /// Thread-cache records mapped so far and records waiting in the pool for new threads,
 /// process-wide: mapped records are never unmapped, so `mapped` is bounded by the most threads
-/// that used a heap at once (DESIGN.md 13.11). `(0, 0)` in builds without thread caches.
+/// that used a heap at once (docs/design/08-heap.md §"Thread caches (std)"). `(0, 0)` in builds without thread caches.
 pub fn thread_cache_records() -> (usize, usize) {
     #[cfg(any(loom, all(feature = "std", unix)))]
     return os::records();

@@ -16,7 +16,7 @@
 //!
 //! Addresses are `usize`, page-aligned; an alignment is a byte count, a power of two and a
 //! multiple of `PAGE_SIZE`. Every bad input returns an [`AllocError`] and
-//! changes nothing (DESIGN.md 11.9 lists each case); DESIGN.md section 11 has the protocols and
+//! changes nothing (docs/design/05-pages.md §"Errors" lists each case); docs/design/05-pages.md has the protocols and
 //! the loom models that check them. Neither allocator manages the page at address 0, so no
 //! call returns address 0.
 //!

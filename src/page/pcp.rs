@@ -17,7 +17,7 @@
 //!   have interrupted its holder on this CPU).
 //!
 //! With pin hooks (`percpu::set_pin_hooks`), each cache is its CPU's CPU-local section
-//! (DESIGN.md 4.1): entered with a plain busy flag, never touched by another CPU. A drain then
+//! (docs/design/02-percpu.md §"The CPU-local section (pinned mode)"): entered with a plain busy flag, never touched by another CPU. A drain then
 //! returns the calling CPU's cache only, and the statistics and `check` read the other caches'
 //! sizes from `parked`, which every change of a cache republishes (a plain store).
 //!

@@ -2,7 +2,7 @@
 //!
 //! - [`RadixTree`]: 64-way lock-free radix tree from keys to machine words; wait-free lookups,
 //!   lock-free insert/remove/replace/compare-exchange, empty nodes reclaimed after a grace
-//!   period (`tree.rs` and DESIGN.md §10 give the protocol).
+//!   period (`tree.rs` and docs/design/04-radix-and-pid-table.md give the protocol).
 //! - Node storage: [`NodePool`] (a fixed array, no heap, `const`) or [`HeapNodePool`] (one heap
 //!   array sized at run time, feature `alloc`).
 //! - [`PidTable`]: strict next-fit PID allocation on an [`AtomicBitmap`](crate::bitmap::AtomicBitmap)

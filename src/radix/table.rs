@@ -1,7 +1,7 @@
 //! [`PidTable`]: PID allocation ([`AtomicBitmap`], strict next-fit) plus the PID -> value
 //! mapping ([`RadixTree`]), lock-free, in one value that can live in a `static`.
 //!
-//! # Bitmap and mapping under concurrency (DESIGN.md §10; loom `free_pid_races_register`)
+//! # Bitmap and mapping under concurrency (docs/design/04-radix-and-pid-table.md; loom `free_pid_races_register`)
 //! The bitmap says who owns a PID; the mapping may only exist for an allocated PID. The two are
 //! separate words, so their updates are ordered by a protocol rather than a lock:
 //!
@@ -203,8 +203,8 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
         /// [`with_reserved`](Self::with_reserved) with the tree's reclamation policy chosen:
         /// the other constructors use [`Reclaim::OnDemand`] (empty leaves stay for the next
         /// PIDs until the pool runs out or [`reclaim`](Self::reclaim) is called), which made
-        /// a process lifecycle 3-5x cheaper than [`Reclaim::Eager`] in the showcase (DESIGN.md
-        /// §10.4).
+        /// a process lifecycle 3-5x cheaper than [`Reclaim::Eager`] in the showcase (docs/design/04-radix-and-pid-table.md
+        /// §"Reclamation").
         ///
         /// # Panics
         /// If `reserved` is 0 or above `MAX_PID` (at compile time for a `static`).
@@ -406,7 +406,7 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
         let path = self.map.reserve_leaf(pid).map_err(|_| PidError::NoNodes)?;
         let slot = self.map.leaf_slot(&path, pid);
         // AcqRel: Release publishes what the caller wrote before registering; the CAS also
-        // orders the insert before the re-check below against a free's tombstone (DESIGN.md).
+        // orders the insert before the re-check below against a free's tombstone (docs/design/04-radix-and-pid-table.md, "PidTable: bitmap and mapping").
         if let Err(now) = slot.compare_exchange(0, value + 1, Ordering::AcqRel, Ordering::Acquire) {
             self.map.release(&path, pid, LEVELS - 1);
             return Err(PidError::AlreadyMapped(now - 1));

@@ -5,7 +5,7 @@
 //! Inner slots hold child node indices, leaf slots hold values, both stored `+ 1` so that 0 is
 //! "empty"; the value `usize::MAX` ([`RadixError::ReservedValue`]) cannot be stored.
 //!
-//! # Protocol (DESIGN.md §10 proves it; loom models in `loom-tests/radix.rs`)
+//! # Protocol (docs/design/04-radix-and-pid-table.md proves it; loom models in `loom-tests/radix.rs`)
 //! - **Lookup** is wait-free: one `Acquire` load per level, no lock, no RMW, validated by the
 //!   tree's *reuse epoch* (which every reclamation bumps before freeing nodes); if a
 //!   reclamation ran meanwhile, one more walk inside a read section. At most two walks.
@@ -146,7 +146,7 @@ pub enum Reclaim {
     Eager,
     /// Empty nodes stay linked (and are reused by the next insert under them) until
     /// [`RadixTree::reclaim`] sweeps them: explicitly, or when the storage runs out. The
-    /// default of [`PidTable`](super::PidTable); DESIGN.md §10 has the figures.
+    /// default of [`PidTable`](super::PidTable); docs/design/04-radix-and-pid-table.md has the figures.
     OnDemand,
 }
 
@@ -281,7 +281,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         if key >= Self::CAPACITY {
             return None;
         }
-        // Optimistic walk, validated by the reuse epoch (DESIGN.md §10.2): Acquire so the walk
+        // Optimistic walk, validated by the reuse epoch (docs/design/04-radix-and-pid-table.md §"Lookup (wait-free)"): Acquire so the walk
         // is not hoisted above this load.
         let epoch = self.reuse.load(Ordering::Acquire);
         let walked = self.walk(key);
@@ -777,7 +777,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
             return 0;
         }
         // Each counter must be read as 0 by one RMW after the batch was taken; not all at the
-        // same moment (the proof in DESIGN.md §10.4 goes counter by counter), so a busy counter
+        // same moment (the proof in docs/design/04-radix-and-pid-table.md §"Reclamation" goes counter by counter), so a busy counter
         // is polled a few times: sections are short, and under constant updates from other
         // CPUs all counters are rarely 0 at once. AcqRel RMW (reads the latest count): Release
         // so a section that starts after it sees the unlinks; Acquire so every section that

@@ -18,7 +18,7 @@
 //! its CPU cache or give to the zone. Blocks being allocated are `HELD` until their final
 //! state is stored (under the zone lock), so no free can claim a block half-way. `FREE` is
 //! written and cleared only under the zone lock, so under that lock a `Relaxed` load of a
-//! buddy's state is exact (DESIGN.md 11.2). Page *contents* change hands through the zone
+//! buddy's state is exact (docs/design/05-pages.md §"BuddyPageAllocator"). Page *contents* change hands through the zone
 //! lock or a cache lock (`Acquire`/`Release`), never through the state word, so every state
 //! access is `Relaxed`.
 //!
@@ -706,13 +706,13 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// With pin hooks (`percpu::set_pin_hooks`) a cache is its CPU's alone: this drains the
     /// calling CPU's cache (skipped when busy: called from a handler that interrupted it) and
     /// returns `true` when, after that, every cache's published size is 0. To return every
-    /// cache, run it on each CPU (as Linux's `drain_all_pages` does; DESIGN.md 4.1).
+    /// cache, run it on each CPU (as Linux's `drain_all_pages` does; docs/design/02-percpu.md §"The CPU-local section (pinned mode)").
     ///
     /// Never waits for a cache: one whose lock is taken at this instant (an allocation or free
     /// on its CPU in progress, or the code an interrupt handler interrupted) keeps its pages,
     /// which stay free and reachable (its holder uses them; a later drain returns them). So
     /// this is safe in an interrupt handler, like the allocation paths that call it before
-    /// reporting `NoMemory` (DESIGN.md 3 and 11.3). With no call running, it drains every
+    /// reporting `NoMemory` (docs/design/01-sync-and-lock.md §"SpinLock" and docs/design/05-pages.md §"Per-CPU page caches"). With no call running, it drains every
     /// cache and returns `true`.
     ///
     /// # Time Complexity
