@@ -9,6 +9,7 @@
 //!   program both run against the memory oracle;
 //! - [`pages`]: the adapter trait over the page allocators ([`pages::Pages`], `&self`, so
 //!   threads can share one), and a buddy over leaked memory for the heap tests;
+//! - [`tlsf`]: the TLSF random program over every configuration;
 //! - [`suite!`]: runs one test body over every allocator and configuration, one `#[test]`
 //!   each.
 
@@ -23,6 +24,7 @@ pub(crate) mod bytes;
 pub(crate) mod ids;
 pub(crate) mod memory;
 pub(crate) mod pages;
+pub(crate) mod tlsf;
 
 pub(crate) use smpalloc_testkit as testkit;
 pub(crate) use smpalloc_testkit::{IdShadow, RangeError, RangeShadow, Regions, Rng, pattern};
