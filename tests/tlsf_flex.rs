@@ -10,9 +10,9 @@
 mod tlsf_shadow;
 
 use core::alloc::Layout;
+use core::cell::RefCell;
 use core::mem::MaybeUninit;
 use core::ptr::NonNull;
-use std::cell::RefCell;
 use std::rc::Rc;
 
 use proptest::prelude::*;
@@ -674,12 +674,12 @@ fn calloc_refuses_a_misaligned_pointer_and_changes_nothing() {
     let before = heap.lock().check().unwrap();
     let bad = NonNull::new(p.as_ptr().wrapping_add(4)).unwrap();
     // SAFETY: the call panics before touching memory (that is what is tested).
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+    let r = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| unsafe {
         heap.deallocate(bad)
     }));
     assert!(r.is_err());
     // SAFETY: as above.
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+    let r = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| unsafe {
         heap.reallocate(bad, Layout::new::<u64>())
     }));
     assert!(r.is_err());
@@ -704,7 +704,7 @@ fn calloc_double_free_panics_in_debug_builds() {
     unsafe { heap.deallocate(p) };
     let before = heap.lock().check().unwrap();
     // SAFETY: the double free is refused by the debug header check before anything changes.
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+    let r = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| unsafe {
         heap.deallocate(p)
     }));
     assert!(r.is_err());
