@@ -6,6 +6,8 @@
 //! pool back on drop, bad input (zero size, huge size, alignment beyond a page, a source that
 //! runs dry), the sources we ship (`SliceSource`, `GlobalAllocAsFlexSource`,
 //! `PageAllocatorSource` over the bitmap page allocator) and `CAlloc` on `SpinLock<FlexTlsf>`.
+//! Runs under Miri (strict provenance) with smaller programs, except the two page-allocator
+//! tests (page addresses are integers with exposed provenance).
 
 mod tlsf_shadow;
 
@@ -23,7 +25,11 @@ use smpalloc::byte::{
 use smpalloc::{BaseAllocator, BitmapPageAllocator, SpinLock, Tlsf};
 use tlsf_shadow::{Buffer, Shadow};
 
-const ARENA: usize = 256 * 1024;
+const ARENA: usize = if cfg!(miri) { 32 * 1024 } else { 256 * 1024 };
+/// The source's memory in the scenario tests.
+const BIG: usize = 256 * 1024;
+/// Operations per program at most (fewer under Miri).
+const OPS: usize = if cfg!(miri) { 16 } else { 200 };
 
 /// What the test source did, shared with the test after the source moved into the allocator.
 #[derive(Debug, Default)]
@@ -54,10 +60,10 @@ struct TestSource {
 impl TestSource {
     fn new(limit: usize, inplace: bool, contiguous: bool, dealloc: bool, skew: usize) -> Self {
         Self {
-            buffer: Rc::new(Buffer::new(ARENA)),
+            buffer: Rc::new(Buffer::new(limit)),
             log: Rc::default(),
             bump: 0,
-            limit: limit.min(ARENA),
+            limit,
             inplace: inplace || contiguous,
             contiguous,
             dealloc,
@@ -342,21 +348,26 @@ impl core::fmt::Debug for TestSource {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 2 } else { 128 }))]
+    #![proptest_config(ProptestConfig {
+        cases: if cfg!(miri) { 2 } else { 128 },
+        // Miri's isolation has no working directory to persist failures in.
+        failure_persistence: if cfg!(miri) { None } else { ProptestConfig::default().failure_persistence },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
-    fn random_programs_usize_64x32(src in source(), ops in proptest::collection::vec(op(), 1..200)) {
+    fn random_programs_usize_64x32(src in source(), ops in proptest::collection::vec(op(), 1..OPS)) {
         run::<usize, u32, 28, 32>(src, &ops);
     }
 
     #[test]
-    fn random_programs_small_u8(src in source(), ops in proptest::collection::vec(op(), 1..200)) {
+    fn random_programs_small_u8(src in source(), ops in proptest::collection::vec(op(), 1..OPS)) {
         // The largest block is 8 KiB - 16: big requests fail, pools are cut into blocks.
         run::<u8, u8, 8, 4>(src, &ops);
     }
 
     #[test]
-    fn random_programs_rlsf_default(src in source(), ops in proptest::collection::vec(op(), 1..200)) {
+    fn random_programs_rlsf_default(src in source(), ops in proptest::collection::vec(op(), 1..OPS)) {
         run::<u16, u8, 14, 8>(src, &ops);
     }
 }
@@ -365,7 +376,7 @@ type Small = FlexTlsf<TestSource, u32, u32, 20, 8>;
 
 #[test]
 fn grows_from_nothing_and_gives_everything_back() {
-    let src = TestSource::new(ARENA, false, false, true, 0);
+    let src = TestSource::new(BIG, false, false, true, 0);
     let log = Rc::clone(&src.log);
     let mut tlsf: Small = FlexTlsf::new(src);
     assert_eq!(tlsf.pools().count(), 0);
@@ -402,7 +413,7 @@ fn grows_from_nothing_and_gives_everything_back() {
 
 #[test]
 fn in_place_growth_keeps_one_pool() {
-    let src = TestSource::new(ARENA, true, false, true, 3);
+    let src = TestSource::new(BIG, true, false, true, 3);
     let log = Rc::clone(&src.log);
     let mut tlsf: Small = FlexTlsf::new(src);
     let mut ptrs = Vec::new();
@@ -430,7 +441,7 @@ fn in_place_growth_keeps_one_pool() {
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {
-    let src = TestSource::new(ARENA, false, false, true, 0);
+    let src = TestSource::new(BIG, false, false, true, 0);
     let log = Rc::clone(&src.log);
     let mut tlsf: Small = FlexTlsf::new(src);
     // Beyond MAX_ALLOCATION_SIZE, and a size near usize::MAX (no overflow): no source call.
@@ -459,7 +470,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     let before = tlsf.check().unwrap();
     // The source runs dry: `None`, nothing changed.
     assert!(
-        tlsf.allocate(Layout::from_size_align(ARENA, 8).unwrap())
+        tlsf.allocate(Layout::from_size_align(BIG, 8).unwrap())
             .is_none()
     );
     assert!(log.borrow().refused > 0);
@@ -468,7 +479,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     // SAFETY: live.
     unsafe {
         assert!(
-            tlsf.reallocate(z1, Layout::from_size_align(ARENA, 8).unwrap())
+            tlsf.reallocate(z1, Layout::from_size_align(BIG, 8).unwrap())
                 .is_none()
         );
         assert!(
@@ -486,7 +497,7 @@ fn bad_input_is_refused_and_changes_nothing() {
 #[test]
 fn aligned_request_beyond_the_largest_block_takes_nothing() {
     // u8/u8/8/4: the largest block is 8 KiB - 16; 4 KiB + alignment 8 KiB cannot fit one.
-    let src = TestSource::new(ARENA, false, false, false, 0);
+    let src = TestSource::new(BIG, false, false, false, 0);
     let log = Rc::clone(&src.log);
     let mut tlsf: FlexTlsf<TestSource, u8, u8, 8, 4> = FlexTlsf::new(src);
     assert!(
@@ -643,7 +654,7 @@ fn owned_page_allocator_source() {
 
 #[test]
 fn calloc_on_a_locked_flex_tlsf() {
-    let src = TestSource::new(ARENA, true, false, true, 0);
+    let src = TestSource::new(BIG, true, false, true, 0);
     let heap: SpinLock<Small> = SpinLock::new(FlexTlsf::new(src));
     let p = heap
         .allocate(Layout::from_size_align(40, 8).unwrap())
@@ -666,7 +677,7 @@ fn calloc_on_a_locked_flex_tlsf() {
 
 #[test]
 fn calloc_refuses_a_misaligned_pointer_and_changes_nothing() {
-    let src = TestSource::new(ARENA, false, false, true, 0);
+    let src = TestSource::new(BIG, false, false, true, 0);
     let heap: SpinLock<Small> = SpinLock::new(FlexTlsf::new(src));
     let p = heap
         .allocate(Layout::from_size_align(40, 8).unwrap())
@@ -692,7 +703,7 @@ fn calloc_refuses_a_misaligned_pointer_and_changes_nothing() {
 #[test]
 #[cfg(debug_assertions)]
 fn calloc_double_free_panics_in_debug_builds() {
-    let src = TestSource::new(ARENA, false, false, true, 0);
+    let src = TestSource::new(BIG, false, false, true, 0);
     let heap: SpinLock<Small> = SpinLock::new(FlexTlsf::new(src));
     let p = heap
         .allocate(Layout::from_size_align(40, 8).unwrap())

@@ -49,10 +49,11 @@ const MIN_BLOCK: usize = 2 * GRANULARITY;
 /// defaults and contracts).
 ///
 /// # Safety
-/// A block returned by [`alloc`](FlexSource::alloc) is valid for reads and writes for its whole
-/// length and used by nothing else until it is passed to [`dealloc`](FlexSource::dealloc) (or
+/// A block returned by [`alloc`](FlexSource::alloc) is at least `min_size` bytes long, valid
+/// for reads and writes for its whole length and used by nothing else until it is passed to [`dealloc`](FlexSource::dealloc) (or
 /// for as long as the source lives, when it does not support `dealloc`); a successful
-/// [`realloc_inplace_grow`](FlexSource::realloc_inplace_grow) extends the same block in place.
+/// [`realloc_inplace_grow`](FlexSource::realloc_inplace_grow) extends the same block in place
+/// to the length it returns, at least `min_new_len`.
 /// `supports_dealloc`, `supports_realloc_inplace_grow`, `is_contiguous_growable` and
 /// `min_align` return the same value every time for one instance; every block returned is
 /// aligned to `min_align()`.
@@ -562,6 +563,10 @@ impl<S: FlexSource, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SL
                 new_len >= want,
                 "FlexSource::realloc_inplace_grow: too short"
             );
+            if new_len < (*rec).alloc_len {
+                // A source breaking its contract (the block shrank): add nothing.
+                return None;
+            }
             (*rec).alloc_len = new_len;
             let pool = PoolRecord::pool(rec);
             let pool_end = pool.cast::<u8>().as_ptr().add(pool.len());
@@ -589,7 +594,15 @@ impl<S: FlexSource, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SL
             .checked_next_multiple_of(GRANULARITY)?;
         // SAFETY: `min_size` is a non-zero multiple of `GRANULARITY`.
         let block = unsafe { self.source.alloc(min_size) }?;
-        debug_assert!(block.len() >= min_size, "FlexSource::alloc: too short");
+        if block.len() < min_size {
+            // A source breaking its contract: do not carve a pool that may not fit.
+            debug_assert!(false, "FlexSource::alloc: a block shorter than asked");
+            if self.source.supports_dealloc() {
+                // SAFETY: the block the source just returned, unused.
+                unsafe { self.source.dealloc(block) };
+            }
+            return None;
+        }
         let start = block.cast::<u8>().as_ptr();
         let first = start.addr().checked_next_multiple_of(GRANULARITY)?;
         let end = start.addr().checked_add(block.len())?;
