@@ -721,3 +721,29 @@ fn calloc_double_free_panics_in_debug_builds() {
     assert!(r.is_err());
     assert_eq!(heap.lock().check().unwrap(), before);
 }
+
+#[test]
+fn global_alloc_on_a_locked_flex_tlsf() {
+    use core::alloc::GlobalAlloc;
+    let src = TestSource::new(BIG, true, false, true, 0);
+    let log = Rc::clone(&src.log);
+    let heap: SpinLock<Small> = SpinLock::new(FlexTlsf::new(src));
+    let l = Layout::from_size_align(48, 16).unwrap();
+    // SAFETY: valid layouts; each block freed once with its current layout.
+    unsafe {
+        let p = heap.alloc(l);
+        assert!(!p.is_null() && p.addr() % 16 == 0);
+        p.write_bytes(7, 48);
+        let q = heap.realloc(p, l, 5000);
+        assert!(!q.is_null());
+        assert!((0..48).all(|i| *q.add(i) == 7));
+        assert!(
+            heap.alloc(Layout::from_size_align(BIG, 8).unwrap())
+                .is_null()
+        );
+        heap.dealloc(q, Layout::from_size_align(5000, 16).unwrap());
+    }
+    assert_eq!(heap.lock().check().unwrap().used_blocks, 0);
+    drop(heap);
+    assert!(log.borrow().live.is_empty());
+}

@@ -87,6 +87,44 @@ where
     }
 }
 
+// SAFETY: `FlexTlsf` hands out disjoint, valid blocks aligned as asked; the lock serialises
+// every call. (A `no_std` kernel's `#[global_allocator]`: `SpinLock::new(FlexTlsf::new(src))`
+// is `const` for a `const` source such as `PageAllocatorSource::new(&PAGES)`.)
+unsafe impl<S, FL, SL, const FLLEN: usize, const SLLEN: usize> core::alloc::GlobalAlloc
+    for SpinLock<FlexTlsf<S, FL, SL, FLLEN, SLLEN>>
+where
+    S: FlexSource,
+    FL: BitmapWord,
+    SL: BitmapWord,
+{
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.lock()
+            .allocate(layout)
+            .map_or(core::ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `GlobalAlloc`'s contract: a live, non-null block of ours.
+        unsafe {
+            self.lock()
+                .deallocate(NonNull::new_unchecked(ptr), layout.align())
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `GlobalAlloc`'s contract: a live block allocated with `layout`, and
+        // `new_size` with its alignment is a valid layout.
+        unsafe {
+            let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
+            self.lock()
+                .reallocate(NonNull::new_unchecked(ptr), new_layout)
+                .map_or(core::ptr::null_mut(), NonNull::as_ptr)
+        }
+    }
+}
+
 /// The options of [`GlobalTlsf`] (rlsf's `GlobalTlsfOptions`, the same two constants).
 pub trait GlobalTlsfOptions {
     /// Whether `GlobalAlloc::realloc` resizes in place when it can (otherwise it always
