@@ -115,6 +115,10 @@ pub use byte::BuddyByteAllocator;
 #[cfg(feature = "slab")]
 pub use byte::SlabByteAllocator;
 #[cfg(feature = "tlsf")]
+pub use byte::{CAlloc, FlexSource, FlexTlsf, GlobalAllocAsFlexSource};
+#[cfg(all(feature = "tlsf", feature = "mmap", unix))]
+pub use byte::{GlobalTlsf, SmallGlobalTlsf};
+#[cfg(feature = "tlsf")]
 pub use byte::{Tlsf, TlsfByteAllocator, TlsfHeap};
 
 // The SMP heap.

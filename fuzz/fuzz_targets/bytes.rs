@@ -1,5 +1,6 @@
 //! Fuzz target `bytes`: the byte allocators (`Tlsf`, `TlsfByteAllocator`, `TlsfHeap`,
-//! `BuddyByteAllocator`, `SlabByteAllocator`) against a shadow model.
+//! `BuddyByteAllocator`, `SlabByteAllocator`, and `FlexTlsf` over a contiguous `SliceSource` and
+//! over a `GlobalAllocAsFlexSource`) against a shadow model.
 //!
 //! Each input picks one allocator and runs up to `MAX_OPS` operations on it: allocate (the
 //! block is filled with its own tag byte, checked to lie in a pool and to overlap no live
@@ -17,8 +18,10 @@ use core::ptr::NonNull;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use smpalloc::byte::DefaultTlsf;
 use smpalloc::byte::slab::class::{class_for, class_size};
+use smpalloc::byte::{
+    DefaultTlsf, FlexSource, FlexTlsf, GlobalAllocAsFlexSource, PoolStats, SliceSource,
+};
 use smpalloc::{
     AllocError, BaseAllocator, BuddyByteAllocator, ByteAllocator, SlabByteAllocator,
     TlsfByteAllocator, TlsfHeap,
@@ -37,6 +40,10 @@ enum Family {
     TlsfHeap,
     Buddy,
     Slab,
+    /// `FlexTlsf` growing in place over slots 1.. of the buffer (`SliceSource`).
+    FlexSlice,
+    /// `FlexTlsf` taking a new pool from `System` for every growth, freed on drop.
+    FlexAlloc,
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -105,8 +112,44 @@ struct Live {
     charge: usize,
 }
 
+/// `FlexTlsf` whatever its source (the unsafe API: no bad frees are given to it).
+trait Flex {
+    fn allocate(&mut self, l: Layout) -> Option<NonNull<u8>>;
+    /// # Safety
+    /// `p` is live.
+    unsafe fn deallocate(&mut self, p: NonNull<u8>, align: usize);
+    /// # Safety
+    /// `p` is live, allocated with `l.align()`.
+    unsafe fn reallocate(&mut self, p: NonNull<u8>, l: Layout) -> Option<NonNull<u8>>;
+    fn check(&self) -> PoolStats;
+    fn pools(&self) -> Vec<(usize, usize)>;
+}
+
+impl<S: FlexSource> Flex for FlexTlsf<S, u32, u32, 28, 32> {
+    fn allocate(&mut self, l: Layout) -> Option<NonNull<u8>> {
+        FlexTlsf::allocate(self, l)
+    }
+    unsafe fn deallocate(&mut self, p: NonNull<u8>, align: usize) {
+        // SAFETY: caller.
+        unsafe { FlexTlsf::deallocate(self, p, align) }
+    }
+    unsafe fn reallocate(&mut self, p: NonNull<u8>, l: Layout) -> Option<NonNull<u8>> {
+        // SAFETY: caller.
+        unsafe { FlexTlsf::reallocate(self, p, l) }
+    }
+    fn check(&self) -> PoolStats {
+        FlexTlsf::check(self).expect("FlexTlsf::check")
+    }
+    fn pools(&self) -> Vec<(usize, usize)> {
+        FlexTlsf::pools(self)
+            .map(|p| (p.cast::<u8>().as_ptr().addr(), p.len()))
+            .collect()
+    }
+}
+
 /// The allocator under test, behind one interface.
 enum Subject {
+    Flex(Box<dyn Flex>),
     Tlsf(Box<DefaultTlsf>),
     TlsfByte(Box<TlsfByteAllocator>),
     TlsfHeap(Box<TlsfHeap<2>>),
@@ -191,6 +234,7 @@ impl Run {
         let overlaps = len > 0 && self.regions.iter().any(|&(s, l)| start < s + l && s < end);
         let region = NonNull::slice_from_raw_parts(NonNull::new(start_ptr).unwrap(), len);
         let result = match &mut self.subject {
+            Subject::Flex(_) => return None, // it takes its pools from its source
             Subject::Tlsf(t) => {
                 if overlaps {
                     return None; // `insert_free_block_ptr` requires disjoint pools.
@@ -275,6 +319,7 @@ impl Run {
 
     fn alloc(&mut self, l: Layout) {
         let got = match &mut self.subject {
+            Subject::Flex(f) => f.allocate(l),
             Subject::Tlsf(t) => t.allocate(l),
             Subject::TlsfByte(t) => t.alloc(l).ok(),
             Subject::TlsfHeap(h) => h.allocate(l),
@@ -284,12 +329,15 @@ impl Run {
         let Some(p) = got else { return };
         let addr = p.as_ptr().addr();
         assert_eq!(addr % l.align(), 0, "misaligned block for {l:?}");
-        let owns_memory = l.size() > 0 || matches!(self.subject, Subject::Tlsf(_));
+        let owns_memory =
+            l.size() > 0 || matches!(self.subject, Subject::Tlsf(_) | Subject::Flex(_));
         if !owns_memory {
             return; // a dangling pointer: freeing it is a no-op, nothing to track
         }
         let charge = match &self.subject {
-            Subject::Tlsf(_) | Subject::TlsfByte(_) | Subject::TlsfHeap(_) => tlsf_charge(p),
+            Subject::Tlsf(_) | Subject::TlsfByte(_) | Subject::TlsfHeap(_) | Subject::Flex(_) => {
+                tlsf_charge(p)
+            }
             Subject::Buddy(_) => buddy_block(l),
             Subject::Slab(_) => match slab_kind(l) {
                 Ok(class) => class_size(class),
@@ -302,6 +350,10 @@ impl Run {
     /// Checks a new block (inside a pool, disjoint from every live block), fills it and
     /// records it.
     fn admit(&mut self, p: NonNull<u8>, l: Layout, charge: usize) {
+        if let Subject::Flex(f) = &self.subject {
+            // Its pools are whatever it took from its source so far.
+            self.regions = f.pools();
+        }
         let addr = p.as_ptr().addr();
         let end = addr + l.size();
         // (Adjacent regions may be one pool: `TlsfByteAllocator` grows a pool in place.)
@@ -378,6 +430,8 @@ impl Run {
         match &mut self.subject {
             // SAFETY: a live allocation of this allocator, freed once.
             Subject::Tlsf(t) => unsafe { t.deallocate(p, b.layout.align()) },
+            // SAFETY: as above.
+            Subject::Flex(f) => unsafe { f.deallocate(p, b.layout.align()) },
             Subject::TlsfByte(t) => t.dealloc(p, b.layout),
             // SAFETY: as above.
             Subject::TlsfHeap(h) => unsafe { h.deallocate(p, b.layout) },
@@ -402,6 +456,8 @@ impl Run {
         let got = match &mut self.subject {
             // SAFETY: a live allocation of this allocator; same alignment.
             Subject::Tlsf(t) => unsafe { t.reallocate(p, new_layout) },
+            // SAFETY: as above.
+            Subject::Flex(f) => unsafe { f.reallocate(p, new_layout) },
             // SAFETY: a live allocation of this heap with `b.layout`.
             Subject::TlsfHeap(h) => unsafe { h.reallocate(p, b.layout, new_size) },
             _ => return,
@@ -431,6 +487,10 @@ impl Run {
     /// The observable state a bad free must not change.
     fn snapshot(&self) -> (usize, usize, usize, usize) {
         match &self.subject {
+            Subject::Flex(f) => {
+                let s = f.check();
+                (s.used_bytes, s.free_bytes, s.free_blocks, s.used_blocks)
+            }
             Subject::Tlsf(t) => {
                 let (blocks, bytes) = t.check().expect("Tlsf::check");
                 (blocks, bytes, 0, 0)
@@ -455,6 +515,11 @@ impl Run {
     fn check(&self) {
         let used = self.used_model();
         match &self.subject {
+            Subject::Flex(f) => {
+                let s = f.check();
+                assert_eq!(s.used_bytes, used, "FlexTlsf used bytes");
+                assert_eq!(s.used_blocks, self.live.len(), "FlexTlsf used blocks");
+            }
             Subject::Tlsf(t) => {
                 let (_, free) = t.check().expect("Tlsf::check");
                 assert_eq!(free + used, self.managed, "Tlsf: free + used != managed");
@@ -480,6 +545,9 @@ impl Run {
 
     /// A bad free: must be refused and change nothing.
     fn bad_free(&mut self, kind: Bad, idx: u8, off: u32) {
+        if matches!(self.subject, Subject::Flex(_)) {
+            return; // `FlexTlsf` has only the unsafe free
+        }
         let is_tlsf_raw = matches!(self.subject, Subject::Tlsf(_));
         let (addr, l) = match kind {
             Bad::Stale => {
@@ -551,7 +619,7 @@ impl Run {
             // `try_deallocate`'s contract allows; it must be refused.
             Subject::Tlsf(t) => unsafe { t.try_deallocate(p) },
             Subject::TlsfByte(t) => t.try_dealloc(p, l),
-            Subject::TlsfHeap(_) => return, // no safe free: `deallocate` is unsafe
+            Subject::TlsfHeap(_) | Subject::Flex(_) => return, // no safe free: it is unsafe
             Subject::Buddy(b) => {
                 assert!(!b.is_allocated(p, l), "Buddy::is_allocated({kind:?})");
                 b.try_dealloc(p, l)
@@ -608,24 +676,43 @@ impl Run {
 }
 
 fuzz_target!(|input: Input| {
+    let mut mem = Memory::new();
     let subject = match input.family {
         Family::Tlsf => Subject::Tlsf(Box::new(DefaultTlsf::new())),
         Family::TlsfByte => Subject::TlsfByte(Box::new(TlsfByteAllocator::new())),
         Family::TlsfHeap => Subject::TlsfHeap(Box::new(TlsfHeap::new())),
         Family::Buddy => Subject::Buddy(Box::new(BuddyByteAllocator::new())),
         Family::Slab => Subject::Slab(Box::new(SlabByteAllocator::new())),
+        Family::FlexSlice => {
+            // SAFETY: slots 1.. of `mem`'s buffer, which outlives the subject (dropped first,
+            // `Run`'s field order) and which nothing else touches in this family.
+            let slots = unsafe {
+                core::slice::from_raw_parts_mut(
+                    mem.base().add(SLOT).cast::<core::mem::MaybeUninit<u8>>(),
+                    (SLOTS - 1) * SLOT,
+                )
+            };
+            Subject::Flex(Box::new(FlexTlsf::<_, u32, u32, 28, 32>::new(
+                SliceSource::new(slots),
+            )))
+        }
+        Family::FlexAlloc => Subject::Flex(Box::new(FlexTlsf::<_, u32, u32, 28, 32>::new(
+            GlobalAllocAsFlexSource::<_, 16>(std::alloc::System),
+        ))),
     };
     let mut run = Run {
         subject,
-        mem: Memory::new(),
+        mem,
         live: Vec::new(),
         freed: Vec::new(),
         regions: Vec::new(),
         next_tag: 1,
         managed: 0,
     };
-    // Every run starts with slot 0 as a pool.
-    run.add_pool(0, 0, SLOT).unwrap().expect("the first pool");
+    // Every run starts with slot 0 as a pool (`FlexTlsf` takes its own on demand).
+    if let Some(first) = run.add_pool(0, 0, SLOT) {
+        first.expect("the first pool");
+    }
     run.check();
     for op in input.ops.iter().take(MAX_OPS) {
         match *op {
@@ -675,6 +762,7 @@ fuzz_target!(|input: Input| {
         run.check();
     }
     match &mut run.subject {
+        Subject::Flex(f) => assert_eq!(f.check().used_blocks, 0),
         Subject::Tlsf(t) => {
             let (_, free) = t.check().unwrap();
             assert_eq!(free, run.managed);

@@ -2,6 +2,9 @@
 //!
 //! - [`tlsf`]: [`Tlsf`], the two-level segregated fit algorithm with rlsf's interface (`&mut
 //!   self`, O(1) allocate, free and in-place reallocate).
+//! - [`FlexTlsf`]: rlsf's `FlexTlsf`, a `Tlsf` that grows from a [`FlexSource`] (a static
+//!   array, a `GlobalAlloc`, the page layer); [`CAlloc`], rlsf's C-style trait; [`GlobalTlsf`]
+//!   / [`SmallGlobalTlsf`], rlsf's `#[global_allocator]` over `mmap` (unix, feature `mmap`).
 //! - [`TlsfByteAllocator`]: arceos' `TlsfByteAllocator` API ([`ByteAllocator`]) over one `Tlsf`.
 //! - [`TlsfHeap`]: several arenas, one `Tlsf` behind one [`SpinLock`] each, chosen by CPU; a
 //!   `GlobalAlloc` (`#[global_allocator]` over a static pool) and an `Allocator`
@@ -19,7 +22,11 @@ mod arena;
 #[cfg(feature = "buddy")]
 pub mod buddy;
 #[cfg(feature = "tlsf")]
+pub mod flex;
+#[cfg(feature = "tlsf")]
 pub(crate) mod global;
+#[cfg(feature = "tlsf")]
+pub mod global_tlsf;
 #[cfg(feature = "slab")]
 pub mod slab;
 #[cfg(feature = "tlsf")]
@@ -29,6 +36,14 @@ mod tlsf_allocator;
 
 #[cfg(feature = "tlsf")]
 pub use arena::TlsfHeap;
+#[cfg(feature = "tlsf")]
+pub use flex::{
+    FlexSource, FlexTlsf, GlobalAllocAsFlexSource, PageAllocatorSource, PageSupply, SliceSource,
+};
+#[cfg(feature = "tlsf")]
+pub use global_tlsf::{CAlloc, GlobalTlsfOptions, SmallGlobalTlsfOptions};
+#[cfg(all(feature = "tlsf", feature = "mmap", unix))]
+pub use global_tlsf::{GlobalTlsf, MmapSource, SmallGlobalTlsf};
 #[cfg(feature = "tlsf")]
 pub use tlsf::{BitmapWord, BlockInfo, GRANULARITY, PoolStats, Tlsf};
 #[cfg(feature = "tlsf")]
