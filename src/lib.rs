@@ -10,9 +10,9 @@
 //! |---|---|---|
 //! | PIDs, file descriptors, small integer IDs | [`PidAllocator`] (over [`bitmap::AtomicBitmap`]) | `id` |
 //! | PIDs with a PID -> process-table map, wait-free lookups | [`radix::NexaPidTable`], [`PidTable`] over a [`RadixTree`] | `radix` |
-//! | physical pages, lock-free, one bit each | [`BitmapPageAllocator`] | `page` |
+//! | physical pages, lock-free, one bit each | [`BitmapPageAllocator`] (arceos' lowest-free order: [`LowestFreeBitmapPageAllocator`]) | `page` |
 //! | physical pages in power-of-two blocks, per-CPU page caches | [`BuddyPageAllocator`] | `page` |
-//! | bytes in a pool you own, O(1), rlsf's API | [`Tlsf`]; locked with per-CPU arenas: [`TlsfHeap`] | `tlsf` |
+//! | bytes in a pool you own, O(1), rlsf's API | [`Tlsf`]; growing from a source: [`FlexTlsf`]; a `#[global_allocator]`: [`GlobalTlsf`]; locked with per-CPU arenas: [`TlsfHeap`] | `tlsf` |
 //! | arceos' byte allocators | [`TlsfByteAllocator`], [`SlabByteAllocator`], [`BuddyByteAllocator`] | `tlsf`, `slab`, `buddy` |
 //! | `kmalloc` or a `#[global_allocator]` | [`SmpHeap`] over a [`heap::PageSource`]; [`heap::StdHeap`] in std programs | `heap` |
 //!
