@@ -261,6 +261,8 @@ macro_rules! suite {
                     assert_eq!(grown, a, "growing into a free successor must not move");
                     assert!(core::slice::from_raw_parts(a.as_ptr(), 40).iter().all(|&x| x == 7));
                     assert_eq!(T::usable_size(a), target);
+                    // rlsf's name for it agrees.
+                    assert_eq!(T::allocation_usable_size(a), target);
                     let shrunk = tlsf.reallocate(a, Layout::from_size_align(16, 8).unwrap()).unwrap();
                     assert_eq!(shrunk, a, "shrinking must not move");
                     assert!(T::usable_size(a) < 2 * GRANULARITY, "the shrunk tail was not given back");

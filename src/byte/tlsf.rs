@@ -1112,6 +1112,20 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         unsafe { ((*ptr.as_ptr().sub(HDR).cast::<BlockHdr>()).size & !FLAGS) - HDR }
     }
 
+    /// rlsf's name for [`usable_size`](Self::usable_size) (rlsf has it behind its `unstable`
+    /// feature; here it is always there).
+    ///
+    /// # Safety
+    /// As for [`usable_size`](Self::usable_size): `ptr` was returned by a `Tlsf` and not freed
+    /// since.
+    ///
+    /// # Time Complexity
+    /// O(1).
+    pub unsafe fn allocation_usable_size(ptr: NonNull<u8>) -> usize {
+        // SAFETY: the caller's guarantee is `usable_size`'s.
+        unsafe { Self::usable_size(ptr) }
+    }
+
     /// The largest payload the allocation at `ptr` can be resized to in place (its block plus
     /// a free successor).
     ///
