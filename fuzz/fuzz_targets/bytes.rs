@@ -1,6 +1,7 @@
 //! Fuzz target `bytes`: the byte allocators (`Tlsf`, `TlsfByteAllocator`, `TlsfHeap`,
-//! `BuddyByteAllocator`, `SlabByteAllocator`, and `FlexTlsf` over a contiguous `SliceSource` and
-//! over a `GlobalAllocAsFlexSource`) against a shadow model.
+//! `BuddyByteAllocator`, `SlabByteAllocator`, and `FlexTlsf` over a contiguous `SliceSource`,
+//! over a `GlobalAllocAsFlexSource` and over `MmapSource`, `GlobalTlsf`'s source) against a
+//! shadow model.
 //!
 //! Each input picks one allocator and runs up to `MAX_OPS` operations on it: allocate (the
 //! block is filled with its own tag byte, checked to lie in a pool and to overlap no live
@@ -20,7 +21,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use smpalloc::byte::slab::class::{class_for, class_size};
 use smpalloc::byte::{
-    DefaultTlsf, FlexSource, FlexTlsf, GlobalAllocAsFlexSource, PoolStats, SliceSource,
+    DefaultTlsf, FlexSource, FlexTlsf, GlobalAllocAsFlexSource, MmapSource, PoolStats, SliceSource,
 };
 use smpalloc::{
     AllocError, BaseAllocator, BuddyByteAllocator, ByteAllocator, SlabByteAllocator,
@@ -44,6 +45,9 @@ enum Family {
     FlexSlice,
     /// `FlexTlsf` taking a new pool from `System` for every growth, freed on drop.
     FlexAlloc,
+    /// `FlexTlsf` over `MmapSource`, `GlobalTlsf`'s allocator: 64 KiB chunks from `mmap`,
+    /// grown in place behind the newest mapping where the kernel allows, unmapped on drop.
+    FlexMmap,
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -698,6 +702,9 @@ fuzz_target!(|input: Input| {
         }
         Family::FlexAlloc => Subject::Flex(Box::new(FlexTlsf::<_, u32, u32, 28, 32>::new(
             GlobalAllocAsFlexSource::<_, 16>(std::alloc::System),
+        ))),
+        Family::FlexMmap => Subject::Flex(Box::new(FlexTlsf::<_, u32, u32, 28, 32>::new(
+            MmapSource::<()>::new(),
         ))),
     };
     let mut run = Run {
