@@ -1,4 +1,4 @@
--- The sqlite3 CLI's workload for capi/real/run (issue 16, item 5): run once under glibc's malloc
+-- The sqlite3 CLI's workload for capi/real/run: run once under glibc's malloc
 -- and once with a malloc library preloaded, on an in-memory database and on a file database;
 -- the outputs (and the file databases) must be identical. Deterministic: no random(), no time.
 .bail on

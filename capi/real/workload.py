@@ -1,4 +1,4 @@
-"""A real Python workload for capi/real/run (issue 16, item 5).
+"""A real Python workload for capi/real/run.
 
 Run once under glibc's malloc and once with a malloc library preloaded: the two outputs must be
 byte-identical. Everything printed is deterministic (no addresses, ids, timings or hash-order

@@ -1,4 +1,4 @@
-/* The C library's test (issue 16): every exported C function and its glibc 2.36 semantics,
+/* The C library's test: every exported C function and its glibc 2.36 semantics,
  * threads freeing each other's blocks, fork from a threaded program with allocation in the
  * child, and a first allocation after 40 pthread keys (glibc's pthread_setspecific then
  * callocs while the thread binds its cache: the heap must not recurse).

@@ -1,4 +1,4 @@
-// C++'s operator new and delete through libsmpalloc (issue 16): every form, alignment, the
+// C++'s operator new and delete through libsmpalloc: every form, alignment, the
 // nothrow forms' null, and containers used from threads. Run under LD_PRELOAD or linked with
 // libsmpalloc.a; exit status 0: pass.
 #include <cstdint>
