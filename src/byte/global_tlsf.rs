@@ -284,6 +284,7 @@ mod os {
     /// static A: GlobalTlsf = GlobalTlsf::new(); // `#[global_allocator]` in a binary
     /// # use core::alloc::{GlobalAlloc, Layout};
     /// # let l = Layout::new::<u64>();
+    /// // SAFETY: `l` is not zero-sized; `p` is freed once, with the layout it was allocated with.
     /// # unsafe { let p = A.alloc(l); assert!(!p.is_null()); A.dealloc(p, l) };
     /// ```
     ///
