@@ -30,8 +30,30 @@ use smpalloc::heap::{MAGAZINE, SmpHeap};
 
 #[path = "fixed.rs"]
 mod fixed;
-use fixed::{Fixed, model};
+use fixed::Fixed;
 use smpalloc::percpu::set_model_cpu;
+
+/// Thread-cache records are process-wide (a pool that every model's threads adopt from and
+/// release to), and the test harness runs the models of this file in parallel. Models that
+/// count records run alone (write); the others may run together (read).
+static RECORDS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Runs a model that may use thread caches but does not count records.
+fn model(f: impl Fn(usize) + Sync + Send + 'static) {
+    let _shared = RECORDS
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fixed::model(f);
+}
+
+/// Runs a model that asserts on [`smpalloc::heap::thread_cache_records`]: no other model of
+/// this file runs meanwhile.
+fn model_counting_records(f: impl Fn(usize) + Sync + Send + 'static) {
+    let _alone = RECORDS
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fixed::model(f);
+}
 
 type Heap = SmpHeap<Fixed, 3>;
 type OneSlot = SmpHeap<Fixed, 1>;
@@ -400,7 +422,7 @@ fn direct_block_freed_on_another_cpu() {
 /// counts add up, and each record goes back to the pool exactly once.
 #[test]
 fn thread_exit_races_remote_frees() {
-    model(|base| {
+    model_counting_records(|base| {
         set_model_cpu(0);
         let (adopted, released) = smpalloc::heap::thread_cache_records();
         let heap = Arc::new(OneSlot::new(Fixed::new(base)));
@@ -451,35 +473,45 @@ fn thread_exit_races_remote_frees() {
     });
 }
 
+/// A heap the main thread can take away (and drop) while another thread uses it.
+type Shared = Arc<loom::sync::Mutex<Option<OneSlot>>>;
+
+/// Spawns a thread that binds its cache to the shared heap by allocating and freeing one
+/// object (which stays cached), then exits.
+fn spawn_cached_user(heap: &Shared) -> thread::JoinHandle<()> {
+    let heap = heap.clone();
+    thread::spawn(move || {
+        let guard = heap.lock().unwrap();
+        let heap = guard.as_ref().unwrap();
+        let obj = alloc(heap);
+        free(heap, obj);
+    })
+}
+
+/// Waits until the user has bound its cache and cached the object, then takes the heap.
+fn take_once_bound(heap: &Shared) -> OneSlot {
+    loop {
+        let mut guard = heap.lock().unwrap();
+        if guard.as_ref().unwrap().stats().thread_caches == 1 {
+            return guard.take().unwrap();
+        }
+        drop(guard);
+        thread::yield_now();
+    }
+}
+
 /// Thread caches (T2, T3): a heap dropped while the thread bound to it exits. The heap's
 /// `Drop` moves the record `BOUND -> IDLE` and the exit hook `BOUND -> ORPHAN`, both by
 /// compare-and-swap on one word: whichever comes second releases the record, exactly once,
 /// and the heap takes the cached objects back either way.
 #[test]
 fn heap_drop_races_thread_exit() {
-    model(|base| {
+    model_counting_records(|base| {
         set_model_cpu(0);
         let (adopted, released) = smpalloc::heap::thread_cache_records();
         let heap = Arc::new(loom::sync::Mutex::new(Some(OneSlot::new(Fixed::new(base)))));
-        let user = {
-            let heap = heap.clone();
-            thread::spawn(move || {
-                let guard = heap.lock().unwrap();
-                let heap = guard.as_ref().unwrap();
-                let obj = alloc(heap);
-                free(heap, obj);
-            })
-        };
-        let dropped = loop {
-            let mut guard = heap.lock().unwrap();
-            // Wait until the user has bound its cache and cached the object.
-            if guard.as_ref().unwrap().stats().thread_caches == 1 {
-                break guard.take().unwrap();
-            }
-            drop(guard);
-            thread::yield_now();
-        };
-        drop(dropped);
+        let user = spawn_cached_user(&heap);
+        drop(take_once_bound(&heap));
         user.join().unwrap();
         // The exit hook runs after the join returns (see above): wait for it.
         while smpalloc::heap::thread_cache_records().1 == released {
@@ -504,22 +536,14 @@ fn heap_drop_races_thread_exit() {
 /// exit hook's CAS (loom: W's magazine access races `Drop`'s flush).
 #[test]
 fn released_record_is_adopted_after_heap_drop() {
-    model(|base| {
+    model_counting_records(|base| {
         set_model_cpu(0);
         let released = smpalloc::heap::thread_cache_records().1;
         let half = fixed::REGION / 2;
         let heap = Arc::new(loom::sync::Mutex::new(Some(OneSlot::new(Fixed::within(
             base, half,
         )))));
-        let user = {
-            let heap = heap.clone();
-            thread::spawn(move || {
-                let guard = heap.lock().unwrap();
-                let heap = guard.as_ref().unwrap();
-                let obj = alloc(heap);
-                free(heap, obj);
-            })
-        };
+        let user = spawn_cached_user(&heap);
         let adopter = thread::spawn(move || {
             // U's record is pooled once both its exit hook and A's `Drop` ran (either last).
             while smpalloc::heap::thread_cache_records().1 == released {
@@ -530,15 +554,7 @@ fn released_record_is_adopted_after_heap_drop() {
             free(&heap, obj);
             finish(&heap, vec![]);
         });
-        let dropped = loop {
-            let mut guard = heap.lock().unwrap();
-            if guard.as_ref().unwrap().stats().thread_caches == 1 {
-                break guard.take().unwrap();
-            }
-            drop(guard);
-            thread::yield_now();
-        };
-        drop(dropped);
+        drop(take_once_bound(&heap));
         user.join().unwrap();
         adopter.join().unwrap();
     });
