@@ -79,9 +79,6 @@
 //!    block's payload happens to be aligned; every operation and check is unchanged.
 //! 3. A free block is in exactly the list of its size class; a list's bit is set iff the list is
 //!    non-empty; a first-level bit is set iff its second-level word is non-zero.
-//! 4. Until a pool is cut (longer than [`Tlsf::MAX_BLOCK_SIZE`]) or grown, no free block has a
-//!    free physical neighbour (in such pools any two would fit one block, invariant 2), so
-//!    splitting a free block for an allocation does not read its successor's header.
 //!
 //! And the header rule, a property of memory contents that the checks cannot walk: a word pair
 //! the allocator wrote reads as a used, non-sentinel header whose successor points back only in
@@ -212,24 +209,14 @@ bitmap_word!(u8, u16, u32, u64, u128, usize);
 /// // SAFETY: `p` came from this allocator and is freed once.
 /// unsafe { tlsf.deallocate(p, 64) };
 /// ```
-// `repr(C)`, the heads first: the hot paths index `heads` from `self` with no offset, and the
-// compiler would otherwise move the `bool` (for its niche) to the front and the heads behind
-// the bitmaps (one more register live across `take`, measured as spills under cachegrind).
-#[repr(C)]
 pub struct Tlsf<'pool, FLBitmap, SLBitmap, const FLLEN: usize, const SLLEN: usize> {
+    /// Bit `f` set iff `sl_bitmap[f] != 0`.
+    fl_bitmap: FLBitmap,
+    /// Bit `s` of `sl_bitmap[f]` set iff `heads[f][s]` is non-null.
+    sl_bitmap: [SLBitmap; FLLEN],
     /// Head of each free list (null when empty); every block on list `(f, s)` is free and its
     /// size maps to `(f, s)`.
     heads: [[*mut FreeHdr; SLLEN]; FLLEN],
-    /// Bit `s` of `sl_bitmap[f]` set iff `heads[f][s]` is non-null.
-    sl_bitmap: [SLBitmap; FLLEN],
-    /// Bit `f` set iff `sl_bitmap[f] != 0`.
-    fl_bitmap: FLBitmap,
-    /// Whether two free blocks may be physical neighbours: false until a pool is inserted
-    /// longer than `MAX_BLOCK_SIZE` (cut into pieces) or any pool is grown (its length is not
-    /// tracked). While false every pool is at most one block long, so any two adjacent free
-    /// blocks would fit one block and are merged (invariant 2): a free block's successor is
-    /// used, and splitting a free block for an allocation need not read it (`trim`).
-    adjoin: bool,
     _pool: PhantomData<&'pool mut [MaybeUninit<u8>]>,
 }
 
@@ -380,7 +367,6 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
             fl_bitmap: FL::ZERO,
             sl_bitmap: [SL::ZERO; FLLEN],
             heads: [[ptr::null_mut(); SLLEN]; FLLEN],
-            adjoin: false,
             _pool: PhantomData,
         }
     }
@@ -546,11 +532,6 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// for `'pool`, `body` is a multiple of the granule and either at least `MIN_BLOCK` or
     /// mergeable into a free `prev`; `prev` is null or the block ending at `start`.
     unsafe fn carve(&mut self, start: *mut u8, body: usize, prev: *mut BlockHdr) {
-        if body > Self::MAX_BLOCK_SIZE || !prev.is_null() {
-            // Cut into pieces, or a growth (the pool's length is unknown here): two free
-            // blocks may now be neighbours.
-            self.adjoin = true;
-        }
         // SAFETY: all writes stay inside `[start, start + body + HDR)` (caller).
         unsafe {
             // First write every header as used (so `release` sees no free neighbour among
@@ -823,16 +804,11 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// rest as a free block when it is at least a minimum block. Returns whether it split; if
     /// not, `b` keeps all `size` bytes and its successor's `prev_phys` is left as it was.
     ///
-    /// `was_free`: the `size` bytes were one free block (or its back part) until just now, so
-    /// unless `adjoin` is set their successor is used and is not read (a cold line on every
-    /// split; the store to its `prev_phys` below does not wait for it).
-    ///
     /// # Safety
     /// `b` is a block of one of our pools with a valid header and successor, `need <= size`,
-    /// both multiples of the granule; with `was_free`, `[b, b + size)` was (the end of) a free
-    /// block.
+    /// both multiples of the granule.
     #[inline(always)]
-    unsafe fn trim(&mut self, b: *mut BlockHdr, size: usize, need: usize, was_free: bool) -> bool {
+    unsafe fn trim(&mut self, b: *mut BlockHdr, size: usize, need: usize) -> bool {
         // SAFETY: the tail lies inside `b` (caller).
         unsafe {
             if size - need >= MIN_BLOCK {
@@ -841,14 +817,10 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 let tail = b.byte_add(need);
                 let mut tail_size = size - need;
                 let next = b.byte_add(size);
-                if !was_free || self.adjoin {
-                    let next_size = (*next).size;
-                    if next_size & USED == 0 && tail_size + next_size <= Self::MAX_BLOCK_SIZE {
-                        self.unlink(next, next_size);
-                        tail_size += next_size;
-                    }
-                } else {
-                    debug_assert!((*next).size & USED != 0, "a free block's successor is free");
+                let next_size = (*next).size;
+                if next_size & USED == 0 && tail_size + next_size <= Self::MAX_BLOCK_SIZE {
+                    self.unlink(next, next_size);
+                    tail_size += next_size;
                 }
                 (*tail).size = tail_size;
                 (*tail).prev_phys = b;
@@ -948,7 +920,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 (*b).size = gap | USED;
                 self.release(b, gap);
             }
-            if !self.trim(block, rest, need, true) && gap != 0 {
+            if !self.trim(block, rest, need) && gap != 0 {
                 // The successor's `prev_phys` pointed at `b`. (With no gap it already points
                 // at `block`: not touching its line saves a cache miss.)
                 (*block.byte_add(rest)).prev_phys = block;
@@ -1145,7 +1117,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
             );
             if ptr.as_ptr().addr() & (new_layout.align() - 1) == 0 {
                 if need <= size {
-                    self.trim(b, size, need, false);
+                    self.trim(b, size, need);
                     return Some(ptr);
                 }
                 let next = b.byte_add(size);
@@ -1153,7 +1125,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                 if next_size & USED == 0 && Self::grows_into(size + next_size, need) {
                     self.unlink(next, next_size);
                     let total = size + next_size;
-                    if !self.trim(b, total, need, false) {
+                    if !self.trim(b, total, need) {
                         (*b.byte_add(total)).prev_phys = b;
                     }
                     return Some(ptr);
@@ -1355,11 +1327,6 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                         let ns = (*next).size;
                         if ns & USED == 0 && ns + size <= Self::MAX_BLOCK_SIZE {
                             return Err(CheckError("two adjacent free blocks left unmerged"));
-                        }
-                        if ns & USED == 0 && !self.adjoin {
-                            return Err(CheckError(
-                                "two adjacent free blocks though no pool was cut or grown",
-                            ));
                         }
                         let p = (*bh).prev_phys;
                         if !p.is_null() {
