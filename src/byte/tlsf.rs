@@ -884,7 +884,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
             self.pop_head(f, s, b);
             // Unsplit, the successor's `prev_phys` already points at `b`: not touching its
             // line saves a cache miss.
-            self.trim(b, size, need, true);
+            self.trim(b, size, need);
             NonNull::new_unchecked(b.cast::<u8>().add(HDR))
         }
     }
