@@ -896,6 +896,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
     /// # Safety
     /// `b` is the head of list `(f, s)` with `size >= gap + need`, `gap` is 0 or at least
     /// `MIN_BLOCK` and a multiple of the granule.
+    #[inline]
     unsafe fn take(
         &mut self,
         f: usize,
