@@ -711,7 +711,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
                     // block on it is at least `need` bytes (good fit); no gap is needed.
                     return Some(unsafe {
                         let b = (*self.head(f, s)).cast::<BlockHdr>();
-                        self.take(f, s, b, 0, need)
+                        self.take_head(f, s, b, need)
                     });
                 }
             }
@@ -834,6 +834,61 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         }
     }
 
+    /// Removes free block `b`, the head of list `(f, s)`, from that list: its list is known,
+    /// so no class computation and no predecessor.
+    ///
+    /// # Safety
+    /// `b` is the head of list `(f, s)`.
+    #[inline(always)]
+    unsafe fn pop_head(&mut self, f: usize, s: usize, b: *mut BlockHdr) {
+        // SAFETY: `b` is a listed free block (caller), its successor on the list one too.
+        unsafe {
+            let next = (*b.cast::<FreeHdr>()).next_free;
+            *self.head(f, s) = next;
+            if next.is_null() {
+                let word = self.sl(f);
+                *word = word.clear(s);
+                if *word == SL::ZERO {
+                    self.fl_bitmap = self.fl_bitmap.clear(f);
+                }
+            } else {
+                (*next).prev_free = ptr::null_mut();
+            }
+        }
+    }
+
+    /// The fast path's [`take`](Tlsf::take) (no front gap): takes free block `b`, the head of
+    /// list `(f, s)`, cuts everything past `need` off its back and returns its payload.
+    ///
+    /// A function of its own, not `take` with a zero gap: where the compiler does not
+    /// specialize `take` for the constant (a non-generic caller such as
+    /// `TlsfByteAllocator`), the fast path would run the general body, which saves six
+    /// registers on every call (measured under cachegrind).
+    ///
+    /// Out of line: the caller, `allocate`, is inlined everywhere and stays small; this body
+    /// is the same code for every caller.
+    ///
+    /// # Safety
+    /// `b` is the head of list `(f, s)` with `size >= need`.
+    #[inline(never)]
+    unsafe fn take_head(
+        &mut self,
+        f: usize,
+        s: usize,
+        b: *mut BlockHdr,
+        need: usize,
+    ) -> NonNull<u8> {
+        // SAFETY: all headers written lie inside `b` (size >= need) or are its successor.
+        unsafe {
+            let size = (*b).size;
+            self.pop_head(f, s, b);
+            // Unsplit, the successor's `prev_phys` already points at `b`: not touching its
+            // line saves a cache miss.
+            self.trim(b, size, need);
+            NonNull::new_unchecked(b.cast::<u8>().add(HDR))
+        }
+    }
+
     /// Takes free block `b`, the head of list `(f, s)`, cuts `gap` bytes off its front and
     /// everything past `need` off its back (both released), marks the middle used and returns
     /// its payload.
@@ -853,18 +908,7 @@ impl<'pool, FL: BitmapWord, SL: BitmapWord, const FLLEN: usize, const SLLEN: usi
         // SAFETY: all headers written lie inside `b` (size >= gap + need) or are its successor.
         unsafe {
             let size = (*b).size;
-            // Pop the head: its list is known, no class computation and no predecessor.
-            let next = (*b.cast::<FreeHdr>()).next_free;
-            *self.head(f, s) = next;
-            if next.is_null() {
-                let word = self.sl(f);
-                *word = word.clear(s);
-                if *word == SL::ZERO {
-                    self.fl_bitmap = self.fl_bitmap.clear(f);
-                }
-            } else {
-                (*next).prev_free = ptr::null_mut();
-            }
+            self.pop_head(f, s, b);
             let mut block = b;
             let mut rest = size;
             if gap != 0 {

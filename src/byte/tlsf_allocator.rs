@@ -238,7 +238,7 @@ impl TlsfByteAllocator {
 
     /// Frees the allocation at `addr`, which lies in `region`, if a used block starts right
     /// before it.
-    #[inline]
+    #[inline(always)]
     fn free_in(&mut self, addr: usize, region: Region) -> AllocResult {
         if addr % GRANULARITY != 0 || addr < region.first + HDR || addr >= region.pool_end {
             return Err(AllocError::NotAllocated);
