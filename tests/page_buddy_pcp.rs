@@ -54,7 +54,11 @@ fn aligned_blocks_round_trip_through_the_cache() {
     let pages = buddy(64, 16);
     for count in [2, 4, 8] {
         let a = pages.alloc_pages(count, P).unwrap();
-        assert_eq!(a % (count * P), 0, "a block of {count} is naturally aligned");
+        assert_eq!(
+            a % (count * P),
+            0,
+            "a block of {count} is naturally aligned"
+        );
         exact(&pages, count);
         let zone_free: usize = pages
             .free_blocks()
@@ -197,7 +201,9 @@ fn alloc_pages_at_over_a_parked_block_drains_it_first() {
 fn each_order_parks_at_most_its_watermark() {
     let pages = buddy(8, 4);
     for (count, most) in [(2, 4), (4, 2), (8, 1)] {
-        let blocks: Vec<usize> = (0..6).map(|_| pages.alloc_pages(count, P).unwrap()).collect();
+        let blocks: Vec<usize> = (0..6)
+            .map(|_| pages.alloc_pages(count, P).unwrap())
+            .collect();
         exact(&pages, 6 * count);
         let before = pages.cached_pages();
         for (i, &block) in blocks.iter().enumerate() {

@@ -77,8 +77,9 @@ pub(super) struct PageCache {
     slots: [u32; SLOTS],
     /// Blocks parked per order.
     len: [usize; ORDERS],
-    /// Pages parked (`sum len[k] << k`).
-    pages: usize,
+    /// Pages parked in blocks of orders above 0 (`sum len[k] << k` for `k >= 1`): kept apart
+    /// so the single-page paths (order 0, a constant there) update nothing but `len[0]`.
+    upper_pages: usize,
 }
 
 impl Default for PageCache {
@@ -92,14 +93,14 @@ impl PageCache {
         Self {
             slots: [0; SLOTS],
             len: [0; ORDERS],
-            pages: 0,
+            upper_pages: 0,
         }
     }
 
     /// Pages parked, all orders together.
     #[inline(always)]
     pub(super) fn pages(&self) -> usize {
-        self.pages
+        self.len[0] + self.upper_pages
     }
 
     /// Blocks of `order` parked (`order <= PCP_MAX_ORDER`).
@@ -113,7 +114,9 @@ impl PageCache {
     pub(super) fn pop(&mut self, order: usize) -> Option<usize> {
         let len = self.len[order].checked_sub(1)?;
         self.len[order] = len;
-        self.pages -= 1 << order;
+        if order > 0 {
+            self.upper_pages -= 1 << order;
+        }
         Some(self.slots[OFFSETS[order] + len] as usize)
     }
 
@@ -127,7 +130,9 @@ impl PageCache {
         // Window indices are below `NIL = u32::MAX` (the window's size limit).
         self.slots[OFFSETS[order] + len] = index as u32;
         self.len[order] = len + 1;
-        self.pages += 1 << order;
+        if order > 0 {
+            self.upper_pages += 1 << order;
+        }
         true
     }
 
@@ -142,7 +147,9 @@ impl PageCache {
         }
         stack.copy_within(count.., 0);
         self.len[order] = len - count;
-        self.pages -= count << order;
+        if order > 0 {
+            self.upper_pages -= count << order;
+        }
     }
 
     /// Removes every block, handing each to `f(index, order)`.

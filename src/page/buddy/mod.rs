@@ -191,11 +191,41 @@ pub struct BuddyPageAllocator<
     base: usize,
     zone: SpinLock<Zone>,
     caches: PerCpu<PcpSlot, CPUS>,
-    /// A free into a cache holding `high >> k` blocks of order `k` (at least 1) first drains a
-    /// batch of them.
+    /// Per cached order `k`: a free into a stack holding `high >> k` blocks (at least 1) first
+    /// returns a batch of `batch >> k` blocks (at least 1) to the zone, and a refill takes a
+    /// batch (`watermarks`).
+    marks: [Watermark; PCP_ORDERS],
+}
+
+/// Orders the caches hold (`0..=PCP_MAX_ORDER`).
+const PCP_ORDERS: usize = PCP_MAX_ORDER + 1;
+
+/// One cached order's watermarks, in blocks of that order.
+#[derive(Clone, Copy)]
+struct Watermark {
+    /// A free into a stack holding this many blocks first returns a batch to the zone.
     high: usize,
-    /// Pages moved per refill or drain (order `k`: `batch >> k` blocks, at least 1).
+    /// Blocks per refill or drain.
     batch: usize,
+}
+
+/// The per-order watermarks for `high` and `batch` pages (`1 <= batch <= high <=
+/// PCP_CAPACITY`): order `k` gets `high >> k` and `batch >> k` blocks, at least 1 each, so
+/// `batch_k <= high_k <= capacity(k)` (the stack of order `k` holds `PCP_CAPACITY >> k`, at
+/// least 1).
+const fn watermarks(high: usize, batch: usize) -> [Watermark; PCP_ORDERS] {
+    let mut marks = [Watermark { high: 1, batch: 1 }; PCP_ORDERS];
+    let mut order = 0;
+    while order < PCP_ORDERS {
+        if high >> order > 1 {
+            marks[order].high = high >> order;
+        }
+        if batch >> order > 1 {
+            marks[order].batch = batch >> order;
+        }
+        order += 1;
+    }
+    marks
 }
 
 #[cfg(not(loom))]
@@ -241,8 +271,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 base: 0,
                 zone: SpinLock::new(Zone::new()),
                 caches: caches(),
-                high: DEFAULT_PCP_HIGH,
-                batch: DEFAULT_PCP_BATCH,
+                marks: watermarks(DEFAULT_PCP_HIGH, DEFAULT_PCP_BATCH),
             }
         }
     }
@@ -267,8 +296,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 base: base / PAGE_SIZE,
                 zone: SpinLock::new(Zone::new()),
                 caches: caches(),
-                high: DEFAULT_PCP_HIGH,
-                batch: DEFAULT_PCP_BATCH,
+                marks: watermarks(DEFAULT_PCP_HIGH, DEFAULT_PCP_BATCH),
             }
         }
     }
@@ -281,8 +309,8 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// to `1..=high`; `high = 1, batch = 1` makes the caches nearly pass-through.
     #[must_use]
     pub fn with_watermarks(mut self, high: usize, batch: usize) -> Self {
-        self.high = high.clamp(1, PCP_CAPACITY);
-        self.batch = batch.clamp(1, self.high);
+        let high = high.clamp(1, PCP_CAPACITY);
+        self.marks = watermarks(high, batch.clamp(1, high));
         self
     }
 
@@ -321,22 +349,13 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// Blocks of `order` at which a free drains a batch first.
     #[inline(always)]
     fn high(&self, order: usize) -> usize {
-        // `high >= 1` (`with_watermarks` clamps it): order 0 needs no `max`.
-        if order == 0 {
-            self.high
-        } else {
-            (self.high >> order).max(1)
-        }
+        self.marks[order].high
     }
 
     /// Blocks of `order` per refill or drain.
     #[inline(always)]
     fn batch(&self, order: usize) -> usize {
-        if order == 0 {
-            self.batch
-        } else {
-            (self.batch >> order).max(1)
-        }
+        self.marks[order].batch
     }
 
     /// The window index of the page at `addr`, if page-aligned and inside the window with
@@ -443,9 +462,12 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         if num_pages == 1 && align == 1 {
             return self.alloc_cached(0).map(|index| self.address(index));
         }
-        // Exactly one block of a cached order: `num_pages = 2^k <= 2^CACHED_MAX`, and the
-        // block's natural alignment covers `align <= num_pages` (both powers of two).
-        if num_pages.is_power_of_two() && num_pages <= 1 << Self::CACHED_MAX && align <= num_pages
+        // Exactly one block of a cached order: `num_pages = 2^k <= 2^CACHED_MAX` (a power of
+        // two: `num_pages >= 1` has no bit in common with `num_pages - 1`), and the block's
+        // natural alignment covers `align <= num_pages` (both powers of two).
+        if num_pages <= 1 << Self::CACHED_MAX
+            && num_pages & (num_pages - 1) == 0
+            && align <= num_pages
         {
             let order = num_pages.trailing_zeros() as usize;
             return self.alloc_cached(order).map(|index| self.address(index));
@@ -671,10 +693,9 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         }
         // One naturally aligned block of a cached order: its canonical decomposition is that
         // block alone, whose expected state (invariant L) is `ALLOC | order`, no links.
-        if num_pages.is_power_of_two()
-            && num_pages <= 1 << Self::CACHED_MAX
-            && index & (num_pages - 1) == 0
-        {
+        // (`num_pages >= 1`: a power of two has no bit in common with `num_pages - 1`, and an
+        // index aligned to it neither.)
+        if num_pages <= 1 << Self::CACHED_MAX && (num_pages | index) & (num_pages - 1) == 0 {
             let order = num_pages.trailing_zeros() as usize;
             if self.claim(index, order) {
                 self.free_cached(index, order);
