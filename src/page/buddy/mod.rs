@@ -15,8 +15,9 @@
 //!
 //! A free first wins the CAS `ALLOC | links | k -> HELD | k` (a double free loses it and gets
 //! `NotAllocated`, nothing changed); from then on the block is the freeing thread's to park in
-//! its CPU cache (one block of order `k <= PCP_MAX_ORDER`) or give to the zone. Blocks being allocated are `HELD` until their final
-//! state is stored (under the zone lock), so no free can claim a block half-way. `FREE` is
+//! its CPU cache (one block of order `k <= PCP_MAX_ORDER`) or give to the zone. Blocks being
+//! allocated are `HELD` until their final state is stored (under the zone lock), so no free
+//! can claim a block half-way. `FREE` is
 //! written and cleared only under the zone lock, so under that lock a `Relaxed` load of a
 //! buddy's state is exact (docs/design/05-pages.md §"BuddyPageAllocator"). Page *contents* change hands through the zone
 //! lock or a cache lock (`Acquire`/`Release`), never through the state word, so every state
@@ -589,9 +590,12 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             let Some(index) = zone.alloc_block(meta, order, HELD) else {
                 break;
             };
-            // The stack is empty and `batch <= high <= capacity`: the push fits.
-            let parked = cache.push(order, index);
-            debug_assert!(parked);
+            // The stack is empty and `batch <= high <= capacity`: the push fits (were it full,
+            // the block would go back rather than be lost).
+            if !cache.push(order, index) {
+                zone.free_block(meta, index, order, MAX_ORDER);
+                break;
+            }
         }
         drop(zone);
         cache.pop(order)
@@ -770,9 +774,11 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         if cache.len(order) >= self.high(order) {
             self.drain_batch(&mut cache, order);
         }
-        // Below the watermark now, and `high <= capacity`: the push fits.
-        let parked = cache.push(order, index);
-        debug_assert!(parked);
+        // Below the watermark now, and `high <= capacity`: the push fits (were it full, the
+        // block would go to the zone rather than be lost).
+        if !cache.push(order, index) {
+            self.zone.lock().free_block(meta, index, order, MAX_ORDER);
+        }
         slot.publish(&cache);
     }
 
