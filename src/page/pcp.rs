@@ -171,26 +171,48 @@ impl PageCache {
 /// One CPU's slot: its cache, and the cache's size published for other CPUs.
 pub(super) struct PcpSlot {
     pub(super) cache: SpinLock<PageCache>,
-    /// The cache's page count as of its last change, written by whoever holds the cache with
-    /// a `Relaxed` store (no read-modify-write); read by statistics and `check` in pinned mode.
+    /// The cache's single pages (order 0) as of their last change, written by whoever holds
+    /// the cache with a `Relaxed` store (no read-modify-write); read by statistics and `check`
+    /// in pinned mode.
     parked: AtomicUsize,
+    /// The same for the pages in blocks of orders above 0. Two words, so a change of one order
+    /// stores one count the holder already has in a register (the single-page paths store
+    /// `len[0]`, as before the caches held blocks).
+    parked_upper: AtomicUsize,
 }
 
 impl PcpSlot {
     loom_const_fn! {
         pub(super) fn new() -> Self {
-            Self { cache: SpinLock::new(PageCache::new()), parked: AtomicUsize::new(0) }
+            Self {
+                cache: SpinLock::new(PageCache::new()),
+                parked: AtomicUsize::new(0),
+                parked_upper: AtomicUsize::new(0),
+            }
         }
     }
 
-    /// Republishes `cache`'s size (the caller holds this slot's cache).
+    /// Republishes `cache`'s size after a change of its stack of `order` only (the caller
+    /// holds this slot's cache).
     #[inline(always)]
-    pub(super) fn publish(&self, cache: &PageCache) {
-        self.parked.store(cache.pages(), Ordering::Relaxed);
+    pub(super) fn publish(&self, cache: &PageCache, order: usize) {
+        if order == 0 {
+            self.parked.store(cache.len[0], Ordering::Relaxed);
+        } else {
+            self.parked_upper
+                .store(cache.upper_pages, Ordering::Relaxed);
+        }
     }
 
-    /// The published size.
+    /// Republishes `cache`'s size after a change of any of its stacks (the caller holds this
+    /// slot's cache).
+    pub(super) fn publish_all(&self, cache: &PageCache) {
+        self.publish(cache, 0);
+        self.publish(cache, 1);
+    }
+
+    /// The published size (pages).
     pub(super) fn parked(&self) -> usize {
-        self.parked.load(Ordering::Relaxed)
+        self.parked.load(Ordering::Relaxed) + self.parked_upper.load(Ordering::Relaxed)
     }
 }

@@ -470,7 +470,10 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             && num_pages & (num_pages - 1) == 0
             && align <= num_pages
         {
-            let order = num_pages.trailing_zeros() as usize;
+            // `num_pages >= 2` here (one page with `align == 1` went above, and with a larger
+            // alignment it is no single block), so `order >= 1`: `max` tells the compiler, which
+            // then drops the order-0 branches of the cache's bookkeeping.
+            let order = (num_pages.trailing_zeros() as usize).max(1);
             return self.alloc_cached(order).map(|index| self.address(index));
         }
         if num_pages > Self::MAX_BLOCK || align > Self::MAX_BLOCK {
@@ -573,7 +576,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 }
             },
         };
-        slot.publish(&cache);
+        slot.publish(&cache, order);
         drop(cache);
         // The block is ours (HELD, taken from our locked cache): hand it to the user.
         meta[index].set_state(ALLOC | order as u32);
@@ -700,7 +703,8 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         // (`num_pages >= 1`: a power of two has no bit in common with `num_pages - 1`, and an
         // index aligned to it neither.)
         if num_pages <= 1 << Self::CACHED_MAX && (num_pages | index) & (num_pages - 1) == 0 {
-            let order = num_pages.trailing_zeros() as usize;
+            // `num_pages >= 2` here (one page went above): `order >= 1`, as in `alloc_pages`.
+            let order = (num_pages.trailing_zeros() as usize).max(1);
             if self.claim(index, order) {
                 self.free_cached(index, order);
                 return Ok(());
@@ -779,7 +783,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         if !cache.push(order, index) {
             self.zone.lock().free_block(meta, index, order, MAX_ORDER);
         }
-        slot.publish(&cache);
+        slot.publish(&cache, order);
     }
 
     /// Returns the `batch` oldest (coldest: the bottom of the stack) blocks of `order` of a
@@ -847,7 +851,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         let meta = self.meta();
         let mut zone = self.zone.lock();
         cache.drain_all(|block, order| zone.free_block(meta, block, order, MAX_ORDER));
-        slot.publish(cache);
+        slot.publish_all(cache);
     }
 
     // ---------------------------------------------------------------------------------------
