@@ -1,7 +1,7 @@
 //! Loom models of `BuddyPageAllocator`'s protocols (docs/design/05-pages.md §"BuddyPageAllocator" and §"Per-CPU page caches"): splits racing
 //! merges through the per-CPU caches, cache refill and drain racing a remote free, double
 //! frees racing, two threads on one CPU slot (a migrated thread), a partial free racing the
-//! exact free (allocation links), an interrupt handler whose allocation fails while its CPU
+//! exact free (allocation links), 2-page blocks through the caches (invariant C), an interrupt handler whose allocation fails while its CPU
 //! holds its cache (the drain skips it), and exact counters at the end. Empty unless built
 //! with `--cfg loom`.
 //!
@@ -177,6 +177,51 @@ fn partial_free_races_exact_free() {
         assert_eq!(exact, Ok(()));
         assert_eq!(part, Err(AllocError::NotAllocated));
         assert_eq!(tail, Err(AllocError::NotAllocated));
+        assert_exact(&pages, 0);
+    });
+}
+
+/// Invariant C (blocks of order `k > 0` in the per-CPU caches): CPU 0 allocates two 2-page
+/// blocks (its order-1 stack refills from the zone) and frees one into its cache, while CPU 1
+/// frees the other (a remote free, into CPU 1's cache) racing CPU 0's double free of it, and
+/// drains every cache; CPU 0 then allocates a 2-page block again (from its cache, or the zone
+/// after the drain). Exactly one of the racing frees succeeds, no block is handed out twice,
+/// and after draining the window merges back into one block.
+/// Mutation: a load-then-store instead of the claim CAS lets both frees park the block.
+#[test]
+fn blocks_through_caches_race_double_free_and_drain() {
+    model(|| {
+        let pages = setup(2, 1);
+        set_model_cpu(0);
+        let a = pages.alloc_pages(2, P).unwrap();
+        let b = pages.alloc_pages(2, 2 * P).unwrap();
+        assert_ne!(a, b);
+        let other = pages.clone();
+        let t = thread::spawn(move || {
+            set_model_cpu(1);
+            let freed = other.try_dealloc_pages(b, 2);
+            other.drain_cpu_caches();
+            freed
+        });
+        let mine = pages.try_dealloc_pages(b, 2);
+        pages.try_dealloc_pages(a, 2).unwrap();
+        let again = pages.alloc_pages(2, 2 * P).unwrap();
+        let theirs = t.join().unwrap();
+        assert!(
+            matches!(
+                (mine, theirs),
+                (Ok(()), Err(AllocError::NotAllocated)) | (Err(AllocError::NotAllocated), Ok(()))
+            ),
+            "{mine:?} {theirs:?}"
+        );
+        assert_exact(&pages, 2);
+        // The other block is free (parked or in the zone): one more 2-page block exists, and
+        // no third one.
+        let last = pages.alloc_pages(2, 2 * P).unwrap();
+        assert_ne!(last, again, "one block handed out twice");
+        assert_eq!(pages.alloc_pages(2, P), Err(AllocError::NoMemory));
+        pages.try_dealloc_pages(last, 2).unwrap();
+        pages.try_dealloc_pages(again, 2).unwrap();
         assert_exact(&pages, 0);
     });
 }

@@ -33,7 +33,7 @@ pub use bitmap::{
     LowestFreeBitmapPageAllocator,
 };
 pub use buddy::{BuddyPageAllocator, PageMeta};
-pub use pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY};
+pub use pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY, PCP_MAX_ORDER};
 pub use regions::MAX_REGIONS;
 
 use crate::traits::{AllocError, AllocResult};

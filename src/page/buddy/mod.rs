@@ -14,9 +14,10 @@
 //! | `HELD \| k` | owned by the allocator in transit, or parked in a CPU cache | its owner |
 //!
 //! A free first wins the CAS `ALLOC | links | k -> HELD | k` (a double free loses it and gets
-//! `NotAllocated`, nothing changed); from then on the page is the freeing thread's to park in
-//! its CPU cache or give to the zone. Blocks being allocated are `HELD` until their final
-//! state is stored (under the zone lock), so no free can claim a block half-way. `FREE` is
+//! `NotAllocated`, nothing changed); from then on the block is the freeing thread's to park in
+//! its CPU cache (one block of order `k <= PCP_MAX_ORDER`) or give to the zone. Blocks being
+//! allocated are `HELD` until their final state is stored (under the zone lock), so no free
+//! can claim a block half-way. `FREE` is
 //! written and cleared only under the zone lock, so under that lock a `Relaxed` load of a
 //! buddy's state is exact (docs/design/05-pages.md §"BuddyPageAllocator"). Page *contents* change hands through the zone
 //! lock or a cache lock (`Acquire`/`Release`), never through the state word, so every state
@@ -42,7 +43,9 @@ use arrayvec::ArrayVec;
 use core::fmt;
 
 use self::zone::{ALLOC, HELD, KIND, NIL, NONE, ORDER, ORDERS, Zone, alloc_state, mark_allocation};
-use super::pcp::{DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY, PageCache, PcpSlot};
+use super::pcp::{
+    DEFAULT_PCP_BATCH, DEFAULT_PCP_HIGH, PCP_CAPACITY, PCP_MAX_ORDER, PageCache, PcpSlot,
+};
 use super::{CheckError, align_in_pages, for_each_block, order_for, page_number, region_pages};
 use crate::percpu::{self, PerCpu};
 use crate::sync::atomic::{AtomicU32, Ordering};
@@ -189,10 +192,41 @@ pub struct BuddyPageAllocator<
     base: usize,
     zone: SpinLock<Zone>,
     caches: PerCpu<PcpSlot, CPUS>,
-    /// A free into a cache holding `high` pages first drains `batch` of them.
+    /// Per cached order `k`: a free into a stack holding `high >> k` blocks (at least 1) first
+    /// returns a batch of `batch >> k` blocks (at least 1) to the zone, and a refill takes a
+    /// batch (`watermarks`).
+    marks: [Watermark; PCP_ORDERS],
+}
+
+/// Orders the caches hold (`0..=PCP_MAX_ORDER`).
+const PCP_ORDERS: usize = PCP_MAX_ORDER + 1;
+
+/// One cached order's watermarks, in blocks of that order.
+#[derive(Clone, Copy)]
+struct Watermark {
+    /// A free into a stack holding this many blocks first returns a batch to the zone.
     high: usize,
-    /// Pages moved per refill or drain.
+    /// Blocks per refill or drain.
     batch: usize,
+}
+
+/// The per-order watermarks for `high` and `batch` pages (`1 <= batch <= high <=
+/// PCP_CAPACITY`): order `k` gets `high >> k` and `batch >> k` blocks, at least 1 each, so
+/// `batch_k <= high_k <= capacity(k)` (the stack of order `k` holds `PCP_CAPACITY >> k`, at
+/// least 1).
+const fn watermarks(high: usize, batch: usize) -> [Watermark; PCP_ORDERS] {
+    let mut marks = [Watermark { high: 1, batch: 1 }; PCP_ORDERS];
+    let mut order = 0;
+    while order < PCP_ORDERS {
+        if high >> order > 1 {
+            marks[order].high = high >> order;
+        }
+        if batch >> order > 1 {
+            marks[order].batch = batch >> order;
+        }
+        order += 1;
+    }
+    marks
 }
 
 #[cfg(not(loom))]
@@ -222,6 +256,13 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// Pages in the largest block.
     const MAX_BLOCK: usize = 1 << MAX_ORDER;
 
+    /// The largest order the CPU caches hold.
+    const CACHED_MAX: usize = if PCP_MAX_ORDER < MAX_ORDER {
+        PCP_MAX_ORDER
+    } else {
+        MAX_ORDER
+    };
+
     loom_const_fn! {
         /// An allocator without metadata: [`init`](Self::init) allocates it (feature `alloc`).
         pub fn new() -> Self {
@@ -231,8 +272,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 base: 0,
                 zone: SpinLock::new(Zone::new()),
                 caches: caches(),
-                high: DEFAULT_PCP_HIGH,
-                batch: DEFAULT_PCP_BATCH,
+                marks: watermarks(DEFAULT_PCP_HIGH, DEFAULT_PCP_BATCH),
             }
         }
     }
@@ -257,20 +297,21 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 base: base / PAGE_SIZE,
                 zone: SpinLock::new(Zone::new()),
                 caches: caches(),
-                high: DEFAULT_PCP_HIGH,
-                batch: DEFAULT_PCP_BATCH,
+                marks: watermarks(DEFAULT_PCP_HIGH, DEFAULT_PCP_BATCH),
             }
         }
     }
 
-    /// Sets the per-CPU cache watermarks: a free into a cache holding `high` pages first
-    /// returns `batch` pages to the zone, and an empty cache takes `batch` pages. `high` is
-    /// clamped to `1..=PCP_CAPACITY` and `batch` to `1..=high`; `high = 1, batch = 1` makes
-    /// the caches nearly pass-through.
+    /// Sets the per-CPU cache watermarks, in pages: a free into a cache holding `high` single
+    /// pages first returns `batch` of them to the zone, and an empty cache takes `batch` pages.
+    /// For blocks of order `k` (up to [`PCP_MAX_ORDER`](super::PCP_MAX_ORDER)) the watermark
+    /// and batch are `high >> k` and `batch >> k` blocks (at least 1 each), so each order
+    /// parks at most `high` pages per CPU. `high` is clamped to `1..=PCP_CAPACITY` and `batch`
+    /// to `1..=high`; `high = 1, batch = 1` makes the caches nearly pass-through.
     #[must_use]
     pub fn with_watermarks(mut self, high: usize, batch: usize) -> Self {
-        self.high = high.clamp(1, PCP_CAPACITY);
-        self.batch = batch.clamp(1, self.high);
+        let high = high.clamp(1, PCP_CAPACITY);
+        self.marks = watermarks(high, batch.clamp(1, high));
         self
     }
 
@@ -304,6 +345,18 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     #[inline(always)]
     fn meta(&self) -> &[PageMeta] {
         self.meta.pages()
+    }
+
+    /// Blocks of `order` at which a free drains a batch first.
+    #[inline(always)]
+    fn high(&self, order: usize) -> usize {
+        self.marks[order].high
+    }
+
+    /// Blocks of `order` per refill or drain.
+    #[inline(always)]
+    fn batch(&self, order: usize) -> usize {
+        self.marks[order].batch
     }
 
     /// The window index of the page at `addr`, if page-aligned and inside the window with
@@ -384,10 +437,11 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     // Allocation
 
     /// Allocates `num_pages` contiguous pages whose address is a multiple of `align_pow2`
-    /// bytes; returns the address. One page-aligned page comes from this CPU's cache; anything
-    /// else is a block of `2^order >= max(num_pages, align)` pages from the zone, whose unused
-    /// tail goes straight back (so exactly `num_pages` pages are used; free them with the same
-    /// count).
+    /// bytes; returns the address. A request that is exactly one block of at most
+    /// 2^[`PCP_MAX_ORDER`](super::PCP_MAX_ORDER) pages (`num_pages` a power of two, at most 8,
+    /// `align_pow2` at most `num_pages` pages) comes from this CPU's cache; anything else is a
+    /// block of `2^order >= max(num_pages, align)` pages from the zone, whose unused tail goes
+    /// straight back (so exactly `num_pages` pages are used; free them with the same count).
     ///
     /// # Errors
     /// - [`AllocError::InvalidParam`]: `num_pages == 0`, or `align_pow2` not a power of two or
@@ -398,7 +452,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     ///   maximal block.
     ///
     /// # Time Complexity
-    /// One page: O(1) from the cache, O(batch * MAX_ORDER) on a refill. Otherwise
+    /// One cached block: O(1) from the cache, O(batch * MAX_ORDER) on a refill. Otherwise
     /// O(MAX_ORDER) plus O(MAX_ORDER^2) to return the tail, under the zone lock.
     #[inline]
     pub fn alloc_pages(&self, num_pages: usize, align_pow2: usize) -> AllocResult<usize> {
@@ -407,7 +461,20 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             return Err(AllocError::InvalidParam);
         }
         if num_pages == 1 && align == 1 {
-            return self.alloc_page().map(|index| self.address(index));
+            return self.alloc_cached(0).map(|index| self.address(index));
+        }
+        // Exactly one block of a cached order: `num_pages = 2^k <= 2^CACHED_MAX` (a power of
+        // two: `num_pages >= 1` has no bit in common with `num_pages - 1`), and the block's
+        // natural alignment covers `align <= num_pages` (both powers of two).
+        if num_pages <= 1 << Self::CACHED_MAX
+            && num_pages & (num_pages - 1) == 0
+            && align <= num_pages
+        {
+            // `num_pages >= 2` here (one page with `align == 1` went above, and with a larger
+            // alignment it is no single block), so `order >= 1`: `max` tells the compiler, which
+            // then drops the order-0 branches of the cache's bookkeeping.
+            let order = (num_pages.trailing_zeros() as usize).max(1);
+            return self.alloc_cached(order).map(|index| self.address(index));
         }
         if num_pages > Self::MAX_BLOCK || align > Self::MAX_BLOCK {
             return Err(AllocError::NoMemory);
@@ -441,7 +508,8 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     }
 
     /// Allocates one block of `2^order` pages, naturally aligned; returns its address. The
-    /// refill primitive for slab caches: order 0 goes through the CPU cache.
+    /// refill primitive for slab caches: orders up to [`PCP_MAX_ORDER`](super::PCP_MAX_ORDER)
+    /// go through the CPU cache.
     ///
     /// # Errors
     /// [`AllocError::NoMemory`] if no block is free or `order > MAX_ORDER`.
@@ -453,8 +521,8 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         if order > MAX_ORDER {
             return Err(AllocError::NoMemory);
         }
-        let index = if order == 0 {
-            self.alloc_page()?
+        let index = if order <= Self::CACHED_MAX {
+            self.alloc_cached(order)?
         } else {
             self.alloc_block(order, ALLOC)?
         };
@@ -488,41 +556,52 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
             .ok_or(AllocError::NoMemory)
     }
 
-    /// One page: pop this CPU's cache (refilling it with a batch from the zone when empty);
-    /// when the cache is busy (another thread on this slot, or, pinned, an interrupted section
-    /// on this CPU), straight from the zone.
-    #[inline]
-    fn alloc_page(&self) -> AllocResult<usize> {
+    /// One block of `order <= CACHED_MAX`: pop this CPU's cache (refilling its stack with a
+    /// batch from the zone when empty); when the cache is busy (another thread on this slot,
+    /// or, pinned, an interrupted section on this CPU), straight from the zone.
+    #[inline(always)]
+    fn alloc_cached(&self, order: usize) -> AllocResult<usize> {
         let meta = self.meta();
         let Ok((slot, mut cache)) = self.caches.lock_local(|slot| &slot.cache) else {
-            return self.alloc_block(0, ALLOC);
+            return self.alloc_block(order, ALLOC);
         };
-        let index = match cache.pages.pop() {
+        let index = match cache.pop(order) {
             Some(index) => index,
-            None => {
-                let mut zone = self.zone.lock();
-                for _ in 0..self.batch {
-                    match zone.alloc_block(meta, 0, HELD) {
-                        Some(index) => cache.pages.push(index),
-                        None => break,
-                    }
+            None => match self.refill(&mut cache, order) {
+                Some(index) => index,
+                None => {
+                    // The zone has no such block; other CPUs may hold parked blocks.
+                    drop(cache);
+                    return self.alloc_block(order, ALLOC);
                 }
-                drop(zone);
-                match cache.pages.pop() {
-                    Some(index) => index,
-                    None => {
-                        // The zone is empty; other CPUs may hold parked pages.
-                        drop(cache);
-                        return self.alloc_block(0, ALLOC);
-                    }
-                }
-            }
+            },
         };
-        slot.publish(&cache);
+        slot.publish(&cache, order);
         drop(cache);
-        // The page is ours (HELD, taken from our locked cache): hand it to the user.
-        meta[index].set_state(ALLOC);
+        // The block is ours (HELD, taken from our locked cache): hand it to the user.
+        meta[index].set_state(ALLOC | order as u32);
         Ok(index)
+    }
+
+    /// Moves a batch of blocks of `order` from the zone into the (held, empty) stack of
+    /// `order` in one zone lock hold, and takes one of them; `None` if the zone has none.
+    #[inline(never)]
+    fn refill(&self, cache: &mut PageCache, order: usize) -> Option<usize> {
+        let meta = self.meta();
+        let mut zone = self.zone.lock();
+        for _ in 0..self.batch(order) {
+            let Some(index) = zone.alloc_block(meta, order, HELD) else {
+                break;
+            };
+            // The stack is empty and `batch <= high <= capacity`: the push fits (were it full,
+            // the block would go back rather than be lost).
+            if !cache.push(order, index) {
+                zone.free_block(meta, index, order, MAX_ORDER);
+                break;
+            }
+        }
+        drop(zone);
+        cache.pop(order)
     }
 
     /// Allocates the `num_pages` pages starting exactly at `base` (a multiple of
@@ -601,9 +680,10 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// Nothing changes on error, also when two threads race to free the same pages (one wins).
     ///
     /// # Time Complexity
-    /// One page: a CAS and a push onto this CPU's cache (a batch drain to the zone when the
-    /// cache is at its high watermark). Otherwise O(log num_pages * MAX_ORDER) under the zone
-    /// lock.
+    /// One block of at most 2^[`PCP_MAX_ORDER`](super::PCP_MAX_ORDER) pages (a power of two
+    /// at an address aligned to it): a CAS and a push onto this CPU's cache (a batch drain to
+    /// the zone when the cache's stack of that order is at its high watermark). Otherwise
+    /// O(log num_pages * MAX_ORDER) under the zone lock.
     #[inline]
     pub fn try_dealloc_pages(&self, pos: usize, num_pages: usize) -> AllocResult {
         if num_pages == 0 {
@@ -613,7 +693,20 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         let end = index + num_pages;
         if num_pages == 1 {
             if self.claim(index, 0) {
-                self.free_page(index);
+                self.free_cached(index, 0);
+                return Ok(());
+            }
+            return Err(self.free_error(index, end));
+        }
+        // One naturally aligned block of a cached order: its canonical decomposition is that
+        // block alone, whose expected state (invariant L) is `ALLOC | order`, no links.
+        // (`num_pages >= 1`: a power of two has no bit in common with `num_pages - 1`, and an
+        // index aligned to it neither.)
+        if num_pages <= 1 << Self::CACHED_MAX && (num_pages | index) & (num_pages - 1) == 0 {
+            // `num_pages >= 2` here (one page went above): `order >= 1`, as in `alloc_pages`.
+            let order = (num_pages.trailing_zeros() as usize).max(1);
+            if self.claim(index, order) {
+                self.free_cached(index, order);
                 return Ok(());
             }
             return Err(self.free_error(index, end));
@@ -672,24 +765,36 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         }
     }
 
-    /// Parks a claimed (HELD) page in this CPU's cache, draining a batch to the zone when the
-    /// cache is at its high watermark; straight to the zone when the cache is busy.
-    #[inline]
-    fn free_page(&self, index: usize) {
+    /// Parks a claimed (`HELD | order`) block of `order <= CACHED_MAX` in this CPU's cache,
+    /// draining a batch of that order to the zone when its stack is at the high watermark;
+    /// straight to the zone when the cache is busy.
+    #[inline(always)]
+    fn free_cached(&self, index: usize, order: usize) {
         let meta = self.meta();
         let Ok((slot, mut cache)) = self.caches.lock_local(|slot| &slot.cache) else {
-            self.zone.lock().free_block(meta, index, 0, MAX_ORDER);
+            self.zone.lock().free_block(meta, index, order, MAX_ORDER);
             return;
         };
-        if cache.pages.len() >= self.high {
-            let mut zone = self.zone.lock();
-            // The oldest pages (bottom of the stack) are the coldest.
-            for page in cache.pages.drain(..self.batch) {
-                zone.free_block(meta, page, 0, MAX_ORDER);
-            }
+        if cache.len(order) >= self.high(order) {
+            self.drain_batch(&mut cache, order);
         }
-        cache.pages.push(index);
-        slot.publish(&cache);
+        // Below the watermark now, and `high <= capacity`: the push fits (were it full, the
+        // block would go to the zone rather than be lost).
+        if !cache.push(order, index) {
+            self.zone.lock().free_block(meta, index, order, MAX_ORDER);
+        }
+        slot.publish(&cache, order);
+    }
+
+    /// Returns the `batch` oldest (coldest: the bottom of the stack) blocks of `order` of a
+    /// held cache to the zone in one zone lock hold.
+    #[inline(never)]
+    fn drain_batch(&self, cache: &mut PageCache, order: usize) {
+        let meta = self.meta();
+        let mut zone = self.zone.lock();
+        cache.drain_oldest(order, self.batch(order), |block| {
+            zone.free_block(meta, block, order, MAX_ORDER);
+        });
     }
 
     /// Frees; bad input changes nothing (use [`try_dealloc_pages`](Self::try_dealloc_pages)
@@ -738,17 +843,15 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         complete
     }
 
-    /// Returns every page of a held cache to the zone.
+    /// Returns every block of a held cache to the zone.
     fn drain_cache(&self, slot: &PcpSlot, cache: &mut PageCache) {
-        if cache.pages.is_empty() {
+        if cache.pages() == 0 {
             return;
         }
         let meta = self.meta();
         let mut zone = self.zone.lock();
-        for page in cache.pages.drain(..) {
-            zone.free_block(meta, page, 0, MAX_ORDER);
-        }
-        slot.publish(cache);
+        cache.drain_all(|block, order| zone.free_block(meta, block, order, MAX_ORDER));
+        slot.publish_all(cache);
     }
 
     // ---------------------------------------------------------------------------------------
@@ -768,7 +871,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         }
         self.caches
             .iter()
-            .map(|slot| slot.cache.lock().pages.len())
+            .map(|slot| slot.cache.lock().pages())
             .sum()
     }
 
@@ -810,8 +913,9 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// - free lists: links consistent both ways, each block's head `FREE | k`, aligned to
     ///   `2^k`, inside the window and inside regions; no two free buddies left unmerged;
     /// - every page of every region is covered by exactly one free block, allocated block or
-    ///   parked page; interior pages of blocks and pages outside regions are `NONE`;
-    /// - cached pages are `HELD | 0` and appear once; counters equal what they count.
+    ///   parked block; interior pages of blocks and pages outside regions are `NONE`;
+    /// - cached blocks are `HELD | k` (`k` their stack's order) and appear once; counters
+    ///   equal what they count.
     ///
     /// # Time Complexity
     /// O(window pages * regions + parked pages^2).
@@ -833,7 +937,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         // One shared borrow per guard, reused below (each `Deref` of a guard makes a fresh
         // borrow of the cell; two of them alive at once would alias).
         let caches: ArrayVec<&PageCache, CPUS> = guards.iter().map(|guard| &**guard).collect();
-        let mut parked: usize = caches.iter().map(|cache| cache.pages.len()).sum();
+        let mut parked: usize = caches.iter().map(|cache| cache.pages()).sum();
         if pinned {
             // The held cache's published size is exact; the others' are as last published
             // (exact when no call is running, as `check` requires).
@@ -855,10 +959,15 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
                 actual: held,
             });
         }
-        let all = caches.iter().flat_map(|cache| cache.pages.iter().copied());
-        for (i, page) in all.clone().enumerate() {
+        // Invariant C: each entry is a `HELD` head of its stack's order, once. (The zone's walk
+        // has counted every `HELD | k` head as `2^k` parked pages with `NONE` interior pages,
+        // and the totals are equal, so the entries cover exactly the parked blocks.)
+        let all = caches.iter().flat_map(|cache| cache.blocks());
+        for (i, (page, order)) in all.clone().enumerate() {
             let state = meta.get(page).map_or(NIL, PageMeta::state);
-            if state != HELD || all.clone().skip(i + 1).any(|other| other == page) {
+            if state != HELD | order as u32
+                || all.clone().skip(i + 1).any(|(other, _)| other == page)
+            {
                 return Err(CheckError::PageState { page, state });
             }
         }

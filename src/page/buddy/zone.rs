@@ -30,6 +30,7 @@
 use arrayvec::ArrayVec;
 
 use super::PageMeta;
+use crate::page::pcp::PCP_MAX_ORDER;
 use crate::page::{CheckError, MAX_REGIONS, for_each_block};
 
 /// No page (end of a free list).
@@ -215,12 +216,12 @@ impl Zone {
     }
 
     /// Checks the free lists and every window page against the zone's counters (under the
-    /// zone lock, with the metadata no other thread changes); returns the pages found `HELD`
-    /// (parked in CPU caches), which the caller matches with its caches.
+    /// zone lock, with the metadata no other thread changes); returns the pages of the blocks
+    /// found `HELD` (parked in CPU caches), which the caller matches with its caches.
     /// - free lists: links consistent both ways, each block's head `FREE | k`, aligned to
     ///   `2^k`, inside the window and inside regions; no two free buddies left unmerged;
     /// - every page of every region is covered by exactly one free block, allocated block or
-    ///   parked page; interior pages of blocks and pages outside regions are `NONE`; the
+    ///   parked block; interior pages of blocks and pages outside regions are `NONE`; the
     ///   blocks of each allocation are the canonical decomposition its free expects.
     pub(super) fn check(&self, meta: &[PageMeta], max_order: usize) -> Result<usize, CheckError> {
         // Free lists.
@@ -297,9 +298,10 @@ impl Zone {
                     continue;
                 }
                 FREE | ALLOC if order <= max_order => 1 << order,
-                HELD if order == 0 => {
-                    held += 1;
-                    1
+                // A block parked in a CPU cache (invariant C): orders the caches hold.
+                HELD if order <= PCP_MAX_ORDER.min(max_order) => {
+                    held += 1 << order;
+                    1 << order
                 }
                 _ => return Err(bad),
             };
