@@ -74,7 +74,9 @@ pub(crate) fn section(options: &Options) {
     // Single thread, time per step.
     let mut table = Table::new("churn on a 64 MiB pool, one thread (ns per allocate or free)")
         .reference("rlsf 0.2")
-        .target("single thread at most rlsf's time per operation", 1.0);
+        .target("single thread at most rlsf's time per operation", 1.0)
+        .goal(Kind::OursByte.name(), Kind::Rlsf.name(), 1.1)
+        .goal(Kind::OursHeap.name(), Kind::Rlsf.name(), 1.1);
     let ops = options.ops(200_000) as usize;
     let results = rotate(&Kind::ALL, rounds, |kind| {
         // The list-scanning peers take microseconds per step: fewer steps for them.
@@ -177,7 +179,8 @@ pub(crate) fn section(options: &Options) {
             .target(
                 "2 threads on the arena heap >= 3x SpinLock<rlsf>'s throughput",
                 1.0 / 3.0,
-            );
+            )
+            .goal("smpalloc TlsfHeap<2>", "SpinLock<rlsf::Tlsf>", 0.5);
     let names = ["smpalloc TlsfHeap<2>", "SpinLock<rlsf::Tlsf>", "std System"];
     let mut samples = vec![Vec::new(); 3];
     for round in 0..rounds {

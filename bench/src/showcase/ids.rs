@@ -101,7 +101,10 @@ pub(crate) fn section(options: &Options) {
             Workload::Pairs(Fill::Empty),
             options.ops(400_000),
             Table::new("alloc_drop_empty: allocate + drop, nothing else held")
-                .target("at most 0.5x pid_allocator's time", 0.5),
+                .target("at most 0.5x pid_allocator's time", 0.5)
+                .goal(Kind::PerCpuNextFit.name(), Kind::IndexSet.name(), 1.0)
+                .goal(Kind::LowestFree.name(), Kind::IndexSet.name(), 1.0)
+                .goal(Kind::NextFit.name(), Kind::IndexSet.name(), 1.2),
         ),
         (
             Workload::Pairs(Fill::Dense),
@@ -113,7 +116,10 @@ pub(crate) fn section(options: &Options) {
             Workload::Pairs(Fill::Holes),
             options.ops(400_000),
             Table::new("holes_90: allocate + drop with all held but a seeded-random 10%")
-                .target("no slower than pid_allocator", 1.0),
+                .target("no slower than pid_allocator", 1.0)
+                .goal(Kind::PerCpuNextFit.name(), Kind::IndexSet.name(), 1.0)
+                .goal(Kind::LowestFree.name(), Kind::IndexSet.name(), 1.0)
+                .goal(Kind::NextFit.name(), Kind::IndexSet.name(), 1.2),
         ),
         (
             Workload::Ring { threads: 2 },

@@ -245,6 +245,14 @@ struct Target {
     max_time_ratio: f64,
 }
 
+/// A goal for one of our rows against one named peer (a per-family speed goal), as a bound
+/// on `our time / that peer's time`.
+struct Goal {
+    ours: &'static str,
+    peer: &'static str,
+    max_time_ratio: f64,
+}
+
 /// A side-by-side table of one scenario: allocators, median ns per operation, ratios.
 struct Table {
     title: String,
@@ -253,6 +261,8 @@ struct Table {
     /// A peer to print a second ratio against (the one the targets name).
     reference: Option<&'static str>,
     target: Option<Target>,
+    /// Goals of single rows against single peers, printed under the target.
+    goals: Vec<Goal>,
     /// The header of an extra text column, if any.
     extra: Option<&'static str>,
     rows: Vec<Row>,
@@ -277,6 +287,7 @@ impl Table {
             throughput: false,
             reference: None,
             target: None,
+            goals: Vec::new(),
             extra: None,
             rows: Vec::new(),
             notes: Vec::new(),
@@ -296,6 +307,16 @@ impl Table {
     fn target(mut self, text: &'static str, max_time_ratio: f64) -> Self {
         self.target = Some(Target {
             text,
+            max_time_ratio,
+        });
+        self
+    }
+
+    /// Adds a goal: our row `ours` at most `max_time_ratio` times peer `peer`'s time.
+    fn goal(mut self, ours: &'static str, peer: &'static str, max_time_ratio: f64) -> Self {
+        self.goals.push(Goal {
+            ours,
+            peer,
             max_time_ratio,
         });
         self
@@ -419,6 +440,23 @@ impl Table {
                 target.max_time_ratio,
                 short(name),
                 verdicts.join(", ")
+            ));
+        }
+        for goal in &self.goals {
+            let (Some(ours), Some(peer)) = (self.ns(goal.ours), self.ns(goal.peer)) else {
+                continue;
+            };
+            let ratio = ours / peer;
+            let verdict = if ratio <= goal.max_time_ratio {
+                "met"
+            } else {
+                "MISSED"
+            };
+            footer.push(format!(
+                "goal: {} time <= {:.2}x {}'s: {ratio:.2}x {verdict}",
+                short_ours(goal.ours),
+                goal.max_time_ratio,
+                short(goal.peer),
             ));
         }
         footer.extend(self.notes.iter().cloned());

@@ -179,8 +179,8 @@ pub(crate) fn section(options: &super::Options) {
                     &rows,
                     Kind::Buddy,
                     buddy_peer,
-                    1.0,
-                    "no slower than buddy_system_allocator",
+                    0.5,
+                    "at most half buddy_system_allocator's time",
                 ),
             ],
             Scenario::Threads(_) => [

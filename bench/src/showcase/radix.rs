@@ -73,7 +73,8 @@ pub(crate) fn section(options: &super::Options) {
             .target(
                 "at least 3x faster than SpinLock<(bitmap, BTreeMap)>",
                 1.0 / 3.0,
-            ),
+            )
+            .goal(Kind::Ours.name(), Kind::SpinHash.name(), 1.0),
         ),
         (
             Workload::Lifecycle { threads: 2 },
@@ -88,7 +89,8 @@ pub(crate) fn section(options: &super::Options) {
             .target(
                 "at least 3x faster than SpinLock<(bitmap, BTreeMap)>",
                 1.0 / 3.0,
-            ),
+            )
+            .goal(Kind::Ours.name(), Kind::SpinHash.name(), 0.5),
         ),
     ];
     for (workload, ops, kinds, mut table) in scenarios {
