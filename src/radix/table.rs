@@ -291,7 +291,8 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
     /// [`PidError::NotAllocated`] (a double free, or a free of this PID already in progress).
     ///
     /// # Time Complexity
-    /// Lock-free: one tree walk, three CAS on the PID's slot and one bitmap RMW.
+    /// Lock-free: one tree walk, two CAS on the PID's slot (plus a reservation in its leaf if
+    /// it had no mapping), one bitmap RMW and a store.
     pub fn free_pid(&self, pid: usize) -> Result<Option<usize>, PidError> {
         Self::valid_pid(pid)?;
         if !self.pids.contains(pid) {
@@ -307,7 +308,8 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
         // 1. Tombstone the mapping (or its absence). Acquire takes over the old value's
         // payload; no Release is needed: what a racing register must see is ordered by step 3.
         let (path, old) = loop {
-            if let Some(path) = self.map.find_leaf(pid) {
+            let found = self.map.find_leaf(pid);
+            if let Some(path) = found {
                 let slot = self.map.leaf_slot(&path, pid);
                 let current = slot.load(Ordering::Acquire);
                 if current == TOMB_WORD {
@@ -323,7 +325,14 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
                     continue;
                 }
             }
-            match self.map.reserve_leaf(pid) {
+            // The slot is empty (or there is no leaf): reserve a slot for the tombstone. A
+            // leaf `find_leaf` just walked to is reserved in place (the same walk and
+            // reservation as `reserve_leaf`, without walking twice).
+            let reserved = match found {
+                Some(path) => self.map.reserve_found(path, pid),
+                None => self.map.reserve_leaf(pid),
+            };
+            match reserved {
                 Ok(path) => {
                     let slot = self.map.leaf_slot(&path, pid);
                     if slot
@@ -339,9 +348,8 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
                 Err(_) => break (None, None),
             }
         };
-        // 2. Clear the bit; 3. remove the tombstone (only this call replaces it). Step 3's
-        // Release is what makes a register that later fills the slot (reading step 3's 0)
-        // see step 2 in its re-check.
+        // 2. Clear the bit; 3. remove the tombstone. Step 3's Release is what makes a
+        // register that later fills the slot (reading step 3's 0) see step 2 in its re-check.
         let cleared = self.pids.free(pid).is_ok();
         if let Some(path) = path {
             let slot = self.map.leaf_slot(&path, pid);
@@ -350,9 +358,16 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
                 Some(value) if !cleared => value + 1,
                 _ => 0,
             };
-            let swapped =
-                slot.compare_exchange(TOMB_WORD, restore, Ordering::AcqRel, Ordering::Relaxed);
-            debug_assert!(swapped.is_ok(), "only this call replaces its tombstone");
+            // A plain store, not a CAS: nothing but this call ever replaces its tombstone
+            // (register, update, unregister and a second free all back off from `TOMB`, and
+            // the leaf holds our reservation, so no sweep frees it), so the slot still holds
+            // `TOMB` here (docs/design/04-radix-and-pid-table.md, "PidTable: bitmap and mapping").
+            debug_assert_eq!(
+                slot.load(Ordering::Relaxed),
+                TOMB_WORD,
+                "only this call replaces its tombstone"
+            );
+            slot.store(restore, Ordering::Release);
             if restore == 0 {
                 self.map.release(&path, pid, LEVELS - 1);
             }

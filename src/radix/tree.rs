@@ -621,6 +621,22 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         }
     }
 
+    /// [`reserve_leaf`](Self::reserve_leaf) for a caller that has just walked to the leaf
+    /// (`path`, from [`find_leaf`](Self::find_leaf) in the same read section): reserves in
+    /// that leaf, which is `reserve_leaf`'s own last step after the same walk; if the leaf is
+    /// frozen meanwhile, `reserve_leaf` helps unlink it and walks again.
+    pub(super) fn reserve_found(
+        &self,
+        path: Path<LEVELS>,
+        key: usize,
+    ) -> Result<Path<LEVELS>, RadixError> {
+        if reserve(self.node(path[LEVELS - 1])) {
+            Ok(path)
+        } else {
+            self.reserve_leaf(key)
+        }
+    }
+
     /// Allocates the nodes for levels `from..LEVELS` along `key`, each inner one pointing at
     /// the next with count 1, the leaf empty with count 1 (the caller's reservation). Returns
     /// the top node; `None` (nothing kept) if the storage ran out.
