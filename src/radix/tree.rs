@@ -551,7 +551,21 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
     /// Walks to the leaf of `key`, creating missing nodes, and reserves one slot in the leaf
     /// (its count + 1). The caller must be in a read section and must fill a slot of the leaf
     /// or [`release`](Self::release) the reservation.
+    #[inline]
     pub(super) fn reserve_leaf(&self, key: usize) -> Result<Path<LEVELS>, RadixError> {
+        // Fast path: every node on the way exists and the leaf is live (the same loads and
+        // reservation as the first pass of the general walk below).
+        if let Some(path) = self.find_leaf(key) {
+            if reserve(self.node(path[LEVELS - 1])) {
+                return Ok(path);
+            }
+        }
+        self.reserve_leaf_slow(key)
+    }
+
+    /// [`reserve_leaf`](Self::reserve_leaf) when a node is missing or the leaf is frozen:
+    /// creates missing nodes and helps unlink frozen ones.
+    fn reserve_leaf_slow(&self, key: usize) -> Result<Path<LEVELS>, RadixError> {
         let backoff = Backoff::new();
         'restart: loop {
             let mut path = [0; LEVELS];
@@ -633,7 +647,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         if reserve(self.node(path[LEVELS - 1])) {
             Ok(path)
         } else {
-            self.reserve_leaf(key)
+            self.reserve_leaf_slow(key)
         }
     }
 
