@@ -691,19 +691,27 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
 
     /// Drops one slot (or reservation) from the count of `path[level]`; if that empties a
     /// non-root node, freezes it and unlinks it.
+    #[inline]
     pub(super) fn release(&self, path: &Path<LEVELS>, key: usize, level: usize) {
         let node = self.node(path[level]);
         // AcqRel: Release orders our slot change before the drop (so before a freeze that
         // reads it, and any reuse of the node); Acquire so the freezer sees every slot emptied.
         let before = node.count.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before & !DEAD != 0, "count underflow");
-        if before == 1
-            && level > 0
-            && self.policy == Reclaim::Eager
-            && node
-                .count
-                .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        if before == 1 && level > 0 && self.policy == Reclaim::Eager {
+            self.freeze_emptied(path, key, level);
+        }
+    }
+
+    /// The eager half of [`release`](Self::release): freezes the node `path[level]` that the
+    /// caller's drop emptied (if no reservation came in since) and unlinks it.
+    #[inline(never)]
+    fn freeze_emptied(&self, path: &Path<LEVELS>, key: usize, level: usize) {
+        if self
+            .node(path[level])
+            .count
+            .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
         {
             self.unlink(path, key, level);
         }
