@@ -565,7 +565,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
 
     /// [`reserve_leaf`](Self::reserve_leaf) when a node is missing or the leaf is frozen:
     /// creates missing nodes and helps unlink frozen ones.
-    fn reserve_leaf_slow(&self, key: usize) -> Result<Path<LEVELS>, RadixError> {
+    pub(super) fn reserve_leaf_slow(&self, key: usize) -> Result<Path<LEVELS>, RadixError> {
         let backoff = Backoff::new();
         'restart: loop {
             let mut path = [0; LEVELS];
@@ -635,20 +635,13 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
         }
     }
 
-    /// [`reserve_leaf`](Self::reserve_leaf) for a caller that has just walked to the leaf
-    /// (`path`, from [`find_leaf`](Self::find_leaf) in the same read section): reserves in
-    /// that leaf, which is `reserve_leaf`'s own last step after the same walk; if the leaf is
-    /// frozen meanwhile, `reserve_leaf` helps unlink it and walks again.
-    pub(super) fn reserve_found(
-        &self,
-        path: Path<LEVELS>,
-        key: usize,
-    ) -> Result<Path<LEVELS>, RadixError> {
-        if reserve(self.node(path[LEVELS - 1])) {
-            Ok(path)
-        } else {
-            self.reserve_leaf_slow(key)
-        }
+    /// Reserves a slot in the leaf of `path` (from [`find_leaf`](Self::find_leaf) in the
+    /// caller's read section): `reserve_leaf`'s own last step after the same walk. `false` if
+    /// the leaf is frozen (then [`reserve_leaf_slow`](Self::reserve_leaf_slow) helps unlink it
+    /// and walks again).
+    #[inline]
+    pub(super) fn reserve_in(&self, path: &Path<LEVELS>) -> bool {
+        reserve(self.node(path[LEVELS - 1]))
     }
 
     /// Allocates the nodes for levels `from..LEVELS` along `key`, each inner one pointing at
