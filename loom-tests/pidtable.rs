@@ -150,3 +150,26 @@ fn update_races_free() {
         assert_settled(&table);
     });
 }
+
+/// `free_pid` of a PID with no mapping, whose leaf is empty, racing a sweep (`reclaim`) that
+/// freezes and unlinks that leaf: the free's tombstone goes into a live leaf (reserving in the
+/// leaf it walked to, or, once that leaf is frozen, helping unlink it and building a new one),
+/// never into the frozen one; the free succeeds with no mapping and every node comes back.
+#[test]
+fn free_of_an_unmapped_pid_races_a_sweep() {
+    model(|| {
+        let table = Arc::new(Table::new(NodePool::new()));
+        table.allocate_specific_pid(5).unwrap();
+        // An empty leaf on 5's path (on-demand reclamation keeps it linked).
+        table.register_pid_mapping(5, 50).unwrap();
+        assert_eq!(table.unregister_pid_mapping(5), Some(50));
+        let t = spawn_on_cpu1(&table, |other| other.tree().reclaim());
+        assert_eq!(table.free_pid(5), Ok(None));
+        t.join().unwrap();
+        assert!(!table.is_pid_allocated(5));
+        assert_eq!(table.lookup_pid(5), None);
+        table.tree().reclaim();
+        table.check().unwrap();
+        assert_eq!(table.get_pid_stats().nodes_in_use, 1, "nodes leaked");
+    });
+}

@@ -291,7 +291,8 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
     /// [`PidError::NotAllocated`] (a double free, or a free of this PID already in progress).
     ///
     /// # Time Complexity
-    /// Lock-free: one tree walk, three CAS on the PID's slot and one bitmap RMW.
+    /// Lock-free: one tree walk, two CAS on the PID's slot (plus a reservation in its leaf if
+    /// it had no mapping), one bitmap RMW and a store.
     pub fn free_pid(&self, pid: usize) -> Result<Option<usize>, PidError> {
         Self::valid_pid(pid)?;
         if !self.pids.contains(pid) {
@@ -306,7 +307,9 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
         let _section = self.map.enter();
         // 1. Tombstone the mapping (or its absence). Acquire takes over the old value's
         // payload; no Release is needed: what a racing register must see is ordered by step 3.
-        let (path, old) = loop {
+        // (Straight-line code with the path kept in registers: no `Option<Path>` built and
+        // read back through memory on the hot path.)
+        loop {
             if let Some(path) = self.map.find_leaf(pid) {
                 let slot = self.map.leaf_slot(&path, pid);
                 let current = slot.load(Ordering::Acquire);
@@ -318,43 +321,80 @@ impl<const WORDS: usize, const LEVELS: usize, S: NodeStorage, const SUMMARY: usi
                         .compare_exchange(current, TOMB_WORD, Ordering::Acquire, Ordering::Acquire)
                         .is_ok()
                     {
-                        break (Some(path), Some(current - 1));
+                        return self.free_tombstoned(pid, Some(&path), Some(current - 1));
+                    }
+                    continue;
+                }
+                // The slot is empty: reserve a slot for the tombstone in the leaf just walked
+                // to (`reserve_leaf`'s own last step after the same walk).
+                if self.map.reserve_in(&path) {
+                    if self.tombstone_reserved(&path, pid) {
+                        return self.free_tombstoned(pid, Some(&path), None);
                     }
                     continue;
                 }
             }
-            match self.map.reserve_leaf(pid) {
+            // No leaf (or a frozen one): create it or help unlink it.
+            match self.map.reserve_leaf_slow(pid) {
                 Ok(path) => {
-                    let slot = self.map.leaf_slot(&path, pid);
-                    if slot
-                        .compare_exchange(0, TOMB_WORD, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        break (Some(path), None);
+                    if self.tombstone_reserved(&path, pid) {
+                        return self.free_tombstoned(pid, Some(&path), None);
                     }
-                    self.map.release(&path, pid, LEVELS - 1);
                 }
                 // No node for the tombstone: there is no leaf for this PID, so no mapping; a
                 // register racing this free finds the bit clear afterwards and undoes.
-                Err(_) => break (None, None),
+                Err(_) => return self.free_tombstoned(pid, None, None),
             }
-        };
-        // 2. Clear the bit; 3. remove the tombstone (only this call replaces it). Step 3's
-        // Release is what makes a register that later fills the slot (reading step 3's 0)
-        // see step 2 in its re-check.
+        }
+    }
+
+    /// Step 1 of a free on an empty slot whose leaf `path` the caller has reserved: CAS the
+    /// slot `0 -> TOMB`; if a register filled it first, drops the reservation (the caller
+    /// starts over and takes that value).
+    #[inline]
+    fn tombstone_reserved(&self, path: &tree::Path<LEVELS>, pid: usize) -> bool {
+        let slot = self.map.leaf_slot(path, pid);
+        if slot
+            .compare_exchange(0, TOMB_WORD, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            return true;
+        }
+        self.map.release(path, pid, LEVELS - 1);
+        false
+    }
+
+    /// Steps 2 and 3 of a free whose tombstone is in `path`'s leaf (`None`: no leaf could be
+    /// had, so no mapping exists), in place of the mapping `old`.
+    #[inline]
+    fn free_tombstoned(
+        &self,
+        pid: usize,
+        path: Option<&tree::Path<LEVELS>>,
+        old: Option<usize>,
+    ) -> Result<Option<usize>, PidError> {
+        // 2. Clear the bit; 3. remove the tombstone. Step 3's Release is what makes a
+        // register that later fills the slot (reading step 3's 0) see step 2 in its re-check.
         let cleared = self.pids.free(pid).is_ok();
         if let Some(path) = path {
-            let slot = self.map.leaf_slot(&path, pid);
+            let slot = self.map.leaf_slot(path, pid);
             // A racing double free completed between our check and the tombstone: restore.
             let restore = match old {
                 Some(value) if !cleared => value + 1,
                 _ => 0,
             };
-            let swapped =
-                slot.compare_exchange(TOMB_WORD, restore, Ordering::AcqRel, Ordering::Relaxed);
-            debug_assert!(swapped.is_ok(), "only this call replaces its tombstone");
+            // A plain store, not a CAS: nothing but this call ever replaces its tombstone
+            // (register, update, unregister and a second free all back off from `TOMB`, and
+            // the leaf holds our reservation, so no sweep frees it), so the slot still holds
+            // `TOMB` here (docs/design/04-radix-and-pid-table.md, "PidTable: bitmap and mapping").
+            debug_assert_eq!(
+                slot.load(Ordering::Relaxed),
+                TOMB_WORD,
+                "only this call replaces its tombstone"
+            );
+            slot.store(restore, Ordering::Release);
             if restore == 0 {
-                self.map.release(&path, pid, LEVELS - 1);
+                self.map.release(path, pid, LEVELS - 1);
             }
         }
         if cleared {

@@ -551,7 +551,21 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
     /// Walks to the leaf of `key`, creating missing nodes, and reserves one slot in the leaf
     /// (its count + 1). The caller must be in a read section and must fill a slot of the leaf
     /// or [`release`](Self::release) the reservation.
+    #[inline]
     pub(super) fn reserve_leaf(&self, key: usize) -> Result<Path<LEVELS>, RadixError> {
+        // Fast path: every node on the way exists and the leaf is live (the same loads and
+        // reservation as the first pass of the general walk below).
+        if let Some(path) = self.find_leaf(key) {
+            if reserve(self.node(path[LEVELS - 1])) {
+                return Ok(path);
+            }
+        }
+        self.reserve_leaf_slow(key)
+    }
+
+    /// [`reserve_leaf`](Self::reserve_leaf) when a node is missing or the leaf is frozen:
+    /// creates missing nodes and helps unlink frozen ones.
+    pub(super) fn reserve_leaf_slow(&self, key: usize) -> Result<Path<LEVELS>, RadixError> {
         let backoff = Backoff::new();
         'restart: loop {
             let mut path = [0; LEVELS];
@@ -573,7 +587,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
                 let chain = match self.build_chain(key, level + 1) {
                     Some(chain) => chain,
                     None => {
-                        self.release(&path, key, level);
+                        self.release_out_of_line(&path, key, level);
                         // Out of nodes, but a racing insert may have installed this child
                         // meanwhile (its private chain is what used the last nodes): use it.
                         let now = slot.load(Ordering::Acquire);
@@ -606,7 +620,7 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
                     Err(winner) => {
                         // Never published: back to the storage at once.
                         self.discard_chain(key, level + 1, chain);
-                        self.release(&path, key, level);
+                        self.release_out_of_line(&path, key, level);
                         path[level + 1] = winner - 1;
                         level += 1;
                     }
@@ -619,6 +633,15 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
             self.unlink(&path, key, LEVELS - 1);
             backoff.spin();
         }
+    }
+
+    /// Reserves a slot in the leaf of `path` (from [`find_leaf`](Self::find_leaf) in the
+    /// caller's read section): `reserve_leaf`'s own last step after the same walk. `false` if
+    /// the leaf is frozen (then [`reserve_leaf_slow`](Self::reserve_leaf_slow) helps unlink it
+    /// and walks again).
+    #[inline]
+    pub(super) fn reserve_in(&self, path: &Path<LEVELS>) -> bool {
+        reserve(self.node(path[LEVELS - 1]))
     }
 
     /// Allocates the nodes for levels `from..LEVELS` along `key`, each inner one pointing at
@@ -661,19 +684,36 @@ impl<const LEVELS: usize, S: NodeStorage> RadixTree<LEVELS, S> {
 
     /// Drops one slot (or reservation) from the count of `path[level]`; if that empties a
     /// non-root node, freezes it and unlinks it.
+    #[inline]
     pub(super) fn release(&self, path: &Path<LEVELS>, key: usize, level: usize) {
         let node = self.node(path[level]);
         // AcqRel: Release orders our slot change before the drop (so before a freeze that
         // reads it, and any reuse of the node); Acquire so the freezer sees every slot emptied.
         let before = node.count.fetch_sub(1, Ordering::AcqRel);
         debug_assert!(before & !DEAD != 0, "count underflow");
-        if before == 1
-            && level > 0
-            && self.policy == Reclaim::Eager
-            && node
-                .count
-                .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        if before == 1 && level > 0 && self.policy == Reclaim::Eager {
+            self.freeze_emptied(path, key, level);
+        }
+    }
+
+    /// [`release`](Self::release) kept out of line, for the rare paths of
+    /// [`reserve_leaf_slow`](Self::reserve_leaf_slow): inlined there, its eager half made
+    /// the walk's common path spill registers (about 80 more instructions a call under
+    /// [`Reclaim::Eager`], cachegrind).
+    #[inline(never)]
+    fn release_out_of_line(&self, path: &Path<LEVELS>, key: usize, level: usize) {
+        self.release(path, key, level);
+    }
+
+    /// The eager half of [`release`](Self::release): freezes the node `path[level]` that the
+    /// caller's drop emptied (if no reservation came in since) and unlinks it.
+    #[inline(never)]
+    fn freeze_emptied(&self, path: &Path<LEVELS>, key: usize, level: usize) {
+        if self
+            .node(path[level])
+            .count
+            .compare_exchange(0, DEAD, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
         {
             self.unlink(path, key, level);
         }
