@@ -908,12 +908,45 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
         if id >= Self::CAPACITY {
             return Err(BitmapError::OutOfRange);
         }
+        let index = id / BITS;
         let mask = 1 << (id % BITS);
-        let old = self.release_mask(id / BITS, mask);
+        // Only the freed bit of the old value is used, so x86 does this with one `lock btr`
+        // (no CAS loop). `SeqCst`: the free half of the store-buffering pair with
+        // `sync_parent` (see `after_free`); `Release` alone would do for the ID handoff.
+        let old = self.leaves[index].fetch_and(!mask, Ordering::SeqCst);
         if old & mask == 0 {
-            Err(BitmapError::NotAllocated)
-        } else {
-            Ok(())
+            return Err(BitmapError::NotAllocated);
+        }
+        self.after_free(index);
+        Ok(())
+    }
+
+    /// The summary half of a single-bit free of leaf `index`, which did not read whether the
+    /// word was full: if the parent bit says "full", the free may have un-filled the word, so
+    /// bring the parent in step (`sync_parent`); if it says "not full", nothing to do.
+    ///
+    /// Why a clear parent bit is safe to trust (docs/design/03-bitmap-and-ids.md, "Free"): the
+    /// free's `SeqCst` RMW and this `SeqCst` load, against `sync_parent`'s `SeqCst` RMW on the
+    /// parent and `SeqCst` re-read of the child, form a store-buffering pair: either this load
+    /// sees the filler's parent write, or the filler's re-read sees the free and clears the
+    /// bit again. (Loom models `SeqCst` accesses as `AcqRel`, so its builds read the parent
+    /// with an `AcqRel` RMW instead, which gives the same guarantee in its model.)
+    #[inline(always)]
+    fn after_free(&self, index: usize) {
+        if Self::GEOM.levels == 0 {
+            return;
+        }
+        // Level 1 starts at offset 0 of the summary.
+        let parent = &self.summary[index / BITS];
+        #[cfg(not(loom))]
+        let parent = parent.load(Ordering::SeqCst);
+        // Loom models `SeqCst` accesses as `AcqRel`, which would let this load miss the
+        // filler's write (a false alarm). An `AcqRel` RMW gives what the `SeqCst` pair gives:
+        // it reads the latest value, or the filler's `sync_parent` RMW reads from it.
+        #[cfg(loom)]
+        let parent = parent.fetch_or(0, Ordering::AcqRel);
+        if parent & (1 << (index % BITS)) != 0 {
+            self.sync_parent(0, index, false);
         }
     }
 
@@ -1022,14 +1055,17 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             let child = self.word(level, index);
             let mut parent_changed = false;
             loop {
+                // `SeqCst` (O): `AcqRel` for the proof's synchronization, and the filler's half
+                // of the store-buffering pair with a single-bit free (`after_free`).
                 let old = if full {
-                    parent.fetch_or(bit, Ordering::AcqRel)
+                    parent.fetch_or(bit, Ordering::SeqCst)
                 } else {
-                    parent.fetch_and(!bit, Ordering::AcqRel)
+                    parent.fetch_and(!bit, Ordering::SeqCst)
                 };
                 let new = if full { old | bit } else { old & !bit };
                 parent_changed |= (old == FULL) != (new == FULL);
-                let now_full = child.load(Ordering::Relaxed) == FULL;
+                // `SeqCst` (Q): the other load of the store-buffering pair.
+                let now_full = child.load(Ordering::SeqCst) == FULL;
                 if now_full == full {
                     break;
                 }

@@ -497,16 +497,22 @@ impl<const ORDER: usize, const SUMMARY: usize> Drop for Pid<'_, ORDER, SUMMARY> 
     #[inline]
     fn drop(&mut self) {
         let freed = self.allocator.bitmap.free(self.id);
-        // Not while unwinding: a second panic would abort and hide the first one.
-        #[cfg(feature = "std")]
-        let unwinding = std::thread::panicking();
-        #[cfg(not(feature = "std"))]
-        let unwinding = false;
-        debug_assert!(
-            freed.is_ok() || unwinding,
-            "Pid {} was freed behind its handle's back",
-            self.id
-        );
+        // Only checked in debug builds (release builds pay no `panicking()` call), and not
+        // while unwinding: a second panic would abort and hide the first one.
+        #[cfg(debug_assertions)]
+        {
+            #[cfg(feature = "std")]
+            let unwinding = std::thread::panicking();
+            #[cfg(not(feature = "std"))]
+            let unwinding = false;
+            assert!(
+                freed.is_ok() || unwinding,
+                "Pid {} was freed behind its handle's back",
+                self.id
+            );
+        }
+        #[cfg(not(debug_assertions))]
+        let _ = freed;
     }
 }
 
