@@ -902,9 +902,44 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// - [`BitmapError::OutOfRange`] if `id >= capacity`;
     /// - [`BitmapError::NotAllocated`] if it is free (a double free): nothing changes.
     ///
+    /// Reads the whole old word (on x86 a load and a `lock cmpxchg` loop) and updates the
+    /// summary only when the word was full. [`free_bit`](Self::free_bit) is the same free as
+    /// one single-bit RMW plus a load of the summary; which is faster depends on the access
+    /// pattern (docs/design/03-bitmap-and-ids.md, "Free").
+    ///
     /// # Time Complexity
     /// One `fetch_and` (plus a summary update when the word was full).
     pub fn free(&self, id: usize) -> Result<(), BitmapError> {
+        if id >= Self::CAPACITY {
+            return Err(BitmapError::OutOfRange);
+        }
+        let mask = 1 << (id % BITS);
+        let old = self.release_mask(id / BITS, mask);
+        if old & mask == 0 {
+            Err(BitmapError::NotAllocated)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Frees `id` like [`free`](Self::free), with a single-bit RMW whose old value is read
+    /// only at the freed bit (one `lock btr` on x86, no CAS loop and no load before it), then
+    /// one load of the parent summary word, and a summary update only if that word marks the
+    /// leaf full. Same results and errors as `free`; the two may be mixed freely.
+    ///
+    /// `PidAllocator` uses it under `Policy::LowestFree`, where the allocation that follows
+    /// a free reads the same leaf word and the CAS loop's load before its `lock cmpxchg` was
+    /// the hottest spot of an allocate+drop pair (docs/design/03-bitmap-and-ids.md, "Free").
+    ///
+    /// # Errors
+    /// - [`BitmapError::OutOfRange`] if `id >= capacity`;
+    /// - [`BitmapError::NotAllocated`] if it is free (a double free): nothing changes.
+    ///
+    /// # Time Complexity
+    /// One `fetch_and` and one load (plus a summary update when the parent marks the word
+    /// full).
+    #[inline]
+    pub fn free_bit(&self, id: usize) -> Result<(), BitmapError> {
         if id >= Self::CAPACITY {
             return Err(BitmapError::OutOfRange);
         }
