@@ -18,7 +18,9 @@
 //! leaf word there, and when it holds no free bit past the hint climbs to the summary level to
 //! find the next non-full word, descending again with `trailing_zeros`: O(levels) word reads.
 //! The chosen bit is claimed with a compare-and-swap on the leaf word, so two callers can never
-//! both own it. A free clears the bit with one `fetch_and`.
+//! both own it. A free clears the bit with one `fetch_and`: [`AtomicBitmap::free`] reads the
+//! whole old word (a CAS loop on x86), [`AtomicBitmap::free_bit`] only the freed bit (one
+//! `lock btr`) and then the parent summary word.
 //!
 //! # The summary protocol
 //! A summary bit must never claim "full" for a word that has a free bit once threads are
@@ -28,12 +30,15 @@
 //!
 //! Every read-modify-write that changes whether a word is full (a claim that fills it, a free or
 //! rollback that un-fills it, a summary update that fills or un-fills a summary word) is followed
-//! by `sync_parent`: set or clear the parent bit to match with an `AcqRel` RMW, then re-read the
+//! by `sync_parent`: set or clear the parent bit to match with an `AcqRel` (now `SeqCst`) RMW, then re-read the
 //! child, and repeat while the re-read disagrees with what was just written. docs/design/03-bitmap-and-ids.md proves
 //! that at quiescence every parent bit equals "child is full", at every level. The proof needs
-//! only the summary RMWs to be `AcqRel`: the re-read is a `Relaxed` load, and leaf operations
-//! carry only the orderings that hand an ID from one owner to the next (claim `Acquire`, free
-//! `Release`). Loom model: `loom-tests/bitmap.rs` (it fails if the summary RMWs are `Relaxed`).
+//! the summary RMWs to be `AcqRel`; leaf operations carry only the orderings that hand an ID
+//! from one owner to the next (claim `Acquire`, free `Release`). `free_bit`, which skips the
+//! summary when the parent bit is clear, adds a store-buffering argument that needs its RMW and
+//! parent load, and the summary RMWs and re-read, to be `SeqCst` (the same instructions as
+//! before on x86). Loom model: `loom-tests/bitmap.rs` (it fails if the summary RMWs are
+//! `Relaxed`, or if `free_bit` reads the parent before its RMW or not at all).
 //!
 //! While threads race, a summary may be briefly stale in either direction: a search may visit a
 //! full word (it moves on) or skip a word that was just freed (the free is still in progress).
@@ -309,10 +314,10 @@ enum Fast {
 /// ```
 pub struct AtomicBitmap<const WORDS: usize, const SUMMARY: usize = DEFAULT_SUMMARY_WORDS> {
     /// One bit per ID, 1 = allocated. Claimed by CAS (`Acquire` on success), freed by
-    /// `fetch_and` (`Release`).
+    /// `fetch_and` (`Release`; `SeqCst` in `free_bit`).
     leaves: [AtomicUsize; WORDS],
     /// The summary levels, level 1 first; bit = child word is full. Written only by
-    /// `sync_parent` (`AcqRel` RMWs).
+    /// `sync_parent` (`SeqCst` RMWs).
     summary: [AtomicUsize; SUMMARY],
 }
 
@@ -1068,7 +1073,7 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// Makes the parent bits of word `index` at `level` agree with its fullness, all the way
     /// up. `full` is the fullness the caller's RMW just produced.
     ///
-    /// Per level: write the parent bit (`fetch_or`/`fetch_and`, `AcqRel`), then re-read the
+    /// Per level: write the parent bit (`fetch_or`/`fetch_and`, `SeqCst`: `AcqRel` suffices here, `free_bit` needs more), then re-read the
     /// child (a `Relaxed` load); if the child's fullness changed meanwhile, write the parent bit
     /// again. Whenever a write changed the parent word's own fullness, repeat one level up.
     ///
