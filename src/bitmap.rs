@@ -1073,8 +1073,9 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// Makes the parent bits of word `index` at `level` agree with its fullness, all the way
     /// up. `full` is the fullness the caller's RMW just produced.
     ///
-    /// Per level: write the parent bit (`fetch_or`/`fetch_and`, `SeqCst`: `AcqRel` suffices here, `free_bit` needs more), then re-read the
-    /// child (a `Relaxed` load); if the child's fullness changed meanwhile, write the parent bit
+    /// Per level: write the parent bit (`fetch_or`/`fetch_and`, `SeqCst`: `AcqRel` suffices for
+    /// this argument, `free_bit`'s needs `SeqCst`), then re-read the child (a `SeqCst` load,
+    /// for the same reason); if the child's fullness changed meanwhile, write the parent bit
     /// again. Whenever a write changed the parent word's own fullness, repeat one level up.
     ///
     /// Why this is enough (docs/design/03-bitmap-and-ids.md, "The summary protocol", has the full proof): take the last
