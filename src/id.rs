@@ -213,14 +213,18 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     /// The bitmap free for this policy (`id` need not be in the managed range: the bitmap
     /// checks the capacity, and reserved and unmanaged IDs stay allocated).
     ///
-    /// `LowestFree` takes the single-bit free ([`AtomicBitmap::free_bit`]): its next
+    /// On x86, `LowestFree` takes the single-bit free ([`AtomicBitmap::free_bit`]): its next
     /// allocation reads the same leaf word at once, and the CAS loop's load before its
     /// `lock cmpxchg` made the pair 10.3 ns against 7.0 ns (2026-12-06). The cursor
     /// policies keep [`AtomicBitmap::free`], whose pair was faster for them (6.5 against
-    /// 7.2 ns for `PerCpuNextFit`). docs/design/03-bitmap-and-ids.md, "Free".
+    /// 7.2 ns for `PerCpuNextFit`). Elsewhere `free` is one instruction that returns the whole
+    /// old word (RISC-V `amoand`, AArch64 `ldclr`), so `free_bit`'s extra load would only
+    /// cost. docs/design/03-bitmap-and-ids.md, "Free".
     #[inline(always)]
     fn release_id(&self, id: usize) -> Result<(), BitmapError> {
-        if self.policy == Policy::LowestFree {
+        if cfg!(any(target_arch = "x86", target_arch = "x86_64"))
+            && self.policy == Policy::LowestFree
+        {
             self.bitmap.free_bit(id)
         } else {
             self.bitmap.free(id)
