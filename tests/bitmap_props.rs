@@ -355,6 +355,42 @@ fn three_level_propagation_through_padding() {
     assert_eq!(bitmap.check(), Ok(()));
 }
 
+/// `free_bit` un-fills a word through all three summary levels exactly as `free` does (it
+/// reads the parent instead of the old word), and its errors are `free`'s: out of range
+/// (`capacity`, `usize::MAX`) and double free, each changing nothing.
+#[test]
+fn free_bit_propagation_and_errors() {
+    const W: usize = 4097;
+    let bitmap = Box::new(AtomicBitmap::<W, { summary_words(W) }>::new());
+    let cap = W * BITS;
+    let last_word = (W - 1) * BITS;
+    assert_eq!(
+        bitmap.alloc_contiguous(BITS, BITS, last_word),
+        Ok(Some(last_word))
+    );
+    assert_eq!(bitmap.free_bit(cap - 1), Ok(()));
+    assert_eq!(bitmap.check(), Ok(()));
+    assert_eq!(bitmap.alloc_lowest_from(last_word), Some(cap - 1));
+    assert_eq!(bitmap.check(), Ok(()));
+    let allocated = bitmap.count_allocated();
+    assert_eq!(bitmap.free_bit(cap), Err(BitmapError::OutOfRange));
+    assert_eq!(bitmap.free_bit(usize::MAX), Err(BitmapError::OutOfRange));
+    assert_eq!(bitmap.free_bit(5), Err(BitmapError::NotAllocated));
+    assert_eq!(bitmap.free_bit(last_word + 3), Ok(()));
+    assert_eq!(
+        bitmap.free_bit(last_word + 3),
+        Err(BitmapError::NotAllocated)
+    );
+    assert_eq!(bitmap.count_allocated(), allocated - 1);
+    assert_eq!(bitmap.check(), Ok(()));
+    // A single-word bitmap has no summary: only the leaf changes.
+    let one = AtomicBitmap::<1, 0>::with_prefix_allocated(BITS);
+    assert_eq!(one.free_bit(7), Ok(()));
+    assert_eq!(one.free_bit(7), Err(BitmapError::NotAllocated));
+    assert_eq!(one.alloc_lowest(), Some(7));
+    assert_eq!(one.check(), Ok(()));
+}
+
 /// A completely full three-level bitmap: one free anywhere is found from ID 0, and the
 /// summaries are exact at each step.
 #[test]
