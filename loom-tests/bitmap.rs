@@ -25,6 +25,30 @@ type Two = AtomicBitmap<2, 1>;
 /// 65 leaf words: two summary levels (2 words, then 1).
 type ThreeLevels = AtomicBitmap<65, { summary_words(65) }>;
 
+/// The two frees of a bitmap: [`AtomicBitmap::free`] (reads the whole old word, a CAS loop on
+/// x86) and [`AtomicBitmap::free_bit`] (a single-bit RMW, then a load of the parent word). The
+/// fill-versus-free models run once with each.
+#[derive(Clone, Copy, Debug)]
+enum Free {
+    Word,
+    Bit,
+}
+
+impl Free {
+    const BOTH: [Free; 2] = [Free::Word, Free::Bit];
+
+    fn free<const W: usize, const S: usize>(
+        self,
+        bitmap: &AtomicBitmap<W, S>,
+        id: usize,
+    ) -> Result<(), BitmapError> {
+        match self {
+            Free::Word => bitmap.free(id),
+            Free::Bit => bitmap.free_bit(id),
+        }
+    }
+}
+
 /// The end state every model checks (quiescent use only): summaries exact, then allocating
 /// until `None` finds exactly `free` IDs (a freed ID hidden by a stale summary would make it
 /// fewer), and the summaries are still exact once the bitmap is full.
@@ -62,55 +86,61 @@ fn concurrent_allocs_are_unique() {
 /// summary ends exact and the freed ID can be allocated again.
 #[test]
 fn fill_races_free_in_same_word() {
-    model(|| {
-        // Word 0 has one free bit (63); word 1 is full, so only word 0 can serve.
-        let bitmap = Arc::new(Two::with_prefix_allocated(BITS - 1));
-        for id in BITS..2 * BITS {
-            bitmap.alloc_specific(id).unwrap();
-        }
-        let other = bitmap.clone();
-        let filler = thread::spawn(move || other.alloc_lowest());
-        bitmap.free(5).unwrap();
-        let got = filler.join().unwrap();
-        assert!(matches!(got, Some(5) | Some(63)), "unexpected ID {got:?}");
-        assert_drains(&bitmap, 1);
-    });
+    for kind in Free::BOTH {
+        model(move || {
+            // Word 0 has one free bit (63); word 1 is full, so only word 0 can serve.
+            let bitmap = Arc::new(Two::with_prefix_allocated(BITS - 1));
+            for id in BITS..2 * BITS {
+                bitmap.alloc_specific(id).unwrap();
+            }
+            let other = bitmap.clone();
+            let filler = thread::spawn(move || other.alloc_lowest());
+            kind.free(&bitmap, 5).unwrap();
+            let got = filler.join().unwrap();
+            assert!(matches!(got, Some(5) | Some(63)), "unexpected ID {got:?}");
+            assert_drains(&bitmap, 1);
+        });
+    }
 }
 
 /// The same race one level up: filling the last free leaf bit fills a level-1 summary word,
 /// which must propagate to level 2, while a free un-fills both.
 #[test]
 fn fill_races_free_across_two_summary_levels() {
-    model(|| {
-        // Leaves 0..64 full, leaf 64 (alone under level-1 word 1) one bit from full.
-        let bitmap = Arc::new(ThreeLevels::with_prefix_allocated(65 * BITS - 1));
-        let other = bitmap.clone();
-        let filler = thread::spawn(move || other.alloc_lowest());
-        bitmap.free(64 * BITS + 3).unwrap();
-        let got = filler.join().unwrap();
-        assert!(got.is_some(), "a free ID was hidden");
-        assert_drains(&bitmap, 1);
-    });
+    for kind in Free::BOTH {
+        model(move || {
+            // Leaves 0..64 full, leaf 64 (alone under level-1 word 1) one bit from full.
+            let bitmap = Arc::new(ThreeLevels::with_prefix_allocated(65 * BITS - 1));
+            let other = bitmap.clone();
+            let filler = thread::spawn(move || other.alloc_lowest());
+            kind.free(&bitmap, 64 * BITS + 3).unwrap();
+            let got = filler.join().unwrap();
+            assert!(got.is_some(), "a free ID was hidden");
+            assert_drains(&bitmap, 1);
+        });
+    }
 }
 
 /// Frees racing allocations never hide a free ID: after both threads finish, every freed ID is
 /// allocatable again, and the count is exact.
 #[test]
 fn alloc_racing_free_hides_nothing() {
-    model(|| {
-        let bitmap = Arc::new(Two::with_prefix_allocated(2 * BITS));
-        let other = bitmap.clone();
-        let freer = thread::spawn(move || {
-            other.free(10).unwrap();
-            other.free(BITS + 10).unwrap();
+    for kind in Free::BOTH {
+        model(move || {
+            let bitmap = Arc::new(Two::with_prefix_allocated(2 * BITS));
+            let other = bitmap.clone();
+            let freer = thread::spawn(move || {
+                kind.free(&other, 10).unwrap();
+                kind.free(&other, BITS + 10).unwrap();
+            });
+            let got = bitmap.alloc_lowest();
+            freer.join().unwrap();
+            bitmap.check().unwrap();
+            let expected_free = if got.is_some() { 1 } else { 2 };
+            assert_eq!(bitmap.count_allocated(), 2 * BITS - expected_free);
+            assert_drains(&bitmap, expected_free);
         });
-        let got = bitmap.alloc_lowest();
-        freer.join().unwrap();
-        bitmap.check().unwrap();
-        let expected_free = if got.is_some() { 1 } else { 2 };
-        assert_eq!(bitmap.count_allocated(), 2 * BITS - expected_free);
-        assert_drains(&bitmap, expected_free);
-    });
+    }
 }
 
 /// A specific-ID claim racing next-fit allocation: both succeed with different IDs, or the
@@ -189,19 +219,21 @@ fn range_free_races_alloc() {
 /// found again.
 #[test]
 fn three_threads_fill_and_free() {
-    model(|| {
-        let bitmap = Arc::new(Two::with_prefix_allocated(2 * BITS - 1));
-        bitmap.alloc_specific(2 * BITS - 1).unwrap();
-        bitmap.free(BITS - 1).unwrap();
-        let (b1, b2) = (bitmap.clone(), bitmap.clone());
-        let filler = thread::spawn(move || b1.alloc_lowest());
-        let freer = thread::spawn(move || b2.free(BITS + 7).unwrap());
-        bitmap.free(3).unwrap();
-        let got = filler.join().unwrap().expect("a free ID was hidden");
-        freer.join().unwrap();
-        assert!([3, BITS - 1, BITS + 7].contains(&got));
-        assert_drains(&bitmap, 2);
-    });
+    for kind in Free::BOTH {
+        model(move || {
+            let bitmap = Arc::new(Two::with_prefix_allocated(2 * BITS - 1));
+            bitmap.alloc_specific(2 * BITS - 1).unwrap();
+            bitmap.free(BITS - 1).unwrap();
+            let (b1, b2) = (bitmap.clone(), bitmap.clone());
+            let filler = thread::spawn(move || b1.alloc_lowest());
+            let freer = thread::spawn(move || kind.free(&b2, BITS + 7).unwrap());
+            kind.free(&bitmap, 3).unwrap();
+            let got = filler.join().unwrap().expect("a free ID was hidden");
+            freer.join().unwrap();
+            assert!([3, BITS - 1, BITS + 7].contains(&got));
+            assert_drains(&bitmap, 2);
+        });
+    }
 }
 
 /// Strict next-fit shared by two threads that each allocate and free twice. A position whose

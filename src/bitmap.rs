@@ -18,7 +18,9 @@
 //! leaf word there, and when it holds no free bit past the hint climbs to the summary level to
 //! find the next non-full word, descending again with `trailing_zeros`: O(levels) word reads.
 //! The chosen bit is claimed with a compare-and-swap on the leaf word, so two callers can never
-//! both own it. A free clears the bit with one `fetch_and`.
+//! both own it. A free clears the bit with one `fetch_and`: [`AtomicBitmap::free`] reads the
+//! whole old word (a CAS loop on x86), [`AtomicBitmap::free_bit`] only the freed bit (one
+//! `lock btr`) and then the parent summary word.
 //!
 //! # The summary protocol
 //! A summary bit must never claim "full" for a word that has a free bit once threads are
@@ -28,12 +30,15 @@
 //!
 //! Every read-modify-write that changes whether a word is full (a claim that fills it, a free or
 //! rollback that un-fills it, a summary update that fills or un-fills a summary word) is followed
-//! by `sync_parent`: set or clear the parent bit to match with an `AcqRel` RMW, then re-read the
+//! by `sync_parent`: set or clear the parent bit to match with an `AcqRel` (now `SeqCst`) RMW, then re-read the
 //! child, and repeat while the re-read disagrees with what was just written. docs/design/03-bitmap-and-ids.md proves
 //! that at quiescence every parent bit equals "child is full", at every level. The proof needs
-//! only the summary RMWs to be `AcqRel`: the re-read is a `Relaxed` load, and leaf operations
-//! carry only the orderings that hand an ID from one owner to the next (claim `Acquire`, free
-//! `Release`). Loom model: `loom-tests/bitmap.rs` (it fails if the summary RMWs are `Relaxed`).
+//! the summary RMWs to be `AcqRel`; leaf operations carry only the orderings that hand an ID
+//! from one owner to the next (claim `Acquire`, free `Release`). `free_bit`, which skips the
+//! summary when the parent bit is clear, adds a store-buffering argument that needs its RMW and
+//! parent load, and the summary RMWs and re-read, to be `SeqCst` (the same instructions as
+//! before on x86). Loom model: `loom-tests/bitmap.rs` (it fails if the summary RMWs are
+//! `Relaxed`, or if `free_bit` reads the parent before its RMW or not at all).
 //!
 //! While threads race, a summary may be briefly stale in either direction: a search may visit a
 //! full word (it moves on) or skip a word that was just freed (the free is still in progress).
@@ -309,10 +314,10 @@ enum Fast {
 /// ```
 pub struct AtomicBitmap<const WORDS: usize, const SUMMARY: usize = DEFAULT_SUMMARY_WORDS> {
     /// One bit per ID, 1 = allocated. Claimed by CAS (`Acquire` on success), freed by
-    /// `fetch_and` (`Release`).
+    /// `fetch_and` (`Release`; `SeqCst` in `free_bit`).
     leaves: [AtomicUsize; WORDS],
     /// The summary levels, level 1 first; bit = child word is full. Written only by
-    /// `sync_parent` (`AcqRel` RMWs).
+    /// `sync_parent` (`SeqCst` RMWs).
     summary: [AtomicUsize; SUMMARY],
 }
 
@@ -902,6 +907,11 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// - [`BitmapError::OutOfRange`] if `id >= capacity`;
     /// - [`BitmapError::NotAllocated`] if it is free (a double free): nothing changes.
     ///
+    /// Reads the whole old word (on x86 a load and a `lock cmpxchg` loop) and updates the
+    /// summary only when the word was full. [`free_bit`](Self::free_bit) is the same free as
+    /// one single-bit RMW plus a load of the summary; which is faster depends on the access
+    /// pattern (docs/design/03-bitmap-and-ids.md, "Free").
+    ///
     /// # Time Complexity
     /// One `fetch_and` (plus a summary update when the word was full).
     pub fn free(&self, id: usize) -> Result<(), BitmapError> {
@@ -914,6 +924,69 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             Err(BitmapError::NotAllocated)
         } else {
             Ok(())
+        }
+    }
+
+    /// Frees `id` like [`free`](Self::free), with a single-bit RMW whose old value is read
+    /// only at the freed bit (one `lock btr` on x86, no CAS loop and no load before it), then
+    /// one load of the parent summary word, and a summary update only if that word marks the
+    /// leaf full. Same results and errors as `free`; the two may be mixed freely.
+    ///
+    /// `PidAllocator` uses it under `Policy::LowestFree`, where the allocation that follows
+    /// a free reads the same leaf word and the CAS loop's load before its `lock cmpxchg` was
+    /// the hottest spot of an allocate+drop pair (docs/design/03-bitmap-and-ids.md, "Free").
+    ///
+    /// # Errors
+    /// - [`BitmapError::OutOfRange`] if `id >= capacity`;
+    /// - [`BitmapError::NotAllocated`] if it is free (a double free): nothing changes.
+    ///
+    /// # Time Complexity
+    /// One `fetch_and` and one load (plus a summary update when the parent marks the word
+    /// full).
+    #[inline]
+    pub fn free_bit(&self, id: usize) -> Result<(), BitmapError> {
+        if id >= Self::CAPACITY {
+            return Err(BitmapError::OutOfRange);
+        }
+        let index = id / BITS;
+        let mask = 1 << (id % BITS);
+        // Only the freed bit of the old value is used, so x86 does this with one `lock btr`
+        // (no CAS loop). `SeqCst`: the free half of the store-buffering pair with
+        // `sync_parent` (see `after_free`); `Release` alone would do for the ID handoff.
+        let old = self.leaves[index].fetch_and(!mask, Ordering::SeqCst);
+        if old & mask == 0 {
+            return Err(BitmapError::NotAllocated);
+        }
+        self.after_free(index);
+        Ok(())
+    }
+
+    /// The summary half of a single-bit free of leaf `index`, which did not read whether the
+    /// word was full: if the parent bit says "full", the free may have un-filled the word, so
+    /// bring the parent in step (`sync_parent`); if it says "not full", nothing to do.
+    ///
+    /// Why a clear parent bit is safe to trust (docs/design/03-bitmap-and-ids.md, "Free"): the
+    /// free's `SeqCst` RMW and this `SeqCst` load, against `sync_parent`'s `SeqCst` RMW on the
+    /// parent and `SeqCst` re-read of the child, form a store-buffering pair: either this load
+    /// sees the filler's parent write, or the filler's re-read sees the free and clears the
+    /// bit again. (Loom models `SeqCst` accesses as `AcqRel`, so its builds read the parent
+    /// with an `AcqRel` RMW instead, which gives the same guarantee in its model.)
+    #[inline(always)]
+    fn after_free(&self, index: usize) {
+        if Self::GEOM.levels == 0 {
+            return;
+        }
+        // Level 1 starts at offset 0 of the summary.
+        let parent = &self.summary[index / BITS];
+        #[cfg(not(loom))]
+        let parent = parent.load(Ordering::SeqCst);
+        // Loom models `SeqCst` accesses as `AcqRel`, which would let this load miss the
+        // filler's write (a false alarm). An `AcqRel` RMW gives what the `SeqCst` pair gives:
+        // it reads the latest value, or the filler's `sync_parent` RMW reads from it.
+        #[cfg(loom)]
+        let parent = parent.fetch_or(0, Ordering::AcqRel);
+        if parent & (1 << (index % BITS)) != 0 {
+            self.sync_parent(0, index, false);
         }
     }
 
@@ -1000,8 +1073,9 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
     /// Makes the parent bits of word `index` at `level` agree with its fullness, all the way
     /// up. `full` is the fullness the caller's RMW just produced.
     ///
-    /// Per level: write the parent bit (`fetch_or`/`fetch_and`, `AcqRel`), then re-read the
-    /// child (a `Relaxed` load); if the child's fullness changed meanwhile, write the parent bit
+    /// Per level: write the parent bit (`fetch_or`/`fetch_and`, `SeqCst`: `AcqRel` suffices for
+    /// this argument, `free_bit`'s needs `SeqCst`), then re-read the child (a `SeqCst` load,
+    /// for the same reason); if the child's fullness changed meanwhile, write the parent bit
     /// again. Whenever a write changed the parent word's own fullness, repeat one level up.
     ///
     /// Why this is enough (docs/design/03-bitmap-and-ids.md, "The summary protocol", has the full proof): take the last
@@ -1022,14 +1096,17 @@ impl<const WORDS: usize, const SUMMARY: usize> AtomicBitmap<WORDS, SUMMARY> {
             let child = self.word(level, index);
             let mut parent_changed = false;
             loop {
+                // `SeqCst` (O): `AcqRel` for the proof's synchronization, and the filler's half
+                // of the store-buffering pair with a single-bit free (`after_free`).
                 let old = if full {
-                    parent.fetch_or(bit, Ordering::AcqRel)
+                    parent.fetch_or(bit, Ordering::SeqCst)
                 } else {
-                    parent.fetch_and(!bit, Ordering::AcqRel)
+                    parent.fetch_and(!bit, Ordering::SeqCst)
                 };
                 let new = if full { old | bit } else { old & !bit };
                 parent_changed |= (old == FULL) != (new == FULL);
-                let now_full = child.load(Ordering::Relaxed) == FULL;
+                // `SeqCst` (Q): the other load of the store-buffering pair.
+                let now_full = child.load(Ordering::SeqCst) == FULL;
                 if now_full == full {
                     break;
                 }

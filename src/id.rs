@@ -207,7 +207,28 @@ impl<const ORDER: usize, const SUMMARY: usize> PidAllocator<ORDER, SUMMARY> {
     /// handed out again meanwhile, frees the new owner's ID.
     pub fn free(&self, id: usize) -> Result<(), BitmapError> {
         self.check_managed(id)?;
-        self.bitmap.free(id)
+        self.release_id(id)
+    }
+
+    /// The bitmap free for this policy (`id` need not be in the managed range: the bitmap
+    /// checks the capacity, and reserved and unmanaged IDs stay allocated).
+    ///
+    /// On x86, `LowestFree` takes the single-bit free ([`AtomicBitmap::free_bit`]): its next
+    /// allocation reads the same leaf word at once, and the CAS loop's load before its
+    /// `lock cmpxchg` made the pair 10.3 ns against 7.0 ns (2026-12-06). The cursor
+    /// policies keep [`AtomicBitmap::free`], whose pair was faster for them (6.5 against
+    /// 7.2 ns for `PerCpuNextFit`). Elsewhere `free` is one instruction that returns the whole
+    /// old word (RISC-V `amoand`, AArch64 `ldclr`), so `free_bit`'s extra load would only
+    /// cost. docs/design/03-bitmap-and-ids.md, "Free".
+    #[inline(always)]
+    fn release_id(&self, id: usize) -> Result<(), BitmapError> {
+        if cfg!(any(target_arch = "x86", target_arch = "x86_64"))
+            && self.policy == Policy::LowestFree
+        {
+            self.bitmap.free_bit(id)
+        } else {
+            self.bitmap.free(id)
+        }
     }
 
     fn check_managed(&self, id: usize) -> Result<(), BitmapError> {
@@ -496,8 +517,12 @@ impl<const ORDER: usize, const SUMMARY: usize> Deref for Pid<'_, ORDER, SUMMARY>
 impl<const ORDER: usize, const SUMMARY: usize> Drop for Pid<'_, ORDER, SUMMARY> {
     #[inline]
     fn drop(&mut self) {
-        let freed = self.allocator.bitmap.free(self.id);
-        // Not while unwinding: a second panic would abort and hide the first one.
+        let freed = self.allocator.release_id(self.id);
+        // Not while unwinding: a second panic would abort and hide the first one. (Release
+        // builds still load the panic count here: with the check compiled out, `NextFit`'s
+        // allocate+drop went from 8.2 to 9.6 ns in the showcase, 2026-12-06, with the
+        // allocation code byte-identical; measured, not understood. docs/design/03, "Speed
+        // against index-set".)
         #[cfg(feature = "std")]
         let unwinding = std::thread::panicking();
         #[cfg(not(feature = "std"))]

@@ -11,6 +11,19 @@ use smpalloc::bitmap::{AtomicBitmap, BITS, BitmapError, Cursor, summary_words};
 use support::IdShadow;
 use support::ids::{Pos, ShadowCheck, pick};
 
+/// `bitmap.free(id)`, or `bitmap.free_bit(id)` when `bit` (the two must agree).
+fn free<const W: usize, const S: usize>(
+    bitmap: &AtomicBitmap<W, S>,
+    id: usize,
+    bit: bool,
+) -> Result<(), BitmapError> {
+    if bit {
+        bitmap.free_bit(id)
+    } else {
+        bitmap.free(id)
+    }
+}
+
 /// One step of a test sequence; positions are mapped onto the capacity by [`pick`].
 #[derive(Debug, Clone)]
 enum Op {
@@ -30,10 +43,10 @@ enum Op {
         align: usize,
         floor: Pos,
     },
-    /// `free` of any ID (free, allocated or out of range).
-    Free(Pos),
-    /// `free` of the `k`-th owned ID.
-    FreeOwned(usize),
+    /// `free` (or, `true`, `free_bit`) of any ID (free, allocated or out of range).
+    Free(Pos, bool),
+    /// `free` (or, `true`, `free_bit`) of the `k`-th owned ID.
+    FreeOwned(usize, bool),
     /// `free_range` of any range.
     FreeRange {
         start: Pos,
@@ -85,8 +98,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => pos().prop_map(Op::AllocSpecific),
         4 => (count(), align(), floor())
             .prop_map(|(count, align, floor)| Op::AllocContiguous { count, align, floor }),
-        2 => pos().prop_map(Op::Free),
-        4 => any::<usize>().prop_map(Op::FreeOwned),
+        2 => (pos(), any::<bool>()).prop_map(|(id, bit)| Op::Free(id, bit)),
+        4 => (any::<usize>(), any::<bool>()).prop_map(|(k, bit)| Op::FreeOwned(k, bit)),
         2 => (pos(), count()).prop_map(|(start, count)| Op::FreeRange { start, count }),
         3 => (any::<usize>(), 0..4u8, any::<usize>())
             .prop_map(|(k, shape, extra)| Op::FreeRunRange { k, shape, extra }),
@@ -208,7 +221,7 @@ fn run<const W: usize, const S: usize>(prefix: Pos, ops: &[Op]) {
                 }
                 touched.push(floor);
             }
-            Op::Free(id) => {
+            Op::Free(id, bit) => {
                 let id = pick(capacity, id);
                 let want = if id >= capacity {
                     Err(BitmapError::OutOfRange)
@@ -217,18 +230,22 @@ fn run<const W: usize, const S: usize>(prefix: Pos, ops: &[Op]) {
                 } else {
                     Ok(())
                 };
-                assert_eq!(bitmap.free(id), want, "{context} (id {id})");
+                assert_eq!(free(&bitmap, id, bit), want, "{context} (id {id})");
                 if want.is_ok() {
                     model.release(id);
                 }
                 touched.push(id);
             }
-            Op::FreeOwned(k) => {
+            Op::FreeOwned(k, bit) => {
                 if let Some(id) = model.nth(k % model.len().max(1)) {
-                    assert_eq!(bitmap.free(id), Ok(()), "{context} (id {id})");
+                    assert_eq!(free(&bitmap, id, bit), Ok(()), "{context} (id {id})");
                     model.release(id);
                     // A second free is a double free: an error that changes nothing.
-                    assert_eq!(bitmap.free(id), Err(BitmapError::NotAllocated), "{context}");
+                    assert_eq!(
+                        free(&bitmap, id, !bit),
+                        Err(BitmapError::NotAllocated),
+                        "{context}"
+                    );
                     touched.push(id);
                 }
             }
@@ -336,6 +353,42 @@ fn three_level_propagation_through_padding() {
     assert_eq!(bitmap.check(), Ok(()));
     assert_eq!(bitmap.alloc_lowest_from(last_word), Some(cap - 1));
     assert_eq!(bitmap.check(), Ok(()));
+}
+
+/// `free_bit` un-fills a word through all three summary levels exactly as `free` does (it
+/// reads the parent instead of the old word), and its errors are `free`'s: out of range
+/// (`capacity`, `usize::MAX`) and double free, each changing nothing.
+#[test]
+fn free_bit_propagation_and_errors() {
+    const W: usize = 4097;
+    let bitmap = Box::new(AtomicBitmap::<W, { summary_words(W) }>::new());
+    let cap = W * BITS;
+    let last_word = (W - 1) * BITS;
+    assert_eq!(
+        bitmap.alloc_contiguous(BITS, BITS, last_word),
+        Ok(Some(last_word))
+    );
+    assert_eq!(bitmap.free_bit(cap - 1), Ok(()));
+    assert_eq!(bitmap.check(), Ok(()));
+    assert_eq!(bitmap.alloc_lowest_from(last_word), Some(cap - 1));
+    assert_eq!(bitmap.check(), Ok(()));
+    let allocated = bitmap.count_allocated();
+    assert_eq!(bitmap.free_bit(cap), Err(BitmapError::OutOfRange));
+    assert_eq!(bitmap.free_bit(usize::MAX), Err(BitmapError::OutOfRange));
+    assert_eq!(bitmap.free_bit(5), Err(BitmapError::NotAllocated));
+    assert_eq!(bitmap.free_bit(last_word + 3), Ok(()));
+    assert_eq!(
+        bitmap.free_bit(last_word + 3),
+        Err(BitmapError::NotAllocated)
+    );
+    assert_eq!(bitmap.count_allocated(), allocated - 1);
+    assert_eq!(bitmap.check(), Ok(()));
+    // A single-word bitmap has no summary: only the leaf changes.
+    let one = AtomicBitmap::<1, 0>::with_prefix_allocated(BITS);
+    assert_eq!(one.free_bit(7), Ok(()));
+    assert_eq!(one.free_bit(7), Err(BitmapError::NotAllocated));
+    assert_eq!(one.alloc_lowest(), Some(7));
+    assert_eq!(one.check(), Ok(()));
 }
 
 /// A completely full three-level bitmap: one free anywhere is found from ID 0, and the

@@ -781,13 +781,20 @@ trait_model_tests! {
 
 #[test]
 fn documented_errors_and_no_change_on_error() {
+    // `LowestFree` frees through `AtomicBitmap::free_bit` on x86: the same errors.
+    for policy in [Policy::NextFit, Policy::LowestFree] {
+        let alloc = PidAllocator::<8>::with_reserved(300).with_policy(policy);
+        let cap = 8 * BITS;
+        assert_eq!(alloc.free(0), Err(BitmapError::Reserved));
+        assert_eq!(alloc.free(299), Err(BitmapError::Reserved));
+        assert_eq!(alloc.free(cap), Err(BitmapError::OutOfRange));
+        assert_eq!(alloc.free(usize::MAX), Err(BitmapError::OutOfRange));
+        assert_eq!(alloc.free(300), Err(BitmapError::NotAllocated));
+        assert_eq!(alloc.used(), 0);
+        assert_eq!(alloc.check(), Ok(()));
+    }
     let alloc = PidAllocator::<8>::with_reserved(300);
     let cap = 8 * BITS;
-    assert_eq!(alloc.free(0), Err(BitmapError::Reserved));
-    assert_eq!(alloc.free(299), Err(BitmapError::Reserved));
-    assert_eq!(alloc.free(cap), Err(BitmapError::OutOfRange));
-    assert_eq!(alloc.free(usize::MAX), Err(BitmapError::OutOfRange));
-    assert_eq!(alloc.free(300), Err(BitmapError::NotAllocated));
     assert_eq!(
         alloc.allocate_specific(299).map(|p| *p),
         Err(BitmapError::Reserved)
