@@ -106,6 +106,17 @@ fn refill_and_drain_race_remote_free() {
     });
 }
 
+/// Two racing frees of one allocation: exactly one succeeds, the other is `NotAllocated`.
+fn assert_one_frees(mine: Result<(), AllocError>, theirs: Result<(), AllocError>) {
+    assert!(
+        matches!(
+            (mine, theirs),
+            (Ok(()), Err(AllocError::NotAllocated)) | (Err(AllocError::NotAllocated), Ok(()))
+        ),
+        "{mine:?} {theirs:?}"
+    );
+}
+
 /// Two threads free the same page at once (a double free): exactly one succeeds, the page is
 /// parked or freed once, and the counters stay exact.
 #[test]
@@ -121,13 +132,7 @@ fn racing_double_free_frees_once() {
         });
         let mine = pages.try_dealloc_pages(page, 1);
         let theirs = t.join().unwrap();
-        assert!(
-            matches!(
-                (mine, theirs),
-                (Ok(()), Err(AllocError::NotAllocated)) | (Err(AllocError::NotAllocated), Ok(()))
-            ),
-            "{mine:?} {theirs:?}"
-        );
+        assert_one_frees(mine, theirs);
         assert_exact(&pages, 0);
     });
 }
@@ -207,13 +212,7 @@ fn blocks_through_caches_race_double_free_and_drain() {
         pages.try_dealloc_pages(a, 2).unwrap();
         let again = pages.alloc_pages(2, 2 * P).unwrap();
         let theirs = t.join().unwrap();
-        assert!(
-            matches!(
-                (mine, theirs),
-                (Ok(()), Err(AllocError::NotAllocated)) | (Err(AllocError::NotAllocated), Ok(()))
-            ),
-            "{mine:?} {theirs:?}"
-        );
+        assert_one_frees(mine, theirs);
         assert_exact(&pages, 2);
         // The other block is free (parked or in the zone): one more 2-page block exists, and
         // no third one.
