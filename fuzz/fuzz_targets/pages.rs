@@ -1,5 +1,5 @@
-//! Fuzz target `pages`: `BitmapPageAllocator` and `BuddyPageAllocator` against a shadow model
-//! of their regions and allocated pages.
+//! Fuzz target `pages`: `BitmapPageAllocator`, `LowestFreeBitmapPageAllocator` and
+//! `BuddyPageAllocator` against a shadow model of their regions and allocated pages.
 //!
 //! Both allocators manage addresses only (nothing is ever written into the pages), so regions
 //! are arbitrary address ranges: overlapping, tiny, unaligned, near address 0 and near
@@ -9,6 +9,7 @@
 //! `try_dealloc_pages` of arbitrary `(base, count)` ranges (buddy: exactly one allocation or
 //! `NotAllocated`; bitmap: any range of allocated pages, since a bitmap keeps no allocation
 //! boundaries), `is_allocated`, `used_pages`/`total_pages`, and `check()` after every step.
+//! The lowest-free bitmap must also hand out exactly the lowest fitting run, every time.
 //! At the end everything is freed and every page must be available again.
 #![no_main]
 
@@ -18,7 +19,9 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use smpalloc::AllocError;
 use smpalloc::bitmap::summary_words;
-use smpalloc::page::{BitmapPageAllocator, BuddyPageAllocator, MAX_REGIONS};
+use smpalloc::page::{
+    BitmapPageAllocator, BuddyPageAllocator, LowestFreeBitmapPageAllocator, MAX_REGIONS,
+};
 
 const MAX_OPS: usize = 256;
 const PAGE: usize = 4096;
@@ -27,6 +30,7 @@ const WORDS: usize = 4;
 const CAPACITY: usize = WORDS * 64;
 const MAX_ORDER: usize = 4;
 type Bitmap = BitmapPageAllocator<PAGE, WORDS, { summary_words(WORDS) }>;
+type Lowest = LowestFreeBitmapPageAllocator<PAGE, WORDS, { summary_words(WORDS) }>;
 type Buddy = BuddyPageAllocator<PAGE, MAX_ORDER, 2>;
 
 /// Where regions and windows lie: address 0, an ordinary address, just below `usize::MAX`.
@@ -86,7 +90,8 @@ enum Op {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    buddy: bool,
+    /// 0: next-fit bitmap, 1: lowest-free bitmap, otherwise the buddy.
+    family: u8,
     /// Buddy: the window's base (`BASES`) and the caches' watermarks.
     window: u8,
     high: u8,
@@ -197,71 +202,55 @@ fn count_of(c: u8) -> usize {
 
 enum Subject {
     Bitmap(Box<Bitmap>),
+    Lowest(Box<Lowest>),
     Buddy(Box<Buddy>, usize, usize),
+}
+
+/// `$body` with `$a` bound to whichever allocator `$subject` holds (their APIs are the same).
+macro_rules! each {
+    ($subject:expr, $a:ident => $body:expr) => {
+        match $subject {
+            Subject::Bitmap($a) => $body,
+            Subject::Lowest($a) => $body,
+            Subject::Buddy($a, ..) => $body,
+        }
+    };
 }
 
 impl Subject {
     fn add_memory(&self, s: usize, z: usize) -> Result<(), AllocError> {
-        match self {
-            Subject::Bitmap(b) => b.add_memory(s, z),
-            Subject::Buddy(b, ..) => b.add_memory(s, z),
-        }
+        each!(self, b => b.add_memory(s, z))
     }
     fn alloc_pages(&self, n: usize, a: usize) -> Result<usize, AllocError> {
-        match self {
-            Subject::Bitmap(b) => b.alloc_pages(n, a),
-            Subject::Buddy(b, ..) => b.alloc_pages(n, a),
-        }
+        each!(self, b => b.alloc_pages(n, a))
     }
     fn alloc_pages_at(&self, at: usize, n: usize, a: usize) -> Result<usize, AllocError> {
-        match self {
-            Subject::Bitmap(b) => b.alloc_pages_at(at, n, a),
-            Subject::Buddy(b, ..) => b.alloc_pages_at(at, n, a),
-        }
+        each!(self, b => b.alloc_pages_at(at, n, a))
     }
     fn try_dealloc(&self, at: usize, n: usize) -> Result<(), AllocError> {
-        match self {
-            Subject::Bitmap(b) => b.try_dealloc_pages(at, n),
-            Subject::Buddy(b, ..) => b.try_dealloc_pages(at, n),
-        }
+        each!(self, b => b.try_dealloc_pages(at, n))
+    }
+    fn dealloc(&self, at: usize, n: usize) {
+        each!(self, b => b.dealloc_pages(at, n))
     }
     fn is_allocated(&self, at: usize) -> bool {
-        match self {
-            Subject::Bitmap(b) => b.is_allocated(at),
-            Subject::Buddy(b, ..) => b.is_allocated(at),
-        }
+        each!(self, b => b.is_allocated(at))
     }
     fn check(&self, m: &Model) {
-        let (used, total, avail) = match self {
-            Subject::Bitmap(b) => {
-                b.check().expect("BitmapPageAllocator::check");
-                (b.used_pages(), b.total_pages(), b.available_pages())
-            }
-            Subject::Buddy(b, ..) => {
-                b.check().expect("BuddyPageAllocator::check");
-                (b.used_pages(), b.total_pages(), b.available_pages())
-            }
-        };
+        let (used, total, avail) = each!(self, b => {
+            b.check().expect("check");
+            (b.used_pages(), b.total_pages(), b.available_pages())
+        });
         assert_eq!(used, m.pages.len(), "used_pages");
         assert_eq!(total, m.total(), "total_pages");
         assert_eq!(avail, total - used, "available_pages");
     }
     /// Whether the model says `alloc_pages(n, align)` must succeed.
     fn must_fit(&self, m: &Model, n: usize, align: usize) -> bool {
-        let align = align / PAGE;
         match self {
-            Subject::Bitmap(..) => {
-                let Some(base) = m.base else { return false };
-                let mut p = base.next_multiple_of(align);
-                while p + n <= base + CAPACITY {
-                    if m.covered(p, p + n) && !m.any_allocated(p, p + n) {
-                        return true;
-                    }
-                    p += align;
-                }
-                false
-            }
+            Subject::Bitmap(..) | Subject::Lowest(..) => lowest_fit(m, n, align).is_some(),
             Subject::Buddy(..) => {
+                let align = align / PAGE;
                 // A naturally aligned free block of the order, inside one region.
                 let order = n
                     .next_power_of_two()
@@ -286,11 +275,26 @@ impl Subject {
     }
 }
 
+/// The lowest first page of `n` free pages at an address aligned to `align` in a bitmap's
+/// window, if any.
+fn lowest_fit(m: &Model, n: usize, align: usize) -> Option<usize> {
+    let align = align / PAGE;
+    let base = m.base?;
+    let mut p = base.next_multiple_of(align);
+    while p + n <= base + CAPACITY {
+        if m.covered(p, p + n) && !m.any_allocated(p, p + n) {
+            return Some(p);
+        }
+        p += align;
+    }
+    None
+}
+
 fuzz_target!(|input: Input| {
     smpalloc::percpu::set_cpu_id_source(cpu_source);
     CPU.store(0, std::sync::atomic::Ordering::Relaxed);
     let mut m = Model::default();
-    let subject = if input.buddy {
+    let subject = if input.family >= 2 {
         let start = BASES[input.window as usize % BASES.len()];
         let size = 256 * PAGE;
         let buddy = Buddy::with_window(start, size)
@@ -301,6 +305,8 @@ fuzz_target!(|input: Input| {
             (start + size).div_ceil(block) * block,
         );
         Subject::Buddy(Box::new(buddy), first / PAGE, (last - first) / PAGE)
+    } else if input.family == 1 {
+        Subject::Lowest(Box::new(Lowest::new()))
     } else {
         Subject::Bitmap(Box::new(Bitmap::new()))
     };
@@ -320,7 +326,7 @@ fuzz_target!(|input: Input| {
                         return Err(AllocError::MemoryOverlap);
                     }
                     match &subject {
-                        Subject::Bitmap(_) => {
+                        Subject::Bitmap(_) | Subject::Lowest(_) => {
                             if m.regions.len() == MAX_REGIONS {
                                 return Err(AllocError::NoMemory);
                             }
@@ -361,6 +367,13 @@ fuzz_target!(|input: Input| {
                             m.covered(first, first + n),
                             "alloc_pages outside the regions"
                         );
+                        if let Subject::Lowest(..) = subject {
+                            assert_eq!(
+                                Some(first),
+                                lowest_fit(&m, n, align),
+                                "alloc_pages({n}, {align:#x}) not the lowest fit"
+                            );
+                        }
                         m.take(first, n);
                     }
                     Err(e) => {
@@ -389,7 +402,7 @@ fuzz_target!(|input: Input| {
                 } else {
                     let first = base / PAGE;
                     let in_window = match &subject {
-                        Subject::Bitmap(_) => true,
+                        Subject::Bitmap(_) | Subject::Lowest(_) => true,
                         Subject::Buddy(_, wb, wl) => first >= *wb && first - wb + n <= *wl,
                     };
                     if first.checked_add(n).is_none() || !in_window || !m.covered(first, first + n)
@@ -437,7 +450,7 @@ fuzz_target!(|input: Input| {
                     Err(AllocError::InvalidParam)
                 } else {
                     let in_window = match &subject {
-                        Subject::Bitmap(_) => true,
+                        Subject::Bitmap(_) | Subject::Lowest(_) => true,
                         Subject::Buddy(_, wb, wl) => {
                             first >= *wb && (first - wb).checked_add(n).is_some_and(|e| e <= *wl)
                         }
@@ -448,7 +461,9 @@ fuzz_target!(|input: Input| {
                     } else {
                         let ok = match &subject {
                             // A bitmap sees pages only: any range of allocated pages.
-                            Subject::Bitmap(_) => m.all_allocated(first, first + n),
+                            Subject::Bitmap(_) | Subject::Lowest(_) => {
+                                m.all_allocated(first, first + n)
+                            }
                             // The buddy: exactly one allocation.
                             Subject::Buddy(..) => m.allocs.get(&first) == Some(&n),
                         };
@@ -468,10 +483,7 @@ fuzz_target!(|input: Input| {
                 let Some((first, n)) = m.nth_alloc(idx) else {
                     continue;
                 };
-                match &subject {
-                    Subject::Bitmap(b) => b.dealloc_pages(first * PAGE, n),
-                    Subject::Buddy(b, ..) => b.dealloc_pages(first * PAGE, n),
-                }
+                subject.dealloc(first * PAGE, n);
                 release(&mut m, first, n);
             }
             Op::FreeOrder { idx } => {
