@@ -172,32 +172,21 @@ pub fn current_cpu() -> usize {
 }
 
 #[cfg(all(feature = "std", not(loom)))]
-crate::sync::thread_locals! {
-    /// This thread's slot number, `usize::MAX` until its first [`fallback_cpu`].
-    static SLOT: core::cell::Cell<usize> = const { core::cell::Cell::new(usize::MAX) };
-}
-
-/// The calling thread's slot number: one thread-local load and a compare on every call but
-/// the thread's first (the hand-out is out of line, so the hot path inlines).
-#[cfg(all(feature = "std", not(loom)))]
-#[inline(always)]
+#[inline]
 fn fallback_cpu() -> usize {
-    let id = SLOT.get();
-    if id != usize::MAX {
-        return id;
-    }
-    first_slot()
-}
-
-/// Hands the calling thread its slot number (round-robin), once per thread.
-#[cfg(all(feature = "std", not(loom)))]
-#[cold]
-#[inline(never)]
-fn first_slot() -> usize {
+    use core::cell::Cell;
     static NEXT_SLOT: BootUsize = BootUsize::new(0);
-    let id = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
-    SLOT.set(id);
-    id
+    crate::sync::thread_locals! {
+        static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    SLOT.with(|slot| {
+        let mut id = slot.get();
+        if id == usize::MAX {
+            id = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+            slot.set(id);
+        }
+        id
+    })
 }
 
 #[cfg(loom)]
