@@ -132,10 +132,12 @@ impl fmt::Debug for PageMeta {
     }
 }
 
-/// Where the page metadata lives.
+/// Where the page metadata lives. Every variant holds its slice at the same place (`Missing`
+/// an empty one), so [`pages`](Self::pages), on every allocation and free, reads it with no
+/// branch on the variant.
 enum Metadata {
-    /// None yet (`new()` before `init`).
-    Missing,
+    /// None yet (`new()` before `init`): always the empty slice.
+    Missing(&'static [PageMeta]),
     /// Caller-provided.
     Static(&'static [PageMeta]),
     /// Allocated by `init` or `with_window`.
@@ -147,8 +149,7 @@ impl Metadata {
     #[inline(always)]
     fn pages(&self) -> &[PageMeta] {
         match self {
-            Metadata::Missing => &[],
-            Metadata::Static(meta) => meta,
+            Metadata::Missing(meta) | Metadata::Static(meta) => meta,
             #[cfg(feature = "alloc")]
             Metadata::Owned(meta) => meta,
         }
@@ -268,7 +269,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
         pub fn new() -> Self {
             let () = Self::VALID;
             Self {
-                meta: Metadata::Missing,
+                meta: Metadata::Missing(&[]),
                 base: 0,
                 zone: SpinLock::new(Zone::new()),
                 caches: caches(),
@@ -425,7 +426,7 @@ impl<const PAGE_SIZE: usize, const MAX_ORDER: usize, const CPUS: usize>
     /// metadata and no `alloc` feature.
     pub fn init(&mut self, start: usize, size: usize) {
         #[cfg(feature = "alloc")]
-        if matches!(self.meta, Metadata::Missing) {
+        if matches!(self.meta, Metadata::Missing(_)) {
             self.allocate_window(start, size);
         }
         if let Err(error) = self.add_memory(start, size) {
